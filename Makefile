@@ -1,0 +1,31 @@
+# pertpipe: `make run` = set up + run the demo pipeline; `make test` = set up + run the tests.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+CORES ?= 2
+STAMP := .setup.stamp
+
+.PHONY: setup run test test-fast bench clean
+
+# Python packages (exact pins) and the package itself, in editable mode. System tools cell-eval needs:
+# zstd and tar (installed by .ci/run with apt-get on a fresh machine).
+setup: $(STAMP)
+$(STAMP): requirements.txt pyproject.toml
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -e .
+	@command -v zstd >/dev/null || echo "warning: zstd not found (cell-eval prep needs it): apt-get install -y zstd"
+	@touch $(STAMP)
+
+run: setup
+	snakemake --cores $(CORES)
+
+test: setup
+	$(PYTHON) -m pytest -q -ra
+
+test-fast: setup
+	$(PYTHON) -m pytest -q -ra -m "not workflow"
+
+bench: setup
+	$(PYTHON) benchmarks/bench_stage1.py
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,32 @@
+# pertpipe: staged single-cell perturbation prediction, packaged and scored like the Virtual Cell Challenge.
+#   snakemake --cores 2            the default run (config.yaml: the embedded demo dataset)
+#   snakemake stage1 --cores 2     stage 1 only (download, standardize, align_genes, split, ground_truth, report)
+# All logic lives in the pertpipe package; rules stay thin and scripts in workflow_scripts/ are glue.
+
+import os
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+# The repository's config.yaml is the base; --configfile/--config merge over it (nested keys too).
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+validate(config, os.path.join(workflow.basedir, "schemas/config.schema.yaml"))
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        stage1_targets(DATASET),
+
+
+rule stage1:
+    input:
+        stage1_targets(DATASET),

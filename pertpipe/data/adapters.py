@@ -1,0 +1,161 @@
+"""Adapters: map a source's obs/var conventions onto the canonical contract.
+
+An adapter knows where a source keeps the perturbation, its control labels, cell type, batch and gene
+symbols. Adding a source format is one registered subclass (or one ``adapter_options`` block in the
+registry for a source that only differs in column names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from pertpipe import COMBO_SEP, CONTROL_LABEL
+from pertpipe.errors import ConfigError, ContractError
+
+ADAPTERS: dict[str, type[Adapter]] = {}
+
+
+def register_adapter(name: str) -> Callable[[type[Adapter]], type[Adapter]]:
+    def deco(cls: type[Adapter]) -> type[Adapter]:
+        cls.name = name
+        ADAPTERS[name] = cls
+        return cls
+    return deco
+
+
+def get_adapter(name: str, options: dict[str, Any] | None = None) -> Adapter:
+    """The adapter registered as ``name``, with ``options`` (from the registry) overriding its defaults."""
+    if name not in ADAPTERS:
+        raise ConfigError(f"unknown adapter '{name}'. Fix: use one of {sorted(ADAPTERS)} in resources/datasets.yaml")
+    adapter = ADAPTERS[name]()
+    if options:
+        valid = {f.name for f in fields(adapter)}
+        bad = set(options) - valid
+        if bad:
+            raise ConfigError(f"adapter '{name}': unknown adapter_options {sorted(bad)}. Fix: use {sorted(valid)}")
+        opts = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+        adapter = replace(adapter, **opts)
+    return adapter
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """Column conventions of one source format; subclasses override :meth:`map_targets` for odd labels."""
+
+    name: ClassVar[str] = "base"
+    pert_col: str = "target_gene"
+    control_values: tuple[str, ...] = (CONTROL_LABEL, "control", "ctrl", "NT", "non_targeting", "Non-Targeting",
+                                       "nontargeting", "negative_control")
+    combo_sep: str = "+"
+    cell_type_col: str | None = "cell_type"
+    batch_col: str | None = "batch"
+    gene_col: str | None = None  # var column with symbols; None = var index
+    default_cell_type: str = "unknown"
+    default_batch: str = "batch0"
+    keep_obs: tuple[str, ...] = field(default_factory=tuple)
+
+    # -- obs ---------------------------------------------------------------------------------------
+    def map_targets(self, values: pd.Series) -> pd.Series:
+        """Source perturbation labels -> canonical ``target_gene`` (controls -> ``non-targeting``)."""
+        controls = set(self.control_values)
+
+        def one(label: str) -> str:
+            label = str(label).strip()
+            if label in controls:
+                return CONTROL_LABEL
+            parts = [x.strip() for x in label.split(self.combo_sep) if x.strip() and x.strip() not in controls]
+            return COMBO_SEP.join(parts) if parts else CONTROL_LABEL
+
+        uniq = pd.unique(values.astype(str))
+        mapping = {u: one(u) for u in uniq}
+        return values.astype(str).map(mapping)
+
+    def canonical_obs(self, obs: pd.DataFrame, *, path: object) -> pd.DataFrame:
+        """The canonical obs table (target_gene, batch, cell_type + kept columns), validated."""
+        if self.pert_col not in obs.columns:
+            raise ContractError(path, f"obs['{self.pert_col}']",
+                                f"perturbation column missing (obs has {list(obs.columns)[:20]})",
+                                f"set adapter_options.pert_col for this dataset in resources/datasets.yaml, or use "
+                                f"another adapter (one of {sorted(ADAPTERS)})")
+        raw = obs[self.pert_col]
+        missing = raw.isna() | (raw.astype(str).str.strip().isin(["", "nan", "None"]))
+        if missing.any():
+            rows = list(obs.index[missing][:5])
+            raise ContractError(path, f"obs['{self.pert_col}']", f"{int(missing.sum())} cells have no perturbation "
+                                f"label (first: {rows})", "label them (controls as 'non-targeting') or drop them")
+        out = pd.DataFrame(index=obs.index.astype(str))
+        out["target_gene"] = self.map_targets(raw).values
+        out["batch"] = self._column(obs, self.batch_col, self.default_batch)
+        out["cell_type"] = self._column(obs, self.cell_type_col, self.default_cell_type)
+        for col in self.keep_obs:
+            if col in obs.columns:
+                out[col] = obs[col].values
+        if not (out["target_gene"] == CONTROL_LABEL).any():
+            seen = sorted(pd.unique(raw.astype(str)))[:10]
+            raise ContractError(path, f"obs['{self.pert_col}']", f"no control cells: none of the labels "
+                                f"{list(self.control_values)} occur (labels seen: {seen} ...)",
+                                "set adapter_options.control_values to the source's control label(s)")
+        return out
+
+    @staticmethod
+    def _column(obs: pd.DataFrame, col: str | None, default: str) -> np.ndarray:
+        if col and col in obs.columns:
+            return obs[col].astype(str).values
+        return np.full(len(obs), default, dtype=object)
+
+    # -- var ---------------------------------------------------------------------------------------
+    def gene_symbols(self, var: pd.DataFrame, *, path: object) -> pd.Index:
+        if self.gene_col is None:
+            names = var.index
+        elif self.gene_col in var.columns:
+            names = pd.Index(var[self.gene_col].astype(str))
+        else:
+            raise ContractError(path, f"var['{self.gene_col}']", f"gene symbol column missing (var has "
+                                f"{list(var.columns)})", "set adapter_options.gene_col (null = var index)")
+        return pd.Index([str(x).strip() for x in names])
+
+
+@register_adapter("canonical")
+class CanonicalAdapter(Adapter):
+    """Already canonical (the demo, VCC-style files): ``target_gene``, ``batch``, ``cell_type``."""
+
+
+@register_adapter("vcc")
+class VCCAdapter(Adapter):
+    """VCC 2025 training h5ad: ``target_gene`` with ``non-targeting``, ``batch``; one cell line (H1)."""
+
+    default_cell_type: str = "H1"
+
+
+@register_adapter("perturbench")
+class PerturbenchAdapter(Adapter):
+    """perturbench / scPerturb-like: ``perturbation`` with ``control``; ``+`` joins doubles."""
+
+    pert_col: str = "perturbation"
+    batch_col: str | None = "dataset"
+    keep_obs: tuple[str, ...] = ("perturbation_raw", "dataset", "perturbation_type")
+
+
+@register_adapter("scperturb")
+class ScPerturbAdapter(Adapter):
+    """scPerturb harmonised files: ``perturbation`` (``control``), ``celltype``; symbols in the var index."""
+
+    pert_col: str = "perturbation"
+    cell_type_col: str | None = "celltype"
+    batch_col: str | None = "gem_group"
+    combo_sep: str = "_"
+
+
+@register_adapter("gears")
+class GearsAdapter(Adapter):
+    """GEARS ``perturb_processed.h5ad``: ``condition`` as ``A+ctrl`` / ``A+B`` / ``ctrl``; symbols in ``gene_name``."""
+
+    pert_col: str = "condition"
+    cell_type_col: str | None = "cell_type"
+    batch_col: str | None = None
+    gene_col: str | None = "gene_name"

@@ -1,0 +1,255 @@
+"""Chunked h5ad reading and writing, so stage 1 memory follows the chunk size, not the dataset.
+
+``H5adReader`` streams row blocks of ``X`` (CSR or dense on disk) or a layer as scipy CSR matrices;
+``H5adWriter`` appends CSR row blocks to a new h5ad written in anndata's on-disk encoding, under a
+temporary name that is renamed into place only when the file is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata.io import read_elem, write_elem
+
+from pertpipe.errors import ContractError
+
+_DATA_CHUNK = 1 << 18  # elements per HDF5 chunk of data/indices (1 MiB of float32)
+
+
+class H5adReader:
+    """Open an h5ad file for chunked access to ``X`` and its layers; obs/var are read eagerly (small)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no such file")
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise ContractError(self.path, "file", f"not a readable HDF5/h5ad file ({exc})",
+                                "re-download it (delete the file and re-run the rule) or check the path") from exc
+        if "X" not in self._f:
+            raise ContractError(self.path, "X", "the file has no X matrix", "write the expression matrix to X")
+        self.obs: pd.DataFrame = read_elem(self._f["obs"])
+        self.var: pd.DataFrame = read_elem(self._f["var"])
+        self.n_obs, self.n_vars = len(self.obs), len(self.var)
+
+    # -- context manager -------------------------------------------------------------------------
+    def __enter__(self) -> H5adReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._f.close()
+
+    # -- metadata ----------------------------------------------------------------------------------
+    @property
+    def var_names(self) -> pd.Index:
+        return self.var.index
+
+    def uns(self) -> dict[str, Any]:
+        return read_elem(self._f["uns"]) if "uns" in self._f else {}
+
+    def layers(self) -> list[str]:
+        return list(self._f["layers"].keys()) if "layers" in self._f else []
+
+    def _elem(self, layer: str | None) -> h5py.Group | h5py.Dataset:
+        if layer is None:
+            return self._f["X"]
+        if layer == "raw/X":
+            return self._f["raw/X"]
+        if layer not in self.layers():
+            raise ContractError(self.path, f"layers['{layer}']", "layer missing", f"available layers: {self.layers()}")
+        return self._f["layers"][layer]
+
+    def encoding(self, layer: str | None = None) -> str:
+        """``csr_matrix``, ``csc_matrix`` or ``array`` (dense)."""
+        elem = self._elem(layer)
+        if isinstance(elem, h5py.Dataset):
+            return "array"
+        enc = elem.attrs.get("encoding-type", "")
+        return enc.decode() if isinstance(enc, bytes) else str(enc)
+
+    def dtype(self, layer: str | None = None) -> np.dtype:
+        elem = self._elem(layer)
+        return elem.dtype if isinstance(elem, h5py.Dataset) else elem["data"].dtype
+
+    def nnz(self, layer: str | None = None) -> int:
+        elem = self._elem(layer)
+        return int(np.prod(elem.shape)) if isinstance(elem, h5py.Dataset) else int(elem["data"].shape[0])
+
+    # -- data --------------------------------------------------------------------------------------
+    def read_rows(self, start: int, stop: int, layer: str | None = None) -> sp.csr_matrix:
+        """Rows ``[start, stop)`` of X (or ``layer``) as CSR, reading only those rows from disk."""
+        elem = self._elem(layer)
+        enc = self.encoding(layer)
+        if enc == "array":
+            block = np.asarray(elem[start:stop])
+            return sp.csr_matrix(block)
+        if enc != "csr_matrix":
+            raise ContractError(self.path, "X" if layer is None else f"layers['{layer}']",
+                                f"stored as {enc}; chunked row access needs CSR",
+                                "convert once with `adata.X = scipy.sparse.csr_matrix(adata.X)` and re-save")
+        indptr = elem["indptr"][start:stop + 1].astype(np.int64)
+        lo, hi = int(indptr[0]), int(indptr[-1])
+        data = elem["data"][lo:hi]
+        indices = elem["indices"][lo:hi]
+        shape = (stop - start, self.n_vars)
+        return sp.csr_matrix((data, indices, indptr - lo), shape=shape)
+
+    def iter_chunks(self, chunk_size: int, layer: str | None = None,
+                    rows: np.ndarray | None = None) -> Iterator[tuple[int, int, sp.csr_matrix]]:
+        """Yield ``(start, stop, csr_block)`` over all rows; with ``rows`` (a boolean mask), only those rows."""
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be >= 1")
+        for start in range(0, self.n_obs, chunk_size):
+            stop = min(start + chunk_size, self.n_obs)
+            block = self.read_rows(start, stop, layer)
+            if rows is not None:
+                block = block[np.flatnonzero(rows[start:stop])]
+            yield start, stop, block
+
+
+class _CSRSink:
+    """One resizable CSR group (X or a layer) being filled row block by row block."""
+
+    def __init__(self, group: h5py.Group, n_vars: int, dtype: np.dtype, index_dtype: np.dtype) -> None:
+        self.group, self.n_vars, self.dtype = group, n_vars, np.dtype(dtype)
+        group.attrs["encoding-type"] = "csr_matrix"
+        group.attrs["encoding-version"] = "0.1.0"
+        self.data = group.create_dataset("data", shape=(0,), maxshape=(None,), dtype=self.dtype, chunks=(_DATA_CHUNK,))
+        self.indices = group.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=index_dtype,
+                                            chunks=(_DATA_CHUNK,))
+        self.indptr_parts: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
+        self.nnz = 0
+        self.rows = 0
+
+    def append(self, block: sp.csr_matrix) -> None:
+        block = sp.csr_matrix(block)
+        if block.shape[1] != self.n_vars:
+            raise ValueError(f"block has {block.shape[1]} columns, expected {self.n_vars}")
+        block.sort_indices()
+        n = block.nnz
+        if n:
+            self.data.resize((self.nnz + n,))
+            self.data[self.nnz:] = block.data.astype(self.dtype, copy=False)
+            self.indices.resize((self.nnz + n,))
+            self.indices[self.nnz:] = block.indices.astype(self.indices.dtype, copy=False)
+        self.indptr_parts.append(block.indptr[1:].astype(np.int64) + self.nnz)
+        self.nnz += n
+        self.rows += block.shape[0]
+
+    def finish(self) -> None:
+        indptr = np.concatenate(self.indptr_parts)
+        self.group.create_dataset("indptr", data=indptr)
+        self.group.attrs["shape"] = (self.rows, self.n_vars)
+
+
+class H5adWriter:
+    """Write an h5ad row block by row block; the file appears at ``path`` only when complete.
+
+    >>> with H5adWriter(path, obs=obs, var=var, uns=uns, layers={"counts": np.int32}) as w:
+    ...     w.append(x_block, counts=count_block)
+    """
+
+    def __init__(self, path: str | os.PathLike, *, obs: pd.DataFrame, var: pd.DataFrame,
+                 uns: dict[str, Any] | None = None, dtype: np.dtype | type = np.float32,
+                 layers: dict[str, np.dtype | type] | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.obs, self.var = obs, var
+        n_vars = len(var)
+        # int32 indices are enough below 2**31 columns; anndata reads either.
+        index_dtype = np.dtype(np.int32)
+        self._f = h5py.File(self._tmp, "w")
+        self._f.attrs["encoding-type"] = "anndata"
+        self._f.attrs["encoding-version"] = "0.1.0"
+        write_elem(self._f, "obs", obs)
+        write_elem(self._f, "var", var)
+        write_elem(self._f, "uns", uns or {})
+        for key in ("obsm", "varm", "obsp", "varp"):
+            write_elem(self._f, key, {})
+        self._x = _CSRSink(self._f.create_group("X"), n_vars, dtype, index_dtype)
+        layer_group = self._f.create_group("layers")
+        layer_group.attrs["encoding-type"] = "dict"
+        layer_group.attrs["encoding-version"] = "0.1.0"
+        self._layers = {name: _CSRSink(layer_group.create_group(name), n_vars, dt, index_dtype)
+                        for name, dt in (layers or {}).items()}
+        self._closed = False
+
+    def append(self, x: sp.spmatrix, **layers: sp.spmatrix) -> None:
+        """Append a block of rows to X and, by name, to each declared layer (all blocks the same rows)."""
+        if set(layers) != set(self._layers):
+            raise ValueError(f"append needs exactly the layers {sorted(self._layers)}, got {sorted(layers)}")
+        self._x.append(x)
+        for name, block in layers.items():
+            if block.shape[0] != x.shape[0]:
+                raise ValueError(f"layer {name} block has {block.shape[0]} rows, X block has {x.shape[0]}")
+            self._layers[name].append(block)
+
+    @property
+    def rows_written(self) -> int:
+        return self._x.rows
+
+    def close(self) -> None:
+        """Finish the file and move it into place; raises if the rows written do not match obs."""
+        if self._closed:
+            return
+        try:
+            if self._x.rows != len(self.obs):
+                raise ValueError(f"{self.path}: wrote {self._x.rows} rows but obs has {len(self.obs)}")
+            self._x.finish()
+            for sink in self._layers.values():
+                sink.finish()
+            self._f.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        with contextlib.suppress(Exception):
+            self._f.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+        self._closed = True
+
+    def __enter__(self) -> H5adWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def read_obs(path: str | os.PathLike) -> pd.DataFrame:
+    """Only the obs table of an h5ad file."""
+    with h5py.File(path, "r") as f:
+        return read_elem(f["obs"])
+
+
+def read_var(path: str | os.PathLike) -> pd.DataFrame:
+    """Only the var table of an h5ad file."""
+    with h5py.File(path, "r") as f:
+        return read_elem(f["var"])
+
+
+def read_uns(path: str | os.PathLike) -> dict[str, Any]:
+    with h5py.File(path, "r") as f:
+        return read_elem(f["uns"]) if "uns" in f else {}

@@ -1,0 +1,282 @@
+"""The embedded ``demo`` dataset: a simulated CRISPRi screen made offline and deterministically from a seed.
+
+Generative model
+----------------
+* Genes belong to one or two of eight **gene programs**, one per functional facet of
+  ``resources/facets.yaml`` (transcription, cell cycle, cell death, metabolism, immune, signalling,
+  motility, transport). A gene's GO annotations (written to the demo annotation files) are terms under
+  its programs' GO roots, so the annotation of a target says which programs it can move.
+* Each **cell type** runs its own set of programs (activity matrix ``A[cell_type, program]``); a sparse
+  program-to-program **regulatory network** ``B`` propagates shifts: ``shift = (I - B)^-1 direct``.
+* Knocking down target ``g`` (expression x ``knockdown``) shifts the programs it belongs to, *gated by the
+  cell type*: a program that is silent in a cell type barely responds there. This is the context
+  dependence the facet models are built for. Some targets have no effect beyond their own knockdown.
+  Doubles add their singles' shifts plus an interaction term.
+* Expression: ``log rate_j = base_j + sum_p L[j, p] * (A[c, p] + shift_p + noise) + batch_j``;
+  counts are negative binomial (gamma-Poisson) around ``library_size x softmax(log rate)`` with
+  log-normal library sizes.
+
+Alongside the counts the simulator writes ``universe.txt`` (canonical symbols, a few never measured),
+gene annotation files in NCBI/GO formats (``Homo_sapiens.gene_info.gz`` with synonyms, ``gene2go.gz``,
+``go-basic.obo``) and ``simulation.json`` (the ground-truth parameters). The raw matrix names a few genes
+by an old alias (rescued by alignment) and measures a few genes outside the universe (dropped).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pertpipe import CONTROL_LABEL
+from pertpipe.data.h5io import H5adWriter
+from pertpipe.io import atomic_path, write_json, write_text
+
+# (prefix, name, GO root id, root name, root definition) for the eight programs.
+PROGRAMS: list[tuple[str, str, str, str, str]] = [
+    ("TRX", "transcriptional regulation", "GO:0006355", "regulation of DNA-templated transcription",
+     "Any process that modulates the frequency, rate or extent of cellular DNA-templated transcription."),
+    ("CCY", "cell cycle and proliferation", "GO:0007049", "cell cycle",
+     "The progression of biochemical and morphological phases and events that occur in a cell during successive "
+     "cell replication or nuclear replication events."),
+    ("CDS", "cell death and survival", "GO:0008219", "cell death",
+     "Any biological process that results in permanent cessation of all vital functions of a cell."),
+    ("MET", "metabolic process", "GO:0008152", "metabolic process",
+     "The chemical reactions and pathways, including anabolism and catabolism, by which living organisms "
+     "transform chemical substances."),
+    ("IMM", "immune response", "GO:0006955", "immune response",
+     "Any immune system process that functions in the calibrated response of an organism to a potential "
+     "internal or invasive threat."),
+    ("SIG", "signal transduction", "GO:0007165", "signal transduction",
+     "The cellular process in which a signal is conveyed to trigger a change in the activity or state of a cell."),
+    ("MOT", "cell motility and adhesion", "GO:0006928", "movement of cell or subcellular component",
+     "The directed, self-propelled movement of a cell or subcellular component without the involvement of an "
+     "external agent."),
+    ("TRN", "transport and localisation", "GO:0006810", "transport",
+     "The directed movement of substances into, out of or within a cell, or between cells, by means of some "
+     "agent such as a transporter, pore or motor protein."),
+]
+_CHILD_TERMS = [
+    ("positive regulation of {x} pathway", "Any process that activates or increases the {x} pathway.", "is_a"),
+    ("negative regulation of {x} pathway", "Any process that stops, prevents or reduces the {x} pathway.", "is_a"),
+    ("{x} complex assembly", "The aggregation and bonding together of the components of a {x} complex.", "part_of"),
+    ("regulation of {x} signalling node", "Any process that modulates a node of the {x} programme.", "regulates"),
+]
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    """Size and effect settings of the demo (config ``demo:``); defaults run the pipeline in minutes."""
+
+    n_genes: int = 1000
+    n_single_targets: int = 36
+    n_double_targets: int = 6
+    cells_per_target: int = 50  # per cell type
+    n_control_cells: int = 400  # per cell type
+    cell_types: tuple[str, ...] = ("typeA", "typeB")
+    batches: tuple[str, ...] = ("batch1", "batch2")
+    no_effect_fraction: float = 0.15
+    knockdown: float = 0.15
+    effect_strength: float = 1.2
+    library_size: float = 4000.0
+    dispersion: float = 8.0
+    alias_fraction: float = 0.02
+    extra_gene_fraction: float = 0.02
+    missing_gene_fraction: float = 0.02
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any] | None) -> DemoParams:
+        cfg = dict(cfg or {})
+        for key in ("cell_types", "batches"):
+            if key in cfg:
+                cfg[key] = tuple(cfg[key])
+        return cls(**cfg)
+
+
+def _go_id(program: int, child: int) -> str:
+    return f"GO:99{program:02d}{child:03d}"
+
+
+def write_obo(path: str | os.PathLike) -> None:
+    """The demo ontology: the eight real facet roots (and their real parents) plus program child terms."""
+    out = io.StringIO()
+    out.write("format-version: 1.2\ndata-version: pertpipe-demo\nontology: go\n\n")
+    out.write('[Term]\nid: GO:0008150\nname: biological_process\nnamespace: biological_process\n'
+              'def: "A biological process is the execution of a genetically-encoded biological module." []\n\n')
+    for i, (_, pname, root, rname, rdef) in enumerate(PROGRAMS):
+        out.write(f"[Term]\nid: {root}\nname: {rname}\nnamespace: biological_process\ndef: \"{rdef}\" []\n"
+                  f"is_a: GO:0008150 ! biological_process\n\n")
+        for j, (tname, tdef, rel) in enumerate(_CHILD_TERMS):
+            name, definition = tname.format(x=pname), tdef.format(x=pname)
+            line = f"is_a: {root} ! {rname}" if rel == "is_a" else f"relationship: {rel} {root} ! {rname}"
+            out.write(f"[Term]\nid: {_go_id(i, j)}\nname: {name}\nnamespace: biological_process\n"
+                      f"def: \"{definition}\" []\n{line}\n\n")
+    write_text(out.getvalue(), path)
+
+
+def _write_gz(text: str, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        gz.write(text.encode())
+
+
+def simulate_demo(outdir: str | os.PathLike, *, seed: int = 0, params: DemoParams | None = None) -> dict[str, Path]:
+    """Write the demo dataset and its annotation files into ``outdir``; returns the paths by role."""
+    p = params or DemoParams()
+    rng = np.random.default_rng(seed)
+    outdir = Path(outdir)
+    n_prog = len(PROGRAMS)
+    G = p.n_genes
+    if p.n_single_targets + 2 * p.n_double_targets > G // 2:
+        raise ValueError("demo: too many targets for n_genes; raise demo.n_genes or lower the target counts")
+
+    # -- genes and programs ------------------------------------------------------------------------
+    primary = rng.integers(0, n_prog, size=G)
+    member = np.zeros((G, n_prog), dtype=bool)
+    member[np.arange(G), primary] = True
+    second = rng.random(G) < 0.3
+    member[np.flatnonzero(second), rng.integers(0, n_prog, size=second.sum())] = True
+    counters = {i: 0 for i in range(n_prog)}
+    symbols = []
+    for g in range(G):
+        counters[primary[g]] += 1
+        symbols.append(f"{PROGRAMS[primary[g]][0]}{counters[primary[g]]}")
+    symbols = np.array(symbols)
+    loadings = np.where(member, rng.normal(0.9, 0.3, size=(G, n_prog)) * rng.choice([-1, 1], size=(G, n_prog)), 0.0)
+    base = rng.normal(0.0, 1.0, size=G)
+    batch_eff = rng.normal(0.0, 0.1, size=(len(p.batches), G))
+
+    # Cell types run different programs; silent programs barely respond to knockdowns.
+    activity = np.full((len(p.cell_types), n_prog), 0.2)
+    for c in range(len(p.cell_types)):
+        on = rng.choice(n_prog, size=n_prog // 2, replace=False)
+        activity[c, on] = rng.uniform(0.8, 1.5, size=on.size)
+    gate = np.where(activity >= 0.8, 1.0, 0.1)
+    # Sparse program regulatory network (a few edges), propagated in closed form.
+    B = np.zeros((n_prog, n_prog))
+    for _ in range(n_prog // 2):
+        a, b = rng.choice(n_prog, size=2, replace=False)
+        B[b, a] = rng.uniform(0.3, 0.6) * rng.choice([-1, 1])
+    propagate = np.linalg.inv(np.eye(n_prog) - B)
+
+    # -- targets: annotated regulators of their programs --------------------------------------------
+    order = rng.permutation(G)
+    singles = order[: p.n_single_targets]
+    no_effect = set(rng.choice(singles, size=int(round(p.no_effect_fraction * len(singles))), replace=False))
+    direct = {}
+    for g in singles:
+        w = np.where(member[g], rng.uniform(0.6, 1.0, size=n_prog) * rng.choice([-1, 1], size=n_prog), 0.0)
+        direct[g] = np.zeros(n_prog) if g in no_effect else -p.effect_strength * w
+    doubles = []
+    pool = [g for g in singles if g not in no_effect]
+    for _ in range(p.n_double_targets):
+        a, b = rng.choice(pool, size=2, replace=False)
+        doubles.append((int(a), int(b)))
+
+    def shift(targets: tuple[int, ...], c: int) -> np.ndarray:
+        d = sum(direct[t] for t in targets)
+        if len(targets) == 2:
+            d = d + 0.5 * direct[targets[0]] * direct[targets[1]]
+        return propagate @ (d * gate[c])
+
+    # -- cells ------------------------------------------------------------------------------------
+    conditions: list[tuple[str, tuple[int, ...]]] = [(CONTROL_LABEL, ())]
+    conditions += [(symbols[g], (int(g),)) for g in singles]
+    conditions += [(f"{symbols[a]}+{symbols[b]}", (a, b)) for a, b in doubles]
+    rows_obs, blocks = [], []
+    for c, ct in enumerate(p.cell_types):
+        for label, targets in conditions:
+            n = p.n_control_cells if not targets else p.cells_per_target
+            batch_idx = rng.integers(0, len(p.batches), size=n)
+            prog = activity[c] + (shift(targets, c) if targets else 0.0) + rng.normal(0, 0.15, size=(n, n_prog))
+            log_rate = base + prog @ loadings.T + batch_eff[batch_idx]
+            rate = np.exp(log_rate - log_rate.max(axis=1, keepdims=True))
+            for t in targets:
+                rate[:, t] *= p.knockdown
+            prop = rate / rate.sum(axis=1, keepdims=True)
+            lib = p.library_size * np.exp(rng.normal(0, 0.35, size=n)) * (1 + 0.2 * batch_idx)
+            mu = prop * lib[:, None]
+            lam = rng.gamma(p.dispersion, mu / p.dispersion)
+            counts = rng.poisson(lam).astype(np.float32)
+            blocks.append(sp.csr_matrix(counts))
+            for k in range(n):
+                rows_obs.append((label, ct, p.batches[batch_idx[k]]))
+    obs = pd.DataFrame(rows_obs, columns=["target_gene", "cell_type", "batch"])
+    obs.index = [f"cell{i:06d}" for i in range(len(obs))]
+    perm = rng.permutation(len(obs))  # cells in random order, as a real screen
+    obs = obs.iloc[perm]
+    X = sp.vstack(blocks).tocsr()[perm]
+
+    # -- gene naming quirks: aliases, extra genes, universe genes never measured --------------------
+    target_set = set(singles.tolist())
+    non_targets = np.array([g for g in range(G) if g not in target_set])
+    n_alias = max(1, int(round(p.alias_fraction * G)))
+    n_extra = max(1, int(round(p.extra_gene_fraction * G)))
+    n_missing = max(1, int(round(p.missing_gene_fraction * G)))
+    picks = rng.choice(non_targets, size=n_alias + n_missing, replace=False)
+    alias_genes, missing_genes = picks[:n_alias], picks[n_alias:]
+    alias_of = {int(g): f"{symbols[g]}L{int(rng.integers(1, 9))}" for g in alias_genes}
+    measured = np.setdiff1d(np.arange(G), missing_genes)
+    raw_names = [alias_of.get(int(g), symbols[g]) for g in measured]
+    extra_names = [f"SIMNC{i + 1}" for i in range(n_extra)]
+    extra_counts = sp.csr_matrix(rng.poisson(0.3, size=(X.shape[0], n_extra)).astype(np.float32))
+    X_raw = sp.hstack([X[:, measured], extra_counts]).tocsr()
+    var = pd.DataFrame(index=pd.Index(raw_names + extra_names, name="gene_symbol"))
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "counts": outdir / "demo_counts.h5ad",
+        "universe": outdir / "universe.txt",
+        "gene_info": outdir / "annotations" / "Homo_sapiens.gene_info.gz",
+        "gene2go": outdir / "annotations" / "gene2go.gz",
+        "go_obo": outdir / "annotations" / "go-basic.obo",
+        "simulation": outdir / "simulation.json",
+    }
+    with H5adWriter(paths["counts"], obs=obs, var=var,
+                    uns={"simulation": {"seed": seed, "generator": "pertpipe.data.simulate"}}) as w:
+        w.append(X_raw)
+    write_text("\n".join(symbols.tolist()) + "\n", paths["universe"])
+
+    # -- annotations ------------------------------------------------------------------------------
+    gi = ["#tax_id\tGeneID\tSymbol\tLocusTag\tSynonyms\tdbXrefs\tchromosome\tmap_location\tdescription\t"
+          "type_of_gene\tSymbol_from_nomenclature_authority\tFull_name_from_nomenclature_authority\t"
+          "Nomenclature_status\tOther_designations\tModification_date\tFeature_type"]
+    g2g = ["#tax_id\tGeneID\tGO_ID\tEvidence\tQualifier\tGO_term\tPubMed\tCategory"]
+    unannotated = set(rng.choice(non_targets, size=max(1, G // 20), replace=False).tolist())
+    for g in range(G):
+        gene_id = 9_000_000 + g
+        progs = np.flatnonzero(member[g])
+        desc = "simulated " + " and ".join(PROGRAMS[i][1] for i in progs) + " gene"
+        syn = alias_of.get(g, "-")
+        gi.append(f"9606\t{gene_id}\t{symbols[g]}\t-\t{syn}\t-\t{1 + g % 22}\t-\t{desc}\tprotein-coding\t"
+                  f"-\t-\t-\t-\t20260101\t-")
+        if g in unannotated:
+            continue
+        for i in progs:
+            for j in sorted(rng.choice(len(_CHILD_TERMS), size=2, replace=False)):
+                tname = _CHILD_TERMS[j][0].format(x=PROGRAMS[i][1])
+                g2g.append(f"9606\t{gene_id}\t{_go_id(i, j)}\tIDA\t-\t{tname}\t-\tProcess")
+    _write_gz("\n".join(gi) + "\n", paths["gene_info"])
+    _write_gz("\n".join(g2g) + "\n", paths["gene2go"])
+    write_obo(paths["go_obo"])
+
+    truth = {
+        "params": asdict(p), "seed": seed,
+        "programs": [x[1] for x in PROGRAMS],
+        "cell_type_activity": {ct: activity[c].round(4).tolist() for c, ct in enumerate(p.cell_types)},
+        "targets": {symbols[g]: {"programs": [PROGRAMS[i][1] for i in np.flatnonzero(member[g])],
+                                 "no_effect": bool(g in no_effect)} for g in singles},
+        "doubles": [f"{symbols[a]}+{symbols[b]}" for a, b in doubles],
+        "aliases": {alias_of[g]: symbols[g] for g in alias_of},
+        "extra_genes": extra_names,
+        "unmeasured_genes": sorted(symbols[missing_genes].tolist()),
+        "unannotated_genes": sorted(symbols[list(unannotated)].tolist()),
+    }
+    write_json(truth, paths["simulation"])
+    return paths

@@ -1,0 +1,80 @@
+"""The canonical AnnData contract, checked in one place (chunked, so it also runs on large files).
+
+Contract (DESIGN.md): obs ``target_gene``/``batch``/``cell_type`` strings with ``non-targeting`` controls;
+X log1p of normalised counts, float32 CSR, finite and non-negative; ``layers["counts"]`` integer when
+present; unique var names (in the universe's order after alignment, with ``var["in_source"]``);
+``uns["pertpipe"]`` provenance.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from pertpipe import CONTROL_LABEL
+from pertpipe.data.h5io import H5adReader, read_uns
+from pertpipe.data.standardize import LOG1P_MAX, check_values
+from pertpipe.errors import ContractError
+
+REQUIRED_OBS = ("target_gene", "batch", "cell_type")
+
+
+def validate_h5ad(path: str | os.PathLike, *, universe: list[str] | None = None, aligned: bool = True,
+                  require_controls: bool = True, chunk_size: int = 10_000) -> dict[str, Any]:
+    """Check ``path`` against the contract; raise :class:`ContractError` on the first violation.
+
+    Returns the figures the stage-1 report shows: shape, dtype, value range, log1p check, gene order.
+    """
+    with H5adReader(path) as r:
+        for col in REQUIRED_OBS:
+            if col not in r.obs.columns:
+                raise ContractError(path, f"obs['{col}']", "column missing", "run the file through stage 1 "
+                                    "(standardize), or add the column")
+            if r.obs[col].isna().any():
+                raise ContractError(path, f"obs['{col}']", "missing values", "fill them")
+        if require_controls and not (r.obs["target_gene"].astype(str) == CONTROL_LABEL).any():
+            raise ContractError(path, "obs['target_gene']", f"no '{CONTROL_LABEL}' control cells",
+                                "controls must be labelled exactly 'non-targeting'")
+        names = [str(g) for g in r.var_names]
+        if len(set(names)) != len(names):
+            raise ContractError(path, "var_names", "duplicate gene names", "make var_names unique")
+        order_match = None
+        if universe is not None:
+            same = sum(a == b for a, b in zip(names, universe))
+            order_match = same / max(1, len(universe))
+            if len(names) != len(universe) or same != len(universe):
+                raise ContractError(path, "var_names", f"gene order matches the universe at {same}/{len(universe)} "
+                                    f"positions ({len(names)} genes in file)", "re-run align_genes on this file")
+        if aligned and "in_source" not in r.var.columns:
+            raise ContractError(path, "var['in_source']", "column missing", "re-run align_genes")
+        enc, dtype = r.encoding(), r.dtype()
+        if enc != "csr_matrix" or dtype != np.float32:
+            raise ContractError(path, "X", f"stored as {enc} {dtype}", "X must be float32 CSR (stage 1 writes it so)")
+        x_min, x_max, nnz = np.inf, -np.inf, 0
+        for start, _stop, block in r.iter_chunks(chunk_size):
+            check_values(block, path=path, field="X", row_offset=start)
+            if block.nnz:
+                x_min, x_max = min(x_min, float(block.data.min())), max(x_max, float(block.data.max()))
+            nnz += block.nnz
+        if x_max > LOG1P_MAX:
+            raise ContractError(path, "X", f"max value {x_max:.4g} is not log1p-like (<= {LOG1P_MAX})",
+                                "X must be log1p of normalised counts")
+        counts_ok = None
+        if "counts" in r.layers():
+            counts_ok = True
+            for start, _stop, block in r.iter_chunks(chunk_size, layer="counts"):
+                if block.nnz and (np.any(block.data < 0) or np.any(np.mod(block.data, 1) != 0)):
+                    raise ContractError(path, "layers['counts']", f"non-integer or negative counts near row {start}",
+                                        "layers['counts'] must hold raw integer counts")
+        shape = (r.n_obs, r.n_vars)
+        n_ctrl = int((r.obs["target_gene"].astype(str) == CONTROL_LABEL).sum())
+    if "pertpipe" not in read_uns(path):
+        raise ContractError(path, "uns['pertpipe']", "provenance missing", "write files through pertpipe's stage 1")
+    return {
+        "shape": list(shape), "x_dtype": str(dtype), "x_encoding": enc, "nnz": nnz,
+        "x_min": 0.0 if nnz == 0 else min(0.0, x_min), "x_max": 0.0 if nnz == 0 else x_max,
+        "log1p_check": f"ok: finite, >= 0, max {0.0 if nnz == 0 else x_max:.3f} <= {LOG1P_MAX}",
+        "counts_layer": counts_ok, "gene_order_match": order_match, "n_control_cells": n_ctrl,
+    }

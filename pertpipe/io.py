@@ -1,0 +1,156 @@
+"""Small I/O helpers shared by every stage: atomic writes, checksums, JSON, provenance, logging."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("pertpipe")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+_PROVENANCE_PACKAGES = ("pertpipe", "anndata", "numpy", "scipy", "h5py", "pandas", "torch", "cell-eval", "pdex")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A failure (or a kill) leaves no file at ``path``: the temporary is removed on error, and a stale
+    temporary from a killed process has a ``.tmp-`` name no rule ever reads.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=suffix or path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give outputs the usual mode
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` as indented, key-sorted JSON, atomically (the same object gives the same bytes)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_hash(obj: Any) -> str:
+    """Stable short hash of a (JSON-able) configuration fragment."""
+    blob = json.dumps(obj, sort_keys=True, default=_json_default).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def package_versions(names: tuple[str, ...] = _PROVENANCE_PACKAGES) -> dict[str, str]:
+    """Installed versions of the packages that decide the numbers (missing ones are left out)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def provenance(stage: str, *, source: dict[str, Any] | None = None, params: Any = None) -> dict[str, Any]:
+    """The ``uns["pertpipe"]`` record: stage, source (name, url, sha256), config hash, package versions."""
+    return {
+        "stage": stage,
+        "source": dict(source or {}),
+        "config_hash": config_hash(params),
+        "versions": package_versions(),
+        "python": sys.version.split()[0],
+    }
+
+
+def setup_logging(log_file: str | os.PathLike | None = None, *, level: int = logging.INFO) -> logging.Logger:
+    """Send pertpipe's logging (and warnings) to ``log_file`` (a rule's ``log:``) and to stderr."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    logging.captureWarnings(True)
+    return log
+
+
+@contextlib.contextmanager
+def script_step(log_file: str | os.PathLike | None, name: str) -> Iterator[logging.Logger]:
+    """Harness for a workflow script: log to the rule's log file; a user error exits 1 with its message.
+
+    ``PertpipeError`` messages (which name the file, field and fix) are logged without a traceback;
+    anything else is logged with its traceback and re-raised.
+    """
+    from pertpipe.errors import PertpipeError
+
+    logger = setup_logging(log_file)
+    step_log = logging.getLogger(f"pertpipe.{name}")
+    step_log.info("start %s", name)
+    try:
+        yield step_log
+    except PertpipeError as exc:
+        step_log.error("%s failed: %s", name, exc)
+        sys.stderr.flush()
+        raise SystemExit(1) from None
+    except Exception:
+        step_log.exception("%s failed with an unexpected error", name)
+        raise
+    step_log.info("done %s", name)
+    del logger

@@ -1,0 +1,92 @@
+# Paths and input functions shared by all rules. Library code does the work; this file only names files.
+import os
+
+from pertpipe.data.registry import Registry
+from pertpipe.errors import PertpipeError
+
+
+def _repo_path(p):
+    """Relative paths that do not exist in the working directory are taken from the repository."""
+    if p and not os.path.isabs(p) and not os.path.exists(p):
+        return os.path.join(workflow.basedir, p)
+    return p
+
+
+try:
+    REGISTRY = Registry.load(_repo_path(config["registry"]))
+    DATASET = config["dataset"]
+    DATASET_ENTRY = REGISTRY.dataset(DATASET)
+except PertpipeError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}")
+
+RESULTS = config["results"]
+DOWNLOADS = config["downloads"]
+S1 = config["stage1"]
+
+
+wildcard_constraints:
+    dataset="|".join(REGISTRY.names("dataset")),
+    entry="|".join(REGISTRY.names()),
+
+
+def stage1_path(name, dataset="{dataset}"):
+    return f"{RESULTS}/{dataset}/stage1/{name}"
+
+
+def log_path(rule_name, dataset="{dataset}"):
+    return f"{RESULTS}/{dataset}/logs/{rule_name}.log"
+
+
+def bench_path(rule_name, dataset="{dataset}"):
+    return f"{RESULTS}/{dataset}/benchmarks/{rule_name}.tsv"
+
+
+def resource_path(name):
+    """Local path of a downloadable registry entry (follows `source:`)."""
+    entry = REGISTRY.download_entry(name)
+    return f"{DOWNLOADS}/{entry.name}/{entry.file}"
+
+
+def raw_path(dataset):
+    entry = REGISTRY.dataset(dataset)
+    if entry.simulated:
+        return f"{RESULTS}/{dataset}/raw/demo_counts.h5ad"
+    return resource_path(dataset)
+
+
+def gene_info_path(dataset):
+    if REGISTRY.dataset(dataset).simulated:
+        return f"{RESULTS}/{dataset}/raw/annotations/Homo_sapiens.gene_info.gz"
+    return resource_path("gene_info")
+
+
+def universe_path(dataset):
+    """The universe gene list for `dataset` per stage1.universe.kind; None = the source's own genes."""
+    kind = S1["universe"]["kind"]
+    if kind == "vcc":
+        return resource_path("vcc_gene_names")
+    if kind == "file":
+        if not S1["universe"].get("path"):
+            raise WorkflowError("stage1.universe.kind is 'file' but stage1.universe.path is not set. "
+                                "Fix: give the path of a one-symbol-per-line gene list")
+        return _repo_path(S1["universe"]["path"])
+    if kind == "source":
+        return None
+    entry = REGISTRY.dataset(dataset)
+    if entry.simulated:
+        return f"{RESULTS}/{dataset}/raw/universe.txt"
+    if not entry.universe:
+        raise WorkflowError(f"stage1.universe.kind is 'dataset' but dataset '{dataset}' names no universe in "
+                            f"{REGISTRY.path}. Fix: set stage1.universe.kind to vcc, file or source")
+    return resource_path(entry.universe)
+
+
+def val_counts_path():
+    vc = S1["split"].get("val_counts")
+    if vc == "vcc":
+        return resource_path("vcc_val_counts")
+    return _repo_path(vc) if vc else None
+
+
+def stage1_targets(dataset):
+    return [stage1_path("stage1_report.json", dataset), stage1_path("stage1_report.txt", dataset)]

@@ -1,0 +1,20 @@
+"""Rule standardize: source h5ad -> canonical contract (source gene order), chunk by chunk."""
+from pertpipe.data.adapters import get_adapter
+from pertpipe.data.registry import Registry
+from pertpipe.data.standardize import standardize
+from pertpipe.io import provenance, script_step, write_json
+
+sm = snakemake  # noqa: F821
+with script_step(sm.log[0], "standardize") as log:
+    entry = Registry.load(sm.params.registry).dataset(sm.params.dataset)
+    adapter = get_adapter(entry.adapter, entry.adapter_options)
+    params = {"adapter": entry.adapter, "adapter_options": entry.adapter_options, "filter": entry.filter,
+              "input_scale": sm.params.input_scale, "target_sum": sm.params.target_sum,
+              "duplicate_genes": sm.params.duplicate_genes}
+    summary = standardize(sm.input.raw, sm.output.h5ad, adapter=adapter, obs_filter=entry.filter,
+                          input_scale=sm.params.input_scale, target_sum=sm.params.target_sum,
+                          chunk_size=sm.params.chunk_size, duplicate_genes=sm.params.duplicate_genes,
+                          uns={"pertpipe": provenance("standardize", source=entry.provenance(), params=params)})
+    summary["dataset"] = entry.name
+    write_json(summary, sm.output.summary)
+    log.info("%s", summary)
