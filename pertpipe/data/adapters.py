@@ -121,11 +121,13 @@ class Adapter:
 
 
 @register_adapter("canonical")
+@dataclass(frozen=True)
 class CanonicalAdapter(Adapter):
     """Already canonical (the demo, VCC-style files): ``target_gene``, ``batch``, ``cell_type``."""
 
 
 @register_adapter("vcc")
+@dataclass(frozen=True)
 class VCCAdapter(Adapter):
     """VCC 2025 training h5ad: ``target_gene`` with ``non-targeting``, ``batch``; one cell line (H1)."""
 
@@ -133,6 +135,7 @@ class VCCAdapter(Adapter):
 
 
 @register_adapter("perturbench")
+@dataclass(frozen=True)
 class PerturbenchAdapter(Adapter):
     """perturbench / scPerturb-like: ``perturbation`` with ``control``; ``+`` joins doubles."""
 
@@ -142,6 +145,7 @@ class PerturbenchAdapter(Adapter):
 
 
 @register_adapter("scperturb")
+@dataclass(frozen=True)
 class ScPerturbAdapter(Adapter):
     """scPerturb harmonised files: ``perturbation`` (``control``), ``celltype``; symbols in the var index."""
 
@@ -152,6 +156,7 @@ class ScPerturbAdapter(Adapter):
 
 
 @register_adapter("gears")
+@dataclass(frozen=True)
 class GearsAdapter(Adapter):
     """GEARS ``perturb_processed.h5ad``: ``condition`` as ``A+ctrl`` / ``A+B`` / ``ctrl``; symbols in ``gene_name``."""
 

@@ -72,7 +72,7 @@ def _progress(total: int | None, initial: int, desc: str):
 
 
 def http_download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retries: int = 4,
-                  backoff: float = 1.0, timeout: float = 30.0, chunk_size: int = 1 << 20,
+                  backoff: float = 1.0, timeout: float = 30.0, chunk_size: int = 1 << 16,
                   session: requests.Session | None = None) -> str:
     """Stream ``url`` to ``dest`` with resume and retries; returns the sha256 of the complete file.
 
@@ -225,8 +225,12 @@ def _mirror_candidates(entry: Entry, mirror: str) -> list[tuple[str, str | None]
     out: list[tuple[str, str | None]] = []
     if entry.mirror_path:
         out.append((entry.mirror_path, entry.mirror_sha256))
+        # the mirror may also point straight at the folder holding the file (e.g. .../data/perturbench)
+        out.append((Path(entry.mirror_path).name, entry.mirror_sha256))
     if entry.file:
         out.append((f"{entry.name}/{entry.file}", None))
+        if not entry.mirror_path or Path(entry.mirror_path).name != entry.file:
+            out.append((entry.file, None))
     base = mirror.rstrip("/")
     return [(f"{base}/{rel}", sha) for rel, sha in out]
 

@@ -122,7 +122,7 @@ def write_obo(path: str | os.PathLike) -> None:
 
 
 def _write_gz(text: str, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
         gz.write(text.encode())
 
 

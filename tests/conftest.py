@@ -1,0 +1,169 @@
+"""Shared test fixtures: synthetic AnnData builders, a loopback HTTP file server, ../shared, Snakemake runs."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+# -- ../shared/data ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data; skipped only where it is absent outside CI (in CI its absence is a failure)."""
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{SHARED_DATA} is missing in CI")
+        pytest.skip(f"{SHARED_DATA} not present")
+    return SHARED_DATA
+
+
+# -- synthetic AnnData --------------------------------------------------------------------------------
+def make_adata(n_cells: int = 60, n_genes: int = 30, *, counts: bool = True, seed: int = 0,
+               targets: tuple[str, ...] = ("GENE1", "GENE2", "GENE3", "GENE1+GENE2"),
+               control: str = "non-targeting", pert_col: str = "target_gene",
+               genes: list[str] | None = None, cell_types: tuple[str, ...] = ("ctA", "ctB")) -> ad.AnnData:
+    """A small perturbation AnnData with NB-like counts (or their log1p) and canonical-ish obs."""
+    rng = np.random.default_rng(seed)
+    x = rng.poisson(rng.gamma(2.0, 1.0, size=(n_cells, n_genes))).astype(np.float32)
+    x[:, 0] += 1  # no empty cells
+    labels = [control if i % (len(targets) + 1) == 0 else targets[i % (len(targets) + 1) - 1] for i in range(n_cells)]
+    obs = pd.DataFrame({pert_col: labels, "cell_type": [cell_types[i % len(cell_types)] for i in range(n_cells)],
+                        "batch": [f"b{(i // 2) % 2}" for i in range(n_cells)]},
+                       index=[f"c{i}" for i in range(n_cells)])
+    names = genes or ([f"GENE{i}" for i in range(1, n_genes + 1)])
+    X = sp.csr_matrix(x)
+    if not counts:
+        tot = x.sum(1, keepdims=True)
+        X = sp.csr_matrix(np.log1p(x / tot * 1e4).astype(np.float32))
+    return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=names))
+
+
+@pytest.fixture
+def adata_factory():
+    return make_adata
+
+
+# -- loopback HTTP server ----------------------------------------------------------------------------
+class FileServer:
+    """A scripted HTTP server on 127.0.0.1 standing in for dataset hosts (Range-capable, with faults).
+
+    ``files``: URL path -> bytes. ``drop_after``: path -> byte count at which the first response is cut.
+    ``fail_first``: path -> number of 503 answers before success. ``requests``: (path, Range header) log.
+    ``root``: serve a folder too (used as an http mirror of ../shared/data).
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.drop_after: dict[str, int] = {}
+        self.fail_first: dict[str, int] = {}
+        self.ignore_range = False
+        self.root: Path | None = None
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):  # noqa: N802
+                path = self.path.split("?")[0]
+                rng = self.headers.get("Range")
+                server.requests.append((path, rng))
+                data = server.files.get(path)
+                if data is None and server.root is not None:
+                    f = (server.root / path.lstrip("/")).resolve()
+                    if f.is_file() and str(f).startswith(str(server.root.resolve())):
+                        data = f.read_bytes()
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if server.fail_first.get(path, 0) > 0:
+                    server.fail_first[path] -= 1
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                start = 0
+                if rng and not server.ignore_range:
+                    start = int(rng.split("=")[1].split("-")[0])
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                cut = server.drop_after.pop(path, None)
+                if cut is not None:
+                    self.wfile.write(body[:cut])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def file_server():
+    srv = FileServer()
+    yield srv
+    srv.close()
+
+
+# -- Snakemake -----------------------------------------------------------------------------------------
+def write_config(workdir: Path, cfg: dict) -> Path:
+    path = workdir / "test_config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_snakemake(workdir: Path, cfg: dict | None = None, *targets: str, extra: tuple[str, ...] = (),
+                  check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the real Snakemake CLI on the repository's Snakefile in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "snakemake", *targets, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", "--nolock", *extra]
+    if cfg is not None:  # last: --configfile takes several values
+        cmd += ["--configfile", str(write_config(workdir, cfg))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+TINY_DEMO = {
+    "n_genes": 200, "n_single_targets": 10, "n_double_targets": 2, "cells_per_target": 20, "n_control_cells": 60,
+}

@@ -1,0 +1,112 @@
+"""standardize: adapters, scale detection, bad input with clear messages and no partial output."""
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from pertpipe.data.adapters import get_adapter
+from pertpipe.data.standardize import standardize
+from pertpipe.errors import ConfigError, ContractError
+
+
+def _run(tmp_path, a, adapter="canonical", **kw):
+    src = tmp_path / "src.h5ad"
+    a.write_h5ad(src)
+    dest = tmp_path / "out.h5ad"
+    opts = kw.pop("adapter_options", None)
+    return standardize(src, dest, adapter=get_adapter(adapter, opts), chunk_size=7, **kw), dest
+
+
+def test_counts_are_normalised_and_kept(tmp_path, adata_factory):
+    a = adata_factory(counts=True)
+    summary, dest = _run(tmp_path, a)
+    b = ad.read_h5ad(dest)
+    x = a.X.toarray()
+    expect = np.log1p(x / x.sum(1, keepdims=True) * 1e4)
+    np.testing.assert_allclose(b.X.toarray(), expect, rtol=1e-5)
+    np.testing.assert_array_equal(b.layers["counts"].toarray(), x)
+    assert summary["scale_detected"] == "counts" and summary["counts_layer"]
+    assert b.uns["pertpipe"]["standardize"]["scale"] == "counts"
+    assert set(b.obs.columns) >= {"target_gene", "batch", "cell_type"}
+
+
+def test_log1p_input_is_kept_as_is(tmp_path, adata_factory):
+    a = adata_factory(counts=False)
+    summary, dest = _run(tmp_path, a)
+    np.testing.assert_allclose(ad.read_h5ad(dest).X.toarray(), a.X.toarray(), rtol=1e-6)
+    assert summary["scale_detected"] == "log1p" and not summary["counts_layer"]
+
+
+def test_counts_where_log1p_expected(tmp_path, adata_factory):
+    a = adata_factory(counts=True)
+    a.X[0, 0] = 500
+    with pytest.raises(ContractError) as err:
+        _run(tmp_path, a, input_scale="log1p")
+    assert "these are counts" in str(err.value) and "input_scale: counts" in str(err.value)
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_perturbench_labels_and_filter(tmp_path, adata_factory):
+    a = adata_factory(counts=False, pert_col="perturbation", control="control", targets=("KLF1", "KLF1+MAP2K6"))
+    a.obs["dataset"] = np.where(np.arange(a.n_obs) < 30, "norman19", "other")
+    summary, dest = _run(tmp_path, a, adapter="perturbench", obs_filter={"dataset": ["norman19"]})
+    b = ad.read_h5ad(dest)
+    assert b.n_obs == 30 and summary["n_cells"] == 30
+    assert set(b.obs["target_gene"]) == {"non-targeting", "KLF1", "KLF1+MAP2K6"}
+    assert set(b.obs["batch"]) == {"norman19"}
+
+
+def test_gears_conditions(tmp_path, adata_factory):
+    a = adata_factory(counts=False, pert_col="condition", control="ctrl", targets=("KLF1+ctrl", "ctrl+SET", "A+B"))
+    a.var["gene_name"] = [f"SYM{i}" for i in range(a.n_vars)]
+    _, dest = _run(tmp_path, a, adapter="gears", adapter_options={"default_cell_type": "K562"})
+    b = ad.read_h5ad(dest)
+    assert set(b.obs["target_gene"]) == {"non-targeting", "KLF1", "SET", "A+B"}
+    assert b.var_names[0] == "SYM0"
+
+
+@pytest.mark.parametrize("case, field, words", [
+    ("missing_col", "obs['target_gene']", "perturbation column missing"),
+    ("no_controls", "obs['target_gene']", "no control cells"),
+    ("negative", "X", "negative values"),
+    ("nan", "X", "NaN/inf"),
+    ("dup_genes", "var_names", "duplicate gene names"),
+    ("unlabelled", "obs['target_gene']", "no perturbation label"),
+])
+def test_bad_input_messages(tmp_path, adata_factory, case, field, words):
+    a = adata_factory(counts=True)
+    if case == "missing_col":
+        a.obs = a.obs.drop(columns="target_gene")
+    elif case == "no_controls":
+        a.obs["target_gene"] = "GENE1"
+    elif case == "negative":
+        x = a.X.toarray()
+        x[40, 2] = -1
+        a.X = type(a.X)(x)
+    elif case == "nan":
+        a.X.data[5] = np.nan
+    elif case == "dup_genes":
+        a.var_names = ["GENE1"] * 2 + [f"GENE{i}" for i in range(2, a.n_vars)]
+    elif case == "unlabelled":
+        a.obs.loc[a.obs_names[3], "target_gene"] = ""
+    with pytest.raises(ContractError) as err:
+        _run(tmp_path, a)
+    msg = str(err.value)
+    assert f"field '{field}'" in msg and words in msg and "Fix:" in msg and "src.h5ad" in msg
+    assert not (tmp_path / "out.h5ad").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["src.h5ad"]  # nothing half-written
+
+
+def test_duplicate_genes_keep_first(tmp_path, adata_factory):
+    a = adata_factory(counts=True)
+    a.var_names = ["GENE1", "GENE1"] + [f"GENE{i}" for i in range(3, a.n_vars + 1)]
+    summary, dest = _run(tmp_path, a, duplicate_genes="first")
+    b = ad.read_h5ad(dest)
+    assert summary["duplicate_genes_dropped"] == 1 and b.n_vars == a.n_vars - 1 and b.var_names.is_unique
+
+
+def test_unknown_adapter_and_option():
+    with pytest.raises(ConfigError, match="unknown adapter 'nope'"):
+        get_adapter("nope")
+    with pytest.raises(ConfigError, match="unknown adapter_options"):
+        get_adapter("gears", {"colour": "red"})
