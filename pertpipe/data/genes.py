@@ -53,13 +53,16 @@ def load_universe(path: str | os.PathLike) -> list[str]:
 
 
 def load_alias_map(gene_info: str | os.PathLike, universe: list[str]) -> tuple[dict[str, str], dict[str, Any]]:
-    """Alias -> universe symbol from NCBI gene_info ``Synonyms`` (and symbols renamed since).
+    """Name -> universe symbol from NCBI gene_info, both ways round.
 
-    Aliases claimed by more than one universe gene are ambiguous and left out (counted in the stats).
+    A source may name a gene by an old alias of a universe symbol (``Synonyms`` of the universe gene's
+    row), or by the current symbol of a gene the universe lists under an old name (a row whose ``Symbol``
+    is outside the universe and one of whose synonyms is in it, e.g. ACP3 -> ACPP). Names claimed by
+    more than one universe gene are ambiguous and left out (counted in the stats).
     """
     path = Path(gene_info)
     uni = set(universe)
-    claims: dict[str, set[str]] = defaultdict(set)
+    rows: list[tuple[str, list[str]]] = []
     with _open_text(path) as fh:
         header = fh.readline().lstrip("#").rstrip("\n").split("\t")
         try:
@@ -75,17 +78,34 @@ def load_alias_map(gene_info: str | os.PathLike, universe: list[str]) -> tuple[d
                 raise ContractError(path, f"line {lineno}", f"{len(parts)} columns, header has {len(header)}",
                                     "restore the file (re-download it)")
             sym = parts[i_sym]
-            if sym not in uni:
-                continue
             names = [] if parts[i_syn] == "-" else parts[i_syn].split("|")
             if i_auth is not None and parts[i_auth] not in ("-", sym):
                 names.append(parts[i_auth])
+            rows.append((sym, [a for a in names if a and a != sym]))
+    current = {sym for sym, _ in rows}  # a current symbol always means its own gene, never an alias
+    owners: dict[str, int] = defaultdict(int)  # an alias listed by several genes is ambiguous
+    for _sym, names in rows:
+        for a in set(names):
+            owners[a] += 1
+    claims: dict[str, set[str]] = defaultdict(set)
+    amb_owners: set[str] = set()
+    for sym, names in rows:
+        if sym in uni:
+            # the source may use an old alias of a universe symbol
             for a in names:
-                if a and a not in uni:
-                    claims[a].add(sym)
-    amb = {a for a, s in claims.items() if len(s) > 1}
-    return ({a: next(iter(s)) for a, s in claims.items() if a not in amb},
-            {"aliases": len(claims) - len(amb), "ambiguous_aliases": len(amb)})
+                if a not in uni and a not in current:
+                    if owners[a] > 1:
+                        amb_owners.add(a)
+                    else:
+                        claims[a].add(sym)
+        else:
+            # or the current symbol of a gene the universe lists under a retired name (ACP3 -> ACPP)
+            for a in names:
+                if a in uni and a not in current:
+                    claims[sym].add(a)
+    amb = {a for a, s in claims.items() if len(s) > 1} | amb_owners
+    amap = {a: next(iter(s)) for a, s in claims.items() if a not in amb}
+    return amap, {"aliases": len(amap), "ambiguous_aliases": len(amb)}
 
 
 @dataclass

@@ -23,11 +23,15 @@ def _gene_info(path, rows):
         fh.write("\n".join(lines) + "\n")
 
 
-def test_alias_map_skips_ambiguous(tmp_path):
-    _gene_info(tmp_path / "gi.gz", [("MARCHF1", "MARCH1|RNF171"), ("SEPTIN7", "SEPT7|AMB"), ("OTHER", "AMB")])
-    amap, stats = load_alias_map(tmp_path / "gi.gz", ["MARCHF1", "SEPTIN7", "OTHER"])
-    assert amap == {"MARCH1": "MARCHF1", "RNF171": "MARCHF1", "SEPT7": "SEPTIN7"}
-    assert stats == {"aliases": 3, "ambiguous_aliases": 1}
+def test_alias_map_both_directions_skips_ambiguous(tmp_path):
+    _gene_info(tmp_path / "gi.gz", [("MARCHF1", "MARCH1|RNF171"), ("SEPTIN7", "SEPT7|AMB"), ("OTHER", "AMB"),
+                                    ("ACP3", "5'-NT|ACPP"), ("NEWX", "OTHER|SEPTIN7"), ("C9", "-"),
+                                    ("AKR1C1", "C9|DD1"), ("MARCHF2", "RNF171")])
+    amap, stats = load_alias_map(tmp_path / "gi.gz", ["MARCHF1", "SEPTIN7", "OTHER", "ACPP", "C9"])
+    # old alias -> universe symbol; current symbol -> the universe's retired name (ACP3 -> ACPP).
+    # AKR1C1 is not rescued into C9 (C9 is a current symbol of its own gene); RNF171 is claimed twice.
+    assert amap == {"MARCH1": "MARCHF1", "SEPT7": "SEPTIN7", "ACP3": "ACPP"}
+    assert stats == {"aliases": 3, "ambiguous_aliases": 2}
 
 
 def test_plan_exact_wins_over_alias():
