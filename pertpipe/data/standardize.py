@@ -93,10 +93,10 @@ def normalize_log1p(counts: sp.csr_matrix, target_sum: float) -> tuple[sp.csr_ma
     totals = np.asarray(counts.sum(axis=1)).ravel()
     empty = int((totals == 0).sum())
     scale = np.divide(target_sum, totals, out=np.zeros_like(totals, dtype=np.float64), where=totals > 0)
-    out = sp.csr_matrix(counts, dtype=np.float64, copy=True)
-    out.data *= np.repeat(scale, np.diff(out.indptr))
+    out = sp.csr_matrix(counts, dtype=np.float32, copy=True)
+    out.data *= np.repeat(scale.astype(np.float32), np.diff(out.indptr))
     np.log1p(out.data, out=out.data)
-    return out.astype(np.float32), empty
+    return out, empty
 
 
 def standardize(src: str | os.PathLike, dest: str | os.PathLike, *, adapter: Adapter,
