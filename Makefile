@@ -3,15 +3,17 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 CORES ?= 2
 STAMP := .setup.stamp
+# Each checkout runs its own code: the package is put on PYTHONPATH (also for Snakemake's script jobs)
+# instead of an editable install that would point every checkout at one place.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: setup run test test-fast bench clean
 
-# Python packages (exact pins) and the package itself, in editable mode. System tools cell-eval needs:
-# zstd and tar (installed by .ci/run with apt-get on a fresh machine).
+# Python packages (exact pins). System tools cell-eval needs: zstd and tar (installed by .ci/run with
+# apt-get on a fresh machine). `pip install -e .` makes `import pertpipe` work outside make as well.
 setup: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
-	$(PIP) install -q --no-deps -e .
 	@command -v zstd >/dev/null || echo "warning: zstd not found (cell-eval prep needs it): apt-get install -y zstd"
 	@touch $(STAMP)
 
