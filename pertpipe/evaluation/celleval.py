@@ -1,0 +1,215 @@
+"""Wrappers around the real ``cell-eval`` CLI (prep, run, score) and the VCC cell-mean baseline.
+
+The baseline follows ``cell-eval baseline``'s definition (``cell_eval._baseline``): every target is
+predicted as the mean of the per-perturbation mean profiles of the training data, and the training
+controls are the control block. It is built here chunk by chunk (``cell-eval baseline`` densifies the
+whole training matrix, ~16 GB for the VCC training set) and checked against ``cell-eval baseline`` in
+the tests.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pertpipe import CONTROL_LABEL
+from pertpipe.data.h5io import H5adReader, H5adWriter, read_obs, read_uns
+from pertpipe.errors import ContractError, PertpipeError
+
+log = logging.getLogger(__name__)
+
+MAX_CELL_DIM = 200_000  # cell-eval prep's limit
+METRICS = {"DES": "overlap_at_N", "PDS": "discrimination_score_l1", "MAE": "mae"}
+
+
+class CellEvalError(PertpipeError):
+    """cell-eval refused or failed; the message carries its own error text."""
+
+
+def versions() -> dict[str, str]:
+    """cell-eval and pdex versions: DE calls (and so DES) change between pdex versions."""
+    out = {}
+    for name in ("cell-eval", "pdex", "numba-mwu"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def _cell_eval_cmd() -> list[str]:
+    exe = shutil.which("cell-eval")
+    return [exe] if exe else [sys.executable, "-m", "cell_eval"]
+
+
+def _run(args: list[str], what: str, log_file: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    cmd = _cell_eval_cmd() + args
+    log.info("running: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if log_file:
+        with open(log_file, "a") as fh:
+            fh.write(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}\n")
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
+        raise CellEvalError(f"cell-eval {what} failed (exit {proc.returncode}). cell-eval said:\n{tail}")
+    return proc
+
+
+def check_predictions(pred: str | os.PathLike, *, genes: list[str], truth: str | os.PathLike,
+                      max_cells: int = MAX_CELL_DIM) -> dict[str, Any]:
+    """Refuse a prediction file cell-eval would mis-score; every message names the file and the fix."""
+    with H5adReader(pred) as r:
+        names = [str(g) for g in r.var_names]
+        obs = r.obs
+        if "target_gene" not in obs.columns:
+            raise ContractError(pred, "obs['target_gene']", "column missing", "predict with pertpipe's predict rule")
+        if names != genes:
+            missing = [g for g in genes if g not in set(names)]
+            extra = [g for g in names if g not in set(genes)]
+            if missing or extra:
+                raise ContractError(pred, "var_names", f"{len(missing)} genes missing (e.g. {missing[:5]}), "
+                                    f"{len(extra)} extra (e.g. {extra[:5]})", "predict all universe genes, in "
+                                    "the order of stage1/genes.txt")
+            raise ContractError(pred, "var_names", "genes are all present but in another order",
+                                "write genes in the order of stage1/genes.txt")
+        if r.n_obs > max_cells:
+            raise ContractError(pred, "obs", f"{r.n_obs:,} cells; cell-eval prep accepts at most {max_cells:,}",
+                                "lower n_cells in the template (stage1/template.csv) or subsample")
+        labels = set(obs["target_gene"].astype(str))
+        if CONTROL_LABEL not in labels:
+            raise ContractError(pred, "obs['target_gene']", f"no '{CONTROL_LABEL}' block",
+                                "include the control cells of the template")
+        for start, _stop, block in r.iter_chunks(20_000):
+            if block.nnz and not np.all(np.isfinite(block.data)):
+                raise ContractError(pred, "X", f"NaN/inf values near row {start}", "fix the model's output")
+            if block.nnz and block.data.min() < 0:
+                raise ContractError(pred, "X", f"negative values near row {start}", "predictions are log1p, >= 0")
+    truth_labels = set(read_obs(truth)["target_gene"].astype(str))
+    if labels != truth_labels:
+        raise ContractError(pred, "obs['target_gene']", f"perturbations differ from the truth {truth}: missing "
+                            f"{sorted(truth_labels - labels)[:5]}, extra {sorted(labels - truth_labels)[:5]}",
+                            "predict exactly the template of this split")
+    p_id = read_uns(pred).get("pertpipe", {}).get("split_id")
+    t_id = read_uns(truth).get("pertpipe", {}).get("split_id")
+    if p_id and t_id and p_id != t_id:
+        raise ContractError(truth, "uns['pertpipe']['split_id']", f"truth is from split {t_id} but the predictions "
+                            f"are for split {p_id}", "re-run stage 1 and the model with the same config")
+    return {"cells": int(len(obs)), "perturbations": len(labels) - 1}
+
+
+def prep(pred: str | os.PathLike, genes_file: str | os.PathLike, dest: str | os.PathLike, *,
+         log_file: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``cell-eval prep`` -> ``.vcc``; the archive is opened and checked before it is moved into place."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        out = Path(tmp) / dest.name
+        _run(["prep", "-i", str(pred), "-g", str(genes_file), "-o", str(out)], "prep", log_file)
+        if not out.exists():
+            raise CellEvalError(f"cell-eval prep wrote no archive at {out}")
+        info = inspect_vcc(out)
+        os.replace(out, dest)
+    return info
+
+
+def inspect_vcc(path: str | os.PathLike) -> dict[str, Any]:
+    """Open a ``.vcc`` archive: it must hold ``pred.h5ad.zst`` and ``watermark.txt`` ('vcc-prep')."""
+    import anndata as ad
+
+    try:
+        with tarfile.open(path) as tf:
+            members = sorted(tf.getnames())
+            if members != ["pred.h5ad.zst", "watermark.txt"]:
+                raise CellEvalError(f"{path}: unexpected archive members {members}")
+            watermark = tf.extractfile("watermark.txt").read().decode()  # type: ignore[union-attr]
+            with tempfile.TemporaryDirectory() as tmp:
+                tf.extract("pred.h5ad.zst", tmp, filter="data")
+                zst = Path(tmp) / "pred.h5ad.zst"
+                subprocess.run(["zstd", "-d", "-q", "-f", str(zst)], check=True)
+                a = ad.read_h5ad(Path(tmp) / "pred.h5ad", backed="r")
+                shape, cols = list(a.shape), list(a.obs.columns)
+                a.file.close()
+    except (tarfile.TarError, subprocess.CalledProcessError) as exc:
+        raise CellEvalError(f"{path}: not a readable .vcc archive ({exc})") from exc
+    if watermark != "vcc-prep":
+        raise CellEvalError(f"{path}: watermark is '{watermark}', expected 'vcc-prep'")
+    return {"members": members, "watermark": watermark, "pred_shape": shape, "pred_obs": cols}
+
+
+def run(pred: str | os.PathLike, truth: str | os.PathLike, outdir: str | os.PathLike, *, profile: str = "vcc",
+        threads: int = 1, log_file: str | os.PathLike | None = None) -> dict[str, Path]:
+    """``cell-eval run`` into a temporary folder, then its files are moved into ``outdir``."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=outdir) as tmp:
+        _run(["run", "-ap", str(pred), "-ar", str(truth), "-o", tmp, "--profile", profile,
+              "--num-threads", str(threads), "--control-pert", CONTROL_LABEL, "--pert-col", "target_gene"],
+             "run", log_file)
+        out = {}
+        for name in ("results.csv", "agg_results.csv", "pred_de.csv", "real_de.csv"):
+            src = Path(tmp) / name
+            if not src.exists():
+                raise CellEvalError(f"cell-eval run wrote no {name} (in {tmp})")
+            os.replace(src, outdir / name)
+            out[name] = outdir / name
+    return out
+
+
+def build_baseline(train: str | os.PathLike, template: pd.DataFrame, dest: str | os.PathLike, *,
+                   chunk_size: int = 10_000, uns: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The VCC cell-mean baseline (cell-eval's definition), streamed: constant rows + training controls."""
+    from pertpipe.data.pseudobulk import pseudobulk_means
+
+    means, _n = pseudobulk_means(train, chunk_size=chunk_size)
+    profile = means.drop(index=CONTROL_LABEL).to_numpy().mean(axis=0).astype(np.float32)
+    counts = (template[template["target_gene"] != CONTROL_LABEL].groupby("target_gene", sort=True)["n_cells"].sum())
+    with H5adReader(train) as r:
+        obs_tr = r.obs
+        ctrl = (obs_tr["target_gene"].astype(str) == CONTROL_LABEL).to_numpy()
+        pert_obs = pd.DataFrame({"target_gene": np.repeat(counts.index.to_numpy(), counts.to_numpy())})
+        pert_obs.index = [f"p.{i}" for i in range(len(pert_obs))]
+        ctrl_obs = pd.DataFrame({"target_gene": CONTROL_LABEL}, index=obs_tr.index[ctrl].astype(str))
+        obs = pd.concat([pert_obs, ctrl_obs])
+        var = pd.DataFrame(index=r.var_names)
+        dense_row = sp.csr_matrix(profile[None, :])
+        with H5adWriter(dest, obs=obs, var=var, uns=dict(uns or {})) as w:
+            left = len(pert_obs)
+            while left:
+                n = min(left, 1000)
+                w.append(sp.vstack([dense_row] * n).tocsr())
+                left -= n
+            for _s, _e, block in r.iter_chunks(chunk_size, rows=ctrl):
+                w.append(block)
+    return {"baseline_cells": int(len(obs)), "targets": int(len(counts)), "control_cells": int(ctrl.sum())}
+
+
+def score(agg_user: str | os.PathLike, agg_base: str | os.PathLike, results: str | os.PathLike, *,
+          log_file: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``cell-eval score`` against the baseline, returned as the score.json content."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "score.csv"
+        _run(["score", "-i", str(agg_user), "-I", str(agg_base), "-o", str(out)], "score", log_file)
+        scaled = pd.read_csv(out).set_index("metric")["from_baseline"].to_dict()
+    agg = pd.read_csv(agg_user).set_index("statistic")
+    base = pd.read_csv(agg_base).set_index("statistic")
+    per = pd.read_csv(results)
+    return {
+        "raw": {k: float(agg.loc["mean", m]) for k, m in METRICS.items()},
+        "baseline_raw": {k: float(base.loc["mean", m]) for k, m in METRICS.items()},
+        "scaled": {k: float(scaled[m]) for k, m in METRICS.items()},
+        "avg_score": float(scaled["avg_score"]),
+        "n_perturbations": int(len(per)),
+        "versions": versions(),
+    }

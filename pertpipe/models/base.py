@@ -1,0 +1,233 @@
+"""The model interface and registry.
+
+A model is one registered class with ``fit(train, knowledge, config)``, ``predict(template)``,
+``save(path)`` and ``load(path)``; adding a model is one module plus one ``models:`` entry in config.
+
+Every model predicts a *shift* in log1p space per (target, cell type); :func:`write_predictions` turns
+shifts into cells the way the VCC expects: for each template row, ``n_cells`` training control cells of
+the same cell type and batch are drawn (seeded) and the shift is added (clipped at 0). Deep models may
+override :meth:`PerturbationModel.predict_cells` to generate cells themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pertpipe import COMBO_SEP, CONTROL_LABEL
+from pertpipe.data.h5io import H5adReader, H5adWriter
+from pertpipe.errors import ConfigError, ContractError
+
+log = logging.getLogger(__name__)
+
+MODELS: dict[str, type[PerturbationModel]] = {}
+
+
+def register_model(name: str) -> Callable[[type[PerturbationModel]], type[PerturbationModel]]:
+    """Class decorator: make a model available under ``name`` in config ``models:``."""
+    def deco(cls: type[PerturbationModel]) -> type[PerturbationModel]:
+        cls.name = name
+        MODELS[name] = cls
+        return cls
+    return deco
+
+
+def get_model_class(name: str) -> type[PerturbationModel]:
+    if name not in MODELS:
+        raise ConfigError(f"config models: unknown model '{name}'. Fix: use one of {sorted(MODELS)} "
+                          "(or register a new one with pertpipe.models.base.register_model)")
+    return MODELS[name]
+
+
+def build_model(name: str, hparams: dict[str, Any] | None = None, *, seed: int = 0) -> PerturbationModel:
+    """Instantiate registered model ``name`` with ``hparams`` checked against its ``Params`` dataclass."""
+    cls = get_model_class(name)
+    hp = dict(hparams or {})
+    valid = {f.name for f in fields(cls.Params)}
+    bad = sorted(set(hp) - valid)
+    if bad:
+        raise ConfigError(f"config models.{name}: unknown hyperparameter(s) {bad}. Fix: use {sorted(valid)}")
+    return cls(cls.Params(**hp), seed=seed)
+
+
+@dataclass
+class TrainingSummary:
+    """Pseudobulk view of the training split, computed chunk by chunk (enough for the baselines)."""
+
+    genes: list[str]
+    target_ct_means: pd.DataFrame  # index (target_gene, cell_type), columns genes; perturbed groups
+    target_ct_counts: pd.Series
+    control_ct_means: pd.DataFrame  # index cell_type
+    control_ctb_counts: pd.Series  # index (cell_type, batch)
+    cell_types: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_h5ad(cls, path: str | os.PathLike, *, chunk_size: int = 10_000) -> TrainingSummary:
+        with H5adReader(path) as r:
+            obs = r.obs[["target_gene", "cell_type", "batch"]].astype(str)
+            genes = [str(g) for g in r.var_names]
+            keys = obs["target_gene"] + "\x1f" + obs["cell_type"]
+            names, codes = np.unique(keys.to_numpy(), return_inverse=True)
+            sums = np.zeros((len(names), len(genes)))
+            for start, stop, block in r.iter_chunks(chunk_size):
+                c = codes[start:stop]
+                ind = sp.csr_matrix((np.ones(len(c)), (c, np.arange(len(c)))), shape=(len(names), len(c)))
+                sums += (ind @ block.astype(np.float64)).toarray()
+        n = np.bincount(codes, minlength=len(names))
+        idx = pd.MultiIndex.from_tuples([tuple(k.split("\x1f")) for k in names], names=["target_gene", "cell_type"])
+        means = pd.DataFrame(sums / n[:, None], index=idx, columns=genes)
+        counts = pd.Series(n, index=idx)
+        is_ctrl = idx.get_level_values(0) == CONTROL_LABEL
+        if not is_ctrl.any():
+            raise ContractError(path, "obs['target_gene']", "no 'non-targeting' cells in the training split",
+                                "stage 1 divides controls between train and val; check split.control_val_fraction")
+        ctrl = means[is_ctrl].droplevel(0)
+        ctb = obs[obs["target_gene"] == CONTROL_LABEL].groupby(["cell_type", "batch"]).size()
+        return cls(genes, means[~is_ctrl], counts[~is_ctrl], ctrl, ctb, sorted(ctrl.index))
+
+    def target_deltas(self) -> pd.DataFrame:
+        """Per training target: mean over cell types (cell-weighted) of (target mean - control mean)."""
+        rows, names = [], []
+        for target, grp in self.target_ct_means.groupby(level=0, sort=True):
+            cts = grp.index.get_level_values(1)
+            w = self.target_ct_counts.loc[grp.index].to_numpy(dtype=float)
+            d = grp.to_numpy() - self.control_ct_means.loc[cts].to_numpy()
+            rows.append((d * w[:, None]).sum(0) / w.sum())
+            names.append(target)
+        return pd.DataFrame(np.vstack(rows) if rows else np.zeros((0, len(self.genes))), index=names,
+                            columns=self.genes)
+
+
+class PerturbationModel(ABC):
+    """Base class: subclasses define ``Params`` (a dataclass of hyperparameters) and the four methods."""
+
+    name: ClassVar[str] = "base"
+
+    @dataclass
+    class Params:
+        pass
+
+    def __init__(self, params: Any, *, seed: int = 0) -> None:
+        self.params = params
+        self.seed = seed
+        self.genes: list[str] = []
+        self.train_log: dict[str, Any] = {}
+
+    @abstractmethod
+    def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+        """Train on the training h5ad; returns a training log (loss curves, etc.)."""
+
+    @abstractmethod
+    def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
+        """Predicted mean shift (log1p space, universe gene order) of ``target`` in ``cell_type``."""
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """Everything needed to restore the fitted model (arrays, lists, numbers)."""
+
+    @abstractmethod
+    def set_state(self, state: dict[str, Any]) -> None:
+        ...
+
+    # -- persistence ----------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """``model.pt``: a torch-serialised dict {name, params, seed, genes, state}, written atomically."""
+        import torch
+
+        from pertpipe.io import atomic_path
+
+        blob = {"name": self.name, "params": asdict(self.params), "seed": self.seed, "genes": self.genes,
+                "state": self.state()}
+        with atomic_path(path) as tmp:
+            torch.save(blob, tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PerturbationModel:
+        import torch
+
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        model = build_model(blob["name"], blob["params"], seed=blob["seed"])
+        model.genes = list(blob["genes"])
+        model.set_state(blob["state"])
+        return model
+
+    # -- prediction -----------------------------------------------------------------------------------
+    def predict(self, template: pd.DataFrame, train: str | os.PathLike, dest: str | os.PathLike, *,
+                uns: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write ``predictions.h5ad`` for ``template`` (rows target_gene, cell_type, batch, n_cells)."""
+        return write_predictions(self, template, train, dest, seed=self.seed, uns=uns)
+
+
+def load_model(path: str | os.PathLike) -> PerturbationModel:
+    """Load any registered model from its ``model.pt``."""
+    return PerturbationModel.load(path)
+
+
+def split_targets(label: str) -> list[str]:
+    return [] if label == CONTROL_LABEL else label.split(COMBO_SEP)
+
+
+def _load_controls(train: str | os.PathLike, chunk_size: int = 10_000) -> tuple[pd.DataFrame, sp.csr_matrix]:
+    with H5adReader(train) as r:
+        obs = r.obs[["target_gene", "cell_type", "batch"]].astype(str)
+        mask = (obs["target_gene"] == CONTROL_LABEL).to_numpy()
+        blocks = [b for _s, _e, b in r.iter_chunks(chunk_size, rows=mask)]
+    return obs[mask].reset_index(drop=True), sp.vstack(blocks).tocsr()
+
+
+def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: str | os.PathLike,
+                      dest: str | os.PathLike, *, seed: int, uns: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Cells for every template row: sampled training controls (same cell type and batch) + the model's shift."""
+    t0 = time.perf_counter()
+    for col in ("target_gene", "cell_type", "batch", "n_cells"):
+        if col not in template.columns:
+            raise ContractError("template.csv", col, "column missing", "re-run ground_truth")
+    ctrl_obs, ctrl_x = _load_controls(train)
+    genes = model.genes
+    rng = np.random.default_rng(seed)
+    by_ctb = {k: np.asarray(v) for k, v in ctrl_obs.groupby(["cell_type", "batch"]).indices.items()}
+    by_ct = {k: np.asarray(v) for k, v in ctrl_obs.groupby("cell_type").indices.items()}
+    rows = template.sort_values(["target_gene", "cell_type", "batch"]).reset_index(drop=True)
+    obs_parts = []
+    for r in rows.itertuples(index=False):
+        obs_parts.append(pd.DataFrame({"target_gene": [r.target_gene] * int(r.n_cells),
+                                       "cell_type": [r.cell_type] * int(r.n_cells),
+                                       "batch": [r.batch] * int(r.n_cells)}))
+    obs = pd.concat(obs_parts, ignore_index=True)
+    obs.index = [f"pred{i}" for i in range(len(obs))]
+    var = pd.DataFrame(index=pd.Index(genes))
+    shifts: dict[tuple[str, str], np.ndarray] = {}
+    fallback = 0
+    with H5adWriter(dest, obs=obs, var=var, uns=dict(uns or {})) as w:
+        for r in rows.itertuples(index=False):
+            n = int(r.n_cells)
+            pool = by_ctb.get((r.cell_type, r.batch))
+            if pool is None or len(pool) == 0:
+                pool = by_ct.get(r.cell_type)
+                fallback += 1
+            if pool is None or len(pool) == 0:
+                pool = np.arange(ctrl_x.shape[0])
+            pick = rng.choice(pool, size=n, replace=len(pool) < n)
+            base = ctrl_x[pick]
+            if r.target_gene == CONTROL_LABEL:
+                w.append(base.astype(np.float32))
+                continue
+            key = (r.target_gene, r.cell_type)
+            if key not in shifts:
+                shifts[key] = np.asarray(model.predict_shift(r.target_gene, r.cell_type), dtype=np.float64)
+            x = base.toarray().astype(np.float64) + shifts[key][None, :]
+            np.clip(x, 0, None, out=x)
+            w.append(sp.csr_matrix(x.astype(np.float32)))
+    return {"cells": int(len(obs)), "targets": int(rows.loc[rows.target_gene != CONTROL_LABEL, "target_gene"].nunique()),
+            "control_pool_fallbacks": fallback, "predict_s": round(time.perf_counter() - t0, 3)}

@@ -1,0 +1,69 @@
+"""Baselines: ``control`` (no change) and ``cell_mean`` (the VCC cell-mean baseline)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model
+
+
+@register_model("control")
+class ControlModel(PerturbationModel):
+    """No change: every target is predicted as training control cells of its cell type and batch."""
+
+    @dataclass
+    class Params:
+        pass
+
+    def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        s = TrainingSummary.from_h5ad(train, chunk_size=(config or {}).get("chunk_size", 10_000))
+        self.genes = s.genes
+        return {"fit_s": round(time.perf_counter() - t0, 3), "train_targets": int(s.target_deltas().shape[0])}
+
+    def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
+        return np.zeros(len(self.genes))
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+@register_model("cell_mean")
+class CellMeanModel(PerturbationModel):
+    """The VCC cell-mean baseline as a shift: the mean over training perturbations of their mean effect.
+
+    cell-eval's baseline (``cell-eval baseline``) predicts the mean of the per-perturbation mean profiles
+    for every target; expressed relative to controls this is the mean of the per-perturbation deltas,
+    the same for every target and cell type.
+    """
+
+    @dataclass
+    class Params:
+        pass
+
+    def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        s = TrainingSummary.from_h5ad(train, chunk_size=(config or {}).get("chunk_size", 10_000))
+        self.genes = s.genes
+        deltas = s.target_deltas()
+        self.shift = deltas.to_numpy().mean(axis=0)
+        return {"fit_s": round(time.perf_counter() - t0, 3), "train_targets": int(deltas.shape[0])}
+
+    def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
+        return self.shift
+
+    def state(self) -> dict[str, Any]:
+        return {"shift": self.shift}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.shift = np.asarray(state["shift"])
