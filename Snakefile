@@ -1,6 +1,7 @@
 # pertpipe: staged single-cell perturbation prediction, packaged and scored like the Virtual Cell Challenge.
 #   snakemake --cores 2            the default run (config.yaml: the embedded demo dataset)
 #   snakemake stage1 --cores 2     stage 1 only (download, standardize, align_genes, split, ground_truth, report)
+#   snakemake stage2 / stage3      models (train_<model>, predict_<model>) / evaluation (cell-eval, leaderboard, report)
 # All logic lives in the pertpipe package; rules stay thin and scripts in workflow_scripts/ are glue.
 
 import os
@@ -19,14 +20,27 @@ validate(config, os.path.join(workflow.basedir, "schemas/config.schema.yaml"))
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
     default_target: True
     input:
         stage1_targets(DATASET),
+        stage3_targets(DATASET),
 
 
 rule stage1:
     input:
         stage1_targets(DATASET),
+
+
+rule stage2:
+    input:
+        expand(stage2_path("predictions.h5ad", dataset=DATASET, model="{m}"), m=MODEL_NAMES),
+
+
+rule stage3:
+    input:
+        stage3_targets(DATASET),

@@ -90,3 +90,26 @@ def val_counts_path():
 
 def stage1_targets(dataset):
     return [stage1_path("stage1_report.json", dataset), stage1_path("stage1_report.txt", dataset)]
+
+
+from pertpipe.models import get_model_class  # noqa: E402  (registers the models)
+
+MODEL_NAMES = list(config["models"])
+try:
+    for _m in MODEL_NAMES:
+        get_model_class(_m)
+except PertpipeError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}")
+
+
+def stage2_path(name, dataset="{dataset}", model="{model}"):
+    return f"{RESULTS}/{dataset}/stage2/{model}/{name}"
+
+
+def stage3_path(name, dataset="{dataset}", model="{model}"):
+    return f"{RESULTS}/{dataset}/stage3/{model}/{name}"
+
+
+def stage3_targets(dataset):
+    return [f"{RESULTS}/{dataset}/leaderboard.csv", f"{RESULTS}/{dataset}/leaderboard.md",
+            f"{RESULTS}/{dataset}/report.html"]

@@ -1,0 +1,192 @@
+"""Leaderboard (csv + markdown) and the self-contained HTML report with plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pertpipe import CONTROL_LABEL
+from pertpipe.io import atomic_path, read_json, write_text
+
+COLUMNS = ["model", "DES", "PDS", "MAE", "DES_scaled", "PDS_scaled", "MAE_scaled", "avg_score", "train_s", "device"]
+
+
+def leaderboard(scores: dict[str, str | os.PathLike], train_logs: dict[str, str | os.PathLike]) -> pd.DataFrame:
+    """One row per model: raw and baseline-scaled DES/PDS/MAE, avg_score, training time; best first."""
+    rows = []
+    for model, path in scores.items():
+        s = read_json(path)
+        tl = read_json(train_logs[model]) if model in train_logs else {}
+        rows.append({"model": model, **{k: s["raw"][k] for k in ("DES", "PDS", "MAE")},
+                     **{f"{k}_scaled": s["scaled"][k] for k in ("DES", "PDS", "MAE")},
+                     "avg_score": s["avg_score"], "train_s": tl.get("wall_s"), "device": tl.get("device", "cpu")})
+    return pd.DataFrame(rows, columns=COLUMNS).sort_values("avg_score", ascending=False).reset_index(drop=True)
+
+
+def to_markdown(board: pd.DataFrame, *, title: str) -> str:
+    head = "| " + " | ".join(board.columns) + " |\n|" + "---|" * len(board.columns) + "\n"
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    body = "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in board.itertuples(index=False))
+    return (f"# {title}\n\nDES = overlap_at_N, PDS = discrimination_score_l1, MAE = mae (cell-eval, profile vcc); "
+            "*_scaled = cell-eval score against the cell-mean baseline (0 = baseline, 1 = perfect); "
+            "avg_score = their mean.\n\n" + head + body)
+
+
+def write_leaderboard(board: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, *,
+                      title: str) -> None:
+    with atomic_path(csv_path) as tmp:
+        board.to_csv(tmp, index=False)
+    write_text(to_markdown(board, title=title), md_path)
+
+
+def _fig_to_img(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
+
+
+def _plot_scores(board: pd.DataFrame) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = ["DES_scaled", "PDS_scaled", "MAE_scaled", "avg_score"]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(board), 3.4))
+    x = np.arange(len(board))
+    for i, c in enumerate(cols):
+        ax.bar(x + (i - 1.5) * 0.2, board[c].astype(float), width=0.2, label=c)
+    ax.set_xticks(x, board["model"])
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_ylabel("score vs cell-mean baseline")
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.18))
+    return _fig_to_img(fig)
+
+
+def _plot_deltas(pred_bulks: dict[str, pd.DataFrame], truth_bulk: pd.DataFrame, max_perts: int = 8) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    perts = [p for p in truth_bulk.index if p != CONTROL_LABEL][:max_perts]
+    models = list(pred_bulks)
+    if not perts or not models:
+        return "<p>No perturbations to plot.</p>"
+    fig, axes = plt.subplots(len(models), len(perts), figsize=(2.1 * len(perts), 2.1 * len(models)), squeeze=False)
+    real_ctrl = truth_bulk.loc[CONTROL_LABEL].to_numpy()
+    for i, m in enumerate(models):
+        pb = pred_bulks[m]
+        pred_ctrl = pb.loc[CONTROL_LABEL].to_numpy()
+        for j, p in enumerate(perts):
+            ax = axes[i, j]
+            r = truth_bulk.loc[p].to_numpy() - real_ctrl
+            q = pb.loc[p].to_numpy() - pred_ctrl
+            ax.scatter(r, q, s=3, alpha=0.5)
+            lim = max(np.abs(r).max(), np.abs(q).max(), 1e-3)
+            ax.plot([-lim, lim], [-lim, lim], color="grey", lw=0.6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(p, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"{m}\npred Δ", fontsize=8)
+            if i == len(models) - 1:
+                ax.set_xlabel("true Δ", fontsize=8)
+    return _fig_to_img(fig)
+
+
+def _plot_losses(train_logs: dict[str, dict]) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {m: tl["loss_curve"] for m, tl in train_logs.items() if tl.get("loss_curve")}
+    if not curves:
+        return "<p>No model in this run records a loss curve (the baselines are fitted in closed form).</p>"
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for m, c in curves.items():
+        ax.plot(c, label=m)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8)
+    return _fig_to_img(fig)
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, classes="t")
+
+
+def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], consistency: dict[str, dict],
+                train_logs: dict[str, dict], pred_bulks: dict[str, pd.DataFrame], truth_bulk: pd.DataFrame,
+                versions: dict[str, str]) -> str:
+    """The whole report as one HTML string (images inlined as base64 PNG)."""
+    chk = stage1["checks"]
+    s1 = pd.DataFrame([
+        ("cells (train / val)", f"{stage1['split']['n_cells']['train']:,} / {stage1['split']['n_cells']['val']:,}"),
+        ("genes (universe)", f"{stage1['alignment']['universe_size']:,}"),
+        ("matched / rescued / filled / dropped", f"{stage1['alignment']['matched']:,} / "
+         f"{stage1['alignment']['rescued_by_alias']} / {stage1['alignment']['filled_with_zeros']:,} / "
+         f"{stage1['alignment']['dropped']:,}"),
+        ("split", f"{stage1['split']['strategy']} (seed {stage1['split']['seed']}), "
+         f"{len(stage1['split']['val_targets'])} held-out perturbations"),
+        ("gene order match", f"{chk['gene_order_match']:.2%}"),
+        ("held-out perturbations in train", str(chk["train_val_target_overlap"])),
+    ], columns=["stage 1", "value"])
+    cons = pd.DataFrame([{"model": m, **{f"{k} max |Δ|": v["max_abs_diff"] for k, v in c["metrics"].items()}}
+                         for m, c in consistency.items()])
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>pertpipe report: {html.escape(dataset)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:3px 8px;"
+        "border-bottom:1px solid #ddd;text-align:right}h2{margin-top:1.6em}</style></head><body>",
+        f"<h1>pertpipe report: {html.escape(dataset)}</h1>",
+        "<h2>Leaderboard</h2>", _table(board), _plot_scores(board),
+        "<p>Scaled scores come from <code>cell-eval score</code> against the cell-mean baseline "
+        "(<code>cell-eval baseline</code>'s definition): 0 = baseline, 1 = perfect, clipped at 0.</p>",
+        "<h2>Predicted vs true change per perturbation</h2>",
+        "<p>Each point is a gene: x = true pseudobulk change from control, y = predicted change.</p>",
+        _plot_deltas(pred_bulks, truth_bulk),
+        "<h2>Training</h2>", _plot_losses(train_logs),
+        "<h2>Local scorer vs cell-eval</h2>", _table(cons) if len(cons) else "<p>-</p>",
+        "<h2>Stage 1</h2>", _table(s1),
+        "<h2>Versions</h2>", _table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def consistency(celleval_results: str | os.PathLike, local_results: pd.DataFrame) -> dict[str, Any]:
+    """Per metric and perturbation: the local scorer's value minus cell-eval's."""
+    ce = pd.read_csv(celleval_results).set_index("perturbation")
+    lo = local_results.set_index("perturbation")
+    if set(ce.index) != set(lo.index):
+        raise ValueError(f"perturbations differ: cell-eval {sorted(ce.index)[:5]} vs local {sorted(lo.index)[:5]}")
+    out: dict[str, Any] = {"metrics": {}}
+    for m, col in (("DES", "overlap_at_N"), ("PDS", "discrimination_score_l1"), ("MAE", "mae")):
+        d = lo.loc[ce.index, col] - ce[col]
+        out["metrics"][m] = {"max_abs_diff": float(d.abs().max()), "mean_abs_diff": float(d.abs().mean()),
+                             "per_perturbation": {p: {"cell_eval": float(ce.loc[p, col]), "local": float(lo.loc[p, col])}
+                                                  for p in ce.index}}
+    return out
+
+
+def read_bulk(path: str | os.PathLike) -> pd.DataFrame:
+    from pertpipe.data.pseudobulk import pseudobulk_means
+
+    means, _ = pseudobulk_means(path)
+    return means
+
+
+def write_report(path: str | os.PathLike, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text(text, path)

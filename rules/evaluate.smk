@@ -1,0 +1,133 @@
+# Stage 3: cell-eval prep/run/score against the cell-mean baseline, the local scorer, leaderboard, report.
+
+
+wildcard_constraints:
+    model="|".join(MODEL_NAMES) if MODEL_NAMES else "NO_MODEL",
+
+
+rule celleval_baseline:
+    input:
+        train=stage1_path("train.h5ad"),
+        template=stage1_path("template.csv"),
+        truth=stage1_path("truth.h5ad"),
+    output:
+        baseline=f"{RESULTS}/{{dataset}}/stage3/_baseline/baseline.h5ad",
+        agg=f"{RESULTS}/{{dataset}}/stage3/_baseline/agg_results.csv",
+        results=f"{RESULTS}/{{dataset}}/stage3/_baseline/results.csv",
+    params:
+        profile=config["evaluation"]["profile"],
+        chunk_size=S1["chunk_size"],
+    threads: config["evaluation"]["threads"]
+    log:
+        log_path("celleval_baseline"),
+    benchmark:
+        bench_path("celleval_baseline")
+    script:
+        "../workflow_scripts/celleval_baseline.py"
+
+
+rule prep:
+    input:
+        predictions=stage2_path("predictions.h5ad"),
+        genes=stage1_path("genes.txt"),
+        truth=stage1_path("truth.h5ad"),
+    output:
+        vcc=stage3_path("{model}.vcc"),
+        summary=stage3_path("prep.json"),
+    log:
+        f"{RESULTS}/{{dataset}}/logs/prep_{{model}}.log",
+    benchmark:
+        f"{RESULTS}/{{dataset}}/benchmarks/prep_{{model}}.tsv"
+    script:
+        "../workflow_scripts/prep.py"
+
+
+rule celleval_run:
+    input:
+        vcc=stage3_path("{model}.vcc"),
+        predictions=stage2_path("predictions.h5ad"),
+        truth=stage1_path("truth.h5ad"),
+    output:
+        results=stage3_path("results.csv"),
+        agg=stage3_path("agg_results.csv"),
+        pred_de=stage3_path("pred_de.csv"),
+        real_de=stage3_path("real_de.csv"),
+    params:
+        profile=config["evaluation"]["profile"],
+    threads: config["evaluation"]["threads"]
+    log:
+        f"{RESULTS}/{{dataset}}/logs/celleval_run_{{model}}.log",
+    benchmark:
+        f"{RESULTS}/{{dataset}}/benchmarks/celleval_run_{{model}}.tsv"
+    script:
+        "../workflow_scripts/celleval_run.py"
+
+
+rule score:
+    input:
+        agg=stage3_path("agg_results.csv"),
+        results=stage3_path("results.csv"),
+        baseline=f"{RESULTS}/{{dataset}}/stage3/_baseline/agg_results.csv",
+    output:
+        score=report(stage3_path("score.json"), caption="../report/score.rst", category="Stage 3"),
+    log:
+        f"{RESULTS}/{{dataset}}/logs/score_{{model}}.log",
+    benchmark:
+        f"{RESULTS}/{{dataset}}/benchmarks/score_{{model}}.tsv"
+    script:
+        "../workflow_scripts/score.py"
+
+
+rule local_metrics:
+    input:
+        predictions=stage2_path("predictions.h5ad"),
+        truth=stage1_path("truth.h5ad"),
+        results=stage3_path("results.csv"),
+    output:
+        metrics=stage3_path("local_metrics.json"),
+        table=stage3_path("local_results.csv"),
+        consistency=stage3_path("consistency.json"),
+    log:
+        f"{RESULTS}/{{dataset}}/logs/local_metrics_{{model}}.log",
+    benchmark:
+        f"{RESULTS}/{{dataset}}/benchmarks/local_metrics_{{model}}.tsv"
+    script:
+        "../workflow_scripts/local_metrics.py"
+
+
+rule leaderboard:
+    input:
+        scores=expand(stage3_path("score.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
+        logs=expand(stage2_path("train_log.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
+    output:
+        csv=report(f"{RESULTS}/{{dataset}}/leaderboard.csv", caption="../report/leaderboard.rst", category="Stage 3"),
+        md=f"{RESULTS}/{{dataset}}/leaderboard.md",
+    params:
+        models=MODEL_NAMES,
+    log:
+        log_path("leaderboard"),
+    benchmark:
+        bench_path("leaderboard")
+    script:
+        "../workflow_scripts/leaderboard.py"
+
+
+rule report:
+    input:
+        leaderboard=f"{RESULTS}/{{dataset}}/leaderboard.csv",
+        stage1=stage1_path("stage1_report.json"),
+        truth=stage1_path("truth.h5ad"),
+        predictions=expand(stage2_path("predictions.h5ad", model="{m}"), m=MODEL_NAMES, allow_missing=True),
+        logs=expand(stage2_path("train_log.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
+        consistency=expand(stage3_path("consistency.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
+    output:
+        html=report(f"{RESULTS}/{{dataset}}/report.html", caption="../report/report.rst", category="Report"),
+    params:
+        models=MODEL_NAMES,
+        dataset=lambda wc: wc.dataset,
+    log:
+        log_path("report"),
+    benchmark:
+        bench_path("report")
+    script:
+        "../workflow_scripts/report.py"

@@ -1,0 +1,22 @@
+"""Rule celleval_baseline: the VCC cell-mean baseline (cell-eval's definition), then cell-eval run on it."""
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from pertpipe.data.h5io import read_uns
+from pertpipe.evaluation import celleval
+from pertpipe.io import script_step
+
+sm = snakemake  # noqa: F821
+with script_step(sm.log[0], "celleval_baseline") as log:
+    split_id = read_uns(sm.input.truth).get("pertpipe", {}).get("split_id")
+    info = celleval.build_baseline(sm.input.train, pd.read_csv(sm.input.template), sm.output.baseline,
+                                   chunk_size=sm.params.chunk_size,
+                                   uns={"pertpipe": {"model": "celleval_baseline", "split_id": split_id}})
+    log.info("%s", info)
+    out = Path(sm.output.agg).parent
+    files = celleval.run(sm.output.baseline, sm.input.truth, out / "run", profile=sm.params.profile,
+                         threads=sm.threads, log_file=sm.log[0])
+    shutil.move(files["agg_results.csv"], sm.output.agg)
+    shutil.move(files["results.csv"], sm.output.results)

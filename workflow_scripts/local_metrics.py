@@ -1,0 +1,22 @@
+"""Rule local_metrics: the fast local scorer, and its agreement with cell-eval per perturbation and metric."""
+import time
+
+from pertpipe.evaluation import celleval
+from pertpipe.evaluation.metrics import score_local
+from pertpipe.evaluation.report import consistency
+from pertpipe.io import atomic_path, script_step, write_json
+
+sm = snakemake  # noqa: F821
+with script_step(sm.log[0], "local_metrics") as log:
+    t0 = time.perf_counter()
+    table, agg = score_local(sm.input.predictions, sm.input.truth)
+    wall = round(time.perf_counter() - t0, 3)
+    with atomic_path(sm.output.table) as tmp:
+        table.to_csv(tmp, index=False)
+    write_json({"mean": agg, "wall_s": wall, "n_perturbations": int(len(table)), "versions": celleval.versions()},
+               sm.output.metrics)
+    cons = consistency(sm.input.results, table)
+    cons["versions"] = celleval.versions()
+    write_json(cons, sm.output.consistency)
+    log.info("local scorer %.2fs; max |local - cell-eval|: %s", wall,
+             {k: v["max_abs_diff"] for k, v in cons["metrics"].items()})

@@ -1,0 +1,16 @@
+"""Rule predict_<model>: predictions.h5ad on the validation template (shift + sampled training controls)."""
+import pandas as pd
+
+from pertpipe.io import provenance, read_json, script_step, write_json
+from pertpipe.models import load_model
+
+sm = snakemake  # noqa: F821
+with script_step(sm.log[0], f"predict_{sm.params.model}") as log:
+    model = load_model(sm.input.model)
+    template = pd.read_csv(sm.input.template)
+    split = read_json(sm.input.split)
+    prov = provenance("predict", params={"model": sm.params.model})
+    prov.update(model=sm.params.model, split_id=split["split_id"])
+    summary = model.predict(template, sm.input.train, sm.output.predictions, uns={"pertpipe": prov})
+    write_json(summary, sm.output.summary)
+    log.info("%s", summary)

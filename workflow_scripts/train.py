@@ -1,0 +1,18 @@
+"""Rule train_<model>: fit one registered model on the training split; model.pt + train_log.json."""
+import platform
+import time
+
+from pertpipe.io import package_versions, script_step, write_json
+from pertpipe.models import build_model
+
+sm = snakemake  # noqa: F821
+with script_step(sm.log[0], f"train_{sm.params.model}") as log:
+    t0 = time.perf_counter()
+    model = build_model(sm.params.model, sm.params.hparams, seed=sm.params.seed)
+    fit_log = model.fit(sm.input.train, None, {"chunk_size": sm.params.chunk_size, "threads": sm.threads})
+    model.save(sm.output.model)
+    train_log = {"model": sm.params.model, "hparams": dict(sm.params.hparams), "seed": sm.params.seed,
+                 "wall_s": round(time.perf_counter() - t0, 3), "device": fit_log.pop("device", "cpu"),
+                 "host": platform.node(), "versions": package_versions(), **fit_log}
+    write_json(train_log, sm.output.log)
+    log.info("%s", train_log)
