@@ -1,0 +1,55 @@
+"""The local scorer on hand-computed cases, and its Mann-Whitney U against scipy."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from scipy.stats import mannwhitneyu
+
+from pertpipe.evaluation.metrics import des_scores, mae_pds_scores, mannwhitneyu_sparse, Expression, top_de_genes
+
+
+def test_mwu_matches_scipy_with_ties_and_zeros():
+    rng = np.random.default_rng(0)
+    x = rng.poisson(0.8, size=(40, 30)).astype(float) * rng.integers(0, 2, size=(40, 30))
+    y = rng.poisson(1.2, size=(70, 30)).astype(float)
+    x[:, 0] = 0
+    y[:, 0] = 0  # all zeros: no evidence, p = 1
+    u, p = mannwhitneyu_sparse(sp.csr_matrix(x), sp.csr_matrix(y))
+    ref = mannwhitneyu(x[:, 1:], y[:, 1:], axis=0, method="asymptotic", use_continuity=True)
+    np.testing.assert_allclose(u[1:], ref.statistic)
+    np.testing.assert_allclose(p[1:], ref.pvalue, rtol=1e-12)
+    assert p[0] == 1.0
+
+
+def _expr(rows: dict[str, list[list[float]]], genes: list[str]) -> Expression:
+    labels, X = [], []
+    for lab, cells in rows.items():
+        labels += [lab] * len(cells)
+        X += cells
+    return Expression(sp.csr_matrix(np.array(X, dtype=float)), np.array(labels), np.array(genes))
+
+
+def test_mae_and_known_pds_rank():
+    genes = ["A", "B", "C"]
+    real = _expr({"non-targeting": [[1, 1, 1]], "A": [[0, 1, 1]], "B": [[1, 3, 1]], "C": [[1, 1, 4]]}, genes)
+    # pred for A looks like B's real effect (+2 on gene B), B and C are right
+    pred = _expr({"non-targeting": [[1, 1, 1]], "A": [[1, 3, 1]], "B": [[1, 3, 1]], "C": [[1, 1, 4]]}, genes)
+    mae, pds = mae_pds_scores(real, pred)
+    assert mae == {"A": pytest.approx(1.0), "B": 0.0, "C": 0.0}  # mean(|[0,1,1] - [1,3,1]|)
+    # A: distances (target column A excluded) to real effects A=(0,0), B=(2,0), C=(0,3) -> [2, 0, 5]: rank 1 of 3
+    assert pds["A"] == pytest.approx(1 - 1 / 3)
+    assert pds["B"] == 1.0 and pds["C"] == 1.0
+
+
+def test_known_de_overlap():
+    lfc = np.array([3.0, -2.0, 0.5, 1.0, -4.0])
+    fdr = np.array([0.01, 0.01, 0.01, 0.2, 0.01])
+    real = {"P": {"lfc": lfc, "fdr": fdr}}
+    assert top_de_genes(real["P"]).tolist() == [4, 0, 1, 2]  # |lfc| descending, significant only
+    # predicted: significant 0, 3, 4 ranked [4, 0, 3]; N = 4 real genes -> top-4 of pred has 3: overlap {4, 0} = 2/4
+    pred = {"P": {"lfc": np.array([2.0, 0.0, 0.0, 1.5, -5.0]), "fdr": np.array([0.01, 0.9, 0.9, 0.01, 0.01])}}
+    assert des_scores(real, pred) == {"P": 0.5}
+    none = {"P": {"lfc": lfc, "fdr": np.ones(5)}}
+    assert des_scores(real, none) == {"P": 0.0}

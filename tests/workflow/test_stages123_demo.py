@@ -1,0 +1,92 @@
+"""Stages 1-3 on the tiny demo through the real Snakemake CLI and the real cell-eval."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import TINY_DEMO, run_snakemake
+
+pytestmark = pytest.mark.workflow
+
+CFG = {"dataset": "demo", "demo": {**TINY_DEMO, "cells_per_target": 40, "effect_strength": 2.5},
+       "stage1": {"chunk_size": 500}, "models": {"control": {}, "cell_mean": {}, "linear": {}}}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("s123")
+    run_snakemake(wd, CFG, "all", timeout=1200)
+    return wd / "results" / "demo"
+
+
+def test_vcc_archive(full_run, tmp_path):
+    vcc = full_run / "stage3/linear/linear.vcc"
+    with tarfile.open(vcc) as tf:
+        assert sorted(tf.getnames()) == ["pred.h5ad.zst", "watermark.txt"]
+        assert tf.extractfile("watermark.txt").read() == b"vcc-prep"
+        tf.extract("pred.h5ad.zst", tmp_path, filter="data")
+    subprocess.run(["zstd", "-d", "-q", str(tmp_path / "pred.h5ad.zst")], check=True)
+    packed = ad.read_h5ad(tmp_path / "pred.h5ad")
+    pred = ad.read_h5ad(full_run / "stage2/linear/predictions.h5ad")
+    assert packed.shape == pred.shape and list(packed.var_names) == list(pred.var_names)
+    np.testing.assert_allclose(packed.X.toarray(), pred.X.toarray(), rtol=1e-6)
+
+
+def test_predictions_follow_the_contract_and_template(full_run):
+    tpl = pd.read_csv(full_run / "stage1/template.csv")
+    genes = (full_run / "stage1/genes.txt").read_text().split()
+    for m in ("control", "cell_mean", "linear"):
+        p = ad.read_h5ad(full_run / f"stage2/{m}/predictions.h5ad")
+        assert list(p.var_names) == genes and p.X.dtype == np.float32 and p.X.min() >= 0
+        got = p.obs.groupby("target_gene").size().to_dict()
+        assert got == tpl.groupby("target_gene")["n_cells"].sum().to_dict()
+        log = json.loads((full_run / f"stage2/{m}/train_log.json").read_text())
+        assert {"wall_s", "device", "seed", "versions"} <= set(log)
+
+
+def test_scores_baseline_and_linear_beats_control(full_run):
+    s = {m: json.loads((full_run / f"stage3/{m}/score.json").read_text()) for m in ("control", "cell_mean", "linear")}
+    for v in s.values():
+        assert set(v["raw"]) == set(v["scaled"]) == {"DES", "PDS", "MAE"}
+        assert v["versions"]["cell-eval"] == "0.8.2" and v["versions"]["pdex"] == "0.3.0"
+        assert 0 <= v["avg_score"] <= 1
+    assert s["cell_mean"]["avg_score"] == pytest.approx(0.0, abs=0.05)  # it is the baseline
+    assert s["linear"]["raw"]["MAE"] < s["control"]["raw"]["MAE"]
+    board = pd.read_csv(full_run / "leaderboard.csv")
+    assert set(board["model"]) == {"control", "cell_mean", "linear"}
+    assert list(board["avg_score"]) == sorted(board["avg_score"], reverse=True)
+    assert "| model | DES | PDS | MAE |" in (full_run / "leaderboard.md").read_text()
+
+
+def test_local_scorer_agrees_with_cell_eval(full_run):
+    for m in ("control", "cell_mean", "linear"):
+        c = json.loads((full_run / f"stage3/{m}/consistency.json").read_text())["metrics"]
+        assert c["MAE"]["max_abs_diff"] < 1e-6 and c["PDS"]["max_abs_diff"] < 1e-6
+        assert c["DES"]["max_abs_diff"] <= 0.02
+
+
+def test_report_is_self_contained(full_run):
+    html = (full_run / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2
+    for words in ("Leaderboard", "Predicted vs true change", "Local scorer vs cell-eval", "Stage 1", "linear"):
+        assert words in html
+    assert "http://" not in html and "https://" not in html
+
+
+def test_snakemake_report_collects_the_outputs(full_run):
+    import zipfile
+
+    wd = full_run.parent.parent
+    out = wd / "report.zip"
+    run_snakemake(wd, CFG, extra=("--report", str(out)))
+    names = zipfile.ZipFile(out).namelist()
+    assert any(n.endswith("report.html") for n in names)
+    assert any(n.endswith("leaderboard.csv") for n in names)
+    assert any(n.endswith("stage1_report.txt") for n in names)
