@@ -8,10 +8,11 @@ Generative model
   its programs' GO roots, so the annotation of a target says which programs it can move.
 * Each **cell type** runs its own set of programs (activity matrix ``A[cell_type, program]``); a sparse
   program-to-program **regulatory network** ``B`` propagates shifts: ``shift = (I - B)^-1 direct``.
-* Knocking down target ``g`` (expression x ``knockdown``) shifts the programs it belongs to, *gated by the
-  cell type*: a program that is silent in a cell type barely responds there. This is the context
+* Knocking down target ``g`` (expression x ``knockdown``) lowers the activity of the programs it belongs to,
+  *gated by the cell type*: a program that is silent in a cell type barely responds there. This is the context
   dependence the facet models are built for. Some targets have no effect beyond their own knockdown.
-  Doubles add their singles' shifts plus an interaction term.
+  Doubles add their singles' shifts plus an interaction term. Every effective knockdown also slows the
+  cell-cycle programme a little (``common_effect``), the shared response real screens show.
 * Expression: ``log rate_j = base_j + sum_p L[j, p] * (A[c, p] + shift_p + noise) + batch_j``;
   counts are negative binomial (gamma-Poisson) around ``library_size x softmax(log rate)`` with
   log-normal library sizes.
@@ -85,6 +86,7 @@ class DemoParams:
     no_effect_fraction: float = 0.15
     knockdown: float = 0.15
     effect_strength: float = 1.2
+    common_effect: float = 0.3
     library_size: float = 4000.0
     dispersion: float = 8.0
     alias_fraction: float = 0.02
@@ -168,10 +170,13 @@ def simulate_demo(outdir: str | os.PathLike, *, seed: int = 0, params: DemoParam
     # -- targets: annotated regulators of their programs --------------------------------------------
     order = rng.permutation(G)
     singles = order[: p.n_single_targets]
+    # a programme's regulators are co-expressed with it: positive loadings on their programmes
+    loadings[singles] = np.abs(loadings[singles])
     no_effect = set(rng.choice(singles, size=int(round(p.no_effect_fraction * len(singles))), replace=False))
     direct = {}
     for g in singles:
-        w = np.where(member[g], rng.uniform(0.6, 1.0, size=n_prog) * rng.choice([-1, 1], size=n_prog), 0.0)
+        # CRISPRi of a programme member lowers that programme's activity (its genes load +/- on it)
+        w = np.where(member[g], rng.uniform(0.6, 1.0, size=n_prog), 0.0)
         direct[g] = np.zeros(n_prog) if g in no_effect else -p.effect_strength * w
     doubles = []
     pool = [g for g in singles if g not in no_effect]
@@ -179,11 +184,18 @@ def simulate_demo(outdir: str | os.PathLike, *, seed: int = 0, params: DemoParam
         a, b = rng.choice(pool, size=2, replace=False)
         doubles.append((int(a), int(b)))
 
+    # a response shared by every effective knockdown (e.g. slower proliferation), in every cell type
+    common = np.zeros(n_prog)
+    common[1] = -p.common_effect
+
     def shift(targets: tuple[int, ...], c: int) -> np.ndarray:
         d = sum(direct[t] for t in targets)
         if len(targets) == 2:
             d = d + 0.5 * direct[targets[0]] * direct[targets[1]]
-        return propagate @ (d * gate[c])
+        out = propagate @ (d * gate[c])
+        if any(t not in no_effect for t in targets):
+            out = out + common
+        return out
 
     # -- cells ------------------------------------------------------------------------------------
     conditions: list[tuple[str, tuple[int, ...]]] = [(CONTROL_LABEL, ())]

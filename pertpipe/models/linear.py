@@ -3,9 +3,11 @@
     Y ≈ G W Pᵀ + b
 
 Y [genes x training targets] are the targets' mean shifts (log1p, relative to controls of the same cell
-type); G [genes x K] is a PCA gene embedding of the training cells; P [targets x K] takes G's rows for each
-target's gene(s) (doubles: the sum of their genes' rows), so any gene of the universe, seen or unseen, has
-an embedding; b is the mean shift. W is ridge-fitted in closed form:
+type); G [genes x K] is a PCA gene embedding: by default (``embedding: pseudobulk``, as in the paper) the top
+K left singular vectors of the centred training response matrix Y, so genes that respond together share a
+direction; ``embedding: cells`` uses the PCA loadings of (a subsample of) the training cells instead.
+P [targets x K] takes G's rows for each target's gene(s) (doubles: the sum of their genes' rows), so any gene
+of the universe, seen or unseen, has an embedding; b is the mean shift. W is ridge-fitted in closed form:
 
     W = (GᵀG + λI)⁻¹ Gᵀ (Y - b) P (PᵀP + λI)⁻¹
 """
@@ -45,6 +47,7 @@ class LinearModel(PerturbationModel):
     class Params:
         rank: int = 10
         ridge: float = 0.1
+        embedding: str = "pseudobulk"  # or "cells"
         max_cells: int = 5000
 
     def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
@@ -53,8 +56,17 @@ class LinearModel(PerturbationModel):
         s = TrainingSummary.from_h5ad(train, chunk_size=(config or {}).get("chunk_size", 10_000))
         self.genes = s.genes
         Y = s.target_deltas()  # targets x genes
-        self.G = pca_gene_embedding(train, k=self.params.rank, max_cells=self.params.max_cells, seed=self.seed)
         self.gene_index = {g: i for i, g in enumerate(self.genes)}
+        Y = self._mask_own_genes(Y)
+        if self.params.embedding == "pseudobulk":
+            Yc = (Y.to_numpy() - Y.to_numpy().mean(axis=0, keepdims=True)).T  # genes x targets
+            k = max(1, min(self.params.rank, Yc.shape[1] - 1))
+            self.G = np.linalg.svd(Yc, full_matrices=False)[0][:, :k]
+        elif self.params.embedding == "cells":
+            self.G = pca_gene_embedding(train, k=self.params.rank, max_cells=self.params.max_cells, seed=self.seed)
+        else:
+            from pertpipe.errors import ConfigError
+            raise ConfigError(f"models.linear.embedding is '{self.params.embedding}'. Fix: use pseudobulk or cells")
         P = np.vstack([self._embed(t) for t in Y.index])  # targets x k
         Yt = Y.to_numpy().T  # genes x targets
         self.b = Yt.mean(axis=1)
@@ -65,6 +77,22 @@ class LinearModel(PerturbationModel):
         resid = float(np.mean((fitted - Yt) ** 2))
         return {"fit_s": round(time.perf_counter() - t0, 3), "train_targets": int(Y.shape[0]), "rank": int(k),
                 "train_mse": resid, "baseline_mse": float(np.mean((Yt - self.b[:, None]) ** 2))}
+
+    def _mask_own_genes(self, Y):
+        """Replace each target's own gene(s) in its column by that gene's mean over the other targets.
+
+        The knocked-down gene's own drop is a spike unique to its column; left in, it dominates the SVD and
+        gives training targets embeddings of another kind than unseen ones (whose genes were never knocked).
+        """
+        Y = Y.copy()
+        arr = Y.to_numpy()
+        for r, t in enumerate(Y.index):
+            for g in split_targets(t):
+                j = self.gene_index.get(g)
+                if j is not None and arr.shape[0] > 1:
+                    arr[r, j] = (arr[:, j].sum() - arr[r, j]) / (arr.shape[0] - 1)
+        Y.iloc[:, :] = arr
+        return Y
 
     def _embed(self, target: str) -> np.ndarray:
         e = np.zeros(self.G.shape[1])

@@ -1,0 +1,105 @@
+"""Local scorer vs `cell-eval run --profile vcc` on the same predictions: wall time and agreement.
+
+Runs the whole pipeline (stages 1-3, for the leaderboard) for each dataset (the demo, and the Norman part of the perturbench file
+through the ../shared/data mirror, aligned to the VCC 18,080 genes), then scores every model's predictions
+both ways in one process each, and prints JSON: wall seconds (cell-eval as a CLI process, as the pipeline
+runs it; the local scorer in-process, and again as a fresh process to include interpreter start-up),
+their ratio, and the largest per-perturbation |local - cell-eval| per metric.
+
+    python benchmarks/bench_scoring.py [--datasets demo perturbench_norman] [--models control cell_mean linear]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO))
+
+CONFIGS = {
+    "demo": {"dataset": "demo"},
+    "perturbench_norman": {"dataset": "perturbench_norman", "mirror": str(SHARED), "lock_file": None,
+                           "stage1": {"universe": {"kind": "vcc"},
+                                      "split": {"strategy": "combo", "single_fraction": 0.25,
+                                                "combo_fraction": 0.3}}},
+}
+
+
+def run_pipeline(workdir: Path, cfg: dict, models: list[str]) -> Path:
+    import yaml
+
+    cfg = {**cfg, "models": {m: {} for m in models}}
+    (workdir / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-m", "snakemake", "all", "-s", str(REPO / "Snakefile"), "--cores", "2",
+                    "--directory", str(workdir), "--configfile", str(workdir / "cfg.yaml")],
+                   check=True, capture_output=True, env=env)
+    return workdir / "results" / cfg["dataset"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--datasets", nargs="+", default=["demo", "perturbench_norman"])
+    ap.add_argument("--models", nargs="+", default=["control", "cell_mean", "linear"])
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+
+    import pandas as pd
+
+    from pertpipe.evaluation.celleval import versions
+    from pertpipe.evaluation.metrics import score_local
+
+    out = {"benchmark": "local scorer vs cell-eval run --profile vcc", "versions": versions(), "runs": []}
+    base = Path(args.workdir or tempfile.mkdtemp(prefix="bench_scoring_"))
+    for ds in args.datasets:
+        if ds != "demo" and not SHARED.is_dir():
+            out["runs"].append({"dataset": ds, "skipped": f"{SHARED} not present"})
+            continue
+        res = run_pipeline(base / ds, CONFIGS[ds], args.models)
+        truth = res / "stage1" / "truth.h5ad"
+        for m in args.models:
+            pred = res / "stage2" / m / "predictions.h5ad"
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.perf_counter()
+                subprocess.run(["cell-eval", "run", "-ap", str(pred), "-ar", str(truth), "-o", tmp, "--profile", "vcc",
+                                "--num-threads", "2", "--control-pert", "non-targeting", "--pert-col", "target_gene"],
+                               check=True, capture_output=True)
+                ce_s = time.perf_counter() - t0
+                ce = pd.read_csv(Path(tmp) / "results.csv").set_index("perturbation")
+            t0 = time.perf_counter()
+            table, _agg = score_local(pred, truth)
+            local_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import sys; from pertpipe.evaluation.metrics import score_local; "
+                            "score_local(sys.argv[1], sys.argv[2])", str(pred), str(truth)], check=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+            local_proc_s = time.perf_counter() - t0
+            lo = table.set_index("perturbation").loc[ce.index]
+            diffs = {m2: float((lo[c] - ce[c]).abs().max()) for m2, c in
+                     (("DES", "overlap_at_N"), ("PDS", "discrimination_score_l1"), ("MAE", "mae"))}
+            row = {"dataset": ds, "model": m, "perturbations": int(len(ce)), "genes": None,
+                   "cell_eval_s": round(ce_s, 2), "local_s": round(local_s, 3),
+                   "local_process_s": round(local_proc_s, 2), "speedup": round(ce_s / local_s, 1),
+                   "speedup_process": round(ce_s / local_proc_s, 1), "max_abs_diff": diffs,
+                   "targets_met": {"speedup>=10": ce_s / local_s >= 10, "MAE<=1e-6": diffs["MAE"] <= 1e-6,
+                                   "PDS<=1e-6": diffs["PDS"] <= 1e-6, "DES<=0.02": diffs["DES"] <= 0.02}}
+            import anndata as ad
+            row["genes"] = int(ad.read_h5ad(truth, backed="r").n_vars)
+            out["runs"].append(row)
+            print(json.dumps(row), file=sys.stderr)
+        board = res.parent / ds / "leaderboard.md"
+        if board.exists():
+            out.setdefault("leaderboards", {})[ds] = board.read_text()
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
