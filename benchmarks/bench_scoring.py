@@ -37,6 +37,7 @@ def run_pipeline(workdir: Path, cfg: dict, models: list[str]) -> Path:
     import yaml
 
     cfg = {**cfg, "models": {m: {} for m in models}}
+    workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-m", "snakemake", "all", "-s", str(REPO / "Snakefile"), "--cores", "2",
