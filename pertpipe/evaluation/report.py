@@ -91,6 +91,8 @@ def _plot_deltas(pred_bulks: dict[str, pd.DataFrame], truth_bulk: pd.DataFrame, 
             r = truth_bulk.loc[p].to_numpy() - real_ctrl
             q = pb.loc[p].to_numpy() - pred_ctrl
             ax.scatter(r, q, s=3, alpha=0.5)
+            corr = np.corrcoef(r, q)[0, 1] if np.std(r) > 0 and np.std(q) > 0 else float("nan")
+            ax.text(0.04, 0.92, f"r = {corr:.2f}", transform=ax.transAxes, fontsize=7)
             lim = max(np.abs(r).max(), np.abs(q).max(), 1e-3)
             ax.plot([-lim, lim], [-lim, lim], color="grey", lw=0.6)
             ax.set_xticks([])
@@ -154,7 +156,8 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
         "<p>Scaled scores come from <code>cell-eval score</code> against the cell-mean baseline "
         "(<code>cell-eval baseline</code>'s definition): 0 = baseline, 1 = perfect, clipped at 0.</p>",
         "<h2>Predicted vs true change per perturbation</h2>",
-        "<p>Each point is a gene: x = true pseudobulk change from control, y = predicted change.</p>",
+        "<p>Each point is a gene: x = true pseudobulk change from control, y = predicted change; r = Pearson "
+        "correlation of the two.</p>",
         _plot_deltas(pred_bulks, truth_bulk),
         "<h2>Training</h2>", _plot_losses(train_logs),
         "<h2>Local scorer vs cell-eval</h2>", _table(cons) if len(cons) else "<p>-</p>",
