@@ -20,6 +20,7 @@ validate(config, os.path.join(workflow.basedir, "schemas/config.schema.yaml"))
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/knowledge.smk"
 include: "rules/models.smk"
 include: "rules/evaluate.smk"
 
@@ -28,12 +29,18 @@ rule all:
     default_target: True
     input:
         stage1_targets(DATASET),
+        knowledge_targets(DATASET),
         stage3_targets(DATASET),
 
 
 rule stage1:
     input:
         stage1_targets(DATASET),
+
+
+rule knowledge:
+    input:
+        knowledge_targets(DATASET),
 
 
 rule stage2:

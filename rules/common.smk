@@ -113,3 +113,23 @@ def stage3_path(name, dataset="{dataset}", model="{model}"):
 def stage3_targets(dataset):
     return [f"{RESULTS}/{dataset}/leaderboard.csv", f"{RESULTS}/{dataset}/leaderboard.md",
             f"{RESULTS}/{dataset}/report.html"]
+
+
+KN = config["knowledge"]
+
+
+def knowledge_path(name, dataset="{dataset}"):
+    return f"{RESULTS}/{dataset}/knowledge/{name}"
+
+
+def annotation_paths(dataset):
+    """gene_info, gene2go and GO OBO for `dataset`: the demo's own files, else the registry downloads."""
+    if REGISTRY.dataset(dataset).simulated:
+        base = f"{RESULTS}/{dataset}/raw/annotations"
+        return {"gene_info": f"{base}/Homo_sapiens.gene_info.gz", "gene2go": f"{base}/gene2go.gz",
+                "go_obo": f"{base}/go-basic.obo"}
+    return {k: resource_path(k) for k in ("gene_info", "gene2go", "go_obo")}
+
+
+def knowledge_targets(dataset):
+    return [knowledge_path("facet_embeddings.pt", dataset), knowledge_path("coverage.json", dataset)]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
+import re
+import time
+from collections import defaultdict
 import subprocess
 import sys
 import threading
@@ -141,6 +145,73 @@ def file_server():
     srv = FileServer()
     yield srv
     srv.close()
+
+
+class ChatServer:
+    """A scripted OpenAI-compatible /v1/chat/completions server on 127.0.0.1 (stands in for vLLM/Ollama/OpenAI).
+
+    Per gene (read from the prompt) it plays a script: good, fenced, malformed, wrongkeys, 429, 500, sleep.
+    """
+
+    def __init__(self, scripts: dict[str, list[str]] | None = None, facet_names: list[str] | None = None):
+        self.facet_names = facet_names
+        scripts = scripts or {}
+        self.scripts = {g: list(s) for g, s in scripts.items()}
+        self.requests: dict[str, int] = defaultdict(int)
+        self.bodies: list[dict] = []
+        self.lock = threading.Lock()
+        srv = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][-1]["content"]
+                gene = re.findall(r"Gene text:\n(\S+)", prompt)[-1]
+                with srv.lock:
+                    srv.requests[gene] += 1
+                    srv.bodies.append(body)
+                    script = srv.scripts.get(gene, [])
+                    action = script.pop(0) if script else "good"
+                if action == "sleep":
+                    time.sleep(1.5)
+                    action = "good"
+                if action in ("429", "500"):
+                    self.send_response(int(action))
+                    if action == "429":
+                        self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                names = srv.facet_names or re.findall(r"^- (\w+):", prompt, re.M)
+                content = {"good": json.dumps({n: (f"{gene} acts in {n}" if n != "immune_response" else "<NONE>")
+                                               for n in names}),
+                           "fenced": "```json\n" + json.dumps({n: f"{gene} {n}" for n in names}) + "\n```",
+                           "malformed": "{'transcriptional_regulation': oops",
+                           "wrongkeys": json.dumps({"transcription": "x"})}[action]
+                out = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"],
+                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                               "finish_reason": "stop"}]}).encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
 
 
 # -- Snakemake -----------------------------------------------------------------------------------------

@@ -57,12 +57,21 @@ PROGRAMS: list[tuple[str, str, str, str, str]] = [
      "internal or invasive threat."),
     ("SIG", "signal transduction", "GO:0007165", "signal transduction",
      "The cellular process in which a signal is conveyed to trigger a change in the activity or state of a cell."),
-    ("MOT", "cell motility and adhesion", "GO:0006928", "movement of cell or subcellular component",
-     "The directed, self-propelled movement of a cell or subcellular component without the involvement of an "
-     "external agent."),
+    ("MOT", "cell motility and adhesion", "GO:0048870", "cell motility",
+     "Any process involved in the controlled self-propelled movement of a cell that results in translocation "
+     "of the cell from one place to another."),
     ("TRN", "transport and localisation", "GO:0006810", "transport",
      "The directed movement of substances into, out of or within a cell, or between cells, by means of some "
      "agent such as a transporter, pore or motor protein."),
+]
+# Secondary facet roots of resources/facets.yaml (real GO ids), so the demo ontology carries every root.
+_EXTRA_ROOTS = [
+    ("GO:0051301", "cell division", "The process resulting in division and partitioning of components of a cell."),
+    ("GO:0002376", "immune system process", "Any process involved in the development or functioning of the "
+     "immune system."),
+    ("GO:0007155", "cell adhesion", "The attachment of a cell to another cell or to an underlying substrate."),
+    ("GO:0051179", "localization", "Any process in which a cell, a substance, or a cellular entity is "
+     "transported to, or maintained in, a specific location."),
 ]
 _CHILD_TERMS = [
     ("positive regulation of {x} pathway", "Any process that activates or increases the {x} pathway.", "is_a"),
@@ -112,6 +121,9 @@ def write_obo(path: str | os.PathLike) -> None:
     out.write("format-version: 1.2\ndata-version: pertpipe-demo\nontology: go\n\n")
     out.write('[Term]\nid: GO:0008150\nname: biological_process\nnamespace: biological_process\n'
               'def: "A biological process is the execution of a genetically-encoded biological module." []\n\n')
+    for root, rname, rdef in _EXTRA_ROOTS:
+        out.write(f"[Term]\nid: {root}\nname: {rname}\nnamespace: biological_process\ndef: \"{rdef}\" []\n"
+                  f"is_a: GO:0008150 ! biological_process\n\n")
     for i, (_, pname, root, rname, rdef) in enumerate(PROGRAMS):
         out.write(f"[Term]\nid: {root}\nname: {rname}\nnamespace: biological_process\ndef: \"{rdef}\" []\n"
                   f"is_a: GO:0008150 ! biological_process\n\n")

@@ -74,3 +74,15 @@ def test_unknown_model_and_hyperparameter():
         build_model("gears")
     with pytest.raises(ConfigError, match=r"models.linear: unknown hyperparameter\(s\) \['depth'\]"):
         build_model("linear", {"depth": 3})
+
+
+def test_cell_eval_prep_refusal_surfaces_its_own_message(tmp_path):
+    from pertpipe.evaluation.celleval import CellEvalError, prep
+
+    pred = _write(tmp_path / "pred.h5ad", ["non-targeting", "G1", "G2"])
+    genes = tmp_path / "genes.txt"
+    genes.write_text("G1\nG2\nG3\nOTHER\n")  # cell-eval prep refuses a gene list that does not match
+    with pytest.raises(CellEvalError) as err:
+        prep(pred, genes, tmp_path / "out" / "m.vcc")
+    assert "cell-eval prep failed" in str(err.value) and "Provided gene list does not match" in str(err.value)
+    assert not (tmp_path / "out" / "m.vcc").exists()

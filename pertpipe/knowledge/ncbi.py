@@ -1,0 +1,61 @@
+"""Optional NCBI RefSeq gene summaries via E-utilities ``esummary`` (off by default; cached; <= 3 requests/s)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import requests
+
+from pertpipe.errors import DownloadError
+from pertpipe.io import atomic_path
+
+log = logging.getLogger(__name__)
+EUTILS = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
+
+
+def fetch_summaries(gene_ids: list[int], *, cache_path: str | os.PathLike, base_url: str = EUTILS,
+                    rate: float = 3.0, batch: int = 200, api_key_env: str | None = "NCBI_API_KEY",
+                    timeout: float = 30.0, retries: int = 3) -> dict[int, str]:
+    """GeneID -> RefSeq summary ('' when NCBI has none); cached in ``cache_path`` so re-runs ask only for new ids."""
+    cache_path = Path(cache_path)
+    cache: dict[str, str] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    todo = sorted({int(g) for g in gene_ids if g >= 0 and str(int(g)) not in cache})
+    key = os.environ.get(api_key_env or "", "")
+    min_gap = 1.0 / rate
+    last = 0.0
+    sess = requests.Session()
+    for i in range(0, len(todo), batch):
+        ids = todo[i:i + batch]
+        params = {"db": "gene", "id": ",".join(map(str, ids)), "retmode": "json"}
+        if key:
+            params["api_key"] = key
+        for attempt in range(retries + 1):
+            wait = min_gap - (time.monotonic() - last)
+            if wait > 0:
+                time.sleep(wait)
+            last = time.monotonic()
+            try:
+                resp = sess.get(f"{base_url.rstrip('/')}/esummary.fcgi", params=params, timeout=timeout)
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    time.sleep(min(10.0, 2 ** attempt))
+                    continue
+                resp.raise_for_status()
+                result = resp.json()["result"]
+                break
+            except (requests.RequestException, ValueError, KeyError) as exc:
+                if attempt == retries:
+                    raise DownloadError(f"E-utilities esummary at {base_url} failed ({exc}); {len(cache)} summaries "
+                                        f"are cached in {cache_path}. Fix: retry later, or set "
+                                        "knowledge.summaries.enabled: false") from exc
+                time.sleep(min(10.0, 2 ** attempt))
+        else:
+            raise DownloadError(f"E-utilities esummary at {base_url} kept answering 429/5xx. Fix: retry later")
+        for g in ids:
+            cache[str(g)] = (result.get(str(g)) or {}).get("summary", "") or ""
+        with atomic_path(cache_path) as tmp:
+            tmp.write_text(json.dumps(cache, sort_keys=True))
+    return {int(g): cache.get(str(int(g)), "") for g in gene_ids if g >= 0}

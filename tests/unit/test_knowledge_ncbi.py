@@ -1,0 +1,40 @@
+"""E-utilities esummary on a loopback server: summaries, cache, rate limit."""
+
+import json
+import time
+
+from pertpipe.knowledge.ncbi import fetch_summaries
+
+
+def test_summaries_fetched_cached_and_rate_limited(file_server, tmp_path):
+    calls = []
+
+    def result(ids):
+        return {"result": {"uids": ids, **{i: {"uid": i, "summary": f"summary of {i}" if i != "3" else ""}
+                                           for i in ids}}}
+    # serve any esummary URL by recording the ids asked for
+    srv = file_server
+    orig = srv.httpd.RequestHandlerClass.do_GET
+
+    def do_get(handler):
+        if handler.path.startswith("/eutils/esummary.fcgi"):
+            from urllib.parse import parse_qs, urlparse
+            ids = parse_qs(urlparse(handler.path).query)["id"][0].split(",")
+            calls.append((time.monotonic(), ids))
+            body = json.dumps(result(ids)).encode()
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            return
+        orig(handler)
+    srv.httpd.RequestHandlerClass.do_GET = do_get
+    cache = tmp_path / "s.json"
+    out = fetch_summaries([1, 2, 3, 4, 5], cache_path=cache, base_url=srv.url("eutils"), rate=3.0, batch=2)
+    assert out == {1: "summary of 1", 2: "summary of 2", 3: "", 4: "summary of 4", 5: "summary of 5"}
+    assert [c[1] for c in calls] == [["1", "2"], ["3", "4"], ["5"]]
+    gaps = [b[0] - a[0] for a, b in zip(calls, calls[1:])]
+    assert min(gaps) >= 1 / 3 - 0.02  # at most 3 requests per second
+    n = len(calls)
+    again = fetch_summaries([1, 5, 6], cache_path=cache, base_url=srv.url("eutils"), rate=3.0)
+    assert again[1] == "summary of 1" and len(calls) == n + 1 and calls[-1][1] == ["6"]  # only the new id
