@@ -25,6 +25,14 @@ include: "rules/models.smk"
 include: "rules/evaluate.smk"
 
 
+localrules:
+    all,
+    stage1,
+    knowledge,
+    stage2,
+    stage3,
+
+
 rule all:
     default_target: True
     input:

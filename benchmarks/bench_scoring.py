@@ -36,7 +36,7 @@ CONFIGS = {
 def run_pipeline(workdir: Path, cfg: dict, models: list[str]) -> Path:
     import yaml
 
-    cfg = {**cfg, "models": {m: {} for m in models}}
+    cfg = {**cfg, "models": list(models)}
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(REPO)}

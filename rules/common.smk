@@ -92,14 +92,26 @@ def stage1_targets(dataset):
     return [stage1_path("stage1_report.json", dataset), stage1_path("stage1_report.txt", dataset)]
 
 
-from pertpipe.models import get_model_class  # noqa: E402  (registers the models)
+from pertpipe.models import build_model, get_model_class  # noqa: E402  (registers the models)
 
 MODEL_NAMES = list(config["models"])
+
+
+def model_params(name):
+    return dict(config["model_params"].get(name) or {})
+
+
 try:
     for _m in MODEL_NAMES:
-        get_model_class(_m)
+        build_model(_m, model_params(_m))  # checks the name and every hyperparameter now, not at training time
 except PertpipeError as exc:
     raise WorkflowError(f"invalid configuration: {exc}")
+
+
+def model_gpu(name):
+    """1 when model `name` asks for a GPU (device: cuda, or gpu: true), for the scheduler's gpu resource."""
+    hp = model_params(name)
+    return 1 if hp.get("device") == "cuda" or hp.get("gpu") else 0
 
 
 def stage2_path(name, dataset="{dataset}", model="{model}"):

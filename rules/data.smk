@@ -20,6 +20,8 @@ rule simulate_demo:
         log_path("simulate_demo"),
     benchmark:
         bench_path("simulate_demo")
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/simulate_demo.py"
 
@@ -39,6 +41,8 @@ rule download:
         f"{DOWNLOADS}/logs/{{entry}}/{{file}}.log",
     benchmark:
         f"{DOWNLOADS}/logs/{{entry}}/{{file}}.benchmark.tsv"
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/download.py"
 
@@ -62,6 +66,8 @@ rule standardize:
         log_path("standardize"),
     benchmark:
         bench_path("standardize")
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/standardize.py"
 
@@ -83,6 +89,8 @@ rule align_genes:
         log_path("align_genes"),
     benchmark:
         bench_path("align_genes")
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/align_genes.py"
 
@@ -105,6 +113,8 @@ rule split:
         log_path("split"),
     benchmark:
         bench_path("split")
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/split.py"
 
@@ -125,6 +135,8 @@ rule ground_truth:
         log_path("ground_truth"),
     benchmark:
         bench_path("ground_truth")
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/ground_truth.py"
 
@@ -151,5 +163,7 @@ rule stage1_report:
         log_path("stage1_report"),
     benchmark:
         bench_path("stage1_report")
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/stage1_report.py"

@@ -5,6 +5,12 @@ wildcard_constraints:
     model="|".join(MODEL_NAMES) if MODEL_NAMES else "NO_MODEL",
 
 
+# Quick summaries run on the submit host under a cluster profile.
+localrules:
+    leaderboard,
+    report,
+
+
 rule celleval_baseline:
     input:
         train=stage1_path("train.h5ad"),
@@ -22,6 +28,8 @@ rule celleval_baseline:
         log_path("celleval_baseline"),
     benchmark:
         bench_path("celleval_baseline")
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/celleval_baseline.py"
 
@@ -38,6 +46,8 @@ rule prep:
         f"{RESULTS}/{{dataset}}/logs/prep_{{model}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/prep_{{model}}.tsv"
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/prep.py"
 
@@ -59,6 +69,8 @@ rule celleval_run:
         f"{RESULTS}/{{dataset}}/logs/celleval_run_{{model}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/celleval_run_{{model}}.tsv"
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/celleval_run.py"
 
@@ -74,6 +86,8 @@ rule score:
         f"{RESULTS}/{{dataset}}/logs/score_{{model}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/score_{{model}}.tsv"
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/score.py"
 
@@ -91,6 +105,8 @@ rule local_metrics:
         f"{RESULTS}/{{dataset}}/logs/local_metrics_{{model}}.log",
     benchmark:
         f"{RESULTS}/{{dataset}}/benchmarks/local_metrics_{{model}}.tsv"
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/local_metrics.py"
 
@@ -108,6 +124,8 @@ rule leaderboard:
         log_path("leaderboard"),
     benchmark:
         bench_path("leaderboard")
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/leaderboard.py"
 
@@ -120,6 +138,7 @@ rule report:
         predictions=expand(stage2_path("predictions.h5ad", model="{m}"), m=MODEL_NAMES, allow_missing=True),
         logs=expand(stage2_path("train_log.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
         consistency=expand(stage3_path("consistency.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
+        attention=expand(stage2_path("attention.parquet", model="{m}"), m=MODEL_NAMES, allow_missing=True),
     output:
         html=report(f"{RESULTS}/{{dataset}}/report.html", caption="../report/report.rst", category="Report"),
     params:
@@ -129,5 +148,7 @@ rule report:
         log_path("report"),
     benchmark:
         bench_path("report")
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/report.py"

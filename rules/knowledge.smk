@@ -17,6 +17,8 @@ rule gene_text:
         log_path("gene_text"),
     benchmark:
         bench_path("gene_text")
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/gene_text.py"
 
@@ -39,6 +41,8 @@ rule facets:
         log_path("facets"),
     benchmark:
         bench_path("facets")
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/facets.py"
 
@@ -65,5 +69,7 @@ rule facet_embeddings:
         log_path("facet_embeddings"),
     benchmark:
         bench_path("facet_embeddings")
+    conda:
+        "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/facet_embeddings.py"

@@ -1,4 +1,4 @@
-# Stage 2: one train_<model> and predict_<model> rule per entry of config `models:`.
+# Stage 2: one train_<model> and predict_<model> rule per name in config `models:` (params: `model_params:`).
 
 for _model in MODEL_NAMES:
 
@@ -7,21 +7,27 @@ for _model in MODEL_NAMES:
             f"train_{_model}"
         input:
             train=stage1_path("train.h5ad"),
+            knowledge=knowledge_path("facet_embeddings.pt") if get_model_class(_model).needs_knowledge else [],
         output:
             model=stage2_path("model.pt", model=_model),
             log=stage2_path("train_log.json", model=_model),
         params:
             model=_model,
-            hparams=config["models"][_model],
+            hparams=model_params(_model),
             seed=config["seed"],
             chunk_size=S1["chunk_size"],
+            checkpoint=stage2_path("checkpoint.pt", model=_model),
         threads: 2
         resources:
             mem_mb=8000,
+            gpu=model_gpu(_model),
+            runtime=240,
         log:
             f"{RESULTS}/{{dataset}}/logs/train_{_model}.log",
         benchmark:
             f"{RESULTS}/{{dataset}}/benchmarks/train_{_model}.tsv"
+        conda:
+            "../envs/pertpipe.yaml"
         script:
             "../workflow_scripts/train.py"
 
@@ -36,14 +42,19 @@ for _model in MODEL_NAMES:
         output:
             predictions=stage2_path("predictions.h5ad", model=_model),
             summary=stage2_path("predict.json", model=_model),
+            attention=stage2_path("attention.parquet", model=_model),
         params:
             model=_model,
+            seed=config["seed"],
         threads: 1
         resources:
             mem_mb=8000,
+            gpu=model_gpu(_model),
         log:
             f"{RESULTS}/{{dataset}}/logs/predict_{_model}.log",
         benchmark:
             f"{RESULTS}/{{dataset}}/benchmarks/predict_{_model}.tsv"
+        conda:
+            "../envs/pertpipe.yaml"
         script:
             "../workflow_scripts/predict.py"

@@ -222,14 +222,15 @@ def write_config(workdir: Path, cfg: dict) -> Path:
 
 
 def run_snakemake(workdir: Path, cfg: dict | None = None, *targets: str, extra: tuple[str, ...] = (),
-                  check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run the real Snakemake CLI on the repository's Snakefile in ``workdir``."""
+                  check: bool = True, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real Snakemake CLI on the repository's Snakefile in ``workdir`` (under `timeout -k`)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "snakemake", *targets, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+    cmd = ["timeout", "-k", "20", str(timeout), sys.executable, "-m", "snakemake", *targets, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--cores", "2", "--nolock", *extra]
     if cfg is not None:  # last: --configfile takes several values
         cmd += ["--configfile", str(write_config(workdir, cfg))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60, cwd=workdir,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc

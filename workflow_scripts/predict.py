@@ -1,8 +1,9 @@
 """Rule predict_<model>: predictions.h5ad on the validation template (shift + sampled training controls)."""
 import pandas as pd
 
-from pertpipe.io import provenance, read_json, script_step, write_json
+from pertpipe.io import atomic_path, provenance, read_json, script_step, write_json
 from pertpipe.models import load_model
+from pertpipe.models.base import attention_table
 
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], f"predict_{sm.params.model}") as log:
@@ -12,5 +13,9 @@ with script_step(sm.log[0], f"predict_{sm.params.model}") as log:
     prov = provenance("predict", params={"model": sm.params.model})
     prov.update(model=sm.params.model, split_id=split["split_id"])
     summary = model.predict(template, sm.input.train, sm.output.predictions, uns={"pertpipe": prov})
+    att = attention_table(model, template, sm.input.train, seed=sm.params.seed)
+    with atomic_path(sm.output.attention) as tmp:
+        att.to_parquet(tmp, index=False)
+    summary["attention_rows"] = int(len(att))
     write_json(summary, sm.output.summary)
     log.info("%s", summary)

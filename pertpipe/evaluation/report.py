@@ -123,13 +123,37 @@ def _plot_losses(train_logs: dict[str, dict]) -> str:
     return _fig_to_img(fig)
 
 
+def _plot_attention(attn: dict[str, pd.DataFrame]) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = []
+    for model, tab in attn.items():
+        if tab is None or not len(tab):
+            continue
+        cts = sorted(tab["cell_type"].unique())
+        fig, axes = plt.subplots(1, len(cts), figsize=(3.2 + 2.6 * len(cts), 0.32 * tab["target_gene"].nunique() + 1.8),
+                                 squeeze=False)
+        for ax, ct in zip(axes[0], cts):
+            m = tab[tab.cell_type == ct].pivot(index="target_gene", columns="facet", values="weight")
+            im = ax.imshow(m.to_numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1)
+            ax.set_xticks(range(m.shape[1]), [c.replace("_", " ") for c in m.columns], rotation=60, ha="right",
+                          fontsize=7)
+            ax.set_yticks(range(m.shape[0]), m.index if ax is axes[0][0] else [""] * m.shape[0], fontsize=7)
+            ax.set_title(f"{model}: {ct}", fontsize=9)
+        fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="attention α")
+        parts.append(_fig_to_img(fig))
+    return "".join(parts) or "<p>No model in this run has facet attention.</p>"
+
+
 def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, classes="t")
 
 
 def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], consistency: dict[str, dict],
                 train_logs: dict[str, dict], pred_bulks: dict[str, pd.DataFrame], truth_bulk: pd.DataFrame,
-                versions: dict[str, str]) -> str:
+                versions: dict[str, str], attention: dict[str, pd.DataFrame] | None = None) -> str:
     """The whole report as one HTML string (images inlined as base64 PNG)."""
     chk = stage1["checks"]
     s1 = pd.DataFrame([
@@ -160,6 +184,10 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
         "correlation of the two.</p>",
         _plot_deltas(pred_bulks, truth_bulk),
         "<h2>Training</h2>", _plot_losses(train_logs),
+        "<h2>Facet attention</h2>",
+        "<p>Mean attention over sampled control cells, per held-out target and cell type: which functional "
+        "facets of the target gene the model uses in that cellular context (exact zeros from sparsemax).</p>",
+        _plot_attention(attention or {}),
         "<h2>Local scorer vs cell-eval</h2>", _table(cons) if len(cons) else "<p>-</p>",
         "<h2>Stage 1</h2>", _table(s1),
         "<h2>Versions</h2>", _table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])),

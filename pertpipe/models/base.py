@@ -1,7 +1,8 @@
 """The model interface and registry.
 
 A model is one registered class with ``fit(train, knowledge, config)``, ``predict(template)``,
-``save(path)`` and ``load(path)``; adding a model is one module plus one ``models:`` entry in config.
+``save(path)`` and ``load(path)``; adding a model is one module plus its name in config ``models:`` (and its
+hyperparameters under ``model_params:``).
 
 Every model predicts a *shift* in log1p space per (target, cell type); :func:`write_predictions` turns
 shifts into cells the way the VCC expects: for each template row, ``n_cells`` training control cells of
@@ -128,9 +129,15 @@ class PerturbationModel(ABC):
             ) -> dict[str, Any]:
         """Train on the training h5ad; returns a training log (loss curves, etc.)."""
 
+    needs_knowledge: ClassVar[bool] = False  # True: fit() gets the facet tensor (knowledge stage)
+
     @abstractmethod
     def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
         """Predicted mean shift (log1p space, universe gene order) of ``target`` in ``cell_type``."""
+
+    def predict_cell_shifts(self, target: str, cell_type: str, x_ctrl: np.ndarray) -> np.ndarray:
+        """Per-cell change for control cells ``x_ctrl`` [n x genes]; default: the same shift for every cell."""
+        return np.broadcast_to(np.asarray(self.predict_shift(target, cell_type)), x_ctrl.shape)
 
     @abstractmethod
     def state(self) -> dict[str, Any]:
@@ -207,7 +214,6 @@ def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: s
     obs = pd.concat(obs_parts, ignore_index=True)
     obs.index = [f"pred{i}" for i in range(len(obs))]
     var = pd.DataFrame(index=pd.Index(genes))
-    shifts: dict[tuple[str, str], np.ndarray] = {}
     fallback = 0
     with H5adWriter(dest, obs=obs, var=var, uns=dict(uns or {})) as w:
         for r in rows.itertuples(index=False):
@@ -223,11 +229,33 @@ def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: s
             if r.target_gene == CONTROL_LABEL:
                 w.append(base.astype(np.float32))
                 continue
-            key = (r.target_gene, r.cell_type)
-            if key not in shifts:
-                shifts[key] = np.asarray(model.predict_shift(r.target_gene, r.cell_type), dtype=np.float64)
-            x = base.toarray().astype(np.float64) + shifts[key][None, :]
+            dense = base.toarray().astype(np.float64)
+            x = dense + model.predict_cell_shifts(r.target_gene, r.cell_type, dense)
             np.clip(x, 0, None, out=x)
             w.append(sp.csr_matrix(x.astype(np.float32)))
     return {"cells": int(len(obs)), "targets": int(rows.loc[rows.target_gene != CONTROL_LABEL, "target_gene"].nunique()),
             "control_pool_fallbacks": fallback, "predict_s": round(time.perf_counter() - t0, 3)}
+
+
+def attention_table(model: PerturbationModel, template: pd.DataFrame, train: str | os.PathLike, *,
+                    seed: int, n_cells: int = 64) -> pd.DataFrame:
+    """Facet attention α per (held-out target, cell type), averaged over sampled control cells and heads.
+
+    Empty (with its columns) for models without facet attention.
+    """
+    cols = ["target_gene", "cell_type", "facet", "weight"]
+    if not hasattr(model, "attention"):
+        return pd.DataFrame(columns=cols)
+    ctrl_obs, ctrl_x = _load_controls(train)
+    rng = np.random.default_rng(seed)
+    rows = []
+    pairs = template.loc[template.target_gene != CONTROL_LABEL, ["target_gene", "cell_type"]].drop_duplicates()
+    for t, ct in sorted(map(tuple, pairs.to_numpy())):
+        pool = np.flatnonzero((ctrl_obs.cell_type == ct).to_numpy())
+        if len(pool) == 0:
+            pool = np.arange(ctrl_x.shape[0])
+        pick = rng.choice(pool, size=min(n_cells, len(pool)), replace=False)
+        a = model.attention(t, ctrl_x[pick].toarray().astype(np.float64))
+        for name, w in zip(model.facet_names, a):
+            rows.append((t, ct, name, float(w)))
+    return pd.DataFrame(rows, columns=cols)

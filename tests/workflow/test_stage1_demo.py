@@ -93,6 +93,8 @@ def test_same_config_same_files(demo_run, tmp_path):
     ({"stage1": {"chunk_size": "big"}}, "chunk_size"),
     ({"stage1": {"split": {"strategy": "lucky"}}}, "lucky"),
     ({"dataset": "norman2020"}, "unknown dataset 'norman2020'"),
+    ({"models": ["cell_mean", "gears"]}, "unknown model 'gears'"),
+    ({"model_params": {"linear": {"depth": 3}}}, "unknown hyperparameter(s) ['depth']"),
 ])
 def test_invalid_config_stops_with_the_key(tmp_path, cfg, words):
     proc = run_snakemake(tmp_path, cfg, "stage1", check=False)
@@ -112,3 +114,8 @@ def test_failed_rule_leaves_no_partial_output(tmp_path):
     assert not [p for p in s1.iterdir() if ".tmp-" in p.name]
     log = (tmp_path / "results/demo/logs/align_genes.log").read_text()
     assert "align_genes failed" in log and "min_source_matched" in log and "Fix:" in log
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    proc = run_snakemake(tmp_path, None, extra=("--lint",))
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr

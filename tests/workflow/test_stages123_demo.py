@@ -16,7 +16,7 @@ from conftest import TINY_DEMO, run_snakemake
 pytestmark = pytest.mark.workflow
 
 CFG = {"dataset": "demo", "demo": TINY_DEMO,
-       "stage1": {"chunk_size": 500}, "models": {"control": {}, "cell_mean": {}, "linear": {}}}
+       "stage1": {"chunk_size": 500}, "models": ["control", "cell_mean", "linear"]}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,363 @@
+"""DyGenePT: a gene is K functional facets, and the cell's state decides which facets act.
+
+Network (:class:`DyGenePTNet`, separate from the user-facing :class:`DyGenePTModel`):
+
+* multifaceted gene encoder: the cached facet tensor M_g [K, D] (frozen) and its mask;
+* cell-state querier: PCA of log expression (fitted on training cells) -> MLP -> z_c; q_c = LayerNorm(ReLU(W_Q z_c));
+* context-aware cross-attention: keys M_g W_K, values M_g W_V, scores q_c K_gᵀ/√d per head, ``<NONE>`` facets
+  masked out, sparsemax (or entmax-1.5 / softmax) so irrelevant facets get exactly zero; e_{c,g} = Σ_k α_k V_k;
+* perturbation decoder: δ_c = MLP([e_{c,g}, q_c]); latent arithmetic z_pred = z_c + δ_c (doubles: the targets'
+  shifts summed plus a learned interaction term); the decoder maps latents to log1p expression and a cell's
+  predicted change is Dec(z_pred) - Dec(z_c), added to that control cell.
+
+Loss per (target, cell type) group: MSE between the mean predicted change and the observed pseudobulk change,
+plus a distribution term (MMD or energy distance) between predicted and observed perturbed cells in PCA space,
+plus a sparsity penalty on α. (The L1 norm of a sparsemax row is always 1, so the penalty used is the Gini
+impurity λ(1 - Σ_k α_k²), which is 0 for one-hot attention and largest for uniform attention.) Unseen targets
+are predicted from their facet texts alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pertpipe import COMBO_SEP, CONTROL_LABEL
+from pertpipe.data.h5io import H5adReader
+from pertpipe.errors import ConfigError, ContractError
+from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model, split_targets
+from pertpipe.models.training import TrainConfig, pick_device, train
+
+log = logging.getLogger(__name__)
+
+
+def _torch():
+    import torch
+    return torch
+
+
+def build_net(n_genes: int, latent_dim: int, facet_dim: int, hidden: int, attn_dim: int, heads: int,
+              normaliser: str):
+    """The DyGenePT torch module (defined lazily so importing pertpipe.models needs no torch)."""
+    import torch
+    from torch import nn
+
+    def mlp(i, h, o):
+        return nn.Sequential(nn.Linear(i, h), nn.GELU(), nn.Linear(h, o))
+
+    class DyGenePTNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.heads, self.attn_dim = heads, attn_dim
+            ha = heads * attn_dim
+            self.querier = mlp(latent_dim, hidden, hidden)
+            self.W_Q = nn.Linear(hidden, ha)
+            self.q_norm = nn.LayerNorm(ha)
+            self.W_K = nn.Linear(facet_dim, ha, bias=False)
+            self.W_V = nn.Linear(facet_dim, ha, bias=False)
+            self.unknown = nn.Parameter(torch.zeros(ha))
+            self.shift = mlp(2 * ha, hidden, hidden)
+            self.interact = mlp(2 * ha, hidden, hidden)
+            self.decoder = mlp(hidden, hidden, n_genes)
+
+        def normalise(self, scores, mask):
+            # a bounded large negative: finfo.min would overflow sparsemax's cumulative sums to -inf/NaN
+            scores = scores.masked_fill(mask == 0, -1e6)
+            if normaliser == "sparsemax":
+                from entmax import sparsemax
+                a = sparsemax(scores.float(), dim=-1)
+            elif normaliser == "entmax15":
+                from entmax import entmax15
+                a = entmax15(scores.float(), dim=-1)
+            else:
+                a = torch.softmax(scores.float(), dim=-1)
+            a = a * mask  # all-masked rows -> exactly zero
+            return a.to(scores.dtype)
+
+        def forward(self, z, facets, fmask, tmask):
+            """z [B, n, d]; facets [B, T, K, D]; fmask [B, T, K]; tmask [B, T] -> (change [B, n, G], α [B, n, T, H, K])."""
+            B, n, _ = z.shape
+            T, K = facets.shape[1], facets.shape[2]
+            h = self.querier(z)
+            q = self.q_norm(torch.relu(self.W_Q(h))).view(B, n, self.heads, self.attn_dim)
+            k = self.W_K(facets).view(B, T, K, self.heads, self.attn_dim)
+            v = self.W_V(facets).view(B, T, K, self.heads, self.attn_dim)
+            scores = torch.einsum("bnha,btkha->bnthk", q, k) / math.sqrt(self.attn_dim)
+            m = fmask[:, None, :, None, :].expand(B, n, T, self.heads, K)
+            alpha = self.normalise(scores, m)
+            e = torch.einsum("bnthk,btkha->bntha", alpha, v).reshape(B, n, T, -1)
+            known = (fmask.sum(-1) > 0)[:, None, :, None]
+            e = torch.where(known, e, self.unknown.expand_as(e))
+            qf = q.reshape(B, n, 1, -1).expand(B, n, T, -1)
+            d_t = self.shift(torch.cat([e, qf], dim=-1)) * tmask[:, None, :, None]
+            delta = d_t.sum(dim=2)
+            two = (tmask.sum(-1) >= 2).to(delta.dtype)[:, None, None]
+            e_sum = (e * tmask[:, None, :, None]).sum(dim=2)
+            delta = delta + two * self.interact(torch.cat([e_sum, q.reshape(B, n, -1)], dim=-1))
+            change = self.decoder(h + delta) - self.decoder(h)
+            return change, alpha
+
+    return DyGenePTNet()
+
+
+def mmd_rbf(x, y):
+    """Biased MMD² with a Gaussian kernel at the median-distance bandwidth (per group)."""
+    torch = _torch()
+    xy = torch.cat([x, y], 0)
+    d = torch.cdist(xy, xy) ** 2
+    bw = d.detach().median().clamp(min=1e-6)
+    k = torch.exp(-d / bw)
+    nx = x.shape[0]
+    return k[:nx, :nx].mean() + k[nx:, nx:].mean() - 2 * k[:nx, nx:].mean()
+
+
+def energy_distance(x, y):
+    torch = _torch()
+    return 2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean() - torch.cdist(y, y).mean()
+
+
+@register_model("dygenept")
+class DyGenePTModel(PerturbationModel):
+    needs_knowledge = True
+
+    @dataclass
+    class Params:
+        latent_dim: int = 32
+        hidden: int = 128
+        attn_dim: int = 32
+        heads: int = 2
+        normaliser: str = "sparsemax"  # sparsemax | entmax15 | softmax
+        cells_per_group: int = 24
+        groups_per_step: int = 16
+        epochs: int = 40
+        steps_per_epoch: int = 20
+        lr: float = 2e-3
+        weight_decay: float = 1e-4
+        warmup_epochs: int = 2
+        patience: int = 10
+        checkpoint_every: int = 1
+        dist_loss: str = "mmd"  # mmd | energy | none
+        dist_weight: float = 0.05
+        attn_sparsity: float = 1e-3
+        val_fraction: float = 0.15
+        freeze_querier_epochs: int = 0  # two-phase schedule: >0 trains with a frozen querier first
+        querier_lr_scale: float = 0.1
+        querier: str = "pca_mlp"
+        max_cells: int = 100_000
+        pca_cells: int = 5000
+        device: str = "auto"
+        gpu: bool = False  # request a GPU from the scheduler (Snakemake resources)
+
+    # ------------------------------------------------------------------------------------------------
+    def _check(self) -> None:
+        p = self.params
+        if p.normaliser not in ("sparsemax", "entmax15", "softmax"):
+            raise ConfigError(f"models.dygenept.normaliser '{p.normaliser}': use sparsemax, entmax15 or softmax")
+        if p.dist_loss not in ("mmd", "energy", "none"):
+            raise ConfigError(f"models.dygenept.dist_loss '{p.dist_loss}': use mmd, energy or none")
+        if p.querier != "pca_mlp":
+            raise ConfigError(f"models.dygenept.querier '{p.querier}': only pca_mlp is available (the scgpt "
+                              "backend is not implemented yet)")
+
+    def _load_knowledge(self, knowledge: Any) -> None:
+        from pertpipe.knowledge.encode import load_facet_tensor
+
+        blob = knowledge if isinstance(knowledge, dict) else load_facet_tensor(knowledge)
+        self.facet_genes = {g: i for i, g in enumerate(blob["genes"])}
+        self.facet_names = list(blob["facets"])
+        self.facets = blob["tensor"].float().numpy()
+        self.fmask = blob["mask"].float().numpy()
+
+    def _target_facets(self, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        genes = split_targets(label)[:2]
+        K, D = self.facets.shape[1], self.facets.shape[2]
+        f = np.zeros((2, K, D), np.float32)
+        m = np.zeros((2, K), np.float32)
+        t = np.zeros(2, np.float32)
+        for j, g in enumerate(genes):
+            t[j] = 1
+            i = self.facet_genes.get(g)
+            if i is not None:
+                f[j], m[j] = self.facets[i], self.fmask[i]
+        return f, m, t
+
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.pca_mean) @ self.pca_components.T).astype(np.float32)
+
+    def fit(self, train_path: str | os.PathLike, knowledge: Any | None = None,
+            config: dict[str, Any] | None = None) -> dict[str, Any]:
+        torch = _torch()
+        self._check()
+        if knowledge is None:
+            raise ConfigError("dygenept needs the facet tensor (knowledge stage: facet_embeddings.pt)")
+        config = dict(config or {})
+        p = self.params
+        t0 = time.perf_counter()
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        self._load_knowledge(knowledge)
+        summary = TrainingSummary.from_h5ad(train_path, chunk_size=config.get("chunk_size", 10_000))
+        self.genes = summary.genes
+        # PCA of log expression on a subsample, then every kept cell in PCA coordinates (memory: N x d)
+        with H5adReader(train_path) as r:
+            obs = r.obs[["target_gene", "cell_type", "batch"]].astype(str).reset_index(drop=True)
+            keep = np.zeros(r.n_obs, bool)
+            keep[rng.choice(r.n_obs, size=min(r.n_obs, p.max_cells), replace=False)] = True
+            pca_rows = np.zeros(r.n_obs, bool)
+            pca_rows[rng.choice(r.n_obs, size=min(r.n_obs, p.pca_cells), replace=False)] = True
+            xs = sp.vstack([b for _s, _e, b in r.iter_chunks(10_000, rows=pca_rows)]).toarray().astype(np.float64)
+            self.pca_mean = xs.mean(0)
+            d = min(p.latent_dim, min(xs.shape) - 1)
+            self.pca_components = np.linalg.svd(xs - self.pca_mean, full_matrices=False)[2][:d]
+            Z = np.vstack([self._project(b.toarray()) for _s, _e, b in r.iter_chunks(10_000, rows=keep)])
+        obs = obs[keep].reset_index(drop=True)
+        ctrl_idx = {ct: np.flatnonzero(((obs.target_gene == CONTROL_LABEL) & (obs.cell_type == ct)).to_numpy())
+                    for ct in obs.cell_type.unique()}
+        groups = []
+        for (t, ct), cnt in summary.target_ct_counts.items():
+            cells = np.flatnonzero(((obs.target_gene == t) & (obs.cell_type == ct)).to_numpy())
+            if len(cells) >= 3 and len(ctrl_idx.get(ct, [])) >= 3:
+                delta = (summary.target_ct_means.loc[(t, ct)].to_numpy() -
+                         summary.control_ct_means.loc[ct].to_numpy()).astype(np.float32)
+                groups.append((t, ct, cells, delta))
+        targets = sorted({g[0] for g in groups})
+        if len(targets) < 2:
+            raise ContractError(train_path, "obs['target_gene']", f"only {len(targets)} trainable perturbation(s)",
+                                "dygenept needs several perturbations with >= 3 cells each")
+        n_val = max(1, int(round(p.val_fraction * len(targets)))) if len(targets) >= 5 else 0
+        val_targets = set(rng.choice(targets, size=n_val, replace=False).tolist()) if n_val else set()
+        fit_groups = [g for g in groups if g[0] not in val_targets]
+        val_groups = [g for g in groups if g[0] in val_targets]
+        device = pick_device(p.device)
+        self.device = device
+        self.net = build_net(len(self.genes), self.pca_components.shape[0], self.facets.shape[2], p.hidden,
+                             p.attn_dim, p.heads, p.normaliser).to(device)
+        comps = torch.tensor(self.pca_components.T, dtype=torch.float32, device=device)  # G x d
+        Zt = torch.tensor(Z, device=device)
+        gf = {t: tuple(torch.tensor(a, device=device) for a in self._target_facets(t)) for t in targets}
+        deltas = [torch.tensor(g[3], device=device) for g in groups]
+        gindex = {id(g): i for i, g in enumerate(groups)}
+        n = p.cells_per_group
+
+        def make_batch(sel, gen):
+            zc, zp, fs, ms, ts, dl = [], [], [], [], [], []
+            for g in sel:
+                t, ct, cells, _ = g
+                ci = ctrl_idx[ct][torch.randint(len(ctrl_idx[ct]), (n,), generator=gen).numpy()]
+                pi = cells[torch.randint(len(cells), (n,), generator=gen).numpy()]
+                zc.append(Zt[ci])
+                zp.append(Zt[pi])
+                f, m, tt = gf[t]
+                fs.append(f), ms.append(m), ts.append(tt)
+                dl.append(deltas[gindex[id(g)]])
+            return (torch.stack(zc), torch.stack(zp), torch.stack(fs), torch.stack(ms), torch.stack(ts),
+                    torch.stack(dl))
+
+        def loss_on(batch):
+            zc, zp, f, m, t, dl = batch
+            change, alpha = self.net(zc, f, m, t)
+            mse = ((change.mean(1) - dl) ** 2).mean()
+            loss = mse
+            parts = {"delta_mse": float(mse.detach())}
+            if p.dist_loss != "none" and p.dist_weight > 0:
+                pred = zc + change @ comps
+                dist = torch.stack([(mmd_rbf if p.dist_loss == "mmd" else energy_distance)(pred[i], zp[i])
+                                    for i in range(pred.shape[0])]).mean()
+                loss = loss + p.dist_weight * dist
+                parts["dist"] = float(dist.detach())
+            if p.attn_sparsity > 0:
+                gini = (1 - (alpha ** 2).sum(-1))
+                valid = (m.sum(-1) > 0)[:, None, :, None].expand_as(gini).to(gini.dtype)
+                pen = (gini * valid).sum() / valid.sum().clamp(min=1)
+                loss = loss + p.attn_sparsity * pen
+                parts["attn_gini"] = float(pen.detach())
+            return loss, parts
+
+        def step(gen, epoch):
+            idx = torch.randint(len(fit_groups), (p.groups_per_step,), generator=gen).numpy()
+            loss, parts = loss_on(make_batch([fit_groups[i] for i in idx], gen))
+            return loss, parts, 2 * p.groups_per_step * n
+
+        val_gen_seed = self.seed + 10_007
+
+        def validate():
+            if not val_groups:
+                return float("nan")
+            from pertpipe.models.training import epoch_generator
+            gen = epoch_generator(val_gen_seed, 0)
+            with torch.no_grad():
+                zc, zp, f, m, t, dl = make_batch(val_groups, gen)
+                change, _ = self.net(zc, f, m, t)
+                return float(((change.mean(1) - dl) ** 2).mean())
+
+        querier = list(self.net.querier.parameters())
+        rest = [q for name, q in self.net.named_parameters() if not name.startswith("querier.")]
+
+        def param_groups(epoch):
+            if epoch < p.freeze_querier_epochs:
+                for q in querier:
+                    q.requires_grad_(False)
+                return [{"params": rest, "lr": p.lr}]
+            for q in querier:
+                q.requires_grad_(True)
+            scale = p.querier_lr_scale if p.freeze_querier_epochs > 0 else 1.0
+            return [{"params": rest, "lr": p.lr}, {"params": querier, "lr": p.lr * scale}]
+
+        cfg = TrainConfig(epochs=p.epochs, steps_per_epoch=p.steps_per_epoch, lr=p.lr, weight_decay=p.weight_decay,
+                          warmup_epochs=p.warmup_epochs, patience=p.patience, checkpoint_every=p.checkpoint_every)
+        tlog = train(self.net, param_groups=param_groups, step=step, validate=validate if val_groups else None,
+                     cfg=cfg, seed=self.seed, device=device, checkpoint=config.get("checkpoint"), desc="dygenept")
+        self.net.eval()
+        return {**tlog, "fit_s": round(time.perf_counter() - t0, 3), "train_targets": len(targets),
+                "val_targets": sorted(val_targets), "groups": len(groups), "latent_dim": int(self.pca_components.shape[0]),
+                "device": device}
+
+    # ------------------------------------------------------------------------------------------------
+    def _forward_cells(self, target: str, x_ctrl: np.ndarray):
+        torch = _torch()
+        dev = next(self.net.parameters()).device
+        f, m, t = (torch.tensor(a, device=dev)[None] for a in self._target_facets(target))
+        z = torch.tensor(self._project(x_ctrl), device=dev)[None]
+        with torch.no_grad():
+            change, alpha = self.net(z, f, m, t)
+        return change[0].float().cpu().numpy(), alpha[0].float().cpu().numpy()
+
+    def predict_cell_shifts(self, target: str, cell_type: str, x_ctrl: np.ndarray) -> np.ndarray:
+        if target == CONTROL_LABEL:
+            return np.zeros_like(x_ctrl)
+        return self._forward_cells(target, x_ctrl)[0]
+
+    def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
+        raise NotImplementedError("dygenept predicts per cell (predict_cell_shifts)")
+
+    def attention(self, target: str, x_ctrl: np.ndarray) -> np.ndarray:
+        """Mean attention [K] over cells and heads for the (first) target gene."""
+        _change, alpha = self._forward_cells(target, x_ctrl)
+        return alpha[:, 0].mean(axis=(0, 1))
+
+    def state(self) -> dict[str, Any]:
+        return {"net": {k: v.cpu() for k, v in self.net.state_dict().items()}, "pca_mean": self.pca_mean,
+                "pca_components": self.pca_components, "facets": self.facets, "fmask": self.fmask,
+                "facet_genes": list(self.facet_genes), "facet_names": self.facet_names}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.pca_mean = np.asarray(state["pca_mean"])
+        self.pca_components = np.asarray(state["pca_components"])
+        self.facets, self.fmask = np.asarray(state["facets"]), np.asarray(state["fmask"])
+        self.facet_genes = {g: i for i, g in enumerate(state["facet_genes"])}
+        self.facet_names = list(state["facet_names"])
+        p = self.params
+        self.device = pick_device(p.device)
+        self.net = build_net(len(self.genes), self.pca_components.shape[0], self.facets.shape[2], p.hidden,
+                             p.attn_dim, p.heads, p.normaliser)
+        self.net.load_state_dict(state["net"])
+        self.net.to(self.device).eval()

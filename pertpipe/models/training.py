@@ -1,0 +1,167 @@
+"""The shared training loop of the deep models (DyGenePT, CFM-VC).
+
+* AdamW with linear warm-up, optional parameter groups (e.g. a querier at a smaller learning rate);
+* early stopping on a validation score computed by the model (held-out training targets);
+* every random draw of epoch ``e`` comes from a generator seeded with ``(seed, e)``, so a run killed after a
+  checkpoint and resumed gives the same weights as one that never stopped;
+* checkpoints (model, optimiser, scheduler, history, best state) every ``checkpoint_every`` epochs, written
+  atomically; ``fit`` resumes from the checkpoint when one exists;
+* AMP (bfloat16 autocast) on CUDA, a progress bar, and a log with loss curves, wall time, device and
+  throughput (cells/s).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pertpipe.errors import ConfigError
+from pertpipe.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    steps_per_epoch: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 2
+    patience: int = 8
+    checkpoint_every: int = 1
+    amp: bool = True
+    grad_clip: float = 1.0
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device is 'cuda' but no GPU is visible. Fix: set the model's device to auto or cpu")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"device '{device}' is not one of auto, cpu, cuda")
+    return device
+
+
+def epoch_generator(seed: int, epoch: int, device: str = "cpu"):
+    """The random generator of one epoch: a function of (seed, epoch) only."""
+    import torch
+
+    g = torch.Generator(device="cpu")
+    g.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    return g
+
+
+def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[dict[str, Any]],
+          step: Callable[[Any, int], tuple[Any, dict[str, float], int]],
+          validate: Callable[[], float] | None, cfg: TrainConfig, seed: int, device: str,
+          checkpoint: str | os.PathLike | None = None, on_epoch_start: Callable[[int], None] | None = None,
+          desc: str = "training") -> dict[str, Any]:
+    """Train ``module``; returns the log. ``step(generator, epoch) -> (loss, parts, n_cells)``.
+
+    ``param_groups`` may be a function of the epoch (a new optimiser group layout starts a new phase, e.g. the
+    unfrozen querier); the optimiser is rebuilt when the layout changes and its state restored on resume.
+    ``validate()`` returns a score to minimise (early stopping keeps the best state).
+    """
+    import torch
+    from tqdm import tqdm
+
+    ckpt = Path(checkpoint) if checkpoint else None
+    groups_fn = param_groups if callable(param_groups) else (lambda _e: param_groups)
+    history: dict[str, list] = {"loss": [], "val": [], "parts": []}
+    start_epoch, best, best_state, bad, layout = 0, float("inf"), None, 0, None
+    opt = None
+    wall_before = 0.0
+    cells_seen = 0
+
+    def make_opt(epoch: int):
+        groups = groups_fn(epoch)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay), tuple(
+            (len(g["params"]), g.get("lr", cfg.lr)) for g in groups)
+
+    if ckpt and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        module.load_state_dict(state["module"])
+        start_epoch, history, best, bad = state["epoch"], state["history"], state["best"], state["bad"]
+        best_state = state["best_state"]
+        wall_before, cells_seen = state.get("wall_s", 0.0), state.get("cells_seen", 0)
+        opt, layout = make_opt(start_epoch)
+        if state.get("layout") == list(map(list, layout)):
+            opt.load_state_dict(state["optimizer"])
+        log.info("resumed from %s at epoch %d", ckpt, start_epoch)
+    use_amp = cfg.amp and device == "cuda"
+    t0 = time.perf_counter()
+    stopped_early = False
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, mininterval=5, initial=start_epoch, total=cfg.epochs)
+    for epoch in bar:
+        if bad >= cfg.patience:
+            stopped_early = True
+            break
+        if on_epoch_start:
+            on_epoch_start(epoch)
+        new_opt, new_layout = make_opt(epoch)
+        if opt is None or new_layout != layout:
+            opt, layout = new_opt, new_layout
+        warm = min(1.0, (epoch + 1) / max(1, cfg.warmup_epochs))
+        base = [g.get("lr", cfg.lr) for g in groups_fn(epoch)]
+        for g, b in zip(opt.param_groups, base):
+            g["lr"] = b * warm
+        gen = epoch_generator(seed, epoch)
+        module.train()
+        losses, parts_acc = [], {}
+        for _ in range(cfg.steps_per_epoch):
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                loss, parts, n = step(gen, epoch)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+            opt.step()
+            losses.append(float(loss.detach()))
+            cells_seen += int(n)
+            for k, v in parts.items():
+                parts_acc[k] = parts_acc.get(k, 0.0) + float(v) / cfg.steps_per_epoch
+        history["loss"].append(float(np.mean(losses)))
+        history["parts"].append(parts_acc)
+        module.eval()
+        val = float(validate()) if validate else history["loss"][-1]
+        history["val"].append(val)
+        if val < best - 1e-9:
+            best, bad = val, 0
+            best_state = copy.deepcopy(module.state_dict())
+        else:
+            bad += 1
+        bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", val=f"{val:.4f}", refresh=False)
+        if ckpt and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
+            with atomic_path(ckpt) as tmp:
+                torch.save({"module": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                            "history": history, "best": best, "bad": bad, "best_state": best_state,
+                            "layout": list(map(list, layout)), "wall_s": wall_before + time.perf_counter() - t0,
+                            "cells_seen": cells_seen}, tmp)
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    wall = wall_before + time.perf_counter() - t0
+    return {"loss_curve": history["loss"], "val_curve": history["val"], "loss_parts": history["parts"],
+            "epochs_run": len(history["loss"]), "best_val": best, "stopped_early": stopped_early,
+            "train_wall_s": round(wall, 3), "cells_seen": cells_seen,
+            "cells_per_s": round(cells_seen / wall, 1) if wall > 0 else None, "device": device,
+            "train_config": asdict(cfg)}
+
+
+def batches(n: int, size: int, gen) -> Iterator[np.ndarray]:
+    import torch
+
+    perm = torch.randperm(n, generator=gen).numpy()
+    for i in range(0, n, size):
+        yield perm[i:i + size]

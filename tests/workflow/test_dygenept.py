@@ -1,0 +1,133 @@
+"""DyGenePT on the tiny demo (CPU): learning, contract, kill-and-resume, attention, unseen targets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pertpipe.models import build_model, load_model
+
+from conftest import REPO, TINY_DEMO, run_snakemake
+
+pytestmark = pytest.mark.workflow
+
+FAST = {"epochs": 6, "steps_per_epoch": 8, "groups_per_step": 8, "cells_per_group": 16, "hidden": 64,
+        "latent_dim": 16, "attn_dim": 16, "patience": 100}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("dyg")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    run_snakemake(wd, {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500},
+                       "knowledge": {"cache_dir": str(wd / "cache")}}, "stage1", "knowledge")
+    res = wd / "results/demo"
+    return {"train": res / "stage1/train.h5ad", "knowledge": res / "knowledge/facet_embeddings.pt",
+            "template": res / "stage1/template.csv", "wd": wd}
+
+
+def _fit(demo, tmp_path, **kw):
+    torch.set_num_threads(1)
+    m = build_model("dygenept", {**FAST, **kw}, seed=0)
+    log = m.fit(demo["train"], demo["knowledge"], {"checkpoint": str(tmp_path / "ckpt.pt")})
+    return m, log
+
+
+def test_loss_falls_and_predictions_follow_the_contract(demo, tmp_path):
+    m, log = _fit(demo, tmp_path, epochs=10)
+    curve = log["loss_curve"]
+    assert len(curve) == 10 and curve[-1] <= 0.7 * curve[0]  # stated fraction: at least 30% lower
+    assert log["cells_per_s"] > 0 and log["device"] == "cpu"
+    m.save(tmp_path / "model.pt")
+    m2 = load_model(tmp_path / "model.pt")
+    tpl = pd.read_csv(demo["template"])
+    m2.predict(tpl, demo["train"], tmp_path / "pred.h5ad")
+    p = ad.read_h5ad(tmp_path / "pred.h5ad")
+    assert p.X.dtype == np.float32 and p.X.min() >= 0 and np.isfinite(p.X.data).all()
+    assert p.obs.groupby("target_gene").size().to_dict() == tpl.groupby("target_gene")["n_cells"].sum().to_dict()
+    # held-out targets (never in train) get target-specific predictions
+    train_targets = set(ad.read_h5ad(demo["train"], backed="r").obs["target_gene"])
+    unseen = [t for t in tpl.target_gene.unique() if t != "non-targeting" and t not in train_targets]
+    x = np.abs(np.random.default_rng(0).normal(1, 0.5, size=(8, len(m2.genes))))
+    shifts = [m2.predict_cell_shifts(t, "typeA", x) for t in unseen[:3]]
+    assert all(np.abs(s).mean() > 1e-4 for s in shifts) and not np.allclose(shifts[0], shifts[1])
+
+
+def test_attention_is_sparse_and_respects_the_mask(demo, tmp_path):
+    m, _ = _fit(demo, tmp_path, epochs=2)
+    net = m.net
+    z = torch.randn(1, 5, m.pca_components.shape[0])
+    K, D = m.facets.shape[1], m.facets.shape[2]
+    f = torch.randn(1, 2, K, D)
+    mask = torch.ones(1, 2, K)
+    mask[0, 0, :3] = 0  # three <NONE> facets
+    mask[0, 1] = 0  # second target: no facets at all
+    t = torch.tensor([[1.0, 1.0]])
+    with torch.no_grad():
+        _change, alpha = net(z, f, mask, t)
+    a = alpha[0, :, 0]  # [cells, heads, K] of the first target
+    assert torch.allclose(a.sum(-1), torch.ones_like(a.sum(-1)), atol=1e-5)
+    assert torch.all(a[..., :3] == 0)  # masked facets get exactly zero
+    assert torch.all(alpha[0, :, 1] == 0)  # a gene with no facet text gets no attention
+
+
+def test_killed_and_resumed_gives_the_same_weights(demo, tmp_path):
+    code = (
+        "import sys, torch; torch.set_num_threads(1)\n"
+        "from pertpipe.models import build_model\n"
+        f"m = build_model('dygenept', {dict(FAST, epochs=8)!r}, seed=0)\n"
+        "m.fit(sys.argv[1], sys.argv[2], {'checkpoint': sys.argv[3]})\n"
+    )
+    ckpt = tmp_path / "killed.pt"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(demo["train"]), str(demo["knowledge"]), str(ckpt)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists():
+            try:
+                ep = torch.load(ckpt, weights_only=False)["epoch"]
+            except Exception:  # noqa: BLE001  (being replaced right now)
+                ep = 0
+            if ep >= 2:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = ep
+                break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed_at is not None and killed_at < 8, "the run was not killed mid-training"
+    torch.set_num_threads(1)
+    resumed = build_model("dygenept", dict(FAST, epochs=8), seed=0)
+    rlog = resumed.fit(demo["train"], demo["knowledge"], {"checkpoint": str(ckpt)})
+    straight = build_model("dygenept", dict(FAST, epochs=8), seed=0)
+    slog = straight.fit(demo["train"], demo["knowledge"], {"checkpoint": str(tmp_path / "straight.pt")})
+    a, b = resumed.net.state_dict(), straight.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert rlog["loss_curve"] == slog["loss_curve"]
+
+
+def test_dygenept_through_the_pipeline_with_attention_in_the_report(demo):
+    wd = demo["wd"]
+    cfg = {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500},
+           "knowledge": {"cache_dir": str(wd / "cache")}, "models": ["cell_mean", "dygenept"],
+           "model_params": {"dygenept": FAST}}
+    run_snakemake(wd, cfg, "all", timeout=1200)
+    res = wd / "results/demo"
+    att = pd.read_parquet(res / "stage2/dygenept/attention.parquet")
+    sums = att.groupby(["target_gene", "cell_type"])["weight"].sum()
+    assert len(att) and np.allclose(sums, 1.0, atol=1e-4) and (att["weight"] == 0).any()
+    assert len(pd.read_parquet(res / "stage2/cell_mean/attention.parquet")) == 0
+    log = __import__("json").loads((res / "stage2/dygenept/train_log.json").read_text())
+    assert log["loss_curve"] and log["cells_per_s"] > 0 and not (res / "stage2/dygenept/checkpoint.pt").exists()
+    html = (res / "report.html").read_text()
+    assert "Facet attention" in html and html.count("data:image/png;base64,") >= 4
