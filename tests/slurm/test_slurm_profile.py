@@ -1,0 +1,82 @@
+"""The SLURM profile on a real single-node Slurm (started by .ci/slurm.sh): jobs really go through sbatch,
+GPU requests reach the scheduler, and the results equal a local run with the same config."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from pertpipe.io import sha256_file
+
+from conftest import REPO, TINY_DEMO, run_snakemake
+
+pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
+
+TINY_DYG = {"epochs": 3, "steps_per_epoch": 4, "groups_per_step": 4, "cells_per_group": 8, "hidden": 32,
+            "latent_dim": 8, "attn_dim": 8, "gpu": True, "device": "auto"}
+
+
+def _slurm_idle() -> str | None:
+    if not shutil.which("sinfo"):
+        return "sinfo not found (apt-get install slurm-wlm munge; bash .ci/slurm.sh start)"
+    proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True)
+    state = proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else ""
+    if proc.returncode != 0 or state not in ("idle", "mix", "alloc"):
+        return f"no usable Slurm node (sinfo: {state or proc.stderr.strip()[:200]}); run: bash .ci/slurm.sh start"
+    return None
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    why = _slurm_idle()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Slurm did not start in CI: {why}")
+        pytest.skip(why)
+    base = tmp_path_factory.mktemp("slurm")
+    cfg = {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500},
+           "knowledge": {"cache_dir": str(base / "cache")}, "models": ["cell_mean", "dygenept"],
+           "model_params": {"dygenept": TINY_DYG}}
+    env = {"HF_HUB_OFFLINE": "1"}
+    local = run_snakemake(base / "local", cfg, "stage3", timeout=1200, env=env)
+    slurm = run_snakemake(base / "slurm", cfg, "stage3", extra=("--profile", str(REPO / "profiles/slurm")),
+                          timeout=1500, env=env)
+    return base, slurm, local
+
+
+def _job_ids(rule_dir):
+    return [m.group(1) for p in rule_dir.glob("**/*.log") if (m := re.search(r"(\d+)\.log$", p.name))]
+
+
+def test_jobs_went_through_sbatch_with_gpu_requests(runs):
+    base, slurm, _local = runs
+    logs = base / "slurm/.snakemake/slurm_logs"
+    for rule in ("standardize", "align_genes", "split", "train_cell_mean", "train_dygenept", "celleval_run", "score"):
+        assert _job_ids(logs / f"rule_{rule}"), f"no Slurm job log for {rule}"
+    assert not (logs / "rule_leaderboard").exists() and not (logs / "rule_download").exists()  # local rules
+    ctl = open("/var/log/slurm/slurmctld.log").read()
+    train_dyg = _job_ids(logs / "rule_train_dygenept")[0]
+    train_cm = _job_ids(logs / "rule_train_cell_mean")[0]
+    assert f"JobId={train_dyg}" in ctl and f"JobId={train_cm}" in ctl
+    show = subprocess.run(["scontrol", "show", "job", train_dyg], capture_output=True, text=True).stdout
+    assert "TresPerJob=gres:gpu:1" in show  # the training rule asked Slurm for a GPU
+    show_cm = subprocess.run(["scontrol", "show", "job", train_cm], capture_output=True, text=True).stdout
+    assert "gres:gpu" not in show_cm
+
+
+def test_results_equal_a_local_run(runs):
+    base, _s, _l = runs
+    s, l = base / "slurm/results/demo", base / "local/results/demo"
+    for f in ("stage1/train.h5ad", "stage1/val.h5ad", "stage1/truth.h5ad", "stage1/pseudobulk.parquet",
+              "stage1/split.json", "stage1/genes.txt", "stage1/template.csv", "stage2/cell_mean/predictions.h5ad"):
+        assert sha256_file(s / f) == sha256_file(l / f), f
+    a = json.loads((s / "stage3/dygenept/score.json").read_text())
+    b = json.loads((l / "stage3/dygenept/score.json").read_text())
+    for k in ("DES", "PDS", "MAE"):
+        assert abs(a["raw"][k] - b["raw"][k]) <= 1e-4
+    assert abs(a["avg_score"] - b["avg_score"]) <= 1e-4
