@@ -154,3 +154,18 @@ def script_step(log_file: str | os.PathLike | None, name: str) -> Iterator[loggi
         raise
     step_log.info("done %s", name)
     del logger
+
+
+def pick_device(device: str = "auto", *, field: str = "device") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is a clear error."""
+    import torch
+
+    from pertpipe.errors import ConfigError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"{field} is '{device}'. Fix: use auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{field} is 'cuda' but no GPU is visible. Fix: set {field} to auto or cpu")
+    return device

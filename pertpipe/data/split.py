@@ -274,3 +274,16 @@ def split_summary(obs: pd.DataFrame, result: SplitResult, *, strategy: str, seed
         "split_id": config_hash({"cells": list(obs.index[a == VAL]), "train": int((a == TRAIN).sum()),
                                  "val_targets": result.val_targets}),
     }
+
+
+def write_template_files(template: list[dict[str, Any]], *, template_path: str | os.PathLike,
+                         pert_counts_path: str | os.PathLike) -> None:
+    """``template.csv`` (target_gene, cell_type, batch, n_cells) and the VCC-style ``pert_counts.csv``."""
+    from pertpipe.io import atomic_path
+
+    table = pd.DataFrame(template, columns=["target_gene", "cell_type", "batch", "n_cells"])
+    with atomic_path(template_path) as tmp:
+        table.to_csv(tmp, index=False)
+    per_target = table.groupby("target_gene", sort=True)["n_cells"].sum().reset_index()
+    with atomic_path(pert_counts_path) as tmp:
+        per_target.to_csv(tmp, index=False)

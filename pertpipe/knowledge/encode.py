@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pertpipe.errors import ConfigError
-from pertpipe.io import atomic_path
+from pertpipe.io import atomic_path, pick_device
 from pertpipe.knowledge.facets import NONE
 
 log = logging.getLogger(__name__)
@@ -39,16 +39,6 @@ def resolve_encoder(name: str) -> str:
     return name
 
 
-def pick_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("knowledge.device is 'cuda' but no GPU is visible. Fix: use auto or cpu")
-    return device
-
-
 class TextEncoder:
     """A transformers encoder with mean pooling (eval mode, no dropout: the same text gives the same vector)."""
 
@@ -58,7 +48,7 @@ class TextEncoder:
 
         self.name = name
         self.location = resolve_encoder(name)
-        self.device = pick_device(device)
+        self.device = pick_device(device, field="knowledge.device")
         self.max_length = max_length
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(self.location).is_dir()
         try:

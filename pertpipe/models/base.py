@@ -147,6 +147,12 @@ class PerturbationModel(ABC):
     def set_state(self, state: dict[str, Any]) -> None:
         ...
 
+    def _summarise(self, train: str | os.PathLike, config: dict[str, Any] | None) -> TrainingSummary:
+        """The training pseudobulk summary (chunked), setting the model's gene order."""
+        s = TrainingSummary.from_h5ad(train, chunk_size=(config or {}).get("chunk_size", 10_000))
+        self.genes = s.genes
+        return s
+
     # -- persistence ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """``model.pt``: a torch-serialised dict {name, params, seed, genes, state}, written atomically."""

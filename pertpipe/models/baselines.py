@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model
+from pertpipe.models.base import PerturbationModel, register_model
 
 
 @register_model("control")
@@ -23,8 +23,7 @@ class ControlModel(PerturbationModel):
     def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
             ) -> dict[str, Any]:
         t0 = time.perf_counter()
-        s = TrainingSummary.from_h5ad(train, chunk_size=(config or {}).get("chunk_size", 10_000))
-        self.genes = s.genes
+        s = self._summarise(train, config)
         return {"fit_s": round(time.perf_counter() - t0, 3), "train_targets": int(s.target_deltas().shape[0])}
 
     def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
@@ -53,9 +52,7 @@ class CellMeanModel(PerturbationModel):
     def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
             ) -> dict[str, Any]:
         t0 = time.perf_counter()
-        s = TrainingSummary.from_h5ad(train, chunk_size=(config or {}).get("chunk_size", 10_000))
-        self.genes = s.genes
-        deltas = s.target_deltas()
+        deltas = self._summarise(train, config).target_deltas()
         self.shift = deltas.to_numpy().mean(axis=0)
         return {"fit_s": round(time.perf_counter() - t0, 3), "train_targets": int(deltas.shape[0])}
 

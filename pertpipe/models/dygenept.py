@@ -35,7 +35,8 @@ from pertpipe import COMBO_SEP, CONTROL_LABEL
 from pertpipe.data.h5io import H5adReader
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model, split_targets
-from pertpipe.models.training import TrainConfig, pick_device, train
+from pertpipe.io import pick_device
+from pertpipe.models.training import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +238,7 @@ class DyGenePTModel(PerturbationModel):
         val_targets = set(rng.choice(targets, size=n_val, replace=False).tolist()) if n_val else set()
         fit_groups = [g for g in groups if g[0] not in val_targets]
         val_groups = [g for g in groups if g[0] in val_targets]
-        device = pick_device(p.device)
+        device = pick_device(p.device, field="model_params.dygenept.device")
         self.device = device
         self.net = build_net(len(self.genes), self.pca_components.shape[0], self.facets.shape[2], p.hidden,
                              p.attn_dim, p.heads, p.normaliser).to(device)
@@ -356,7 +357,7 @@ class DyGenePTModel(PerturbationModel):
         self.facet_genes = {g: i for i, g in enumerate(state["facet_genes"])}
         self.facet_names = list(state["facet_names"])
         p = self.params
-        self.device = pick_device(p.device)
+        self.device = pick_device(p.device, field="model_params.dygenept.device")
         self.net = build_net(len(self.genes), self.pca_components.shape[0], self.facets.shape[2], p.hidden,
                              p.attn_dim, p.heads, p.normaliser)
         self.net.load_state_dict(state["net"])

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import H5adReader
-from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model, split_targets
+from pertpipe.models.base import PerturbationModel, register_model, split_targets
 
 
 def pca_gene_embedding(train: str | os.PathLike, *, k: int, max_cells: int, seed: int) -> np.ndarray:
@@ -53,9 +53,7 @@ class LinearModel(PerturbationModel):
     def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
             ) -> dict[str, Any]:
         t0 = time.perf_counter()
-        s = TrainingSummary.from_h5ad(train, chunk_size=(config or {}).get("chunk_size", 10_000))
-        self.genes = s.genes
-        Y = s.target_deltas()  # targets x genes
+        Y = self._summarise(train, config).target_deltas()  # targets x genes
         self.gene_index = {g: i for i, g in enumerate(self.genes)}
         Y = self._mask_own_genes(Y)
         if self.params.embedding == "pseudobulk":

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from pertpipe.errors import ConfigError
 from pertpipe.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -40,18 +39,6 @@ class TrainConfig:
     checkpoint_every: int = 1
     amp: bool = True
     grad_clip: float = 1.0
-
-
-def pick_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device is 'cuda' but no GPU is visible. Fix: set the model's device to auto or cpu")
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"device '{device}' is not one of auto, cpu, cuda")
-    return device
 
 
 def epoch_generator(seed: int, epoch: int, device: str = "cpu"):
