@@ -3,7 +3,8 @@
 Network (:class:`DyGenePTNet`, separate from the user-facing :class:`DyGenePTModel`):
 
 * multifaceted gene encoder: the cached facet tensor M_g [K, D] (frozen) and its mask;
-* cell-state querier: PCA of log expression (fitted on training cells) -> MLP -> z_c; q_c = LayerNorm(ReLU(W_Q z_c));
+* cell-state querier: PCA of log expression (fitted on training cells) -> MLP -> z_c, or (``querier: scgpt``) a
+  frozen scGPT encoder's cell embedding -> MLP (:mod:`pertpipe.models.scgpt`); q_c = LayerNorm(ReLU(W_Q z_c));
 * context-aware cross-attention: keys M_g W_K, values M_g W_V, scores q_c K_gᵀ/√d per head, ``<NONE>`` facets
   masked out, sparsemax (or entmax-1.5 / softmax) so irrelevant facets get exactly zero; e_{c,g} = Σ_k α_k V_k;
 * perturbation decoder: δ_c = MLP([e_{c,g}, q_c]); latent arithmetic z_pred = z_c + δ_c (doubles: the targets'
@@ -152,7 +153,9 @@ class DyGenePTModel(PerturbationModel):
         val_fraction: float = 0.15
         freeze_querier_epochs: int = 0  # two-phase schedule: >0 trains with a frozen querier first
         querier_lr_scale: float = 0.1
-        querier: str = "pca_mlp"
+        querier: str = "pca_mlp"  # pca_mlp | scgpt (a frozen scGPT encoder from scgpt_checkpoint)
+        scgpt_checkpoint: str | None = None
+        scgpt_max_len: int = 1200
         max_cells: int = 100_000
         pca_cells: int = 5000
         device: str = "auto"
@@ -165,9 +168,11 @@ class DyGenePTModel(PerturbationModel):
             raise ConfigError(f"models.dygenept.normaliser '{p.normaliser}': use sparsemax, entmax15 or softmax")
         if p.dist_loss not in ("mmd", "energy", "none"):
             raise ConfigError(f"models.dygenept.dist_loss '{p.dist_loss}': use mmd, energy or none")
-        if p.querier != "pca_mlp":
-            raise ConfigError(f"models.dygenept.querier '{p.querier}': only pca_mlp is available (the scgpt "
-                              "backend is not implemented yet)")
+        if p.querier not in ("pca_mlp", "scgpt"):
+            raise ConfigError(f"model_params.dygenept.querier '{p.querier}': use pca_mlp or scgpt")
+        if p.querier == "scgpt" and not p.scgpt_checkpoint:
+            raise ConfigError("model_params.dygenept.querier is 'scgpt' but scgpt_checkpoint is not set. Fix: give "
+                              "the folder with scGPT's args.json, vocab.json and best_model.pt")
 
     def _load_knowledge(self, knowledge: Any) -> None:
         from pertpipe.knowledge.encode import load_facet_tensor
@@ -194,6 +199,18 @@ class DyGenePTModel(PerturbationModel):
     def _project(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.pca_mean) @ self.pca_components.T).astype(np.float32)
 
+    def _query_input(self, x: np.ndarray, z_pca: np.ndarray) -> np.ndarray:
+        """What the querier reads: PCA coordinates (pca_mlp) or the frozen scGPT cell embedding."""
+        return self.scgpt.embed(x) if self.params.querier == "scgpt" else z_pca
+
+    def _load_scgpt(self) -> None:
+        self.scgpt = None
+        if self.params.querier == "scgpt":
+            from pertpipe.models.scgpt import ScGPTEncoder
+
+            self.scgpt = ScGPTEncoder(self.params.scgpt_checkpoint, self.genes, device=self.device,
+                                      max_len=self.params.scgpt_max_len)
+
     def fit(self, train_path: str | os.PathLike, knowledge: Any | None = None,
             config: dict[str, Any] | None = None) -> dict[str, Any]:
         torch = _torch()
@@ -219,7 +236,14 @@ class DyGenePTModel(PerturbationModel):
             self.pca_mean = xs.mean(0)
             d = min(p.latent_dim, min(xs.shape) - 1)
             self.pca_components = np.linalg.svd(xs - self.pca_mean, full_matrices=False)[2][:d]
-            Z = np.vstack([self._project(b.toarray()) for _s, _e, b in r.iter_chunks(10_000, rows=keep)])
+            self.device = pick_device(p.device, field="model_params.dygenept.device")
+            self._load_scgpt()
+            Z, Zq = [], []
+            for _s, _e, b in r.iter_chunks(10_000, rows=keep):
+                dense = b.toarray()
+                Z.append(self._project(dense))
+                Zq.append(self._query_input(dense, Z[-1]))
+            Z, Zq = np.vstack(Z), np.vstack(Zq)
         obs = obs[keep].reset_index(drop=True)
         ctrl_idx = {ct: np.flatnonzero(((obs.target_gene == CONTROL_LABEL) & (obs.cell_type == ct)).to_numpy())
                     for ct in obs.cell_type.unique()}
@@ -238,34 +262,35 @@ class DyGenePTModel(PerturbationModel):
         val_targets = set(rng.choice(targets, size=n_val, replace=False).tolist()) if n_val else set()
         fit_groups = [g for g in groups if g[0] not in val_targets]
         val_groups = [g for g in groups if g[0] in val_targets]
-        device = pick_device(p.device, field="model_params.dygenept.device")
-        self.device = device
-        self.net = build_net(len(self.genes), self.pca_components.shape[0], self.facets.shape[2], p.hidden,
+        device = self.device
+        self.net = build_net(len(self.genes), Zq.shape[1], self.facets.shape[2], p.hidden,
                              p.attn_dim, p.heads, p.normaliser).to(device)
         comps = torch.tensor(self.pca_components.T, dtype=torch.float32, device=device)  # G x d
         Zt = torch.tensor(Z, device=device)
+        Zqt = torch.tensor(Zq, device=device)
         gf = {t: tuple(torch.tensor(a, device=device) for a in self._target_facets(t)) for t in targets}
         deltas = [torch.tensor(g[3], device=device) for g in groups]
         gindex = {id(g): i for i, g in enumerate(groups)}
         n = p.cells_per_group
 
         def make_batch(sel, gen):
-            zc, zp, fs, ms, ts, dl = [], [], [], [], [], []
+            zq, zc, zp, fs, ms, ts, dl = [], [], [], [], [], [], []
             for g in sel:
                 t, ct, cells, _ = g
                 ci = ctrl_idx[ct][torch.randint(len(ctrl_idx[ct]), (n,), generator=gen).numpy()]
                 pi = cells[torch.randint(len(cells), (n,), generator=gen).numpy()]
+                zq.append(Zqt[ci])
                 zc.append(Zt[ci])
                 zp.append(Zt[pi])
                 f, m, tt = gf[t]
                 fs.append(f), ms.append(m), ts.append(tt)
                 dl.append(deltas[gindex[id(g)]])
-            return (torch.stack(zc), torch.stack(zp), torch.stack(fs), torch.stack(ms), torch.stack(ts),
-                    torch.stack(dl))
+            return (torch.stack(zq), torch.stack(zc), torch.stack(zp), torch.stack(fs), torch.stack(ms),
+                    torch.stack(ts), torch.stack(dl))
 
         def loss_on(batch):
-            zc, zp, f, m, t, dl = batch
-            change, alpha = self.net(zc, f, m, t)
+            zq, zc, zp, f, m, t, dl = batch
+            change, alpha = self.net(zq, f, m, t)
             mse = ((change.mean(1) - dl) ** 2).mean()
             loss = mse
             parts = {"delta_mse": float(mse.detach())}
@@ -296,8 +321,8 @@ class DyGenePTModel(PerturbationModel):
             from pertpipe.models.training import epoch_generator
             gen = epoch_generator(val_gen_seed, 0)
             with torch.no_grad():
-                zc, zp, f, m, t, dl = make_batch(val_groups, gen)
-                change, _ = self.net(zc, f, m, t)
+                zq, _zc, _zp, f, m, t, dl = make_batch(val_groups, gen)
+                change, _ = self.net(zq, f, m, t)
                 return float(((change.mean(1) - dl) ** 2).mean())
 
         querier = list(self.net.querier.parameters())
@@ -319,6 +344,7 @@ class DyGenePTModel(PerturbationModel):
                      cfg=cfg, seed=self.seed, device=device, checkpoint=config.get("checkpoint"), desc="dygenept")
         self.net.eval()
         return {**tlog, "fit_s": round(time.perf_counter() - t0, 3), "train_targets": len(targets),
+                "querier": p.querier, "scgpt_gene_coverage": round(self.scgpt.coverage, 4) if self.scgpt else None,
                 "val_targets": sorted(val_targets), "groups": len(groups), "latent_dim": int(self.pca_components.shape[0]),
                 "device": device}
 
@@ -327,7 +353,7 @@ class DyGenePTModel(PerturbationModel):
         torch = _torch()
         dev = next(self.net.parameters()).device
         f, m, t = (torch.tensor(a, device=dev)[None] for a in self._target_facets(target))
-        z = torch.tensor(self._project(x_ctrl), device=dev)[None]
+        z = torch.tensor(self._query_input(x_ctrl, self._project(x_ctrl)), device=dev)[None]
         with torch.no_grad():
             change, alpha = self.net(z, f, m, t)
         return change[0].float().cpu().numpy(), alpha[0].float().cpu().numpy()
@@ -358,7 +384,9 @@ class DyGenePTModel(PerturbationModel):
         self.facet_names = list(state["facet_names"])
         p = self.params
         self.device = pick_device(p.device, field="model_params.dygenept.device")
-        self.net = build_net(len(self.genes), self.pca_components.shape[0], self.facets.shape[2], p.hidden,
-                             p.attn_dim, p.heads, p.normaliser)
+        self._load_scgpt()
+        q_dim = self.scgpt.dim if self.scgpt else self.pca_components.shape[0]
+        self.net = build_net(len(self.genes), q_dim, self.facets.shape[2], p.hidden, p.attn_dim, p.heads,
+                             p.normaliser)
         self.net.load_state_dict(state["net"])
         self.net.to(self.device).eval()

@@ -131,3 +131,34 @@ def test_dygenept_through_the_pipeline_with_attention_in_the_report(demo):
     assert log["loss_curve"] and log["cells_per_s"] > 0 and not (res / "stage2/dygenept/checkpoint.pt").exists()
     html = (res / "report.html").read_text()
     assert "Facet attention" in html and html.count("data:image/png;base64,") >= 4
+
+
+def test_scgpt_querier_on_a_tiny_checkpoint(demo, tmp_path):
+    from pertpipe.errors import ConfigError
+    from pertpipe.models.scgpt import ScGPTEncoder, bin_expression, write_tiny_checkpoint
+
+    genes = list(ad.read_h5ad(demo["train"], backed="r").var_names)
+    ckpt = tmp_path / "scgpt"
+    write_tiny_checkpoint(ckpt, genes[:250])  # the vocabulary covers part of the universe, as real ones do
+    keys = set(torch.load(ckpt / "best_model.pt", weights_only=False))
+    assert {"encoder.embedding.weight", "encoder.enc_norm.weight", "value_encoder.linear1.weight",
+            "transformer_encoder.layers.1.self_attn.in_proj_weight", "transformer_encoder.layers.0.linear2.weight",
+            "decoder.fc.0.weight"} <= keys  # scGPT's parameter names, decoder included (and ignored)
+    assert bin_expression(np.array([[0.0, 0.5, 1.0, 2.0, 4.0]]), 5).tolist() == [[0, 1, 2, 3, 4]]
+    enc = ScGPTEncoder(ckpt, genes)
+    x = np.abs(np.random.default_rng(1).normal(1, 1, size=(6, len(genes)))) * (np.random.default_rng(2).random((6, len(genes))) > 0.5)
+    e1, e2 = enc.embed(x), enc.embed(x)
+    assert e1.shape == (6, 16) and np.array_equal(e1, e2) and not np.allclose(e1[0], e1[1])
+    assert all(not p.requires_grad for p in enc.net.parameters())  # frozen
+    m, log = _fit(demo, tmp_path, querier="scgpt", scgpt_checkpoint=str(ckpt), epochs=3)
+    assert log["querier"] == "scgpt" and 0 < log["scgpt_gene_coverage"] < 1 and log["loss_curve"]
+    m.save(tmp_path / "model.pt")
+    m2 = load_model(tmp_path / "model.pt")
+    xs = np.abs(np.random.default_rng(0).normal(1, 0.5, size=(5, len(m2.genes))))
+    s = m2.predict_cell_shifts("CCY1", "typeA", xs)
+    assert s.shape == xs.shape and np.isfinite(s).all()
+    state = torch.load(ckpt / "best_model.pt", weights_only=False)
+    del state["value_encoder.linear2.weight"]
+    torch.save(state, ckpt / "best_model.pt")
+    with pytest.raises(ConfigError, match="value_encoder.linear2.weight"):
+        ScGPTEncoder(ckpt, genes)
