@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,10 +14,6 @@ from pertpipe.models.base import PerturbationModel, register_model
 @register_model("control")
 class ControlModel(PerturbationModel):
     """No change: every target is predicted as training control cells of its cell type and batch."""
-
-    @dataclass
-    class Params:
-        pass
 
     def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
             ) -> dict[str, Any]:
@@ -44,10 +39,6 @@ class CellMeanModel(PerturbationModel):
     for every target; expressed relative to controls this is the mean of the per-perturbation deltas,
     the same for every target and cell type.
     """
-
-    @dataclass
-    class Params:
-        pass
 
     def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
             ) -> dict[str, Any]:

@@ -338,8 +338,7 @@ class DyGenePTModel(PerturbationModel):
             scale = p.querier_lr_scale if p.freeze_querier_epochs > 0 else 1.0
             return [{"params": rest, "lr": p.lr}, {"params": querier, "lr": p.lr * scale}]
 
-        cfg = TrainConfig(epochs=p.epochs, steps_per_epoch=p.steps_per_epoch, lr=p.lr, weight_decay=p.weight_decay,
-                          warmup_epochs=p.warmup_epochs, patience=p.patience, checkpoint_every=p.checkpoint_every)
+        cfg = TrainConfig.from_params(p)
         tlog = train(self.net, param_groups=param_groups, step=step, validate=validate if val_groups else None,
                      cfg=cfg, seed=self.seed, device=device, checkpoint=config.get("checkpoint"), desc="dygenept")
         self.net.eval()

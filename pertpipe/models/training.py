@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,11 @@ class TrainConfig:
     checkpoint_every: int = 1
     amp: bool = True
     grad_clip: float = 1.0
+
+    @classmethod
+    def from_params(cls, params: Any) -> TrainConfig:
+        """The training settings a model's hyperparameters carry (fields of the same name), defaults for the rest."""
+        return cls(**{f.name: getattr(params, f.name) for f in fields(cls) if hasattr(params, f.name)})
 
 
 def epoch_generator(seed: int, epoch: int, device: str = "cpu"):
