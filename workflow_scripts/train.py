@@ -8,6 +8,7 @@ import torch
 
 from pertpipe.io import package_versions, script_step, write_json
 from pertpipe.models import build_model
+from pertpipe.models.training import checkpoint_files
 
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], f"train_{sm.params.model}") as log:
@@ -18,8 +19,8 @@ with script_step(sm.log[0], f"train_{sm.params.model}") as log:
     fit_log = model.fit(sm.input.train, knowledge, {"chunk_size": sm.params.chunk_size, "threads": sm.threads,
                                                     "checkpoint": sm.params.checkpoint})
     model.save(sm.output.model)
-    if os.path.exists(sm.params.checkpoint):  # training finished: the resume checkpoint is no longer needed
-        os.remove(sm.params.checkpoint)
+    for ckpt in checkpoint_files(sm.params.checkpoint):  # training finished: resume checkpoints not needed
+        os.remove(ckpt)
     train_log = {"model": sm.params.model, "hparams": dict(sm.params.hparams), "seed": sm.params.seed,
                  "wall_s": round(time.perf_counter() - t0, 3), "device": fit_log.pop("device", "cpu"),
                  "host": platform.node(), "versions": package_versions(), **fit_log}

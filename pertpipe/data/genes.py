@@ -182,7 +182,7 @@ def align_genes(src: str | os.PathLike, dest: str | os.PathLike, *, universe: li
         obs = reader.obs
         meta = dict(uns or {})
         layers = {"counts": np.int32} if "counts" in reader.layers() else {}
-        with H5adWriter(dest, obs=obs, var=var, uns=meta, layers=layers) as writer:
+        with H5adWriter(dest, obs=obs, var=var, uns=meta, layers=layers, obsm=reader.carried_obsm()) as writer:
             for start, stop, block in reader.iter_chunks(chunk_size):
                 x = (block @ S).tocsr().astype(np.float32)
                 x.sort_indices()

@@ -21,6 +21,7 @@ from anndata.io import read_elem, write_elem
 
 from pertpipe.errors import ContractError
 
+CARRIED_OBSM = ("spatial",)  # obsm entries stage 1 keeps (spatial coordinates, read by CFM-VC's context)
 _DATA_CHUNK = 1 << 18  # elements per HDF5 chunk of data/indices (1 MiB of float32)
 
 
@@ -63,6 +64,33 @@ class H5adReader:
 
     def layers(self) -> list[str]:
         return list(self._f["layers"].keys()) if "layers" in self._f else []
+
+    def obsm_keys(self) -> list[str]:
+        return list(self._f["obsm"].keys()) if "obsm" in self._f else []
+
+    def carried_obsm(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The per-cell matrices stage 1 carries through (``obsm["spatial"]``), subset to boolean ``rows``."""
+        out = {}
+        for key in CARRIED_OBSM:
+            if key in self.obsm_keys():
+                value = self.obsm(key).astype(np.float32)
+                if not np.isfinite(value).all():
+                    raise ContractError(self.path, f"obsm['{key}']", "NaN or infinite coordinates",
+                                        "fill or drop those cells before stage 1")
+                out[key] = value if rows is None else value[rows]
+        return out
+
+    def obsm(self, key: str) -> np.ndarray:
+        """``obsm[key]`` as a dense array (per-cell embeddings or coordinates: small next to X)."""
+        if key not in self.obsm_keys():
+            raise ContractError(self.path, f"obsm['{key}']", "missing", f"available: {self.obsm_keys()}")
+        value = read_elem(self._f["obsm"][key])
+        value = value.to_numpy() if isinstance(value, pd.DataFrame) else value
+        value = value.toarray() if sp.issparse(value) else np.asarray(value)
+        if value.shape[0] != self.n_obs:
+            raise ContractError(self.path, f"obsm['{key}']", f"{value.shape[0]} rows for {self.n_obs} cells",
+                                "write one row per cell")
+        return value
 
     def _elem(self, layer: str | None) -> h5py.Group | h5py.Dataset:
         if layer is None:
@@ -165,7 +193,8 @@ class H5adWriter:
 
     def __init__(self, path: str | os.PathLike, *, obs: pd.DataFrame, var: pd.DataFrame,
                  uns: dict[str, Any] | None = None, dtype: np.dtype | type = np.float32,
-                 layers: dict[str, np.dtype | type] | None = None) -> None:
+                 layers: dict[str, np.dtype | type] | None = None,
+                 obsm: dict[str, np.ndarray] | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
@@ -179,7 +208,11 @@ class H5adWriter:
         write_elem(self._f, "obs", obs)
         write_elem(self._f, "var", var)
         write_elem(self._f, "uns", uns or {})
-        for key in ("obsm", "varm", "obsp", "varp"):
+        for name, value in (obsm or {}).items():
+            if len(value) != len(obs):
+                raise ValueError(f"obsm['{name}'] has {len(value)} rows but obs has {len(obs)}")
+        write_elem(self._f, "obsm", {k: np.asarray(v) for k, v in (obsm or {}).items()})
+        for key in ("varm", "obsp", "varp"):
             write_elem(self._f, key, {})
         self._x = _CSRSink(self._f.create_group("X"), n_vars, dtype, index_dtype)
         layer_group = self._f.create_group("layers")

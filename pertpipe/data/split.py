@@ -239,8 +239,11 @@ def write_split(src: str | os.PathLike, train_path: str | os.PathLike, val_path:
         tr, va = result.assignment == TRAIN, result.assignment == VAL
         layers = {"counts": np.int32} if "counts" in reader.layers() else {}
         meta = dict(uns or {})
-        with H5adWriter(train_path, obs=obs[tr], var=reader.var, uns=meta, layers=layers) as wt, \
-                H5adWriter(val_path, obs=obs[va], var=reader.var, uns=meta, layers=layers) as wv:
+        obsm = reader.carried_obsm()
+        with H5adWriter(train_path, obs=obs[tr], var=reader.var, uns=meta, layers=layers,
+                        obsm={k: v[tr] for k, v in obsm.items()}) as wt, \
+                H5adWriter(val_path, obs=obs[va], var=reader.var, uns=meta, layers=layers,
+                           obsm={k: v[va] for k, v in obsm.items()}) as wv:
             for start, stop, block in reader.iter_chunks(chunk_size):
                 counts = reader.read_rows(start, stop, "counts") if layers else None
                 for mask, w in ((tr[start:stop], wt), (va[start:stop], wv)):

@@ -143,7 +143,7 @@ def standardize(src: str | os.PathLike, dest: str | os.PathLike, *, adapter: Ada
                                                           "target_sum": target_sum}
         empty_cells, x_max = 0, 0.0
         counts_layer = "counts" if decision.counts_source == "layers/counts" else None
-        with H5adWriter(dest, obs=obs, var=var, uns=meta, layers=layers) as writer:
+        with H5adWriter(dest, obs=obs, var=var, uns=meta, layers=layers, obsm=reader.carried_obsm(keep)) as writer:
             for start, _stop, block in reader.iter_chunks(chunk_size, rows=keep):
                 check_values(block, path=src, field="X", row_offset=start)
                 block = block[:, col_keep] if dup_mask.any() else block

@@ -111,7 +111,12 @@ def _plot_losses(train_logs: dict[str, dict]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = {m: tl["loss_curve"] for m, tl in train_logs.items() if tl.get("loss_curve")}
+    curves = {}
+    for m, tl in train_logs.items():
+        if tl.get("stage_curves"):  # multi-stage models (CFM-VC): one curve per training stage
+            curves.update({f"{m} ({stage})": c["loss"] for stage, c in tl["stage_curves"].items() if c["loss"]})
+        elif tl.get("loss_curve"):
+            curves[m] = tl["loss_curve"]
     if not curves:
         return "<p>No model in this run records a loss curve (the baselines are fitted in closed form).</p>"
     fig, ax = plt.subplots(figsize=(5, 3))

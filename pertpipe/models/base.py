@@ -6,8 +6,9 @@ hyperparameters under ``model_params:``).
 
 Every model predicts a *shift* in log1p space per (target, cell type); :func:`write_predictions` turns
 shifts into cells the way the VCC expects: for each template row, ``n_cells`` training control cells of
-the same cell type and batch are drawn (seeded) and the shift is added (clipped at 0). Deep models may
-override :meth:`PerturbationModel.predict_cells` to generate cells themselves.
+the same cell type and batch are drawn (seeded) and the shift is added (clipped at 0). Generative models
+override :meth:`PerturbationModel.predict_cells` to make the cells themselves from the drawn controls
+(:class:`ControlCells`: their log1p rows, and their counts and ``obsm["spatial"]`` when the model asks).
 """
 
 from __future__ import annotations
@@ -139,6 +140,19 @@ class PerturbationModel(ABC):
         """Per-cell change for control cells ``x_ctrl`` [n x genes]; default: the same shift for every cell."""
         return np.broadcast_to(np.asarray(self.predict_shift(target, cell_type)), x_ctrl.shape)
 
+    uses_counts: ClassVar[bool] = False  # predict_cells reads the drawn controls' raw counts (when present)
+    uses_spatial: ClassVar[bool] = False  # ... and their obsm["spatial"] (when present)
+
+    def predict_cells(self, target: str, cell_type: str, batch: str, controls: ControlCells, pick: np.ndarray,
+                      rng: np.random.Generator) -> np.ndarray:
+        """Predicted log1p cells [len(pick) x genes] of ``target`` started from control rows ``pick``.
+
+        Default: each drawn control cell plus :meth:`predict_cell_shifts`, clipped at 0.
+        """
+        dense = controls.x[pick].toarray().astype(np.float64)
+        x = dense + self.predict_cell_shifts(target, cell_type, dense)
+        return np.clip(x, 0, None, out=x)
+
     @abstractmethod
     def state(self) -> dict[str, Any]:
         """Everything needed to restore the fitted model (arrays, lists, numbers)."""
@@ -191,12 +205,33 @@ def split_targets(label: str) -> list[str]:
     return [] if label == CONTROL_LABEL else label.split(COMBO_SEP)
 
 
+@dataclass
+class ControlCells:
+    """The training control cells predictions start from: obs (cell_type, batch), log1p X, and optionally raw
+    counts (``layers["counts"]``) and ``obsm["spatial"]`` (None where the file has none or nobody asked)."""
+
+    obs: pd.DataFrame
+    x: sp.csr_matrix
+    counts: sp.csr_matrix | None = None
+    spatial: np.ndarray | None = None
+
+    @classmethod
+    def load(cls, train: str | os.PathLike, *, counts: bool = False, spatial: bool = False,
+             chunk_size: int = 10_000) -> ControlCells:
+        with H5adReader(train) as r:
+            obs = r.obs[["target_gene", "cell_type", "batch"]].astype(str)
+            mask = (obs["target_gene"] == CONTROL_LABEL).to_numpy()
+            x = sp.vstack([b for _s, _e, b in r.iter_chunks(chunk_size, rows=mask)]).tocsr()
+            c = None
+            if counts and "counts" in r.layers():
+                c = sp.vstack([b for _s, _e, b in r.iter_chunks(chunk_size, layer="counts", rows=mask)]).tocsr()
+            xy = r.obsm("spatial")[mask] if spatial and "spatial" in r.obsm_keys() else None
+        return cls(obs[mask].reset_index(drop=True), x, c, xy)
+
+
 def _load_controls(train: str | os.PathLike, chunk_size: int = 10_000) -> tuple[pd.DataFrame, sp.csr_matrix]:
-    with H5adReader(train) as r:
-        obs = r.obs[["target_gene", "cell_type", "batch"]].astype(str)
-        mask = (obs["target_gene"] == CONTROL_LABEL).to_numpy()
-        blocks = [b for _s, _e, b in r.iter_chunks(chunk_size, rows=mask)]
-    return obs[mask].reset_index(drop=True), sp.vstack(blocks).tocsr()
+    c = ControlCells.load(train, chunk_size=chunk_size)
+    return c.obs, c.x
 
 
 def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: str | os.PathLike,
@@ -206,7 +241,8 @@ def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: s
     for col in ("target_gene", "cell_type", "batch", "n_cells"):
         if col not in template.columns:
             raise ContractError("template.csv", col, "column missing", "re-run ground_truth")
-    ctrl_obs, ctrl_x = _load_controls(train)
+    controls = ControlCells.load(train, counts=model.uses_counts, spatial=model.uses_spatial)
+    ctrl_obs, ctrl_x = controls.obs, controls.x
     genes = model.genes
     rng = np.random.default_rng(seed)
     by_ctb = {k: np.asarray(v) for k, v in ctrl_obs.groupby(["cell_type", "batch"]).indices.items()}
@@ -235,10 +271,8 @@ def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: s
             if r.target_gene == CONTROL_LABEL:
                 w.append(base.astype(np.float32))
                 continue
-            dense = base.toarray().astype(np.float64)
-            x = dense + model.predict_cell_shifts(r.target_gene, r.cell_type, dense)
-            np.clip(x, 0, None, out=x)
-            w.append(sp.csr_matrix(x.astype(np.float32)))
+            x = model.predict_cells(r.target_gene, r.cell_type, r.batch, controls, pick, rng)
+            w.append(sp.csr_matrix(np.asarray(x, dtype=np.float32)))
     return {"cells": int(len(obs)), "targets": int(rows.loc[rows.target_gene != CONTROL_LABEL, "target_gene"].nunique()),
             "control_pool_fallbacks": fallback, "predict_s": round(time.perf_counter() - t0, 3)}
 

@@ -32,10 +32,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pertpipe import COMBO_SEP, CONTROL_LABEL
+from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import H5adReader
 from pertpipe.errors import ConfigError, ContractError
-from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model, split_targets
+from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model
+from pertpipe.models.facets import FacetLookup
 from pertpipe.io import pick_device
 from pertpipe.models.training import TrainConfig, train
 
@@ -175,26 +176,17 @@ class DyGenePTModel(PerturbationModel):
                               "the folder with scGPT's args.json, vocab.json and best_model.pt")
 
     def _load_knowledge(self, knowledge: Any) -> None:
-        from pertpipe.knowledge.encode import load_facet_tensor
+        self.lookup = FacetLookup.load(knowledge)
+        self.facet_names = self.lookup.names
+        self.facets = self.lookup.tensor
 
-        blob = knowledge if isinstance(knowledge, dict) else load_facet_tensor(knowledge)
-        self.facet_genes = {g: i for i, g in enumerate(blob["genes"])}
-        self.facet_names = list(blob["facets"])
-        self.facets = blob["tensor"].float().numpy()
-        self.fmask = blob["mask"].float().numpy()
+    def _load_knowledge_state(self, state: dict[str, Any]) -> None:
+        self.lookup = FacetLookup.from_state(state)
+        self.facet_names = self.lookup.names
+        self.facets = self.lookup.tensor
 
     def _target_facets(self, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        genes = split_targets(label)[:2]
-        K, D = self.facets.shape[1], self.facets.shape[2]
-        f = np.zeros((2, K, D), np.float32)
-        m = np.zeros((2, K), np.float32)
-        t = np.zeros(2, np.float32)
-        for j, g in enumerate(genes):
-            t[j] = 1
-            i = self.facet_genes.get(g)
-            if i is not None:
-                f[j], m[j] = self.facets[i], self.fmask[i]
-        return f, m, t
+        return self.lookup.target(label)
 
     def _project(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.pca_mean) @ self.pca_components.T).astype(np.float32)
@@ -372,15 +364,12 @@ class DyGenePTModel(PerturbationModel):
 
     def state(self) -> dict[str, Any]:
         return {"net": {k: v.cpu() for k, v in self.net.state_dict().items()}, "pca_mean": self.pca_mean,
-                "pca_components": self.pca_components, "facets": self.facets, "fmask": self.fmask,
-                "facet_genes": list(self.facet_genes), "facet_names": self.facet_names}
+                "pca_components": self.pca_components, **self.lookup.state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.pca_mean = np.asarray(state["pca_mean"])
         self.pca_components = np.asarray(state["pca_components"])
-        self.facets, self.fmask = np.asarray(state["facets"]), np.asarray(state["fmask"])
-        self.facet_genes = {g: i for i, g in enumerate(state["facet_genes"])}
-        self.facet_names = list(state["facet_names"])
+        self._load_knowledge_state(state)
         p = self.params
         self.device = pick_device(p.device, field="model_params.dygenept.device")
         self._load_scgpt()

@@ -46,6 +46,20 @@ class TrainConfig:
         return cls(**{f.name: getattr(params, f.name) for f in fields(cls) if hasattr(params, f.name)})
 
 
+def stage_checkpoint(checkpoint: str | os.PathLike | None, stage: str) -> Path | None:
+    """The checkpoint of one training stage of a multi-stage model: ``checkpoint.pt`` -> ``checkpoint.<stage>.pt``."""
+    if not checkpoint:
+        return None
+    base = Path(checkpoint)
+    return base.with_name(f"{base.stem}.{stage}{base.suffix}")
+
+
+def checkpoint_files(checkpoint: str | os.PathLike) -> list[Path]:
+    """The resume checkpoint and every stage checkpoint next to it (removed once training has finished)."""
+    base = Path(checkpoint)
+    return sorted(p for p in [base, *base.parent.glob(f"{base.stem}.*{base.suffix}")] if p.exists())
+
+
 def epoch_generator(seed: int, epoch: int, device: str = "cpu"):
     """The random generator of one epoch: a function of (seed, epoch) only."""
     import torch
@@ -70,7 +84,9 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
     from tqdm import tqdm
 
     ckpt = Path(checkpoint) if checkpoint else None
-    groups_fn = param_groups if callable(param_groups) else (lambda _e: param_groups)
+    # fresh dicts per call: torch writes its defaults (and the warm-up's lr) into the groups it is given
+    groups_fn = ((lambda e: [dict(g) for g in param_groups(e)]) if callable(param_groups)
+                 else (lambda _e: [dict(g) for g in param_groups]))
     history: dict[str, list] = {"loss": [], "val": [], "parts": []}
     start_epoch, best, best_state, bad, layout = 0, float("inf"), None, 0, None
     opt = None

@@ -1,0 +1,264 @@
+"""CFM-VC on the tiny demo (CPU): likelihoods, VAE, flow, ODE solvers, kill-and-resume, unseen targets,
+the log1p-only (Gaussian) path, spatial context, and the model through the whole pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from scipy import stats
+
+from pertpipe.errors import ConfigError, ContractError
+from pertpipe.models import build_model, load_model
+from pertpipe.models.cfmvc import energy_distance, gaussian_log_likelihood, nb_log_likelihood
+
+from conftest import REPO, TINY_DEMO, run_snakemake
+
+FAST = {"vae_epochs": 12, "flow_epochs": 30, "steps_per_epoch": 20, "hidden": 64, "flow_hidden": 64,
+        "groups_per_step": 8, "cells_per_group": 16, "patience": 100, "d_int": 8}
+
+
+# -- likelihoods (no data needed) --------------------------------------------------------------------------
+def test_nb_log_likelihood_matches_scipy_on_hand_values():
+    x = torch.tensor([0.0, 1.0, 3.0, 10.0, 0.0, 57.0])
+    mu = torch.tensor([0.5, 1.0, 2.5, 8.0, 20.0, 40.0])
+    theta = torch.tensor([1.0, 0.3, 5.0, 2.0, 10.0, 100.0])
+    ours = nb_log_likelihood(x, mu, theta).double().numpy()
+    ref = stats.nbinom.logpmf(x.numpy(), theta.numpy(), (theta / (theta + mu)).numpy())
+    assert np.allclose(ours, ref, atol=1e-4)
+    assert ours[0] == pytest.approx(np.log((1 / 1.5) ** 1), abs=1e-5)  # NB(0; mu=.5, theta=1) = (θ/(θ+μ))^θ
+
+
+def test_gaussian_log_likelihood_matches_scipy():
+    x, m, lv = torch.tensor([0.0, 1.2, 3.0]), torch.tensor([0.1, 1.0, 2.0]), torch.tensor([-1.0, 0.0, 0.7])
+    ref = stats.norm.logpdf(x.numpy(), m.numpy(), np.exp(0.5 * lv.numpy()))
+    assert np.allclose(gaussian_log_likelihood(x, m, lv).numpy(), ref, atol=1e-5)
+
+
+def test_invalid_settings_are_refused_at_build_time():
+    with pytest.raises(ConfigError, match=r"model_params.cfmvc.source is 'noise'.*gaussian"):
+        build_model("cfmvc", {"source": "noise"})
+    with pytest.raises(ConfigError, match=r"model_params.cfmvc.solver"):
+        build_model("cfmvc", {"solver": "rk45"})
+    with pytest.raises(ConfigError, match=r"unknown hyperparameter\(s\) \['n_step'\]"):
+        build_model("cfmvc", {"n_step": 3})
+
+
+# -- on the tiny demo ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("cfm")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    run_snakemake(wd, {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500},
+                       "knowledge": {"cache_dir": str(wd / "cache")}}, "stage1", "knowledge")
+    res = wd / "results/demo"
+    return {"train": res / "stage1/train.h5ad", "val": res / "stage1/val.h5ad",
+            "knowledge": res / "knowledge/facet_embeddings.pt", "template": res / "stage1/template.csv", "wd": wd}
+
+
+@pytest.fixture(scope="module")
+def fitted(demo, tmp_path_factory):
+    torch.set_num_threads(1)
+    m = build_model("cfmvc", FAST, seed=0)
+    log = m.fit(demo["train"], demo["knowledge"], {"checkpoint": str(tmp_path_factory.mktemp("ck") / "c.pt")})
+    return m, log
+
+
+def _latents(m, path, label, cell_type):
+    a = ad.read_h5ad(path)
+    a = a[(a.obs.target_gene == label) & (a.obs.cell_type == cell_type)]
+    c = a.layers["counts"].toarray()
+    return m.encode(np.log1p(c), a.obs.batch.iloc[0], cell_type)[0], a
+
+
+@pytest.mark.workflow
+def test_vae_reconstruction_improves(fitted):
+    _m, log = fitted
+    vae = log["stage_curves"]["vae"]
+    assert log["likelihood"] == "nb"
+    # held-out cells' NB reconstruction NLL per gene: at least 10% lower after training than after one epoch
+    assert min(vae["val"]) <= 0.9 * vae["val"][0] and vae["loss"][-1] < vae["loss"][0]
+
+
+@pytest.mark.workflow
+def test_flow_loss_falls_and_samples_move_toward_the_perturbed_cells(demo, fitted):
+    m, log = fitted
+    flow = log["stage_curves"]["flow"]["loss"]
+    assert flow[-1] <= 0.7 * flow[0]
+    tr = ad.read_h5ad(demo["train"])
+    counts = tr.obs.groupby(["target_gene", "cell_type"], observed=True).size()
+    pairs = [(t, ct) for (t, ct), n in counts.items() if t != "non-targeting" and "+" not in t and n >= 15]
+    assert len(pairs) >= 10
+    before, after = [], []
+    for t, ct in pairs:
+        z_pert, a = _latents(m, demo["train"], t, ct)
+        z_ctrl, _ = _latents(m, demo["train"], "non-targeting", ct)
+        z_gen = m.generate_latent(t, ct, a.obs.batch.iloc[0], z_ctrl, seed=3)
+        s = m.z_std  # in the flow's (standardised) latent space
+        before.append(energy_distance(z_ctrl / s, z_pert / s))
+        after.append(energy_distance(z_gen / s, z_pert / s))
+    assert np.mean(after) < 0.6 * np.mean(before), (before, after)
+
+
+@pytest.mark.workflow
+def test_euler_and_midpoint_agree_as_steps_grow(demo, fitted):
+    m, _ = fitted
+    z_ctrl, _ = _latents(m, demo["train"], "non-targeting", "typeA")
+    t = "CCY1"
+    ref = m.generate_latent(t, "typeA", "batch1", z_ctrl, n_steps=256, solver="midpoint")
+    gaps, euler_err = [], []
+    for n in (2, 8, 32):
+        e = m.generate_latent(t, "typeA", "batch1", z_ctrl, n_steps=n, solver="euler")
+        mp = m.generate_latent(t, "typeA", "batch1", z_ctrl, n_steps=n, solver="midpoint")
+        gaps.append(np.abs(e - mp).mean())
+        euler_err.append(np.abs(e - ref).mean())
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 0.25 * gaps[0]
+    assert euler_err[0] > euler_err[1] > euler_err[2]
+    assert np.abs(m.generate_latent(t, "typeA", "batch1", z_ctrl, n_steps=32, solver="midpoint") - ref).mean() < 0.02
+
+
+@pytest.mark.workflow
+def test_predictions_follow_the_contract_and_unseen_targets_differ(demo, fitted, tmp_path):
+    m, _ = fitted
+    m.save(tmp_path / "model.pt")
+    m2 = load_model(tmp_path / "model.pt")
+    tpl = pd.read_csv(demo["template"])
+    m2.predict(tpl, demo["train"], tmp_path / "pred.h5ad")
+    p = ad.read_h5ad(tmp_path / "pred.h5ad")
+    assert p.X.dtype == np.float32 and p.X.min() >= 0 and np.isfinite(p.X.data).all()
+    assert list(p.var_names) == list(ad.read_h5ad(demo["train"], backed="r").var_names)
+    assert p.obs.groupby("target_gene").size().to_dict() == tpl.groupby("target_gene")["n_cells"].sum().to_dict()
+    # reproducible: the same model and seed give the same cells
+    m2.predict(tpl, demo["train"], tmp_path / "pred2.h5ad")
+    assert (ad.read_h5ad(tmp_path / "pred2.h5ad").X != p.X).nnz == 0
+    train_targets = set(ad.read_h5ad(demo["train"], backed="r").obs["target_gene"])
+    unseen = [t for t in tpl.target_gene.unique() if t != "non-targeting" and t not in train_targets]
+    assert len(unseen) >= 3
+    means = {t: np.asarray(p[p.obs.target_gene == t].X.mean(0)).ravel() for t in unseen}
+    ctrl = np.asarray(p[p.obs.target_gene == "non-targeting"].X.mean(0)).ravel()
+    assert all(np.abs(v - ctrl).mean() > 1e-3 for v in means.values())
+    z_ctrl, _ = _latents(m, demo["train"], "non-targeting", "typeA")
+    # unseen targets with different facet texts flow to different places (identical texts: identical cells)
+    distinct = {}
+    for t in unseen:
+        distinct.setdefault(m.lookup.target(t)[0].tobytes(), t)
+    picked = list(distinct.values())
+    assert len(picked) >= 2
+    z = [m.generate_latent(t, "typeA", "batch1", z_ctrl, seed=1) for t in picked]
+    assert all(not np.allclose(z[i], z[i + 1], atol=1e-3) for i in range(len(z) - 1))
+
+
+@pytest.mark.workflow
+def test_killed_and_resumed_gives_the_same_weights(demo, tmp_path):
+    hp = dict(FAST, vae_epochs=4, flow_epochs=6)
+    code = (
+        "import sys, torch; torch.set_num_threads(1)\n"
+        "from pertpipe.models import build_model\n"
+        f"m = build_model('cfmvc', {hp!r}, seed=0)\n"
+        "m.fit(sys.argv[1], sys.argv[2], {'checkpoint': sys.argv[3]})\n"
+    )
+    ckpt = tmp_path / "killed.pt"
+    flow_ckpt = tmp_path / "killed.flow.pt"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(demo["train"]), str(demo["knowledge"]), str(ckpt)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, killed_at = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:
+        if flow_ckpt.exists():  # the VAE stage is done and the flow stage has saved at least one epoch
+            try:
+                ep = torch.load(flow_ckpt, weights_only=False)["epoch"]
+            except Exception:  # noqa: BLE001  (being replaced right now)
+                ep = 0
+            if ep >= 2:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = ep
+                break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed_at is not None and killed_at < 6, "the run was not killed inside the flow stage"
+    assert (tmp_path / "killed.vae.pt").exists()
+    torch.set_num_threads(1)
+    resumed = build_model("cfmvc", hp, seed=0)
+    rlog = resumed.fit(demo["train"], demo["knowledge"], {"checkpoint": str(ckpt)})
+    straight = build_model("cfmvc", hp, seed=0)
+    slog = straight.fit(demo["train"], demo["knowledge"], {"checkpoint": str(tmp_path / "straight.pt")})
+    a, b = resumed.net.state_dict(), straight.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert rlog["stage_curves"] == slog["stage_curves"]
+
+
+def _without_counts(src, dest):
+    a = ad.read_h5ad(src)
+    del a.layers["counts"]
+    a.write_h5ad(dest)
+
+
+@pytest.mark.workflow
+def test_log1p_only_data_use_the_gaussian_fallback(demo, tmp_path):
+    train = tmp_path / "train_log1p.h5ad"
+    _without_counts(demo["train"], train)
+    with pytest.raises(ContractError, match=r"layers\['counts'\].*likelihood: auto"):
+        build_model("cfmvc", dict(FAST, likelihood="nb")).fit(train, demo["knowledge"], {})
+    torch.set_num_threads(1)
+    m = build_model("cfmvc", dict(FAST, vae_epochs=6, flow_epochs=4), seed=0)
+    log = m.fit(train, demo["knowledge"], {})
+    assert log["likelihood"] == "gaussian" and m.likelihood == "gaussian"
+    vae = log["stage_curves"]["vae"]["val"]
+    assert min(vae) < vae[0]
+    tpl = pd.read_csv(demo["template"])
+    m.predict(tpl, train, tmp_path / "pred.h5ad")
+    p = ad.read_h5ad(tmp_path / "pred.h5ad")
+    assert p.X.min() >= 0 and np.isfinite(p.X.data).all() and p.n_obs == int(tpl.n_cells.sum())
+
+
+@pytest.mark.workflow
+def test_spatial_coordinates_enter_the_context(demo, tmp_path):
+    a = ad.read_h5ad(demo["train"])
+    rng = np.random.default_rng(0)
+    a.obsm["spatial"] = rng.uniform(0, 100, size=(a.n_obs, 2))
+    train = tmp_path / "train_xy.h5ad"
+    a.write_h5ad(train)
+    torch.set_num_threads(1)
+    m = build_model("cfmvc", dict(FAST, vae_epochs=3, flow_epochs=3), seed=0)
+    log = m.fit(train, demo["knowledge"], {})
+    assert log["spatial_dim"] == 2 and m.net.context.spatial is not None
+    z_ctrl = rng.normal(size=(6, m.params.d_int))
+    near = m.generate_latent("CCY1", "typeA", "batch1", z_ctrl, seed=1, xy=np.full((6, 2), 5.0))
+    far = m.generate_latent("CCY1", "typeA", "batch1", z_ctrl, seed=1, xy=np.full((6, 2), 95.0))
+    assert not np.allclose(near, far)
+    m.save(tmp_path / "m.pt")
+    tpl = pd.read_csv(demo["template"])
+    load_model(tmp_path / "m.pt").predict(tpl, train, tmp_path / "pred.h5ad")
+    assert ad.read_h5ad(tmp_path / "pred.h5ad").n_obs == int(tpl.n_cells.sum())
+    m_off = build_model("cfmvc", dict(FAST, vae_epochs=1, flow_epochs=1, use_spatial=False), seed=0)
+    assert m_off.fit(train, demo["knowledge"], {})["spatial_dim"] == 0
+
+
+@pytest.mark.workflow
+def test_cfmvc_through_the_pipeline(demo):
+    wd = demo["wd"]
+    cfg = {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500},
+           "knowledge": {"cache_dir": str(wd / "cache")}, "models": ["cell_mean", "cfmvc"],
+           "model_params": {"cfmvc": dict(FAST, vae_epochs=4, flow_epochs=4)}}
+    run_snakemake(wd, cfg, "all", timeout=1200)
+    res = wd / "results/demo"
+    log = json.loads((res / "stage2/cfmvc/train_log.json").read_text())
+    assert set(log["stage_curves"]) == {"vae", "flow"} and log["cells_per_s"] > 0
+    assert not list((res / "stage2/cfmvc").glob("checkpoint*.pt"))  # finished: resume checkpoints removed
+    board = pd.read_csv(res / "leaderboard.csv")
+    assert set(board.model) == {"cell_mean", "cfmvc"}
+    row = board.set_index("model").loc["cfmvc"]
+    assert np.isfinite(row[["DES", "PDS", "MAE", "avg_score"]].astype(float)).all() and row["MAE"] > 0
+    html = (res / "report.html").read_text()
+    assert "cfmvc" in html and html.count("data:image/png;base64,") >= 3
