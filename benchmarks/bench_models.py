@@ -2,9 +2,12 @@
 
 Runs the whole pipeline (stage 1, knowledge, stages 2-3) per dataset with control, cell_mean, linear and the
 deep models, then prints JSON: each dataset's leaderboard (DES, PDS, MAE raw and scaled, avg_score) and, per
-model, training wall time and cells/s (CPU here; the device in train_log.json says where it ran).
+model, training wall time and cells/s (per stage for CFM-VC), sampling cells/s (predicted cells over the predict
+rule's time) and the predicted per-cell variance over the truth's (median and range over perturbations). CFM-VC
+runs once per ``--cfmvc-sources`` entry (the default source in the main run, the others in a re-run of its own
+rules), so both source choices are reported. The device in train_log.json says where training ran.
 
-    python benchmarks/bench_models.py [--datasets demo perturbench_norman] [--deep dygenept]
+    python benchmarks/bench_models.py [--datasets demo perturbench_norman] [--deep dygenept cfmvc]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data"
 
 DATASETS = {
@@ -33,10 +37,42 @@ DATASETS = {
 }
 
 
+def _run(wd: Path, cfg: dict) -> dict:
+    """One Snakemake run of `all` in ``wd``; the leaderboard plus per-model training/sampling/variance figures."""
+    from pertpipe.evaluation.metrics import variance_ratio
+
+    (wd / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "-s", str(REPO / "Snakefile"), "--cores", "2",
+                           "--directory", str(wd), "--configfile", str(wd / "cfg.yaml")],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-3000:]}
+    res = wd / "results" / cfg["dataset"]
+    board = pd.read_csv(res / "leaderboard.csv")
+    training, sampling, spread = {}, {}, {}
+    for m in board["model"]:
+        tl = json.loads((res / "stage2" / m / "train_log.json").read_text())
+        training[m] = {"train_wall_s": tl.get("wall_s"), "cells_per_s": tl.get("cells_per_s"),
+                       "device": tl.get("device"), "epochs_run": tl.get("epochs_run")}
+        if tl.get("stages"):
+            training[m]["stages"] = tl["stages"]
+            training[m].update({k: tl.get(k) for k in ("likelihood", "source", "decode")})
+        pj = json.loads((res / "stage2" / m / "predict.json").read_text())
+        sampling[m] = {"cells": pj["cells"], "predict_s": pj["predict_s"],
+                       "cells_per_s": round(pj["cells"] / pj["predict_s"], 1) if pj["predict_s"] else None}
+        vr = variance_ratio(res / "stage2" / m / "predictions.h5ad", res / "stage1" / "truth.h5ad")
+        spread[m] = {k: (round(v, 3) if v is not None else None) for k, v in vr.items() if k != "per_perturbation"}
+    return {"leaderboard": board.round(4).to_dict(orient="records"), "training": training, "sampling": sampling,
+            "variance_ratio": spread, "leaderboard_md": (res / "leaderboard.md").read_text()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    ap.add_argument("--deep", nargs="+", default=["dygenept"])
+    ap.add_argument("--deep", nargs="+", default=["dygenept", "cfmvc"])
+    ap.add_argument("--cfmvc-sources", nargs="+", default=["gaussian", "control"])
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     base = Path(args.workdir or tempfile.mkdtemp(prefix="bench_models_"))
@@ -47,26 +83,29 @@ def main() -> None:
             continue
         wd = base / ds
         wd.mkdir(parents=True, exist_ok=True)
-        cfg = {**DATASETS[ds], "models": ["control", "cell_mean", "linear", *args.deep],
+        cfg = {**DATASETS[ds], "seed": args.seed, "models": ["control", "cell_mean", "linear", *args.deep],
                "knowledge": {"cache_dir": str(base / "cache")}}
-        (wd / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-        env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-        proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "-s", str(REPO / "Snakefile"), "--cores", "2",
-                               "--directory", str(wd), "--configfile", str(wd / "cfg.yaml")],
-                              capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            out["runs"][ds] = {"error": proc.stderr[-3000:]}
+        sources = args.cfmvc_sources if "cfmvc" in args.deep else []
+        if sources:
+            cfg["model_params"] = {"cfmvc": {"source": sources[0]}}
+        run = _run(wd, cfg)
+        if "error" in run:
+            out["runs"][ds] = run
             continue
-        res = wd / "results" / cfg["dataset"]
-        board = pd.read_csv(res / "leaderboard.csv")
-        speed = {}
-        for m in board["model"]:
-            tl = json.loads((res / "stage2" / m / "train_log.json").read_text())
-            speed[m] = {"train_wall_s": tl.get("wall_s"), "cells_per_s": tl.get("cells_per_s"),
-                        "device": tl.get("device"), "epochs_run": tl.get("epochs_run")}
-        out["runs"][ds] = {"leaderboard": board.round(4).to_dict(orient="records"), "training": speed,
-                           "leaderboard_md": (res / "leaderboard.md").read_text()}
-        print(json.dumps({ds: out["runs"][ds]["training"]}), file=sys.stderr)
+        for src in sources[1:]:  # the other source choice: re-trains and re-scores only CFM-VC
+            other = _run(wd, {**cfg, "models": ["cfmvc"], "model_params": {"cfmvc": {"source": src}}})
+            for row in other.get("leaderboard", []):
+                run["leaderboard"].append({**row, "model": f"cfmvc (source={src})"})
+            for key in ("training", "sampling", "variance_ratio"):
+                run[key][f"cfmvc (source={src})"] = other[key]["cfmvc"]
+            run["leaderboard"] = sorted(run["leaderboard"], key=lambda r: -r["avg_score"])
+        if sources:
+            for key in ("training", "sampling", "variance_ratio"):
+                run[key][f"cfmvc (source={sources[0]})"] = run[key].pop("cfmvc")
+            for row in run["leaderboard"]:
+                row["model"] = f"cfmvc (source={sources[0]})" if row["model"] == "cfmvc" else row["model"]
+        out["runs"][ds] = run
+        print(json.dumps({ds: {k: run[k] for k in ("training", "sampling")}}), file=sys.stderr)
     print(json.dumps(out, indent=2))
 
 

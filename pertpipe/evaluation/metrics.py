@@ -218,3 +218,28 @@ def score_local(pred: str | os.PathLike, truth: str | os.PathLike, *,
     agg = {"overlap_at_N": float(table["overlap_at_N"].mean()), "mae": float(table["mae"].mean()),
            "discrimination_score_l1": float(table["discrimination_score_l1"].mean())}
     return table, agg
+
+
+def _mean_gene_variance(X: sp.csr_matrix) -> float:
+    m = np.asarray(X.mean(0)).ravel()
+    return float((np.asarray(X.multiply(X).mean(0)).ravel() - m ** 2).mean())
+
+
+def variance_ratio(pred: str | os.PathLike, truth: str | os.PathLike) -> dict[str, Any]:
+    """Per perturbation: the predicted cells' per-gene variance (averaged over genes) over the truth's.
+
+    1.0 = the predicted cells spread as much as the real ones; the VCC scores distributions, so a model that
+    predicts only means (ratio ~0) or adds noise (ratio >> 1) shows here. Returns median, min, max and per-pert.
+    """
+    real, pr = Expression.read(truth), Expression.read(pred)
+    rg, pg = real.groups(), pr.groups()
+    ratios = {}
+    for p in sorted(set(rg) & set(pg)):
+        if p == CONTROL_LABEL or len(rg[p]) < 2 or len(pg[p]) < 2:
+            continue
+        v_real = _mean_gene_variance(real.X[rg[p]])
+        if v_real > 0:
+            ratios[p] = _mean_gene_variance(pr.X[pg[p]]) / v_real
+    vals = np.array(list(ratios.values()))
+    return {"median": float(np.median(vals)) if len(vals) else None, "min": float(vals.min()) if len(vals) else None,
+            "max": float(vals.max()) if len(vals) else None, "per_perturbation": ratios}

@@ -5,10 +5,11 @@ Network (built by :func:`build_cfmvc`; the user-facing class is :class:`CFMVCMod
 * **NB-VAE** (scVI style, in torch): the encoder reads log1p of the raw counts with a cell-type embedding for
   the biological block z_int and a batch embedding for the technical block z_tech (both reparameterised, KL to
   N(0, I)); the decoder maps [z_int, z_tech, batch] to per-gene logits -> NB mean softmax(logits) × observed
-  library size, with a learned per-gene inverse dispersion θ. Data without counts (log1p only, e.g. the Norman
-  subset) use the **Gaussian fallback**: the encoder reads the log1p matrix and the decoder's output is the mean
-  of a Gaussian on log1p with a learned per-gene variance (``likelihood: auto`` picks NB when
-  ``layers["counts"]`` exists, Gaussian otherwise).
+  library size, with a learned per-gene inverse dispersion θ. **Data without counts** (log1p only, e.g. the Norman
+  subset): the encoder reads the log1p matrix and the likelihood is on log1p itself, either a **hurdle** (the
+  default fallback: P(x > 0) from one decoder head, x | x > 0 Gaussian with a per-gene variance, which keeps the
+  zeros of sparse data) or a plain **Gaussian** (``likelihood: gaussian``). ``likelihood: auto`` picks NB when
+  ``layers["counts"]`` exists and ``log1p_fallback`` otherwise.
 * **Context encoder** c: batch, cell type and, when the training file has ``obsm["spatial"]``, the (standardised)
   coordinates. **Perturbation encoder** p: each target gene's facet vectors pooled by a learned masked attention
   (so unseen targets get an embedding from their texts), plus a learned per-gene embedding for genes seen as
@@ -18,9 +19,11 @@ Network (built by :func:`build_cfmvc`; the user-facing class is :class:`CFMVCMod
 * **Conditional flow matching** on the straight path z_t = (1 - t) z_0 + t z_1 with target z_1 - z_0, in the
   standardised z_int space. Source z_0: Gaussian noise (``source: gaussian``) or encoded control cells of the same
   cell type (``source: control``); mini-batch OT pairing (exact assignment per group) with ``ot_pairing``.
-* **Sampling**: Euler or midpoint integration with ``n_steps``; decode with the control cell's z_tech and batch;
-  ``decode: sample`` draws NB counts at the control cell's library size (Gaussian: adds the learned noise), then
-  library-normalises to the training target sum and takes log1p; ``decode: mean`` uses the NB mean itself.
+* **Sampling**: Euler or midpoint integration with ``n_steps``; decode with the control cell's z_tech and batch.
+  ``decode: sample`` draws NB counts at the control cell's library size, library-normalises them to the training
+  target sum and takes log1p (log1p fallbacks: draws from the hurdle/Gaussian); ``mean`` uses the decoder's mean;
+  ``delta`` adds the decoded change mean(z_1) - mean(z_ctrl) to the drawn control cell. ``auto`` (default) is
+  ``delta`` for NB models and ``sample`` for the log1p fallbacks: the choice the model benchmark supports.
 
 Training (each stage on the shared loop of :mod:`pertpipe.models.training`, each with its own resumable
 checkpoint): 1) the VAE; 2) the context/perturbation encoders and the flow on the VAE's detached latents, with an
@@ -50,10 +53,10 @@ from pertpipe.models.training import TrainConfig, epoch_generator, stage_checkpo
 
 log = logging.getLogger(__name__)
 
-LIKELIHOODS = ("auto", "nb", "gaussian")
+LIKELIHOODS = ("auto", "nb", "hurdle", "gaussian")
 SOURCES = ("gaussian", "control")
 SOLVERS = ("euler", "midpoint")
-DECODES = ("sample", "mean", "delta")
+DECODES = ("auto", "sample", "mean", "delta")
 
 
 # -- likelihoods ------------------------------------------------------------------------------------------
@@ -73,6 +76,16 @@ def gaussian_log_likelihood(x, mean, log_var):
     return -0.5 * (math.log(2 * math.pi) + log_var + (x - mean) ** 2 / log_var.exp())
 
 
+def hurdle_log_likelihood(x, logit_nz, mean, log_var):
+    """log-likelihood of sparse log1p data: P(x > 0) = sigmoid(logit_nz), and x | x > 0 ~ N(mean, exp(log_var))."""
+    import torch
+    import torch.nn.functional as F
+
+    x, logit_nz = x.float(), logit_nz.float()
+    return torch.where(x > 0, F.logsigmoid(logit_nz) + gaussian_log_likelihood(x, mean, log_var),
+                       F.logsigmoid(-logit_nz))
+
+
 def kl_normal(mu, log_var):
     """KL(N(mu, exp(log_var)) || N(0, I)) summed over the last axis."""
     return 0.5 * (mu.float() ** 2 + log_var.float().exp() - log_var.float() - 1).sum(-1)
@@ -88,7 +101,7 @@ def energy_distance(x, y) -> float:
 
 # -- network ----------------------------------------------------------------------------------------------
 def build_cfmvc(n_genes: int, n_batches: int, n_cell_types: int, spatial_dim: int, facet_dim: int, n_seen: int,
-                p: CFMVCModel.Params):
+                p: CFMVCModel.Params, likelihood: str = "nb"):
     """The CFM-VC torch module: ``.vae``, ``.context``, ``.pert``, ``.flow`` (index 0 of every embedding = unknown)."""
     import torch
     from torch import nn
@@ -106,9 +119,10 @@ def build_cfmvc(n_genes: int, n_batches: int, n_cell_types: int, spatial_dim: in
             self.ct_emb = nn.Embedding(n_cell_types + 1, e)
             self.enc_int = mlp(n_genes + e, p.hidden, 2 * p.d_int)
             self.enc_tech = mlp(n_genes + e, max(16, p.hidden // 2), 2 * p.d_tech)
-            self.dec = mlp(p.d_int + p.d_tech + e, p.hidden, n_genes)
+            # NB: logits; gaussian: means; hurdle: [non-zero logits, means of the non-zero part]
+            self.dec = mlp(p.d_int + p.d_tech + e, p.hidden, n_genes * (2 if likelihood == "hurdle" else 1))
             self.log_theta = nn.Parameter(torch.full((n_genes,), 1.0))  # NB: θ = exp(.) per gene
-            self.log_var = nn.Parameter(torch.full((n_genes,), -1.0))  # Gaussian fallback: per-gene variance
+            self.log_var = nn.Parameter(torch.full((n_genes,), -1.0))  # log1p fallbacks: per-gene variance
 
         def encode(self, x_in, b, ct):
             mi, li = self.enc_int(torch.cat([x_in, self.ct_emb(ct)], -1)).chunk(2, -1)
@@ -216,7 +230,8 @@ class CFMVCModel(PerturbationModel):
 
     @dataclass
     class Params:
-        likelihood: str = "auto"  # auto | nb | gaussian (auto: nb when layers["counts"] exists)
+        likelihood: str = "auto"  # auto | nb | hurdle | gaussian (auto: nb when layers["counts"] exists)
+        log1p_fallback: str = "hurdle"  # what auto picks for log1p-only data: hurdle | gaussian
         d_int: int = 16
         d_tech: int = 4
         hidden: int = 128
@@ -224,7 +239,7 @@ class CFMVCModel(PerturbationModel):
         kl_weight: float = 1.0
         kl_warmup_epochs: int = 5
         context_dropout: float = 0.05  # training: cell type / batch replaced by "unknown" at this rate
-        vae_epochs: int = 30
+        vae_epochs: int = 60
         vae_batch: int = 256
         flow_epochs: int = 40
         flow_hidden: int = 128
@@ -233,7 +248,7 @@ class CFMVCModel(PerturbationModel):
         n_basis: int = 8
         groups_per_step: int = 16
         cells_per_group: int = 32
-        source: str = "control"  # gaussian | control
+        source: str = "gaussian"  # gaussian | control (the benchmark's pick: see README)
         ot_pairing: bool = True
         target_dropout: float = 0.3
         mmd_weight: float = 0.0
@@ -242,7 +257,7 @@ class CFMVCModel(PerturbationModel):
         joint_lr_scale: float = 0.1
         n_steps: int = 20
         solver: str = "midpoint"  # euler | midpoint
-        decode: str = "sample"  # sample | mean
+        decode: str = "auto"  # auto | sample | mean | delta (auto: delta for NB, sample for log1p fallbacks)
         steps_per_epoch: int = 20
         lr: float = 1e-3
         weight_decay: float = 1e-4
@@ -264,6 +279,7 @@ class CFMVCModel(PerturbationModel):
     def _check(self) -> None:
         p = self.params
         for field, value, allowed in (("likelihood", p.likelihood, LIKELIHOODS), ("source", p.source, SOURCES),
+                                      ("log1p_fallback", p.log1p_fallback, ("hurdle", "gaussian")),
                                       ("solver", p.solver, SOLVERS), ("decode", p.decode, DECODES)):
             if value not in allowed:
                 raise ConfigError(f"model_params.cfmvc.{field} is '{value}'. Fix: use one of {list(allowed)}")
@@ -282,17 +298,17 @@ class CFMVCModel(PerturbationModel):
                 raise ContractError(train_path, "layers['counts']", "model_params.cfmvc.likelihood is 'nb' but the "
                                     "training split has no raw counts", "set likelihood: auto (Gaussian on log1p "
                                     "for log1p-only data) or give stage 1 a source with counts")
-            self.likelihood = "nb" if (p.likelihood == "nb" or (p.likelihood == "auto" and has_counts)) else "gaussian"
+            self.likelihood = p.likelihood if p.likelihood != "auto" else ("nb" if has_counts else p.log1p_fallback)
             self.target_sum = float(((r.uns().get("pertpipe") or {}).get("standardize") or {}).get("target_sum", 1e4))
             keep = np.zeros(r.n_obs, bool)
             keep[rng.choice(r.n_obs, size=min(r.n_obs, p.max_cells), replace=False)] = True
-            x = sp.vstack([b for _s, _e, b in r.iter_chunks(chunk_size, rows=keep)]).tocsr().astype(np.float32)
-            if self.likelihood == "nb":
+            if self.likelihood == "nb":  # (X itself is not needed: memory = two CSR copies of the kept counts)
                 counts = sp.vstack([b for _s, _e, b in r.iter_chunks(chunk_size, layer="counts", rows=keep)])
                 counts = counts.tocsr().astype(np.float32)
                 enc_in, target = counts.log1p(), counts
                 lib = np.asarray(counts.sum(1)).ravel()
             else:
+                x = sp.vstack([b for _s, _e, b in r.iter_chunks(chunk_size, rows=keep)]).tocsr().astype(np.float32)
                 enc_in, target, lib = x, x, np.asarray(x.sum(1)).ravel()
             xy = None
             if p.use_spatial and "spatial" in r.obsm_keys():
@@ -359,7 +375,7 @@ class CFMVCModel(PerturbationModel):
         seen = sorted({g for t, _c, _i in fit_groups for g in split_targets(t)})
         self.seen = {g: i + 1 for i, g in enumerate(seen)}
         self.net = build_cfmvc(len(self.genes), len(self.batches), len(self.cell_types), self.spatial_dim,
-                               self.lookup.dim, len(self.seen), p).to(dev)
+                               self.lookup.dim, len(self.seen), p, self.likelihood).to(dev)
         net = self.net
         base_cfg = TrainConfig.from_params(p)
         ckpt = config.get("checkpoint")
@@ -393,6 +409,9 @@ class CFMVCModel(PerturbationModel):
             if self.likelihood == "nb":
                 mu = torch.softmax(out.float(), -1) * torch.tensor(d.lib[rows], device=dev)[:, None]
                 ll = nb_log_likelihood(tgt, mu, net.vae.log_theta.exp())
+            elif self.likelihood == "hurdle":
+                logit_nz, mean = out.chunk(2, -1)
+                ll = hurdle_log_likelihood(tgt, logit_nz, mean, net.vae.log_var)
             else:
                 ll = gaussian_log_likelihood(tgt, out, net.vae.log_var)
             G = tgt.shape[1]
@@ -524,6 +543,7 @@ class CFMVCModel(PerturbationModel):
                 "epochs_run": sum(s["epochs_run"] for s in stages.values()), "train_wall_s": round(wall, 3),
                 "cells_seen": cells, "cells_per_s": round(cells / wall, 1) if wall > 0 else None,
                 "fit_s": round(time.perf_counter() - t0, 3), "likelihood": self.likelihood, "source": p.source,
+                "decode": self.decode_mode,
                 "spatial_dim": self.spatial_dim, "train_targets": len(targets), "val_targets": sorted(val_targets),
                 "groups": len(groups), "cells": n, "device": dev}
 
@@ -579,17 +599,23 @@ class CFMVCModel(PerturbationModel):
             z1 = self.net.integrate(z0, c, pe, n_steps or p.n_steps, solver or p.solver)
         return z1.float().cpu().numpy() * self.z_std + self.z_mean
 
-    def decode_mean(self, z_int: np.ndarray, z_tech: np.ndarray, batch: str) -> np.ndarray:
-        """The decoder's mean in the contract's scale: log1p(NB mean proportions × target sum), or the Gaussian mean."""
+    def _decoder_out(self, z_int: np.ndarray, z_tech: np.ndarray, batch: str) -> np.ndarray:
         import torch
 
         dev = self.device
         b = torch.full((z_int.shape[0],), self._index(self.batches, batch), device=dev)
         with torch.no_grad():
-            out = self.net.vae.decode(torch.tensor(z_int, dtype=torch.float32, device=dev),
-                                      torch.tensor(z_tech, dtype=torch.float32, device=dev), b).float().cpu().numpy()
+            return self.net.vae.decode(torch.tensor(z_int, dtype=torch.float32, device=dev),
+                                       torch.tensor(z_tech, dtype=torch.float32, device=dev), b).float().cpu().numpy()
+
+    def decode_mean(self, z_int: np.ndarray, z_tech: np.ndarray, batch: str) -> np.ndarray:
+        """NB: mean proportions (sum 1 per cell); log1p fallbacks: the expected log1p value (>= 0)."""
+        out = self._decoder_out(z_int, z_tech, batch)
         if self.likelihood == "gaussian":
-            return out.astype(np.float64)
+            return np.clip(out, 0, None).astype(np.float64)
+        if self.likelihood == "hurdle":
+            logit_nz, mean = np.split(out.astype(np.float64), 2, axis=1)
+            return 1 / (1 + np.exp(-logit_nz)) * np.clip(mean, 0, None)
         rho = np.exp(out - out.max(1, keepdims=True))
         return rho / rho.sum(1, keepdims=True)
 
@@ -600,13 +626,17 @@ class CFMVCModel(PerturbationModel):
         ``mode`` (default ``decode``): ``sample`` draws NB counts at library size ``lib`` (Gaussian: adds the
         learned per-gene noise); ``mean`` takes the mean itself.
         """
-        mode = mode or self.params.decode
+        mode = mode or self.decode_mode
         out = self.decode_mean(z_int, z_tech, batch)
-        if self.likelihood == "gaussian":
-            x = out
-            if mode == "sample":
-                x = out + rng.standard_normal(out.shape) * np.exp(0.5 * self.net.vae.log_var.detach().cpu().numpy())
-            return np.clip(x, 0, None)
+        if self.likelihood in ("gaussian", "hurdle"):
+            if mode != "sample":
+                return out
+            sd = np.exp(0.5 * self.net.vae.log_var.detach().float().cpu().numpy())
+            if self.likelihood == "gaussian":
+                return np.clip(out + rng.standard_normal(out.shape) * sd, 0, None)
+            logit_nz, mean = np.split(self._decoder_out(z_int, z_tech, batch), 2, axis=1)
+            nonzero = rng.random(mean.shape) < 1 / (1 + np.exp(-logit_nz))
+            return np.where(nonzero, np.clip(mean + rng.standard_normal(mean.shape) * sd, 0, None), 0.0)
         rho = out
         if mode != "sample":
             return np.log1p(rho * self.target_sum)
@@ -615,6 +645,13 @@ class CFMVCModel(PerturbationModel):
         counts = rng.poisson(rng.gamma(theta, mu / theta))  # NB(mu, theta) as a gamma-Poisson mixture
         tot = counts.sum(1, keepdims=True)
         return np.log1p(np.divide(counts * self.target_sum, tot, out=np.zeros(counts.shape), where=tot > 0))
+
+    @property
+    def decode_mode(self) -> str:
+        """``decode`` with ``auto`` resolved: delta for NB models, sample for the log1p fallbacks (benchmarked)."""
+        if self.params.decode != "auto":
+            return self.params.decode
+        return "delta" if self.likelihood == "nb" else "sample"
 
     def _encoder_input(self, controls: ControlCells, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.likelihood == "nb":
@@ -634,7 +671,7 @@ class CFMVCModel(PerturbationModel):
         z_int, z_tech = self.encode(x_in, batch, cell_type)
         xy = controls.spatial[pick] if (self.spatial_dim and controls.spatial is not None) else None
         z1 = self.generate_latent(target, cell_type, batch, z_int, seed=int(rng.integers(2**62)), xy=xy)
-        if self.params.decode == "delta":  # the decoded change, added to the drawn control cells
+        if self.decode_mode == "delta":  # the decoded change, added to the drawn control cells
             change = self.decode_cells(z1, z_tech, batch, lib, rng, "mean") - self.decode_cells(
                 z_int, z_tech, batch, lib, rng, "mean")
             return np.clip(controls.x[pick].toarray() + change, 0, None)
@@ -661,6 +698,6 @@ class CFMVCModel(PerturbationModel):
         self.xy_mean, self.xy_std = state["xy_mean"], state["xy_std"]
         self.device = pick_device(self.params.device, field="model_params.cfmvc.device")
         self.net = build_cfmvc(len(self.genes), len(self.batches), len(self.cell_types), self.spatial_dim,
-                               self.lookup.dim, len(self.seen), self.params)
+                               self.lookup.dim, len(self.seen), self.params, self.likelihood)
         self.net.load_state_dict(state["net"])
         self.net.to(self.device).eval()

@@ -54,3 +54,24 @@ def test_known_de_overlap():
     assert des_scores(real, pred) == {"P": 0.5}
     none = {"P": {"lfc": lfc, "fdr": np.ones(5)}}
     assert des_scores(real, none) == {"P": 0.0}
+
+
+def test_variance_ratio_compares_per_cell_spread(tmp_path):
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from pertpipe.evaluation.metrics import variance_ratio
+
+    rng = np.random.default_rng(0)
+    obs = pd.DataFrame({"target_gene": ["non-targeting"] * 50 + ["A"] * 50 + ["B"] * 50})
+    truth = rng.normal(2, 1, size=(150, 20)).clip(0)
+    ad.AnnData(sp.csr_matrix(truth.astype(np.float32)), obs=obs).write_h5ad(tmp_path / "t.h5ad")
+    means_only = np.vstack([np.tile(truth[i:i + 50].mean(0), (50, 1)) for i in (0, 50, 100)])
+    ad.AnnData(sp.csr_matrix(means_only.astype(np.float32)), obs=obs).write_h5ad(tmp_path / "m.h5ad")
+    doubled = 2 + (truth - 2) * np.sqrt(2)
+    ad.AnnData(sp.csr_matrix(doubled.astype(np.float32)), obs=obs).write_h5ad(tmp_path / "d.h5ad")
+    same = variance_ratio(tmp_path / "t.h5ad", tmp_path / "t.h5ad")
+    assert same["median"] == pytest.approx(1.0) and set(same["per_perturbation"]) == {"A", "B"}
+    assert variance_ratio(tmp_path / "m.h5ad", tmp_path / "t.h5ad")["max"] < 1e-6
+    assert variance_ratio(tmp_path / "d.h5ad", tmp_path / "t.h5ad")["median"] == pytest.approx(2.0, rel=1e-3)

@@ -110,3 +110,34 @@ def test_unknown_adapter_and_option():
         get_adapter("nope")
     with pytest.raises(ConfigError, match="unknown adapter_options"):
         get_adapter("gears", {"colour": "red"})
+
+
+def test_spatial_coordinates_are_carried_through_stage_1(tmp_path, adata_factory):
+    from pertpipe.data.genes import align_genes
+    from pertpipe.data.split import make_split, write_split
+
+    a = adata_factory(counts=True)
+    a.obsm["spatial"] = np.arange(a.n_obs * 2, dtype=float).reshape(-1, 2)
+    a.obsm["X_pca"] = np.zeros((a.n_obs, 3))  # not carried: only obsm["spatial"] is part of the contract
+    _summary, dest = _run(tmp_path, a)
+    b = ad.read_h5ad(dest)
+    np.testing.assert_array_equal(b.obsm["spatial"], a.obsm["spatial"])
+    assert "X_pca" not in b.obsm
+    align_genes(dest, tmp_path / "aligned.h5ad", universe=list(a.var_names)[::-1], chunk_size=7)
+    c = ad.read_h5ad(tmp_path / "aligned.h5ad")
+    np.testing.assert_array_equal(c.obsm["spatial"], a.obsm["spatial"])
+    res = make_split(c.obs, strategy="random_unseen", seed=0, fraction=0.3)
+    write_split(tmp_path / "aligned.h5ad", tmp_path / "train.h5ad", tmp_path / "val.h5ad", res, chunk_size=7)
+    tr, va = ad.read_h5ad(tmp_path / "train.h5ad"), ad.read_h5ad(tmp_path / "val.h5ad")
+    by_cell = dict(zip(a.obs_names, a.obsm["spatial"].tolist()))
+    assert tr.obsm["spatial"].tolist() == [by_cell[n] for n in tr.obs_names]
+    assert va.obsm["spatial"].tolist() == [by_cell[n] for n in va.obs_names]
+
+
+def test_nan_spatial_coordinates_are_refused(tmp_path, adata_factory):
+    a = adata_factory(counts=True)
+    a.obsm["spatial"] = np.zeros((a.n_obs, 2))
+    a.obsm["spatial"][3, 1] = np.nan
+    with pytest.raises(ContractError, match=r"obsm\['spatial'\].*NaN"):
+        _run(tmp_path, a)
+    assert not (tmp_path / "out.h5ad").exists()

@@ -20,7 +20,8 @@ from scipy import stats
 
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.models import build_model, load_model
-from pertpipe.models.cfmvc import energy_distance, gaussian_log_likelihood, nb_log_likelihood
+from pertpipe.models.cfmvc import (energy_distance, gaussian_log_likelihood, hurdle_log_likelihood,
+                                   nb_log_likelihood)
 
 from conftest import REPO, TINY_DEMO, run_snakemake
 
@@ -37,6 +38,17 @@ def test_nb_log_likelihood_matches_scipy_on_hand_values():
     ref = stats.nbinom.logpmf(x.numpy(), theta.numpy(), (theta / (theta + mu)).numpy())
     assert np.allclose(ours, ref, atol=1e-4)
     assert ours[0] == pytest.approx(np.log((1 / 1.5) ** 1), abs=1e-5)  # NB(0; mu=.5, theta=1) = (θ/(θ+μ))^θ
+
+
+def test_hurdle_log_likelihood_is_bernoulli_times_gaussian():
+    x = torch.tensor([0.0, 0.0, 1.5, 2.0])
+    logit = torch.tensor([0.3, -2.0, 0.3, 1.0])
+    mean, lv = torch.tensor([1.0, 1.0, 1.2, 2.5]), torch.tensor([0.0, 0.0, -0.5, 0.2])
+    ours = hurdle_log_likelihood(x, logit, mean, lv).numpy()
+    p = 1 / (1 + np.exp(-logit.numpy()))
+    ref = np.where(x.numpy() > 0, np.log(p) + stats.norm.logpdf(x.numpy(), mean.numpy(), np.exp(0.5 * lv.numpy())),
+                   np.log(1 - p))
+    assert np.allclose(ours, ref, atol=1e-5)
 
 
 def test_gaussian_log_likelihood_matches_scipy():
@@ -86,7 +98,7 @@ def _latents(m, path, label, cell_type):
 def test_vae_reconstruction_improves(fitted):
     _m, log = fitted
     vae = log["stage_curves"]["vae"]
-    assert log["likelihood"] == "nb"
+    assert log["likelihood"] == "nb" and log["decode"] == "delta"  # decode: auto -> delta for NB models
     # held-out cells' NB reconstruction NLL per gene: at least 10% lower after training than after one epoch
     assert min(vae["val"]) <= 0.9 * vae["val"][0] and vae["loss"][-1] < vae["loss"][0]
 
@@ -205,21 +217,29 @@ def _without_counts(src, dest):
 
 
 @pytest.mark.workflow
-def test_log1p_only_data_use_the_gaussian_fallback(demo, tmp_path):
+@pytest.mark.parametrize("fallback", ["hurdle", "gaussian"])
+def test_log1p_only_data_use_a_log1p_likelihood(demo, tmp_path, fallback):
     train = tmp_path / "train_log1p.h5ad"
     _without_counts(demo["train"], train)
     with pytest.raises(ContractError, match=r"layers\['counts'\].*likelihood: auto"):
         build_model("cfmvc", dict(FAST, likelihood="nb")).fit(train, demo["knowledge"], {})
     torch.set_num_threads(1)
-    m = build_model("cfmvc", dict(FAST, vae_epochs=6, flow_epochs=4), seed=0)
+    hp = dict(FAST, vae_epochs=6, flow_epochs=4) if fallback == "hurdle" else dict(FAST, vae_epochs=6, flow_epochs=4,
+                                                                                   log1p_fallback="gaussian")
+    m = build_model("cfmvc", hp, seed=0)
     log = m.fit(train, demo["knowledge"], {})
-    assert log["likelihood"] == "gaussian" and m.likelihood == "gaussian"
+    assert log["likelihood"] == fallback and log["decode"] == "sample"  # decode: auto -> sample for log1p data
     vae = log["stage_curves"]["vae"]["val"]
-    assert min(vae) < vae[0]
+    assert min(vae) < 0.9 * vae[0]
     tpl = pd.read_csv(demo["template"])
     m.predict(tpl, train, tmp_path / "pred.h5ad")
     p = ad.read_h5ad(tmp_path / "pred.h5ad")
     assert p.X.min() >= 0 and np.isfinite(p.X.data).all() and p.n_obs == int(tpl.n_cells.sum())
+    pert = p[p.obs.target_gene != "non-targeting"].X
+    zeros = 1 - pert.nnz / np.prod(pert.shape)
+    truth_zeros = 1 - ad.read_h5ad(demo["val"]).X.nnz / np.prod(ad.read_h5ad(demo["val"]).shape)
+    if fallback == "hurdle":  # the hurdle keeps sparse data sparse
+        assert abs(zeros - truth_zeros) < 0.15, (zeros, truth_zeros)
 
 
 @pytest.mark.workflow
