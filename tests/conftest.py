@@ -239,3 +239,61 @@ def run_snakemake(workdir: Path, cfg: dict | None = None, *targets: str, extra: 
 TINY_DEMO = {  # small, yet models separate: linear < cell_mean < control on MAE (measured)
     "n_genes": 300, "n_single_targets": 20, "n_double_targets": 2, "cells_per_target": 25, "n_control_cells": 80,
 }
+
+
+def fit_killed_after(model: str, hparams: dict, train: Path, knowledge: Path, checkpoint: Path, *,
+                     watch: Path | None = None, min_epoch: int = 2, timeout: float = 300) -> int | None:
+    """Fit ``model`` in a subprocess and SIGKILL it once checkpoint ``watch`` (default ``checkpoint``) holds
+    ``min_epoch`` epochs; returns the epoch it was killed at (None: it finished or timed out first)."""
+    import signal
+
+    import torch
+
+    code = ("import sys, torch; torch.set_num_threads(1)\n"
+            "from pertpipe.models import build_model\n"
+            f"m = build_model({model!r}, {hparams!r}, seed=0)\n"
+            "m.fit(sys.argv[1], sys.argv[2], {'checkpoint': sys.argv[3]})\n")
+    watch = watch or checkpoint
+    proc = subprocess.Popen([sys.executable, "-c", code, str(train), str(knowledge), str(checkpoint)],
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline, killed_at = time.time() + timeout, None
+    while time.time() < deadline and proc.poll() is None:
+        if watch.exists():
+            try:
+                ep = torch.load(watch, weights_only=False)["epoch"]
+            except Exception:  # noqa: BLE001  (being replaced right now)
+                ep = 0
+            if ep >= min_epoch:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = ep
+                break
+        time.sleep(0.05)
+    proc.wait()
+    return killed_at
+
+
+@pytest.fixture(scope="module")
+def knowledge_demo(tmp_path_factory) -> dict[str, Path]:
+    """The tiny demo through stage 1 and the knowledge stage (the deep models' inputs), once per test module."""
+    wd = tmp_path_factory.mktemp("kdemo")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    run_snakemake(wd, {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500},
+                       "knowledge": {"cache_dir": str(wd / "cache")}}, "stage1", "knowledge")
+    res = wd / "results/demo"
+    return {"train": res / "stage1/train.h5ad", "val": res / "stage1/val.h5ad",
+            "knowledge": res / "knowledge/facet_embeddings.pt", "template": res / "stage1/template.csv", "wd": wd}
+
+
+def predict_reloaded(model, demo: dict[str, Path], tmp_path: Path):
+    """Save ``model``, load it back, predict the template; checks the prediction contract, returns (AnnData, template)."""
+    from pertpipe.models import load_model
+
+    model.save(tmp_path / "model.pt")
+    tpl = pd.read_csv(demo["template"])
+    load_model(tmp_path / "model.pt").predict(tpl, demo["train"], tmp_path / "pred.h5ad")
+    p = ad.read_h5ad(tmp_path / "pred.h5ad")
+    assert p.X.dtype == np.float32 and p.X.min() >= 0 and np.isfinite(p.X.data).all()
+    assert list(p.var_names) == list(ad.read_h5ad(demo["train"], backed="r").var_names)
+    assert p.obs.groupby("target_gene").size().to_dict() == tpl.groupby("target_gene")["n_cells"].sum().to_dict()
+    return p, tpl

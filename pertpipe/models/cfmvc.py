@@ -49,7 +49,7 @@ from pertpipe.errors import ConfigError, ContractError
 from pertpipe.io import pick_device
 from pertpipe.models.base import ControlCells, PerturbationModel, register_model, split_targets
 from pertpipe.models.facets import MAX_TARGETS, FacetLookup
-from pertpipe.models.training import TrainConfig, epoch_generator, stage_checkpoint, train
+from pertpipe.models.training import TrainConfig, epoch_generator, stage_checkpoint, train, validation_targets
 
 log = logging.getLogger(__name__)
 
@@ -364,11 +364,7 @@ class CFMVCModel(PerturbationModel):
             if len(idx) >= 3 and len(ctrl_by_ct.get(c, [])) >= 3:
                 groups.append((t, c, np.asarray(idx)))
         targets = sorted({g[0] for g in groups if g[0] != CONTROL_LABEL})
-        if len(targets) < 2:
-            raise ContractError(train_path, "obs['target_gene']", f"only {len(targets)} trainable perturbation(s)",
-                                "cfmvc needs several perturbations with >= 3 cells each")
-        n_val = max(1, int(round(p.val_fraction * len(targets)))) if len(targets) >= 5 else 0
-        val_targets = set(rng.choice(targets, size=n_val, replace=False).tolist()) if n_val else set()
+        val_targets = validation_targets(targets, p.val_fraction, rng, model="cfmvc", path=train_path)
         fit_groups = [g for g in groups if g[0] not in val_targets]
         val_groups = [g for g in groups if g[0] in val_targets]
         # the learned per-gene embedding covers genes targeted in the fitted groups (not the validation targets)

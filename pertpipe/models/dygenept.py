@@ -38,7 +38,7 @@ from pertpipe.errors import ConfigError, ContractError
 from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model
 from pertpipe.models.facets import FacetLookup
 from pertpipe.io import pick_device
-from pertpipe.models.training import TrainConfig, train
+from pertpipe.models.training import TrainConfig, train, validation_targets
 
 log = logging.getLogger(__name__)
 
@@ -247,11 +247,7 @@ class DyGenePTModel(PerturbationModel):
                          summary.control_ct_means.loc[ct].to_numpy()).astype(np.float32)
                 groups.append((t, ct, cells, delta))
         targets = sorted({g[0] for g in groups})
-        if len(targets) < 2:
-            raise ContractError(train_path, "obs['target_gene']", f"only {len(targets)} trainable perturbation(s)",
-                                "dygenept needs several perturbations with >= 3 cells each")
-        n_val = max(1, int(round(p.val_fraction * len(targets)))) if len(targets) >= 5 else 0
-        val_targets = set(rng.choice(targets, size=n_val, replace=False).tolist()) if n_val else set()
+        val_targets = validation_targets(targets, p.val_fraction, rng, model="dygenept", path=train_path)
         fit_groups = [g for g in groups if g[0] not in val_targets]
         val_groups = [g for g in groups if g[0] in val_targets]
         device = self.device

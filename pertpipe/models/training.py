@@ -60,6 +60,18 @@ def checkpoint_files(checkpoint: str | os.PathLike) -> list[Path]:
     return sorted(p for p in [base, *base.parent.glob(f"{base.stem}.*{base.suffix}")] if p.exists())
 
 
+def validation_targets(targets: list[str], fraction: float, rng: np.random.Generator, *, model: str,
+                       path: str | os.PathLike) -> set[str]:
+    """Training targets held out for early stopping (``fraction`` of them, none below 5 targets)."""
+    from pertpipe.errors import ContractError
+
+    if len(targets) < 2:
+        raise ContractError(path, "obs['target_gene']", f"only {len(targets)} trainable perturbation(s)",
+                            f"{model} needs several perturbations with >= 3 cells each")
+    n_val = max(1, int(round(fraction * len(targets)))) if len(targets) >= 5 else 0
+    return set(rng.choice(targets, size=n_val, replace=False).tolist()) if n_val else set()
+
+
 def epoch_generator(seed: int, epoch: int, device: str = "cpu"):
     """The random generator of one epoch: a function of (seed, epoch) only."""
     import torch

@@ -4,11 +4,6 @@ the log1p-only (Gaussian) path, spatial context, and the model through the whole
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import anndata as ad
 import numpy as np
@@ -23,7 +18,7 @@ from pertpipe.models import build_model, load_model
 from pertpipe.models.cfmvc import (energy_distance, gaussian_log_likelihood, hurdle_log_likelihood,
                                    nb_log_likelihood)
 
-from conftest import REPO, TINY_DEMO, run_snakemake
+from conftest import TINY_DEMO, fit_killed_after, predict_reloaded, run_snakemake
 
 FAST = {"vae_epochs": 12, "flow_epochs": 30, "steps_per_epoch": 20, "hidden": 64, "flow_hidden": 64,
         "groups_per_step": 8, "cells_per_group": 16, "patience": 100, "d_int": 8}
@@ -69,14 +64,8 @@ def test_invalid_settings_are_refused_at_build_time():
 # -- on the tiny demo ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("cfm")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    run_snakemake(wd, {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500},
-                       "knowledge": {"cache_dir": str(wd / "cache")}}, "stage1", "knowledge")
-    res = wd / "results/demo"
-    return {"train": res / "stage1/train.h5ad", "val": res / "stage1/val.h5ad",
-            "knowledge": res / "knowledge/facet_embeddings.pt", "template": res / "stage1/template.csv", "wd": wd}
+def demo(knowledge_demo):
+    return knowledge_demo
 
 
 @pytest.fixture(scope="module")
@@ -143,16 +132,9 @@ def test_euler_and_midpoint_agree_as_steps_grow(demo, fitted):
 @pytest.mark.workflow
 def test_predictions_follow_the_contract_and_unseen_targets_differ(demo, fitted, tmp_path):
     m, _ = fitted
-    m.save(tmp_path / "model.pt")
-    m2 = load_model(tmp_path / "model.pt")
-    tpl = pd.read_csv(demo["template"])
-    m2.predict(tpl, demo["train"], tmp_path / "pred.h5ad")
-    p = ad.read_h5ad(tmp_path / "pred.h5ad")
-    assert p.X.dtype == np.float32 and p.X.min() >= 0 and np.isfinite(p.X.data).all()
-    assert list(p.var_names) == list(ad.read_h5ad(demo["train"], backed="r").var_names)
-    assert p.obs.groupby("target_gene").size().to_dict() == tpl.groupby("target_gene")["n_cells"].sum().to_dict()
+    p, tpl = predict_reloaded(m, demo, tmp_path)
     # reproducible: the same model and seed give the same cells
-    m2.predict(tpl, demo["train"], tmp_path / "pred2.h5ad")
+    load_model(tmp_path / "model.pt").predict(tpl, demo["train"], tmp_path / "pred2.h5ad")
     assert (ad.read_h5ad(tmp_path / "pred2.h5ad").X != p.X).nnz == 0
     train_targets = set(ad.read_h5ad(demo["train"], backed="r").obs["target_gene"])
     unseen = [t for t in tpl.target_gene.unique() if t != "non-targeting" and t not in train_targets]
@@ -174,30 +156,10 @@ def test_predictions_follow_the_contract_and_unseen_targets_differ(demo, fitted,
 @pytest.mark.workflow
 def test_killed_and_resumed_gives_the_same_weights(demo, tmp_path):
     hp = dict(FAST, vae_epochs=4, flow_epochs=6)
-    code = (
-        "import sys, torch; torch.set_num_threads(1)\n"
-        "from pertpipe.models import build_model\n"
-        f"m = build_model('cfmvc', {hp!r}, seed=0)\n"
-        "m.fit(sys.argv[1], sys.argv[2], {'checkpoint': sys.argv[3]})\n"
-    )
     ckpt = tmp_path / "killed.pt"
-    flow_ckpt = tmp_path / "killed.flow.pt"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", code, str(demo["train"]), str(demo["knowledge"]), str(ckpt)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, killed_at = time.time() + 300, None
-    while time.time() < deadline and proc.poll() is None:
-        if flow_ckpt.exists():  # the VAE stage is done and the flow stage has saved at least one epoch
-            try:
-                ep = torch.load(flow_ckpt, weights_only=False)["epoch"]
-            except Exception:  # noqa: BLE001  (being replaced right now)
-                ep = 0
-            if ep >= 2:
-                proc.send_signal(signal.SIGKILL)
-                killed_at = ep
-                break
-        time.sleep(0.05)
-    proc.wait()
+    # killed once the VAE stage is done and the flow stage has saved two epochs
+    killed_at = fit_killed_after("cfmvc", hp, demo["train"], demo["knowledge"], ckpt,
+                                 watch=tmp_path / "killed.flow.pt", min_epoch=2)
     assert killed_at is not None and killed_at < 6, "the run was not killed inside the flow stage"
     assert (tmp_path / "killed.vae.pt").exists()
     torch.set_num_threads(1)

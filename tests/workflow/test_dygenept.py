@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import anndata as ad
 import numpy as np
@@ -16,7 +11,7 @@ import torch
 
 from pertpipe.models import build_model, load_model
 
-from conftest import REPO, TINY_DEMO, run_snakemake
+from conftest import TINY_DEMO, fit_killed_after, predict_reloaded, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -25,14 +20,8 @@ FAST = {"epochs": 6, "steps_per_epoch": 8, "groups_per_step": 8, "cells_per_grou
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("dyg")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    run_snakemake(wd, {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500},
-                       "knowledge": {"cache_dir": str(wd / "cache")}}, "stage1", "knowledge")
-    res = wd / "results/demo"
-    return {"train": res / "stage1/train.h5ad", "knowledge": res / "knowledge/facet_embeddings.pt",
-            "template": res / "stage1/template.csv", "wd": wd}
+def demo(knowledge_demo):
+    return knowledge_demo
 
 
 def _fit(demo, tmp_path, **kw):
@@ -47,13 +36,8 @@ def test_loss_falls_and_predictions_follow_the_contract(demo, tmp_path):
     curve = log["loss_curve"]
     assert len(curve) == 10 and curve[-1] <= 0.7 * curve[0]  # stated fraction: at least 30% lower
     assert log["cells_per_s"] > 0 and log["device"] == "cpu"
-    m.save(tmp_path / "model.pt")
+    _p, tpl = predict_reloaded(m, demo, tmp_path)
     m2 = load_model(tmp_path / "model.pt")
-    tpl = pd.read_csv(demo["template"])
-    m2.predict(tpl, demo["train"], tmp_path / "pred.h5ad")
-    p = ad.read_h5ad(tmp_path / "pred.h5ad")
-    assert p.X.dtype == np.float32 and p.X.min() >= 0 and np.isfinite(p.X.data).all()
-    assert p.obs.groupby("target_gene").size().to_dict() == tpl.groupby("target_gene")["n_cells"].sum().to_dict()
     # held-out targets (never in train) get target-specific predictions
     train_targets = set(ad.read_h5ad(demo["train"], backed="r").obs["target_gene"])
     unseen = [t for t in tpl.target_gene.unique() if t != "non-targeting" and t not in train_targets]
@@ -81,30 +65,8 @@ def test_attention_is_sparse_and_respects_the_mask(demo, tmp_path):
 
 
 def test_killed_and_resumed_gives_the_same_weights(demo, tmp_path):
-    code = (
-        "import sys, torch; torch.set_num_threads(1)\n"
-        "from pertpipe.models import build_model\n"
-        f"m = build_model('dygenept', {dict(FAST, epochs=8)!r}, seed=0)\n"
-        "m.fit(sys.argv[1], sys.argv[2], {'checkpoint': sys.argv[3]})\n"
-    )
     ckpt = tmp_path / "killed.pt"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", code, str(demo["train"]), str(demo["knowledge"]), str(ckpt)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    killed_at = None
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists():
-            try:
-                ep = torch.load(ckpt, weights_only=False)["epoch"]
-            except Exception:  # noqa: BLE001  (being replaced right now)
-                ep = 0
-            if ep >= 2:
-                proc.send_signal(signal.SIGKILL)
-                killed_at = ep
-                break
-        time.sleep(0.05)
-    proc.wait()
+    killed_at = fit_killed_after("dygenept", dict(FAST, epochs=8), demo["train"], demo["knowledge"], ckpt)
     assert killed_at is not None and killed_at < 8, "the run was not killed mid-training"
     torch.set_num_threads(1)
     resumed = build_model("dygenept", dict(FAST, epochs=8), seed=0)
