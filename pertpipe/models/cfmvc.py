@@ -510,8 +510,8 @@ class CFMVCModel(PerturbationModel):
         # ---- stage 3 (optional): joint fine-tune through the encoder ----
         joint_log = None
         if p.joint_epochs > 0:
-            z_mean = torch.tensor(self.z_mean, device=dev)
-            z_std = torch.tensor(self.z_std, device=dev)
+            z_mean = torch.tensor(self.z_mean, dtype=torch.float32, device=dev)
+            z_std = torch.tensor(self.z_std, dtype=torch.float32, device=dev)
 
             def encoded(rows):
                 b, ct, _ = ctx_of(rows)
@@ -533,7 +533,8 @@ class CFMVCModel(PerturbationModel):
         wall = sum(s["train_wall_s"] for s in stages.values())
         cells = sum(s["cells_seen"] for s in stages.values())
         return {"loss_curve": flow_log["loss_curve"], "val_curve": flow_log["val_curve"],
-                "stage_curves": {k_: {"loss": s["loss_curve"], "val": s["val_curve"]} for k_, s in stages.items()},
+                "stage_curves": {k_: {"loss": s["loss_curve"], "val": s["val_curve"], "parts": s["loss_parts"]}
+                                 for k_, s in stages.items()},
                 "stages": {k_: {f: s[f] for f in ("epochs_run", "best_val", "stopped_early", "train_wall_s",
                                                   "cells_per_s")} for k_, s in stages.items()},
                 "epochs_run": sum(s["epochs_run"] for s in stages.values()), "train_wall_s": round(wall, 3),

@@ -172,6 +172,25 @@ def test_killed_and_resumed_gives_the_same_weights(demo, tmp_path):
     assert rlog["stage_curves"] == slog["stage_curves"]
 
 
+@pytest.mark.workflow
+def test_mmd_term_and_joint_fine_tune(demo, tmp_path):
+    torch.set_num_threads(1)
+    hp = dict(FAST, vae_epochs=4, flow_epochs=3, joint_epochs=2, mmd_weight=0.1, mmd_steps=2)
+    m = build_model("cfmvc", hp, seed=0)
+    log = m.fit(demo["train"], demo["knowledge"], {"checkpoint": str(tmp_path / "c.pt")})
+    assert set(log["stage_curves"]) == {"vae", "flow", "joint"} and len(log["stage_curves"]["joint"]["loss"]) == 2
+    assert (tmp_path / "c.joint.pt").exists() and log["stages"]["joint"]["cells_per_s"] > 0
+    flow_only = build_model("cfmvc", dict(hp, joint_epochs=0), seed=0)
+    flow_only.fit(demo["train"], demo["knowledge"], {})
+    # the joint stage moves the encoder (stage 2 alone never touches the VAE)
+    a, b = m.net.vae.state_dict(), flow_only.net.vae.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert np.isfinite(log["stage_curves"]["joint"]["loss"]).all()
+    flow_parts = log["stage_curves"]["flow"]["parts"]
+    assert all(part["mmd"] >= 0 for part in flow_parts) and "mmd" in log["stage_curves"]["joint"]["parts"][0]
+    assert "recon_nll_per_gene" in log["stage_curves"]["joint"]["parts"][0]
+
+
 def _without_counts(src, dest):
     a = ad.read_h5ad(src)
     del a.layers["counts"]
