@@ -229,11 +229,6 @@ class ControlCells:
         return cls(obs[mask].reset_index(drop=True), x, c, xy)
 
 
-def _load_controls(train: str | os.PathLike, chunk_size: int = 10_000) -> tuple[pd.DataFrame, sp.csr_matrix]:
-    c = ControlCells.load(train, chunk_size=chunk_size)
-    return c.obs, c.x
-
-
 def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: str | os.PathLike,
                       dest: str | os.PathLike, *, seed: int, uns: dict[str, Any] | None = None) -> dict[str, Any]:
     """Cells for every template row: sampled training controls (same cell type and batch) + the model's shift."""
@@ -286,7 +281,8 @@ def attention_table(model: PerturbationModel, template: pd.DataFrame, train: str
     cols = ["target_gene", "cell_type", "facet", "weight"]
     if not hasattr(model, "attention"):
         return pd.DataFrame(columns=cols)
-    ctrl_obs, ctrl_x = _load_controls(train)
+    controls = ControlCells.load(train)
+    ctrl_obs, ctrl_x = controls.obs, controls.x
     rng = np.random.default_rng(seed)
     rows = []
     pairs = template.loc[template.target_gene != CONTROL_LABEL, ["target_gene", "cell_type"]].drop_duplicates()

@@ -48,6 +48,7 @@ from pertpipe.data.h5io import H5adReader
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.io import pick_device
 from pertpipe.models.base import ControlCells, PerturbationModel, register_model, split_targets
+from pertpipe.models.distances import energy_distance, mmd_rbf
 from pertpipe.models.facets import MAX_TARGETS, FacetLookup
 from pertpipe.models.training import TrainConfig, epoch_generator, stage_checkpoint, train, validation_targets
 
@@ -89,14 +90,6 @@ def hurdle_log_likelihood(x, logit_nz, mean, log_var):
 def kl_normal(mu, log_var):
     """KL(N(mu, exp(log_var)) || N(0, I)) summed over the last axis."""
     return 0.5 * (mu.float() ** 2 + log_var.float().exp() - log_var.float() - 1).sum(-1)
-
-
-def energy_distance(x, y) -> float:
-    """Energy distance between two point clouds (rows)."""
-    import torch
-
-    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
-    return float(2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean() - torch.cdist(y, y).mean())
 
 
 # -- network ----------------------------------------------------------------------------------------------
@@ -475,8 +468,6 @@ class CFMVCModel(PerturbationModel):
             loss = ((v.float() - (z1 - z0).float()) ** 2).mean()
             parts = {"cfm_mse": float(loss.detach())}
             if p.mmd_weight > 0:
-                from pertpipe.models.dygenept import mmd_rbf
-
                 zhat = net.integrate(z0, c, pe, p.mmd_steps, "euler")
                 mmd = torch.stack([mmd_rbf(zhat[i * k:(i + 1) * k].float(), z1[i * k:(i + 1) * k].float())
                                    for i in range(len(sel))]).mean()
@@ -498,7 +489,8 @@ class CFMVCModel(PerturbationModel):
             with torch.no_grad():
                 z0, z1, rows, arrays = flow_batch(val_groups, gen, stored)
                 zhat = net.integrate(z0, net.context(*ctx_of(rows)), pert_embed(arrays, None, k), 8, "euler")
-            return float(np.mean([energy_distance(zhat[i * k:(i + 1) * k].cpu(), z1[i * k:(i + 1) * k].cpu())
+            zhat, z1 = zhat.double(), z1.double()
+            return float(np.mean([float(energy_distance(zhat[i * k:(i + 1) * k], z1[i * k:(i + 1) * k]))
                                   for i in range(len(val_groups))]))
 
         flow_mods = torch.nn.ModuleDict({"context": net.context, "pert": net.pert, "flow": net.flow})

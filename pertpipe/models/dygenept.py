@@ -36,6 +36,7 @@ from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import H5adReader
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model
+from pertpipe.models.distances import energy_distance, mmd_rbf
 from pertpipe.models.facets import FacetLookup
 from pertpipe.io import pick_device
 from pertpipe.models.training import TrainConfig, train, validation_targets
@@ -110,22 +111,6 @@ def build_net(n_genes: int, latent_dim: int, facet_dim: int, hidden: int, attn_d
             return change, alpha
 
     return DyGenePTNet()
-
-
-def mmd_rbf(x, y):
-    """Biased MMD² with a Gaussian kernel at the median-distance bandwidth (per group)."""
-    torch = _torch()
-    xy = torch.cat([x, y], 0)
-    d = torch.cdist(xy, xy) ** 2
-    bw = d.detach().median().clamp(min=1e-6)
-    k = torch.exp(-d / bw)
-    nx = x.shape[0]
-    return k[:nx, :nx].mean() + k[nx:, nx:].mean() - 2 * k[:nx, nx:].mean()
-
-
-def energy_distance(x, y):
-    torch = _torch()
-    return 2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean() - torch.cdist(y, y).mean()
 
 
 @register_model("dygenept")
