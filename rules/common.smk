@@ -1,7 +1,7 @@
 # Paths and input functions shared by all rules. Library code does the work; this file only names files.
 import os
 
-from pertpipe.data.registry import Registry
+from pertpipe.data.registry import load_registry
 from pertpipe.errors import PertpipeError
 
 
@@ -12,10 +12,11 @@ def _repo_path(p):
     return p
 
 
-try:
-    REGISTRY = Registry.load(_repo_path(config["registry"]))
-    DATASET = config["dataset"]
+try:  # the registry file + config `datasets:`; `dataset:` may also be a bare path to an .h5ad
+    REGISTRY, DATASET = load_registry(_repo_path(config["registry"]), config["datasets"],
+                                      base_dir=os.getcwd()).resolve(config["dataset"], base_dir=os.getcwd())
     DATASET_ENTRY = REGISTRY.dataset(DATASET)
+    USER_DATASETS = {n: config["datasets"].get(n) or {"path": e.path} for n, e in REGISTRY.entries.items() if e.user}
 except PertpipeError as exc:
     raise WorkflowError(f"invalid configuration: {exc}")
 
@@ -49,6 +50,8 @@ def resource_path(name):
 
 def raw_path(dataset):
     entry = REGISTRY.dataset(dataset)
+    if entry.path:  # the user's own file, read in place
+        return entry.path
     if entry.simulated:
         return f"{RESULTS}/{dataset}/raw/demo_counts.h5ad"
     return resource_path(dataset)
@@ -75,10 +78,20 @@ def universe_path(dataset):
     entry = REGISTRY.dataset(dataset)
     if entry.simulated:
         return f"{RESULTS}/{dataset}/raw/universe.txt"
+    if entry.user and not entry.universe:
+        return None  # a user's file: its own genes (universe_note says so in the stage-1 report)
     if not entry.universe:
         raise WorkflowError(f"stage1.universe.kind is 'dataset' but dataset '{dataset}' names no universe in "
                             f"{REGISTRY.path}. Fix: set stage1.universe.kind to vcc, file or source")
     return resource_path(entry.universe)
+
+
+def universe_note(dataset):
+    entry = REGISTRY.dataset(dataset)
+    if S1["universe"]["kind"] == "dataset" and entry.user and not entry.universe:
+        return ("a local dataset: the universe is the source's own genes (set stage1.universe.kind: vcc or file "
+                "to align to another gene list)")
+    return None
 
 
 def val_counts_path():

@@ -32,6 +32,7 @@ rule download:
     params:
         entry=lambda wc: wc.entry,
         registry=_repo_path(config["registry"]),
+        user_datasets=USER_DATASETS,
         mirror=config["mirror"],
         lock_file=config["lock_file"],
         retries=config["download"]["retries"],
@@ -56,6 +57,7 @@ rule standardize:
     params:
         dataset=lambda wc: wc.dataset,
         registry=_repo_path(config["registry"]),
+        user_datasets=USER_DATASETS,
         input_scale=S1["input_scale"],
         target_sum=S1["target_sum"],
         duplicate_genes=S1["duplicate_genes"],
@@ -76,12 +78,17 @@ rule align_genes:
     input:
         h5ad=stage1_path("standardized.h5ad"),
         universe=lambda wc: universe_path(wc.dataset) or [],
-        gene_info=lambda wc: gene_info_path(wc.dataset) if S1["universe"]["alias_rescue"] else [],
+        gene_info=lambda wc: (
+            gene_info_path(wc.dataset)
+            if S1["universe"]["alias_rescue"] and universe_path(wc.dataset)
+            else []
+        ),
     output:
         h5ad=stage1_path("aligned.h5ad"),
         summary=stage1_path("align.json"),
     params:
         universe=S1["universe"],
+        universe_note=lambda wc: universe_note(wc.dataset),
         chunk_size=S1["chunk_size"],
     resources:
         mem_mb=4000,

@@ -19,7 +19,9 @@ with script_step(sm.log[0], "align_genes") as log:
     summary = align_genes(sm.input.h5ad, sm.output.h5ad, universe=universe, aliases=aliases,
                           chunk_size=sm.params.chunk_size, min_source_matched=cfg["min_source_matched"],
                           min_universe_matched=cfg["min_universe_matched"], uns={**uns, "pertpipe": prov})
-    summary.update(universe_kind=cfg["kind"], universe_file=str(sm.input.universe or "source genes"), **alias_stats)
+    summary.update(universe_kind=cfg["kind"] if sm.input.universe else "source",
+                   universe_file=str(sm.input.universe or "source genes"), universe_note=sm.params.universe_note,
+                   **alias_stats)
     write_json(summary, sm.output.summary)
     log.info("matched %d, rescued %d, filled %d, dropped %d", summary["matched"], summary["rescued_by_alias"],
              summary["filled_with_zeros"], summary["dropped"])

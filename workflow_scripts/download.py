@@ -2,13 +2,13 @@
 from pathlib import Path
 
 from pertpipe.data.download import fetch
-from pertpipe.data.registry import Registry
+from pertpipe.data.registry import load_registry
 from pertpipe.errors import DownloadError
 from pertpipe.io import script_step
 
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], "download") as log:
-    entry = Registry.load(sm.params.registry).get(sm.params.entry)
+    entry = load_registry(sm.params.registry, sm.params.user_datasets).get(sm.params.entry)
     dest = Path(sm.output[0])
     if entry.file != dest.name:
         raise DownloadError(f"{dest}: registry entry '{entry.name}' downloads to '{entry.file}', not '{dest.name}'")

@@ -11,7 +11,8 @@ with script_step(sm.log[0], "split") as log:
     result = make_split(obs, strategy=cfg["strategy"], seed=sm.params.seed, fraction=cfg["fraction"],
                         control_val_fraction=cfg["control_val_fraction"], single_fraction=cfg["single_fraction"],
                         combo_fraction=cfg["combo_fraction"], holdout_cell_type=cfg["holdout_cell_type"],
-                        val_counts=vc, val_counts_path=str(sm.input.val_counts or ""))
+                        val_counts=vc, val_counts_path=str(sm.input.val_counts or ""),
+                        min_cells_per_target=cfg["min_cells_per_target"], small_targets=cfg["small_targets"])
     check_no_leakage(obs[result.assignment == "train"], obs[result.assignment == "val"],
                      heldout_genes=result.heldout_genes, by_cell_type=cfg["strategy"] == "cell_line_holdout")
     summary = split_summary(obs, result, strategy=cfg["strategy"], seed=sm.params.seed, params=cfg)

@@ -1,12 +1,12 @@
 """Rule standardize: source h5ad -> canonical contract (source gene order), chunk by chunk."""
 from pertpipe.data.adapters import get_adapter
-from pertpipe.data.registry import Registry
+from pertpipe.data.registry import load_registry
 from pertpipe.data.standardize import standardize
 from pertpipe.io import provenance, script_step, write_json
 
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], "standardize") as log:
-    entry = Registry.load(sm.params.registry).dataset(sm.params.dataset)
+    entry = load_registry(sm.params.registry, sm.params.user_datasets).dataset(sm.params.dataset)
     adapter = get_adapter(entry.adapter, entry.adapter_options)
     params = {"adapter": entry.adapter, "adapter_options": entry.adapter_options, "filter": entry.filter,
               "input_scale": sm.params.input_scale, "target_sum": sm.params.target_sum,

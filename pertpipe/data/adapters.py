@@ -58,6 +58,17 @@ class Adapter:
     default_cell_type: str = "unknown"
     default_batch: str = "batch0"
     keep_obs: tuple[str, ...] = field(default_factory=tuple)
+    # labels that mark cells without a usable perturbation (dropped by standardize and counted)
+    exclude_values: tuple[str, ...] = ("unassigned", "multiplet", "doublet", "ambiguous")
+    # the file itself: h5ad, or an R object read by pertpipe.data.sources (rda_object: which list in it)
+    source_format: str = "h5ad"
+    rda_object: str | None = None
+    # guide-level input: obsm key of a cells x guides UMI matrix; uns keys naming each guide and its target
+    guide_obsm: str | None = None
+    guide_names: str = "grna_ids"
+    guide_targets: str = "grna_targets"
+    guide_min_umi: float = 5
+    guide_min_fraction: float = 0.8
 
     # -- obs ---------------------------------------------------------------------------------------
     def map_targets(self, values: pd.Series) -> pd.Series:
@@ -79,9 +90,11 @@ class Adapter:
         """The canonical obs table (target_gene, batch, cell_type + kept columns), validated."""
         if self.pert_col not in obs.columns:
             raise ContractError(path, f"obs['{self.pert_col}']",
-                                f"perturbation column missing (obs has {list(obs.columns)[:20]})",
-                                f"set adapter_options.pert_col for this dataset in resources/datasets.yaml, or use "
-                                f"another adapter (one of {sorted(ADAPTERS)})")
+                                f"perturbation column missing (obs has {_columns_with_levels(obs)})",
+                                "set `adapter_options: {pert_col: <one of those columns>}` for this dataset (config "
+                                "`datasets:` block or resources/datasets.yaml; `pertpipe inspect FILE` suggests it), "
+                                "or `guide_obsm:` when the file holds gRNA counts instead of labels")
+        self.check_columns(obs, path=path)
         raw = obs[self.pert_col]
         missing = raw.isna() | (raw.astype(str).str.strip().isin(["", "nan", "None"]))
         if missing.any():
@@ -99,8 +112,18 @@ class Adapter:
             seen = sorted(pd.unique(raw.astype(str)))[:10]
             raise ContractError(path, f"obs['{self.pert_col}']", f"no control cells: none of the labels "
                                 f"{list(self.control_values)} occur (labels seen: {seen} ...)",
-                                "set adapter_options.control_values to the source's control label(s)")
+                                "set `adapter_options: {control_values: [<the control label>]}` for this dataset "
+                                "(config `datasets:` block or resources/datasets.yaml)")
         return out
+
+    def check_columns(self, obs: pd.DataFrame, *, path: object) -> None:
+        """Named cell-type / batch columns must exist (a silent default would merge every context into one)."""
+        for opt in ("cell_type_col", "batch_col"):
+            col = getattr(self, opt)
+            if col and col not in obs.columns and col != getattr(type(self), opt):
+                raise ContractError(path, f"obs['{col}']", f"adapter_options.{opt} names a missing column (obs has "
+                                    f"{_columns_with_levels(obs)})", f"set `adapter_options: {{{opt}: <column>}}` "
+                                    "to one of those, or null for a single value")
 
     @staticmethod
     def _column(obs: pd.DataFrame, col: str | None, default: str) -> np.ndarray:
@@ -118,6 +141,12 @@ class Adapter:
             raise ContractError(path, f"var['{self.gene_col}']", f"gene symbol column missing (var has "
                                 f"{list(var.columns)})", "set adapter_options.gene_col (null = var index)")
         return pd.Index([str(x).strip() for x in names])
+
+
+def _columns_with_levels(obs: pd.DataFrame, limit: int = 20) -> str:
+    """``col (n distinct)`` for the first ``limit`` obs columns: what a message shows of a file's obs."""
+    parts = [f"{c} ({obs[c].nunique()} distinct)" for c in list(obs.columns)[:limit]]
+    return ", ".join(parts) + (" ..." if obs.shape[1] > limit else "") if parts else "no columns"
 
 
 @register_adapter("canonical")
@@ -164,3 +193,18 @@ class GearsAdapter(Adapter):
     cell_type_col: str | None = "cell_type"
     batch_col: str | None = None
     gene_col: str | None = "gene_name"
+
+
+@register_adapter("sceptre")
+@dataclass(frozen=True)
+class SceptreAdapter(Adapter):
+    """sceptre-style R list (``.rda``): gene × cell counts + gRNA × cell counts, cells assigned by their top guide.
+
+    Papalexi 2021 ECCITE-seq (THP-1, one context; replicates ``bio_rep`` as batch).
+    """
+
+    source_format: str = "sceptre_rda"
+    guide_obsm: str | None = "grna_counts"
+    cell_type_col: str | None = None
+    batch_col: str | None = "bio_rep"
+    default_cell_type: str = "THP-1"

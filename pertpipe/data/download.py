@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import requests
 
@@ -120,6 +121,10 @@ def http_download(url: str, dest: str | os.PathLike, *, sha256: str | None = Non
                     last_error = f"connection dropped at {written}/{total} bytes"
                     continue
                 break
+        except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL,
+                requests.exceptions.MissingSchema) as exc:
+            raise DownloadError(f"{url}: not a URL this pipeline can fetch ({exc}). Fix: use an http(s):// or "
+                                "file:// URL, or `path:` for a local file") from exc
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             last_error = f"{type(exc).__name__}: {exc}"
             continue
@@ -306,6 +311,8 @@ def fetch(entry: Entry, dest: str | os.PathLike, *, mirror: str | None = None,
                     if entry.sha256 and digest != entry.sha256:
                         obj.unlink()
                         raise _NotFound("cached copy is stale")
+                elif urlparse(url).scheme == "file":  # a file:// URL: a local copy, checksummed the same way
+                    digest = _copy_local(Path(url2pathname(urlparse(url).path)), obj, sha256=entry.sha256)
                 else:
                     digest = http_download(url, obj, sha256=entry.sha256, retries=retries, backoff=backoff,
                                            timeout=timeout)

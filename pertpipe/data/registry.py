@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ from pertpipe.errors import ConfigError
 _ARCHIVES = ("none", "zip", "tar.gz")
 _ENTRY_KEYS = {
     "url", "sha256", "archive", "member", "file", "mirror", "source", "simulated", "adapter", "adapter_options",
-    "filter", "universe", "description", "licence", "citation",
+    "filter", "universe", "description", "licence", "citation", "path",
 }
+_USER_KEYS = {"path", "url", "sha256", "adapter", "adapter_options", "filter", "universe", "description",
+              "licence", "citation", "archive", "member"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class Entry:
     description: str = ""
     licence: str = ""
     citation: str = ""
+    path: str | None = None  # a local file used in place (a user's own data): nothing is downloaded
+    user: bool = False  # from config (`datasets:` or a bare path as `dataset:`), not from the registry file
 
     @property
     def download_name(self) -> str:
@@ -47,7 +52,8 @@ class Entry:
         return self.source or self.name
 
     def provenance(self) -> dict[str, Any]:
-        return {"name": self.name, "url": self.urls[0] if self.urls else None, "sha256": self.sha256,
+        url = self.urls[0] if self.urls else (Path(self.path).resolve().as_uri() if self.path else None)
+        return {"name": self.name, "url": url, "sha256": self.sha256,
                 "licence": self.licence, "citation": self.citation}
 
 
@@ -96,6 +102,60 @@ class Registry:
         """The entry that actually carries the URL for ``name`` (following ``source``)."""
         return self.get(self.get(name).download_name)
 
+    def with_user_datasets(self, specs: dict[str, Any] | None, *, base_dir: str | os.PathLike = ".",
+                           where: str = "config datasets") -> Registry:
+        """This registry plus the user's datasets (config ``datasets:``): ``path`` or ``url``, adapter and options.
+
+        ``adapter`` defaults to ``canonical``; a ``url`` without a ``file`` downloads to its basename. A name the
+        registry already has is an error (rename the user entry).
+        """
+        entries = dict(self.entries)
+        for name, spec in (specs or {}).items():
+            spec = dict(spec or {})
+            bad = set(spec) - _USER_KEYS
+            if bad:
+                raise ConfigError(f"{where}.{name}: unknown field(s) {sorted(bad)}. Fix: use only {sorted(_USER_KEYS)}")
+            if name in self.entries:
+                raise ConfigError(f"{where}.{name}: the registry {self.path} already has a dataset of that name. "
+                                  "Fix: give your dataset another name")
+            if not spec.get("path") and not spec.get("url"):
+                raise ConfigError(f"{where}.{name}: needs `path` (a local .h5ad) or `url`. Fix: add one")
+            spec.setdefault("adapter", "canonical")
+            if spec.get("path"):
+                local = Path(spec["path"]).expanduser()
+                local = local if local.is_absolute() else Path(base_dir) / local
+                if not local.is_file():
+                    raise ConfigError(f"{where}.{name}.path: {local} does not exist. Fix: give the path of your "
+                                      ".h5ad (relative paths are taken from the working directory)")
+                spec["path"] = str(local.resolve())
+            elif not spec.get("file"):
+                from urllib.parse import urlparse
+
+                spec["file"] = Path(urlparse(str(spec["url"])).path).name or f"{name}.h5ad"
+            entry = _parse_entry(Path(where), "dataset", name, spec)
+            entries[name] = replace(entry, user=True, description=entry.description or f"user dataset ({where})")
+        return Registry(entries, self.path)
+
+    def resolve(self, dataset: str, *, base_dir: str | os.PathLike = ".") -> tuple[Registry, str]:
+        """(registry, name) for config ``dataset:``: a registry/user name, or a bare path to an ``.h5ad``.
+
+        A bare path becomes a user entry named after the file (canonical adapter: the file needs
+        ``obs['target_gene']``; otherwise describe it in ``datasets:``, as ``pertpipe inspect`` suggests).
+        """
+        if dataset in self.entries:
+            self.dataset(dataset)
+            return self, dataset
+        looks_like_path = dataset.endswith((".h5ad", ".rda", ".RData")) or os.sep in dataset
+        if not looks_like_path:
+            self.dataset(dataset)  # raises with the list of names
+        if not Path(dataset).expanduser().is_file() and not (Path(base_dir) / dataset).is_file():
+            raise ConfigError(f"config dataset: '{dataset}' is neither a dataset name nor an existing file. Fix: give "
+                              f"the path of your .h5ad, or one of {self.names('dataset')}")
+        name = re.sub(r"[^A-Za-z0-9_]+", "_", Path(dataset).name.rsplit(".", 1)[0]).strip("_") or "user"
+        if name in self.entries:
+            name = f"{name}_file"
+        return self.with_user_datasets({name: {"path": dataset}}, base_dir=base_dir, where="config dataset"), name
+
     def names(self, kind: str | None = None) -> list[str]:
         return sorted(n for n, e in self.entries.items() if not kind or e.kind == kind)
 
@@ -112,7 +172,9 @@ def _parse_entry(path: Path, kind: str, name: str, spec: dict[str, Any]) -> Entr
     if archive != "none" and not spec.get("member"):
         raise ConfigError(f"{path}: {name}: archive '{archive}' needs `member` (the file inside the archive)")
     simulated = bool(spec.get("simulated", False))
-    if not simulated and not spec.get("source"):
+    if spec.get("path") and spec.get("url"):
+        raise ConfigError(f"{path}: {name}: give `path` (a local file) or `url`, not both")
+    if not simulated and not spec.get("source") and not spec.get("path"):
         if not urls:
             raise ConfigError(f"{path}: {name}: needs `url` (or `source:` naming another entry, or `simulated: true`)")
         if not spec.get("file"):
@@ -131,5 +193,11 @@ def _parse_entry(path: Path, kind: str, name: str, spec: dict[str, Any]) -> Entr
         filter={k: [str(v) for v in (vals if isinstance(vals, list) else [vals])]
                 for k, vals in (spec.get("filter") or {}).items()},
         universe=spec.get("universe"), description=spec.get("description", ""),
-        licence=spec.get("licence", ""), citation=spec.get("citation", ""),
+        licence=spec.get("licence", ""), citation=spec.get("citation", ""), path=spec.get("path"),
     )
+
+
+def load_registry(path: str | os.PathLike, user_datasets: dict[str, Any] | None = None, *,
+                  base_dir: str | os.PathLike = ".") -> Registry:
+    """The registry file plus config ``datasets:`` (what rules and scripts both read, so they agree)."""
+    return Registry.load(path).with_user_datasets(user_datasets, base_dir=base_dir)

@@ -80,9 +80,14 @@ def render_text(rep: dict[str, Any]) -> str:
         f"  genes: {s['n_genes']:,}; duplicates dropped: {s['duplicate_genes_dropped']}",
         f"  input scale: {s['scale_detected']}; counts layer kept: {s['counts_layer']}; empty cells: {s['empty_cells']}",
         f"  perturbations: {s['n_perturbations']}; control cells: {s['n_control_cells']:,}",
+        *_guide_lines(s.get("guide_assignment")),
+        *([f"  cells dropped for their label ({', '.join(s['excluded_values'])}): {s['excluded_cells']:,}"]
+          if s.get("excluded_cells") else []),
         "",
         "Gene alignment",
-        f"  universe: {a['universe_size']:,} genes; source: {a['source_genes']:,} genes",
+        f"  universe: {a['universe_size']:,} genes ({a.get('universe_kind')}: {a.get('universe_file')}); "
+        f"source: {a['source_genes']:,} genes",
+        *([f"  note: {a['universe_note']}"] if a.get("universe_note") else []),
         f"  matched: {a['matched']:,}; rescued by alias: {a['rescued_by_alias']}; filled with zeros: "
         f"{a['filled_with_zeros']:,}; dropped: {a['dropped']:,}",
     ]
@@ -99,6 +104,11 @@ def render_text(rep: dict[str, Any]) -> str:
         f"  cells: train {sp_['n_cells']['train']:,}, val {sp_['n_cells']['val']:,}, dropped {sp_['n_cells']['drop']:,}",
         f"  controls: train {sp_['n_controls']['train']:,}, val {sp_['n_controls']['val']:,}",
     ]
+    small = sp_.get("dropped_small_targets") or {}
+    if small:
+        lines.append(f"  DROPPED from validation (fewer than {sp_['params'].get('min_cells_per_target')} cells, "
+                     f"too few for a DE test): {len(small)}: "
+                     + ", ".join(f"{t} ({n})" for t, n in list(small.items())[:15]))
     cats: dict[str, list[str]] = {}
     for t, cat in sp_.get("categories", {}).items():
         cats.setdefault(cat, []).append(t)
@@ -117,3 +127,11 @@ def render_text(rep: dict[str, Any]) -> str:
     for name, h in rep["sha256"].items():
         lines.append(f"  {h}  {Path(name).name if '/' in name else name}")
     return "\n".join(lines) + "\n"
+
+
+def _guide_lines(g: dict[str, Any] | None) -> list[str]:
+    if not g:
+        return []
+    return [f"  cells assigned from gRNA counts: {g['assigned']:,} of {g['cells']:,}; unassigned and dropped: "
+            f"{g['unassigned']:,} (top guide >= {g['min_umi']:g} UMI and >= {g['min_fraction']:.0%} of the cell's "
+            f"guide UMI; {g['no_guide_umi']:,} cells had no guide UMI)"]

@@ -101,6 +101,9 @@ class DemoParams:
     alias_fraction: float = 0.02
     extra_gene_fraction: float = 0.02
     missing_gene_fraction: float = 0.02
+    library_sd: float = 0.35  # sd of log library size
+    base_sd: float = 1.0  # sd of the genes' log base rates: wider = a longer tail of rarely detected genes
+    realism: str = "none"  # none | sparse | typical: presets below (fields left at their defaults take them)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> DemoParams:
@@ -108,7 +111,42 @@ class DemoParams:
         for key in ("cell_types", "batches"):
             if key in cfg:
                 cfg[key] = tuple(cfg[key])
+        realism = cfg.get("realism", "none")
+        if realism not in REALISM:
+            raise ValueError(f"demo.realism is '{realism}'. Fix: use one of {sorted(REALISM)}")
+        defaults = cls()
+        for key, value in REALISM[realism].items():
+            if cfg.get(key, getattr(defaults, key)) == getattr(defaults, key):
+                cfg[key] = value
         return cls(**cfg)
+
+
+# Count regimes of real 10x-like screens (see count_statistics and benchmarks/bench_real.py, which prints the
+# same figures for the real files): library size, its spread, the spread of gene base rates (-> detected genes,
+# zero fraction) and NB overdispersion. `sparse` matches a CROP-seq panel with ~1-3 % non-zero entries and tens of
+# detected genes per cell over ~2,000 genes; `typical` ~10-20 % non-zero (Papalexi 2021 over its 299 genes: 22 %).
+REALISM: dict[str, dict[str, Any]] = {
+    "none": {},
+    "sparse": {"n_genes": 2000, "library_size": 50.0, "library_sd": 0.55, "base_sd": 1.8, "dispersion": 2.5},
+    "typical": {"n_genes": 2000, "library_size": 1000.0, "library_sd": 0.45, "base_sd": 1.8, "dispersion": 4.0},
+}
+
+
+def count_statistics(counts: sp.spmatrix) -> dict[str, float]:
+    """What the realism presets are fitted to: non-zero fraction, UMIs and detected genes per cell (median,
+    quartiles), and the log-log slope of per-gene variance on mean (1 = Poisson, ~2 = strongly overdispersed)."""
+    m = sp.csr_matrix(counts, dtype=np.float64)
+    n, g = m.shape
+    lib = np.asarray(m.sum(1)).ravel()
+    det = np.diff(m.indptr)
+    mean = np.asarray(m.mean(0)).ravel()
+    var = np.asarray(m.multiply(m).mean(0)).ravel() - mean ** 2
+    ok = (mean > 0) & (var > 0)
+    slope = float(np.polyfit(np.log(mean[ok]), np.log(var[ok]), 1)[0]) if ok.sum() > 2 else float("nan")
+    return {"cells": n, "genes": g, "nonzero_fraction": float(m.nnz / max(1, n * g)),
+            "umi_median": float(np.median(lib)), "umi_q25": float(np.quantile(lib, .25)),
+            "umi_q75": float(np.quantile(lib, .75)), "detected_median": float(np.median(det)),
+            "genes_detected_anywhere": float((mean > 0).mean()), "mean_var_loglog_slope": slope}
 
 
 def _go_id(program: int, child: int) -> str:
@@ -163,7 +201,7 @@ def simulate_demo(outdir: str | os.PathLike, *, seed: int = 0, params: DemoParam
         symbols.append(f"{PROGRAMS[primary[g]][0]}{counters[primary[g]]}")
     symbols = np.array(symbols)
     loadings = np.where(member, rng.normal(0.9, 0.3, size=(G, n_prog)) * rng.choice([-1, 1], size=(G, n_prog)), 0.0)
-    base = rng.normal(0.0, 1.0, size=G)
+    base = rng.normal(0.0, p.base_sd, size=G)
     batch_eff = rng.normal(0.0, 0.1, size=(len(p.batches), G))
 
     # Cell types run different programs; silent programs barely respond to knockdowns.
@@ -224,7 +262,7 @@ def simulate_demo(outdir: str | os.PathLike, *, seed: int = 0, params: DemoParam
             for t in targets:
                 rate[:, t] *= p.knockdown
             prop = rate / rate.sum(axis=1, keepdims=True)
-            lib = p.library_size * np.exp(rng.normal(0, 0.35, size=n)) * (1 + 0.2 * batch_idx)
+            lib = p.library_size * np.exp(rng.normal(0, p.library_sd, size=n)) * (1 + 0.2 * batch_idx)
             mu = prop * lib[:, None]
             lam = rng.gamma(p.dispersion, mu / p.dispersion)
             counts = rng.poisson(lam).astype(np.float32)

@@ -46,6 +46,7 @@ class SplitResult:
     categories: dict[str, str] = field(default_factory=dict)  # val target -> category
     heldout_cell_type: str | None = None
     n_cells_requested: dict[str, int] = field(default_factory=dict)  # vcc: target -> n_cells
+    dropped_small: dict[str, int] = field(default_factory=dict)  # held-out target -> its (too few) cells
 
 
 def genes_of(label: str) -> list[str]:
@@ -113,8 +114,49 @@ def read_val_counts(path: str | os.PathLike) -> pd.DataFrame:
 def make_split(obs: pd.DataFrame, *, strategy: str, seed: int, fraction: float = 0.25,
                control_val_fraction: float = 0.3, single_fraction: float = 0.2, combo_fraction: float = 0.3,
                holdout_cell_type: str | None = None, val_counts: pd.DataFrame | None = None,
-               val_counts_path: str = "<val_counts>") -> SplitResult:
-    """Assign every cell of ``obs`` to train, val or drop following ``strategy`` (seeded)."""
+               val_counts_path: str = "<val_counts>", min_cells_per_target: int = 1,
+               small_targets: str = "drop") -> SplitResult:
+    """Assign every cell of ``obs`` to train, val or drop following ``strategy`` (seeded).
+
+    A held-out perturbation with fewer than ``min_cells_per_target`` cells cannot be scored with a real DE
+    test: ``small_targets: drop`` moves its cells to ``drop`` (never to train: it stays held out) and records
+    it in ``dropped_small``; ``error`` stops with its name.
+    """
+    result = _assign(obs, strategy=strategy, seed=seed, fraction=fraction, control_val_fraction=control_val_fraction,
+                     single_fraction=single_fraction, combo_fraction=combo_fraction,
+                     holdout_cell_type=holdout_cell_type, val_counts=val_counts, val_counts_path=val_counts_path)
+    return _drop_small_targets(obs, result, min_cells_per_target, small_targets)
+
+
+def _drop_small_targets(obs: pd.DataFrame, result: SplitResult, min_cells: int, policy: str) -> SplitResult:
+    if policy not in ("drop", "error"):
+        raise ConfigError(f"stage1.split.small_targets is '{policy}'. Fix: use drop or error")
+    labels = obs["target_gene"].astype(str).to_numpy()
+    is_val = result.assignment == VAL
+    sizes = pd.Series(labels[is_val]).value_counts()
+    small = {t: int(sizes.get(t, 0)) for t in result.val_targets if sizes.get(t, 0) < min_cells}
+    if not small:
+        return result
+    if policy == "error":
+        raise ConfigError(f"{len(small)} held-out perturbation(s) have fewer than stage1.split.min_cells_per_target "
+                          f"= {min_cells} cells: {dict(list(small.items())[:10])}. Fix: lower min_cells_per_target, "
+                          "or set stage1.split.small_targets: drop to leave them out of validation")
+    result.assignment[is_val & np.isin(labels, list(small))] = DROP
+    result.val_targets = [t for t in result.val_targets if t not in small]
+    for t in small:
+        result.categories.pop(t, None)
+    result.dropped_small = small
+    if not result.val_targets:
+        raise ConfigError(f"every held-out perturbation has fewer than stage1.split.min_cells_per_target = "
+                          f"{min_cells} cells ({dict(list(small.items())[:10])}). Fix: lower min_cells_per_target "
+                          "or hold out more perturbations (stage1.split.fraction)")
+    log.warning("dropped %d held-out perturbation(s) with < %d cells: %s", len(small), min_cells, small)
+    return result
+
+
+def _assign(obs: pd.DataFrame, *, strategy: str, seed: int, fraction: float, control_val_fraction: float,
+            single_fraction: float, combo_fraction: float, holdout_cell_type: str | None,
+            val_counts: pd.DataFrame | None, val_counts_path: str) -> SplitResult:
     if strategy not in STRATEGIES:
         raise ConfigError(f"stage1.split.strategy is '{strategy}'. Fix: use one of {list(STRATEGIES)}")
     for name, val in (("fraction", fraction), ("control_val_fraction", control_val_fraction),
@@ -273,6 +315,7 @@ def split_summary(obs: pd.DataFrame, result: SplitResult, *, strategy: str, seed
         "n_cells": {s: int((a == s).sum()) for s in (TRAIN, VAL, DROP)},
         "n_controls": {s: int(((a == s) & ctrl).sum()) for s in (TRAIN, VAL)},
         "n_cells_requested": result.n_cells_requested,
+        "dropped_small_targets": result.dropped_small,
         "template": template.to_dict(orient="records"),
         "split_id": config_hash({"cells": list(obs.index[a == VAL]), "train": int((a == TRAIN).sum()),
                                  "val_targets": result.val_targets}),

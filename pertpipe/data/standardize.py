@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -99,25 +100,76 @@ def normalize_log1p(counts: sp.csr_matrix, target_sum: float) -> tuple[sp.csr_ma
     return out, empty
 
 
+def _assign_from_guides(reader: H5adReader, adapter: Adapter, obs_all: pd.DataFrame) -> dict[str, Any]:
+    """Write each cell's top-guide target into ``obs_all[adapter.pert_col]``; returns the assignment summary."""
+    from pertpipe.data.guides import UNASSIGNED, assign_guides
+
+    uns = reader.uns()
+    for key in (adapter.guide_names, adapter.guide_targets):
+        if key not in uns:
+            raise ContractError(reader.path, f"uns['{key}']", f"missing (uns has {sorted(uns)})",
+                                "give one guide name and one target per obsm guide column in uns, and name them "
+                                "with adapter_options guide_names / guide_targets")
+    res = assign_guides(reader.obsm(adapter.guide_obsm), uns[adapter.guide_names], uns[adapter.guide_targets],
+                        min_umi=adapter.guide_min_umi, min_fraction=adapter.guide_min_fraction)
+    obs_all[adapter.pert_col] = res.labels
+    obs_all["top_guide"], obs_all["top_guide_umi"] = res.top_guide, res.top_umi
+    summary = res.summary(min_umi=adapter.guide_min_umi, min_fraction=adapter.guide_min_fraction)
+    summary["unassigned_label"] = UNASSIGNED
+    return summary
+
+
+def _keep_mask(src: object, obs_all: pd.DataFrame, obs_filter: dict[str, list[str]] | None) -> np.ndarray:
+    keep = np.ones(len(obs_all), dtype=bool)
+    for col, values in (obs_filter or {}).items():
+        if col not in obs_all.columns:
+            raise ContractError(src, f"obs['{col}']", "filter column missing",
+                                f"fix `filter:` of this dataset (config `datasets:` block or resources/datasets.yaml;"
+                                f" obs has {list(obs_all.columns)[:20]})")
+        keep &= obs_all[col].astype(str).isin(values).to_numpy()
+    if not keep.any():
+        seen = {c: sorted(obs_all[c].astype(str).unique())[:10] for c in (obs_filter or {})}
+        raise ContractError(src, "obs", f"filter {obs_filter} keeps no cells (values present: {seen})",
+                            "correct the filter values")
+    return keep
+
+
 def standardize(src: str | os.PathLike, dest: str | os.PathLike, *, adapter: Adapter,
                 obs_filter: dict[str, list[str]] | None = None, input_scale: str = "auto",
                 target_sum: float = 1e4, chunk_size: int = 10_000, duplicate_genes: str = "error",
                 uns: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Stream ``src`` into a canonical h5ad at ``dest`` (source gene order); returns summary figures."""
+    """Stream ``src`` into a canonical h5ad at ``dest`` (source gene order); returns summary figures.
+
+    ``src`` is read in ``adapter.source_format`` (h5ad, or an R object via :mod:`pertpipe.data.sources`).
+    """
+    from pertpipe.data.sources import as_h5ad
+
     if duplicate_genes not in ("error", "first"):
         raise ConfigError(f"stage1.duplicate_genes is '{duplicate_genes}'. Fix: use 'error' or 'first'")
+    with as_h5ad(src, adapter.source_format, workdir=Path(dest).parent, object_name=adapter.rda_object) as h5:
+        return _standardize_h5ad(h5, dest, adapter=adapter, obs_filter=obs_filter, input_scale=input_scale,
+                                 target_sum=target_sum, chunk_size=chunk_size, duplicate_genes=duplicate_genes,
+                                 uns=uns, shown_as=src)
+
+
+def _standardize_h5ad(src: Path, dest: str | os.PathLike, *, adapter: Adapter, obs_filter, input_scale: str,
+                      target_sum: float, chunk_size: int, duplicate_genes: str, uns: dict[str, Any] | None,
+                      shown_as: str | os.PathLike) -> dict[str, Any]:
     with H5adReader(src) as reader:
-        obs_all = reader.obs
-        keep = np.ones(reader.n_obs, dtype=bool)
-        for col, values in (obs_filter or {}).items():
-            if col not in obs_all.columns:
-                raise ContractError(src, f"obs['{col}']", "filter column missing",
-                                    f"fix `filter:` of this dataset in resources/datasets.yaml (obs has "
-                                    f"{list(obs_all.columns)[:20]})")
-            keep &= obs_all[col].astype(str).isin(values).to_numpy()
-        if not keep.any():
-            raise ContractError(src, "obs", f"filter {obs_filter} keeps no cells", "correct the filter values")
-        obs = adapter.canonical_obs(obs_all[keep], path=src)
+        if reader.n_obs == 0 or reader.n_vars == 0:
+            raise ContractError(shown_as, "X", f"the file is empty ({reader.n_obs} cells x {reader.n_vars} genes)",
+                                "give a file with cells and genes (was it written before the data were added?)")
+        obs_all = reader.obs.copy()
+        guides = _assign_from_guides(reader, adapter, obs_all) if adapter.guide_obsm else None
+        keep = _keep_mask(shown_as, obs_all, obs_filter)
+        excluded = 0
+        if adapter.pert_col in obs_all.columns:
+            bad = obs_all[adapter.pert_col].astype(str).isin(adapter.exclude_values).to_numpy() & keep
+            excluded, keep = int(bad.sum()), keep & ~bad
+            if not keep.any():
+                raise ContractError(shown_as, f"obs['{adapter.pert_col}']", f"every cell is labelled one of "
+                                    f"{list(adapter.exclude_values)}", "check the guide thresholds or the labels")
+        obs = adapter.canonical_obs(obs_all[keep], path=shown_as)
 
         symbols = adapter.gene_symbols(reader.var, path=src)
         dup_mask = symbols.duplicated(keep="first")
@@ -173,7 +225,8 @@ def standardize(src: str | os.PathLike, dest: str | os.PathLike, *, adapter: Ada
                     writer.append(x)
     n_ctrl = int((obs["target_gene"] == CONTROL_LABEL).sum())
     return {
-        "source": str(src), "n_cells_source": int(len(keep)), "n_cells": int(keep.sum()), "n_genes": int(len(var)),
+        "source": str(shown_as), "guide_assignment": guides, "excluded_cells": excluded,
+        "excluded_values": list(adapter.exclude_values), "n_cells_source": int(len(keep)), "n_cells": int(keep.sum()), "n_genes": int(len(var)),
         "duplicate_genes_dropped": int(dup_mask.sum()), "scale_detected": decision.scale,
         "counts_layer": decision.counts_source is not None, "empty_cells": empty_cells, "x_max": x_max,
         "n_control_cells": n_ctrl, "n_perturbations": int(obs["target_gene"].nunique() - 1),

@@ -6,7 +6,8 @@ hyperparameters under ``model_params:``).
 
 Every model predicts a *shift* in log1p space per (target, cell type); :func:`write_predictions` turns
 shifts into cells the way the VCC expects: for each template row, ``n_cells`` training control cells of
-the same cell type and batch are drawn (seeded) and the shift is added (clipped at 0). Generative models
+the same cell type and batch are drawn (seeded per template row, so every model starts from the same cells) and the shift is added
+(clipped at 0). Generative models
 override :meth:`PerturbationModel.predict_cells` to make the cells themselves from the drawn controls
 (:class:`ControlCells`: their log1p rows, and their counts and ``obsm["spatial"]`` when the model asks).
 """
@@ -124,6 +125,7 @@ class PerturbationModel(ABC):
         self.seed = seed
         self.genes: list[str] = []
         self.train_log: dict[str, Any] = {}
+        self.shrinkage: Any = None  # a pertpipe.models.shrinkage.Shrinkage, set by models that validate one
 
     @abstractmethod
     def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
@@ -175,7 +177,7 @@ class PerturbationModel(ABC):
         from pertpipe.io import atomic_path
 
         blob = {"name": self.name, "params": asdict(self.params), "seed": self.seed, "genes": self.genes,
-                "state": self.state()}
+                "state": self.state(), "shrinkage": self.shrinkage.state() if self.shrinkage else None}
         with atomic_path(path) as tmp:
             torch.save(blob, tmp)
 
@@ -187,6 +189,10 @@ class PerturbationModel(ABC):
         model = build_model(blob["name"], blob["params"], seed=blob["seed"])
         model.genes = list(blob["genes"])
         model.set_state(blob["state"])
+        if blob.get("shrinkage"):
+            from pertpipe.models.shrinkage import Shrinkage
+
+            model.shrinkage = Shrinkage.from_state(blob["shrinkage"])
         return model
 
     # -- prediction -----------------------------------------------------------------------------------
@@ -239,7 +245,6 @@ def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: s
     controls = ControlCells.load(train, counts=model.uses_counts, spatial=model.uses_spatial)
     ctrl_obs, ctrl_x = controls.obs, controls.x
     genes = model.genes
-    rng = np.random.default_rng(seed)
     by_ctb = {k: np.asarray(v) for k, v in ctrl_obs.groupby(["cell_type", "batch"]).indices.items()}
     by_ct = {k: np.asarray(v) for k, v in ctrl_obs.groupby("cell_type").indices.items()}
     rows = template.sort_values(["target_gene", "cell_type", "batch"]).reset_index(drop=True)
@@ -253,20 +258,27 @@ def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: s
     var = pd.DataFrame(index=pd.Index(genes))
     fallback = 0
     with H5adWriter(dest, obs=obs, var=var, uns=dict(uns or {})) as w:
-        for r in rows.itertuples(index=False):
+        for i, r in enumerate(rows.itertuples(index=False)):
             n = int(r.n_cells)
+            # Each row's control draw has its own generator, so every model starts from the same control cells
+            # (paired comparison) however many random numbers a generative model consumes; the model gets another.
+            pick_rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
+            rng = np.random.default_rng(np.random.SeedSequence([seed, i, 1]))
             pool = by_ctb.get((r.cell_type, r.batch))
             if pool is None or len(pool) == 0:
                 pool = by_ct.get(r.cell_type)
                 fallback += 1
             if pool is None or len(pool) == 0:
                 pool = np.arange(ctrl_x.shape[0])
-            pick = rng.choice(pool, size=n, replace=len(pool) < n)
+            pick = pick_rng.choice(pool, size=n, replace=len(pool) < n)
             base = ctrl_x[pick]
             if r.target_gene == CONTROL_LABEL:
                 w.append(base.astype(np.float32))
                 continue
             x = model.predict_cells(r.target_gene, r.cell_type, r.batch, controls, pick, rng)
+            if model.shrinkage is not None:
+                x = model.shrinkage.apply(np.asarray(x, dtype=np.float64), base.toarray().astype(np.float64),
+                                          r.cell_type)
             w.append(sp.csr_matrix(np.asarray(x, dtype=np.float32)))
     return {"cells": int(len(obs)), "targets": int(rows.loc[rows.target_gene != CONTROL_LABEL, "target_gene"].nunique()),
             "control_pool_fallbacks": fallback, "predict_s": round(time.perf_counter() - t0, 3)}

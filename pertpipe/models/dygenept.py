@@ -39,6 +39,8 @@ from pertpipe.models.base import PerturbationModel, TrainingSummary, register_mo
 from pertpipe.models.distances import energy_distance, mmd_rbf
 from pertpipe.models.facets import FacetLookup
 from pertpipe.io import pick_device
+from pertpipe.models.shrinkage import check_setting as check_shrinkage
+from pertpipe.models.shrinkage import fit_shrinkage
 from pertpipe.models.training import TrainConfig, train, validation_targets
 
 log = logging.getLogger(__name__)
@@ -146,10 +148,16 @@ class DyGenePTModel(PerturbationModel):
         pca_cells: int = 5000
         device: str = "auto"
         gpu: bool = False  # request a GPU from the scheduler (Snakemake resources)
+        shrinkage: Any = "auto"  # auto | none | λ in [0, 1]: toward the training mean shift (models.shrinkage)
+
+    def __init__(self, params: Any, *, seed: int = 0) -> None:
+        super().__init__(params, seed=seed)
+        self._check()  # at config time: Snakemake builds every configured model while parsing
 
     # ------------------------------------------------------------------------------------------------
     def _check(self) -> None:
         p = self.params
+        check_shrinkage(p.shrinkage, model="dygenept")
         if p.normaliser not in ("sparsemax", "entmax15", "softmax"):
             raise ConfigError(f"models.dygenept.normaliser '{p.normaliser}': use sparsemax, entmax15 or softmax")
         if p.dist_loss not in ("mmd", "energy", "none"):
@@ -315,7 +323,10 @@ class DyGenePTModel(PerturbationModel):
         tlog = train(self.net, param_groups=param_groups, step=step, validate=validate if val_groups else None,
                      cfg=cfg, seed=self.seed, device=device, checkpoint=config.get("checkpoint"), desc="dygenept")
         self.net.eval()
+        self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=p.shrinkage, summary=summary,
+                                       chunk_size=config.get("chunk_size", 10_000))
         return {**tlog, "fit_s": round(time.perf_counter() - t0, 3), "train_targets": len(targets),
+                "shrinkage": self.shrinkage.log(),
                 "querier": p.querier, "scgpt_gene_coverage": round(self.scgpt.coverage, 4) if self.scgpt else None,
                 "val_targets": sorted(val_targets), "groups": len(groups), "latent_dim": int(self.pca_components.shape[0]),
                 "device": device}

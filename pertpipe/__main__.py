@@ -1,0 +1,3 @@
+from pertpipe.cli import main
+
+raise SystemExit(main())
