@@ -37,7 +37,7 @@ rule all:
     default_target: True
     input:
         stage1_targets(DATASET),
-        knowledge_targets(DATASET),
+        knowledge_targets(DATASET) if NEEDS_KNOWLEDGE else [],
         stage3_targets(DATASET),
 
 

@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     ins.add_argument("file")
     ins.add_argument("--json", action="store_true", help="print the figures as JSON")
     ins.add_argument("--chunk-size", type=int, default=10_000)
+    ins.add_argument("--write-config", metavar="YAML", help="also write the suggested config block to this file")
     args = parser.parse_args(argv)
     from pertpipe.data.inspect import inspect_h5ad, render_inspect
 
@@ -24,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     except PertpipeError as exc:
         print(f"pertpipe inspect: {exc}", file=sys.stderr)
         return 2
+    if args.write_config:
+        from pertpipe.io import write_text
+
+        write_text(info["config"], args.write_config)
+        info["config_written_to"] = args.write_config
     print(json.dumps(info, indent=2) if args.json else render_inspect(info))
     return 0
 

@@ -87,11 +87,12 @@ def universe_path(dataset):
 
 
 def universe_note(dataset):
+    if universe_path(dataset) is not None:
+        return None
     entry = REGISTRY.dataset(dataset)
-    if S1["universe"]["kind"] == "dataset" and entry.user and not entry.universe:
-        return ("a local dataset: the universe is the source's own genes (set stage1.universe.kind: vcc or file "
-                "to align to another gene list)")
-    return None
+    why = "a local dataset with no universe: " if S1["universe"]["kind"] == "dataset" and entry.user else ""
+    return (f"{why}the universe is the source's own genes (set stage1.universe.kind: vcc or file to align to "
+            "another gene list)")
 
 
 def val_counts_path():
@@ -119,6 +120,10 @@ try:
         build_model(_m, model_params(_m))  # checks the name and every hyperparameter now, not at training time
 except PertpipeError as exc:
     raise WorkflowError(f"invalid configuration: {exc}")
+
+
+# the knowledge stage (NCBI/GO downloads, embeddings) runs by default only when a configured model reads it
+NEEDS_KNOWLEDGE = any(get_model_class(m).needs_knowledge for m in MODEL_NAMES)
 
 
 def model_gpu(name):

@@ -157,7 +157,9 @@ def config_block(info: dict[str, Any], *, name: str | None = None) -> str:
         f"dataset: {name}", "datasets:", f"  {name}:", f"    path: {info['file']}", "    adapter: canonical",
         "    adapter_options: {" + ", ".join(opts) + "}",
         "stage1:", "  universe: {kind: source}   # or vcc (the 18,080-gene VCC list)",
-        f"  split: {{strategy: {strategy}}}",
+        f"  split: {{strategy: {strategy}, min_cells_per_target: {MIN_CELLS_PER_TARGET}}}",
+        "# every model; dygenept and cfmvc need the knowledge stage (NCBI/GO files: internet or `mirror:`)",
+        "models: [control, cell_mean, linear, dygenept, cfmvc]",
     ]) + "\n"
 
 
@@ -182,6 +184,7 @@ def render_inspect(info: dict[str, Any]) -> str:
                      f"{cp['median']:.0f}, max {cp['max']}")
     for w in info["warnings"]:
         lines.append(f"WARNING: {w}")
-    lines += ["", "Paste into my_data.yaml, then: snakemake --cores 2 --configfile my_data.yaml", "",
-              info["config"]]
+    where = info.get("config_written_to")
+    lines += ["", f"Config written to {where}" if where else "Paste into my_data.yaml:",
+              f"then: snakemake --cores 2 --configfile {where or 'my_data.yaml'}", "", info["config"]]
     return "\n".join(lines)

@@ -9,8 +9,9 @@ against that: a predicted cell becomes
 with ``a_ct`` the mean shift over the fitted training perturbations in cell type ``ct`` (what ``cell_mean``
 adds) and λ ∈ [0, 1]. λ is chosen on the model's held-out training perturbations (never fitted, so the
 choice is honest): for each λ in a grid, the mean absolute error of the predicted pseudobulk against the
-observed one, averaged over held-out (target, cell type) groups; the smallest error wins (ties go to the
-larger λ). The anchor used in that choice leaves the held-out targets out; the one applied afterwards is
+observed one, per held-out (target, cell type) group. Few groups make that choice noisy, so it follows the
+one-standard-error rule toward the mean shift: the smallest λ whose error exceeds the best λ's by no more
+than one standard error of the paired (per-group) difference. The anchor used in that choice leaves the held-out targets out; the one applied afterwards is
 the mean over every training perturbation. λ = 1 is the model as it is, λ = 0 the mean shift. ``model_params.<model>.shrinkage``: ``auto``
 (validated), ``none`` (λ = 1) or a number in [0, 1].
 """
@@ -90,17 +91,16 @@ def choose_shrinkage(model: Any, summary: Any, val_targets: set[str], controls: 
     ``summary`` is the training :class:`~pertpipe.models.base.TrainingSummary`, ``controls`` the training
     :class:`~pertpipe.models.base.ControlCells`. With no held-out targets ``auto`` keeps λ = 1 and says so.
     """
+    if setting != "auto":  # nothing is chosen: the anchor is the mean over every training perturbation
+        anchor, default = anchor_shifts(summary, set())
+        return Shrinkage(1.0 if setting == "none" else float(setting), anchor, default,
+                         how="none" if setting == "none" else "fixed")
     anchor, default = anchor_shifts(summary, set(val_targets))
-    if setting == "none":
-        return Shrinkage(1.0, anchor, default, how="none")
-    if setting != "auto":
-        return Shrinkage(float(setting), anchor, default, how="fixed")
     rng = np.random.default_rng(seed)
     groups = [(t, ct) for t, ct in summary.target_ct_means.index if t in val_targets]
     if not groups:
         return Shrinkage(1.0, anchor, default, how="no held-out training targets: none")
-    errors = np.zeros(len(grid))
-    used = 0
+    errors = []
     for t, ct in groups:
         pool = np.flatnonzero((controls.obs.cell_type == ct).to_numpy())
         if len(pool) == 0:
@@ -112,16 +112,27 @@ def choose_shrinkage(model: Any, summary: Any, val_targets: set[str], controls: 
         x_model = np.asarray(model.predict_cells(t, ct, batch, controls, pick, rng), dtype=np.float64)
         truth = summary.target_ct_means.loc[(t, ct)].to_numpy()
         a = anchor.get(ct, default)
-        for i, lam in enumerate(grid):
-            x = np.clip((1 - lam) * (x_ctrl + a) + lam * x_model, 0, None)
-            errors[i] += np.abs(x.mean(0) - truth).mean()
-        used += 1
-    if not used:
+        errors.append([np.abs(np.clip((1 - lam) * (x_ctrl + a) + lam * x_model, 0, None).mean(0) - truth).mean()
+                       for lam in grid])
+    if not errors:
         return Shrinkage(1.0, anchor, default, how="no controls for the held-out targets: none")
-    errors /= used
-    best = max(range(len(grid)), key=lambda i: (-round(errors[i], 12), grid[i]))
+    lam, mean_err = one_se_choice(np.asarray(errors), grid)
     anchor, default = anchor_shifts(summary, set())  # chosen without the held-out targets, applied with them all
-    return Shrinkage(float(grid[best]), anchor, default, {f"{g:g}": float(e) for g, e in zip(grid, errors)}, used)
+    return Shrinkage(lam, anchor, default, {f"{g:g}": float(e) for g, e in zip(grid, mean_err)}, len(errors))
+
+
+def one_se_choice(errors: np.ndarray, grid: tuple[float, ...]) -> tuple[float, np.ndarray]:
+    """λ by the one-standard-error rule on ``errors`` [groups x grid]: the smallest λ not worse than the best
+    by more than one standard error of the paired difference. Returns (λ, mean error per λ)."""
+    mean = errors.mean(0)
+    best = int(np.argmin(mean))
+    n = errors.shape[0]
+    for i in np.argsort(grid):
+        diff = errors[:, i] - errors[:, best]
+        se = diff.std(ddof=1) / np.sqrt(n) if n > 1 else 0.0
+        if diff.mean() <= se + 1e-12:
+            return float(grid[i]), mean
+    return float(grid[best]), mean
 
 
 def fit_shrinkage(model: Any, train_path: Any, val_targets: set[str], *, setting: Any, summary: Any = None,

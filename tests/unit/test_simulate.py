@@ -89,3 +89,20 @@ def test_annotation_files_in_standard_formats(demo):
     assert {"GO:0006355", "GO:0007049", "GO:0008219", "GO:0006955"} <= ids
     assert {r[2] for r in g2g} <= ids  # every annotated term is defined
     assert "relationship: regulates" in obo and "relationship: part_of" in obo
+
+
+@pytest.mark.parametrize("regime,lo,hi,det_lo,det_hi", [("sparse", 0.01, 0.03, 10, 100), ("typical", 0.10, 0.20, 100, 800)])
+def test_realism_presets_match_their_count_regime(tmp_path, regime, lo, hi, det_lo, det_hi):
+    import anndata as ad
+
+    from pertpipe.data.simulate import DemoParams, count_statistics, simulate_demo
+
+    p = DemoParams.from_config({"realism": regime, "n_single_targets": 10, "n_double_targets": 0,
+                                "cells_per_target": 20, "n_control_cells": 100})
+    assert p.n_genes == 2000 and p.realism == regime
+    stats = count_statistics(ad.read_h5ad(simulate_demo(tmp_path, seed=1, params=p)["counts"]).X)
+    assert lo <= stats["nonzero_fraction"] <= hi
+    assert det_lo <= stats["detected_median"] <= det_hi
+    assert 1.0 <= stats["mean_var_loglog_slope"] <= 1.6  # overdispersed, as 10x counts are
+    # a value set explicitly wins over the preset
+    assert DemoParams.from_config({"realism": "sparse", "library_size": 300.0}).library_size == 300.0

@@ -1,0 +1,81 @@
+"""Validated shrinkage toward the training mean shift (pertpipe.models.shrinkage) on a hand-made case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from pertpipe.errors import ConfigError
+from pertpipe.models.base import ControlCells, TrainingSummary
+from pertpipe.models.shrinkage import Shrinkage, check_setting, choose_shrinkage
+
+G = 4
+
+
+def _summary():
+    idx = pd.MultiIndex.from_tuples([("A", "x"), ("B", "x"), ("V", "x")], names=["target_gene", "cell_type"])
+    ctrl = pd.DataFrame([[1.0] * G], index=["x"], columns=list("abcd"))
+    means = pd.DataFrame([[2.0, 1, 1, 1], [1.0, 2, 1, 1], [1.5, 1.5, 1, 1]], index=idx, columns=list("abcd"))
+    return TrainingSummary(list("abcd"), means, pd.Series([10, 10, 10], index=idx), ctrl,
+                           pd.Series([50], index=pd.MultiIndex.from_tuples([("x", "b")])), ["x"])
+
+
+class _Fixed:
+    """Predicts control cells + a fixed shift (the 'model' being shrunk)."""
+
+    uses_counts = uses_spatial = False
+
+    def __init__(self, shift):
+        self.shift = np.asarray(shift, float)
+
+    def predict_cells(self, t, ct, b, controls, pick, rng):
+        return controls.x[pick].toarray() + self.shift
+
+
+def _controls():
+    obs = pd.DataFrame({"target_gene": "non-targeting", "cell_type": ["x"] * 50, "batch": ["b"] * 50})
+    return ControlCells(obs, sp.csr_matrix(np.ones((50, G))))
+
+
+def test_lambda_is_zero_for_a_wrong_model_and_one_for_the_right_one():
+    s, c = _summary(), _controls()
+    # held-out target V: truth = control + (0.5, 0.5, 0, 0); the anchor (mean of A and B) is exactly that
+    wrong = choose_shrinkage(_Fixed([0, 0, 3, -0.5]), s, {"V"}, c)
+    assert wrong.lam == 0.0 and wrong.mae_by_lambda["0"] == pytest.approx(0.0)
+    s.target_ct_means.loc[("V", "x")] = [1.0, 1.0, 2.0, 1.0]  # now the model's own change is the truth
+    right = choose_shrinkage(_Fixed([0, 0, 1, 0]), s, {"V"}, c)
+    assert right.lam == 1.0 and right.mae_by_lambda["1"] == pytest.approx(0.0)
+    half = choose_shrinkage(_Fixed([0, 0, 1, 0]), s, {"V"}, c, setting=0.5)
+    assert half.lam == 0.5 and half.how == "fixed"
+    # the applied anchor includes every training target; apply() mixes and clips
+    assert np.allclose(right.anchor["x"], [1 / 3, 1 / 3, 1 / 3, 0])
+    x = half.apply(np.array([[2.0, 0, 0, 0]]), np.array([[1.0, 0, 0, 0]]), "x")
+    assert np.allclose(x, [[0.5 * (1 + 1 / 3) + 1.0, 1 / 6, 1 / 6, 0]])
+    assert np.allclose(half.apply(np.array([[0.0, 0, 0, 0]]), np.array([[0.0, 0, 0, 0]]), "other"),
+                       [[1 / 6, 1 / 6, 1 / 6, 0]])  # an unknown cell type takes the overall anchor
+    assert choose_shrinkage(_Fixed([0] * G), s, set(), c).how.startswith("no held-out")
+
+
+def test_state_roundtrip_and_setting_check():
+    s = Shrinkage(0.25, {"x": np.arange(3.0)}, np.ones(3), {"0": 1.0}, 2)
+    t = Shrinkage.from_state(s.state())
+    assert t.lam == 0.25 and np.array_equal(t.anchor["x"], np.arange(3.0)) and t.groups == 2
+    for ok in ("auto", "none", 0, 0.3, 1):
+        check_setting(ok, model="m")
+    with pytest.raises(ConfigError, match="model_params.m.shrinkage"):
+        check_setting(1.5, model="m")
+
+
+def test_one_standard_error_rule_by_hand():
+    from pertpipe.models.shrinkage import one_se_choice
+
+    # the model (λ=1) is clearly better on the held-out groups: paired gain 0.083 > its SE 0.072
+    lam, mean = one_se_choice(np.array([[1.0, 0.9], [1.0, 1.05], [1.0, 0.8]]), (0.0, 1.0))
+    assert lam == 1.0 and np.allclose(mean, [1.0, 0.91666667])
+    # a gain within one SE of noise goes to the mean shift (λ=0)
+    assert one_se_choice(np.array([[1.0, 0.98], [1.0, 1.01], [1.0, 0.99]]), (0.0, 1.0))[0] == 0.0
+    # λ is the smallest grid value within one SE of the best, not the best itself
+    errs = np.array([[1.0, 0.50, 0.49], [1.0, 0.52, 0.50], [1.0, 0.48, 0.50]])
+    assert one_se_choice(errs, (0.0, 0.5, 1.0))[0] == 0.5
