@@ -14,7 +14,8 @@ Strategies (``stage1.split.strategy``):
   unit is (target, cell type).
 
 Controls (``non-targeting``) are divided in every (cell type, batch) stratum: ``control_val_fraction``
-to validation. The leakage check runs on the result and raises :class:`LeakageError`.
+to validation (``cell_line_holdout``: only the held-out cell type's controls; the others all train, since
+cell-eval compares a perturbation with every control in the truth). The leakage check runs on the result and raises :class:`LeakageError`.
 """
 
 from __future__ import annotations
@@ -78,8 +79,13 @@ def check_no_leakage(train_obs: pd.DataFrame, val_obs: pd.DataFrame, *, heldout_
                                "split; report it with the config used")
 
 
-def _split_controls(obs: pd.DataFrame, assignment: np.ndarray, fraction: float, rng: np.random.Generator) -> None:
+def _split_controls(obs: pd.DataFrame, assignment: np.ndarray, fraction: float, rng: np.random.Generator,
+                    *, only_cell_type: str | None = None) -> None:
+    """Controls to validation by ``fraction`` in every (cell type, batch) stratum; with ``only_cell_type`` only
+    that cell type's controls are divided and every other control trains."""
     ctrl = (obs["target_gene"] == CONTROL_LABEL).to_numpy()
+    if only_cell_type is not None:
+        ctrl &= (obs["cell_type"].astype(str) == only_cell_type).to_numpy()
     strata = obs.loc[ctrl, ["cell_type", "batch"]].astype(str).agg("|".join, axis=1)
     idx = np.flatnonzero(ctrl)
     for s in sorted(strata.unique()):
@@ -238,7 +244,10 @@ def _assign(obs: pd.DataFrame, *, strategy: str, seed: int, fraction: float, con
             categories[t] = f"unseen_in_{held_ct}"
         is_val = np.isin(labels, sorted(val_set)) & in_ct
         assignment[is_val] = VAL
-        _split_controls(obs, assignment, control_val_fraction, rng)
+        # cell-eval tests each perturbation against every control of the truth: controls of the other lines
+        # there would make the lines' differences the "response" (a no-change model then wins DES), so only the
+        # held-out line's controls are divided; the others all train.
+        _split_controls(obs, assignment, control_val_fraction, rng, only_cell_type=held_ct)
         return SplitResult(assignment, sorted(val_set), [], categories, held_ct, {})
 
     is_val = np.isin(labels, sorted(val_set))

@@ -13,7 +13,9 @@ Network (:class:`DyGenePTNet`, separate from the user-facing :class:`DyGenePTMod
 
 Loss per (target, cell type) group: MSE between the mean predicted change and the observed pseudobulk change,
 plus a distribution term (MMD or energy distance) between predicted and observed perturbed cells in PCA space,
-plus a sparsity penalty on α. (The L1 norm of a sparsemax row is always 1, so the penalty used is the Gini
+plus a sparsity penalty on α. With ``prior: knn`` (default) the network learns the residual over a knowledge
+prior (:mod:`pertpipe.models.prior`: the shift of the training targets whose facet embeddings are nearest,
+left out group by group in training), and the prediction is prior + network. (The L1 norm of a sparsemax row is always 1, so the penalty used is the Gini
 impurity λ(1 - Σ_k α_k²), which is 0 for one-hot attention and largest for uniform attention.) Unseen targets
 are predicted from their facet texts alone.
 """
@@ -38,6 +40,7 @@ from pertpipe.errors import ConfigError, ContractError
 from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model
 from pertpipe.models.distances import energy_distance, mmd_rbf
 from pertpipe.models.facets import FacetLookup
+from pertpipe.models.prior import FacetKNNPrior
 from pertpipe.io import pick_device
 from pertpipe.models.shrinkage import check_setting as check_shrinkage
 from pertpipe.models.shrinkage import fit_shrinkage
@@ -149,6 +152,9 @@ class DyGenePTModel(PerturbationModel):
         device: str = "auto"
         gpu: bool = False  # request a GPU from the scheduler (Snakemake resources)
         shrinkage: Any = "auto"  # auto | none | λ in [0, 1]: toward the training mean shift (models.shrinkage)
+        prior: str = "knn"  # knn | none: the network learns a residual over the facet-kNN prior (models.prior)
+        prior_k: int = 5
+        prior_tau: float = 0.05
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:
         super().__init__(params, seed=seed)
@@ -158,6 +164,10 @@ class DyGenePTModel(PerturbationModel):
     def _check(self) -> None:
         p = self.params
         check_shrinkage(p.shrinkage, model="dygenept")
+        if p.prior not in ("knn", "none"):
+            raise ConfigError(f"model_params.dygenept.prior is '{p.prior}'. Fix: use knn or none")
+        if p.prior_k < 1 or p.prior_tau <= 0:
+            raise ConfigError("model_params.dygenept.prior_k must be >= 1 and prior_tau > 0. Fix: e.g. 5 and 0.05")
         if p.normaliser not in ("sparsemax", "entmax15", "softmax"):
             raise ConfigError(f"models.dygenept.normaliser '{p.normaliser}': use sparsemax, entmax15 or softmax")
         if p.dist_loss not in ("mmd", "energy", "none"):
@@ -241,6 +251,11 @@ class DyGenePTModel(PerturbationModel):
                 groups.append((t, ct, cells, delta))
         targets = sorted({g[0] for g in groups})
         val_targets = validation_targets(targets, p.val_fraction, rng, model="dygenept", path=train_path)
+        # the prior knows the fitted targets only, so the held-out ones stay unseen for early stopping and shrinkage
+        self.prior = (FacetKNNPrior.fit(summary, self.lookup, exclude=set(val_targets), k=p.prior_k, tau=p.prior_tau)
+                      if p.prior == "knn" else None)
+        groups = [(t, ct, cells, delta - self._prior(t, ct, leave_out=(t, ct)).astype(np.float32))
+                  for t, ct, cells, delta in groups]  # the network learns the residual over the prior
         fit_groups = [g for g in groups if g[0] not in val_targets]
         val_groups = [g for g in groups if g[0] in val_targets]
         device = self.device
@@ -251,11 +266,13 @@ class DyGenePTModel(PerturbationModel):
         Zqt = torch.tensor(Zq, device=device)
         gf = {t: tuple(torch.tensor(a, device=device) for a in self._target_facets(t)) for t in targets}
         deltas = [torch.tensor(g[3], device=device) for g in groups]
+        priors = [torch.tensor(self._prior(t, ct, leave_out=(t, ct)), dtype=torch.float32, device=device)
+                  for t, ct, _c, _d in groups]
         gindex = {id(g): i for i, g in enumerate(groups)}
         n = p.cells_per_group
 
         def make_batch(sel, gen):
-            zq, zc, zp, fs, ms, ts, dl = [], [], [], [], [], [], []
+            zq, zc, zp, fs, ms, ts, dl, pr = [], [], [], [], [], [], [], []
             for g in sel:
                 t, ct, cells, _ = g
                 ci = ctrl_idx[ct][torch.randint(len(ctrl_idx[ct]), (n,), generator=gen).numpy()]
@@ -266,17 +283,18 @@ class DyGenePTModel(PerturbationModel):
                 f, m, tt = gf[t]
                 fs.append(f), ms.append(m), ts.append(tt)
                 dl.append(deltas[gindex[id(g)]])
+                pr.append(priors[gindex[id(g)]])
             return (torch.stack(zq), torch.stack(zc), torch.stack(zp), torch.stack(fs), torch.stack(ms),
-                    torch.stack(ts), torch.stack(dl))
+                    torch.stack(ts), torch.stack(dl), torch.stack(pr))
 
         def loss_on(batch):
-            zq, zc, zp, f, m, t, dl = batch
+            zq, zc, zp, f, m, t, dl, pr = batch
             change, alpha = self.net(zq, f, m, t)
             mse = ((change.mean(1) - dl) ** 2).mean()
             loss = mse
             parts = {"delta_mse": float(mse.detach())}
             if p.dist_loss != "none" and p.dist_weight > 0:
-                pred = zc + change @ comps
+                pred = zc + (change + pr[:, None, :]) @ comps
                 dist = torch.stack([(mmd_rbf if p.dist_loss == "mmd" else energy_distance)(pred[i], zp[i])
                                     for i in range(pred.shape[0])]).mean()
                 loss = loss + p.dist_weight * dist
@@ -302,7 +320,7 @@ class DyGenePTModel(PerturbationModel):
             from pertpipe.models.training import epoch_generator
             gen = epoch_generator(val_gen_seed, 0)
             with torch.no_grad():
-                zq, _zc, _zp, f, m, t, dl = make_batch(val_groups, gen)
+                zq, _zc, _zp, f, m, t, dl, _pr = make_batch(val_groups, gen)
                 change, _ = self.net(zq, f, m, t)
                 return float(((change.mean(1) - dl) ** 2).mean())
 
@@ -341,10 +359,16 @@ class DyGenePTModel(PerturbationModel):
             change, alpha = self.net(z, f, m, t)
         return change[0].float().cpu().numpy(), alpha[0].float().cpu().numpy()
 
+    def _prior(self, target: str, cell_type: str, *, leave_out: tuple[str, str] | None = None) -> np.ndarray:
+        """The facet-kNN prior shift (zeros with ``prior: none``)."""
+        if self.prior is None:
+            return np.zeros(len(self.genes))
+        return self.prior.shift(target, cell_type, leave_out=leave_out)
+
     def predict_cell_shifts(self, target: str, cell_type: str, x_ctrl: np.ndarray) -> np.ndarray:
         if target == CONTROL_LABEL:
             return np.zeros_like(x_ctrl)
-        return self._forward_cells(target, x_ctrl)[0]
+        return self._forward_cells(target, x_ctrl)[0] + self._prior(target, cell_type)
 
     def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
         raise NotImplementedError("dygenept predicts per cell (predict_cell_shifts)")
@@ -356,12 +380,14 @@ class DyGenePTModel(PerturbationModel):
 
     def state(self) -> dict[str, Any]:
         return {"net": {k: v.cpu() for k, v in self.net.state_dict().items()}, "pca_mean": self.pca_mean,
-                "pca_components": self.pca_components, **self.lookup.state()}
+                "pca_components": self.pca_components, **self.lookup.state(),
+                "prior": self.prior.state() if self.prior is not None else None}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.pca_mean = np.asarray(state["pca_mean"])
         self.pca_components = np.asarray(state["pca_components"])
         self._load_knowledge_state(state)
+        self.prior = FacetKNNPrior.from_state(state["prior"], self.lookup) if state.get("prior") else None
         p = self.params
         self.device = pick_device(p.device, field="model_params.dygenept.device")
         self._load_scgpt()

@@ -66,6 +66,10 @@ def test_cell_line_holdout_unit_is_target_and_cell_type():
     res = make_split(obs, strategy="cell_line_holdout", seed=0, fraction=0.5, holdout_cell_type="B")
     tr, va = _parts(obs, res)
     assert set(va.loc[va.target_gene != "non-targeting", "cell_type"]) == {"B"}
+    # the truth's controls are the held-out line's only (cell-eval compares with every control in the truth)
+    assert set(va.loc[va.target_gene == "non-targeting", "cell_type"]) == {"B"}
+    assert (tr.loc[tr.target_gene == "non-targeting", "cell_type"] == "A").sum() == (
+        (obs.target_gene == "non-targeting") & (obs.cell_type == "A")).sum()
     assert set(res.val_targets) <= set(tr["target_gene"])  # seen in cell type A
     check_no_leakage(tr, va, by_cell_type=True)
     with pytest.raises(ConfigError, match="holdout_cell_type 'C'"):
