@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +24,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from _pipeline import run_all  # noqa: E402
+
 SHARED = REPO.parent / "shared" / "data"
 
 DATASETS = {
@@ -41,11 +42,7 @@ def _run(wd: Path, cfg: dict) -> dict:
     """One Snakemake run of `all` in ``wd``; the leaderboard plus per-model training/sampling/variance figures."""
     from pertpipe.evaluation.metrics import variance_ratio
 
-    (wd / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "-s", str(REPO / "Snakefile"), "--cores", "2",
-                           "--directory", str(wd), "--configfile", str(wd / "cfg.yaml")],
-                          capture_output=True, text=True, env=env)
+    proc = run_all(wd, cfg)
     if proc.returncode != 0:
         return {"error": proc.stderr[-3000:]}
     res = wd / "results" / cfg["dataset"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +28,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from _pipeline import run_all  # noqa: E402
+
 SHARED = REPO.parent / "shared" / "data"
 PRESET = REPO / "resources" / "presets" / "bench_real.yaml"
 METRICS = ("DES", "PDS", "MAE", "avg_score")
@@ -47,11 +48,7 @@ def dataset_configs() -> dict[str, dict]:
 
 
 def run_once(wd: Path, cfg: dict) -> dict:
-    (wd / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "-s", str(REPO / "Snakefile"), "--cores", "2",
-                           "--directory", str(wd), "--configfile", str(wd / "cfg.yaml")],
-                          capture_output=True, text=True, env=env)
+    proc = run_all(wd, cfg)
     if proc.returncode != 0:
         return {"error": proc.stderr[-3000:]}
     res = wd / "results" / cfg["dataset"]
