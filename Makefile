@@ -7,7 +7,7 @@ STAMP := .setup.stamp
 # instead of an editable install that would point every checkout at one place.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run lint test test-fast bench clean
 
 # Python packages (exact pins). System tools cell-eval needs: zstd and tar (installed by .ci/run with
 # apt-get on a fresh machine). `pip install -e .` makes `import pertpipe` work outside make as well.
@@ -20,7 +20,10 @@ $(STAMP): requirements.txt pyproject.toml
 run: setup
 	snakemake --cores $(CORES)
 
-test: setup
+lint: setup
+	$(PYTHON) -m ruff check pertpipe workflow_scripts benchmarks tests
+
+test: setup lint
 	$(PYTHON) -m pytest -q -ra
 
 test-fast: setup

@@ -79,7 +79,7 @@ def _cell_figures(reader: H5adReader, chunk_size: int) -> dict[str, Any]:
     q = lambda a: {k: float(np.quantile(a, p)) if len(a) else 0.0 for k, p in  # noqa: E731
                    (("min", 0), ("q25", .25), ("median", .5), ("q75", .75), ("max", 1))}
     n_cells, n_genes = reader.n_obs, reader.n_vars
-    return {"matrix": f"layers['counts']" if layer else "X", "scale": scale,
+    return {"matrix": "layers['counts']" if layer else "X", "scale": scale,
             "nonzero_fraction": float(det.sum() / max(1, n_cells * n_genes)),
             "umis_per_cell" if scale == "counts" else "sum_per_cell": q(tot), "detected_genes_per_cell": q(det)}
 

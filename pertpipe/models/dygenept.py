@@ -26,17 +26,15 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import H5adReader
-from pertpipe.errors import ConfigError, ContractError
+from pertpipe.errors import ConfigError
 from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model
 from pertpipe.models.distances import energy_distance, mmd_rbf
 from pertpipe.models.facets import FacetLookup

@@ -2,7 +2,6 @@
 
 import gzip
 
-import pandas as pd
 import pytest
 
 from pertpipe.errors import ConfigError, ContractError

@@ -57,8 +57,6 @@ def test_known_de_overlap():
 
 
 def test_variance_ratio_compares_per_cell_spread(tmp_path):
-    import anndata as ad
-    import pandas as pd
     import scipy.sparse as sp
 
     from pertpipe.evaluation.metrics import variance_ratio

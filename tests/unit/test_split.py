@@ -1,6 +1,5 @@
 """Split strategies, divided controls, templates, and a leakage check that really catches leaks."""
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -9,7 +9,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 import torch
 from scipy import stats
 
