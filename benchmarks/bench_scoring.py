@@ -56,6 +56,7 @@ def main() -> None:
     import pandas as pd
 
     from pertpipe.evaluation.celleval import versions
+    from pertpipe.evaluation.metric_registry import metrics
     from pertpipe.evaluation.metrics import score_local
 
     out = {"benchmark": "local scorer vs cell-eval run --profile vcc", "versions": versions(), "runs": []}
@@ -84,8 +85,7 @@ def main() -> None:
                            env={**os.environ, "PYTHONPATH": str(REPO)})
             local_proc_s = time.perf_counter() - t0
             lo = table.set_index("perturbation").loc[ce.index]
-            diffs = {m2: float((lo[c] - ce[c]).abs().max()) for m2, c in
-                     (("DES", "overlap_at_N"), ("PDS", "discrimination_score_l1"), ("MAE", "mae"))}
+            diffs = {mt.name: float((lo[mt.column] - ce[mt.column]).abs().max()) for mt in metrics(in_cell_eval=True)}
             row = {"dataset": ds, "model": m, "perturbations": int(len(ce)), "genes": None,
                    "cell_eval_s": round(ce_s, 2), "local_s": round(local_s, 3),
                    "local_process_s": round(local_proc_s, 2), "speedup": round(ce_s / local_s, 1),

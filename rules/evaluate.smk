@@ -115,6 +115,7 @@ rule leaderboard:
     input:
         scores=expand(stage3_path("score.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
         logs=expand(stage2_path("train_log.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
+        local=expand(stage3_path("local_metrics.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
     output:
         csv=report(f"{RESULTS}/{{dataset}}/leaderboard.csv", caption="../report/leaderboard.rst", category="Stage 3"),
         md=f"{RESULTS}/{{dataset}}/leaderboard.md",

@@ -1,4 +1,4 @@
-"""Rule leaderboard: models x (DES, PDS, MAE, scaled, avg_score, train time) -> csv + md."""
+"""Rule leaderboard: models x (the metric table's metrics, scaled, avg_score, train time) -> csv + md."""
 from pathlib import Path
 
 from pertpipe.evaluation.report import leaderboard, write_leaderboard
@@ -7,6 +7,7 @@ from pertpipe.io import script_step
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], "leaderboard") as log:
     models = list(sm.params.models)
-    board = leaderboard(dict(zip(models, sm.input.scores)), dict(zip(models, sm.input.logs)))
+    board = leaderboard(dict(zip(models, sm.input.scores)), dict(zip(models, sm.input.logs)),
+                        dict(zip(models, sm.input.local)))
     write_leaderboard(board, sm.output.csv, sm.output.md, title=f"Leaderboard: {Path(sm.output.csv).parent.name}")
     log.info("\n%s", board.to_string(index=False))

@@ -31,7 +31,11 @@ from pertpipe.errors import ContractError, PertpipeError
 log = logging.getLogger(__name__)
 
 MAX_CELL_DIM = 200_000  # cell-eval prep's limit
-METRICS = {"DES": "overlap_at_N", "PDS": "discrimination_score_l1", "MAE": "mae"}
+def _scored() -> dict[str, str]:
+    """name -> cell-eval column of the metrics cell-eval score scales (the metric table's avg_score metrics)."""
+    from pertpipe.evaluation.metric_registry import metrics
+
+    return {m.name: m.column for m in metrics(in_avg_score=True)}
 
 
 class CellEvalError(PertpipeError):
@@ -206,9 +210,9 @@ def score(agg_user: str | os.PathLike, agg_base: str | os.PathLike, results: str
     base = pd.read_csv(agg_base).set_index("statistic")
     per = pd.read_csv(results)
     return {
-        "raw": {k: float(agg.loc["mean", m]) for k, m in METRICS.items()},
-        "baseline_raw": {k: float(base.loc["mean", m]) for k, m in METRICS.items()},
-        "scaled": {k: float(scaled[m]) for k, m in METRICS.items()},
+        "raw": {k: float(agg.loc["mean", m]) for k, m in _scored().items()},
+        "baseline_raw": {k: float(base.loc["mean", m]) for k, m in _scored().items()},
+        "scaled": {k: float(scaled[m]) for k, m in _scored().items()},
         "avg_score": float(scaled["avg_score"]),
         "n_perturbations": int(len(per)),
         "versions": versions(),

@@ -1,5 +1,8 @@
 """Fast local scorer for the three VCC metrics, written to agree with the installed cell-eval/pdex.
 
+The metrics themselves are entries of :mod:`pertpipe.evaluation.metric_registry`; this module holds their
+implementations (and :func:`score_local`, which runs every registered metric).
+
 * **MAE** (cell-eval ``mae``): mean over genes of |pred pseudobulk - real pseudobulk| (arithmetic means of X).
 * **PDS** (``discrimination_score_l1``): for perturbation p, L1 distances from p's predicted effect
   (pred mean - pred control mean) to every real effect (real mean - real control mean), the column of
@@ -205,18 +208,21 @@ def mae_pds_scores(real: Expression, pred: Expression) -> tuple[dict[str, float]
 
 def score_local(pred: str | os.PathLike, truth: str | os.PathLike, *,
                 de_real: dict[str, dict] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Per-perturbation DES/PDS/MAE (results.csv layout) and their means."""
+    """Per-perturbation values of every registered metric (results.csv layout) and their aggregates."""
+    from pertpipe.evaluation.metric_registry import METRICS, ScoringContext
+
     real, pr = Expression.read(truth), Expression.read(pred)
     if not np.array_equal(real.genes, pr.genes):
         raise ValueError("gene order differs between truth and predictions")
-    de_r = de_real if de_real is not None else de_table(real)
-    des = des_scores(de_r, de_table(pr))
-    mae, pds = mae_pds_scores(real, pr)
-    perts = sorted(mae)
-    table = pd.DataFrame({"perturbation": perts, "overlap_at_N": [des.get(p, 0.0) for p in perts],
-                          "mae": [mae[p] for p in perts], "discrimination_score_l1": [pds[p] for p in perts]})
-    agg = {"overlap_at_N": float(table["overlap_at_N"].mean()), "mae": float(table["mae"].mean()),
-           "discrimination_score_l1": float(table["discrimination_score_l1"].mean())}
+    ctx = ScoringContext(real, pr, de_real)
+    perts = ctx.perturbations
+    table = pd.DataFrame({"perturbation": perts})
+    agg = {}
+    for m in METRICS.values():
+        values = m.local(ctx)
+        table[m.column] = [values.get(p, m.missing) for p in perts]
+        col = table[m.column].dropna().to_numpy()
+        agg[m.column] = float(m.aggregate(col)) if len(col) else None
     return table, agg
 
 
@@ -225,21 +231,26 @@ def _mean_gene_variance(X: sp.csr_matrix) -> float:
     return float((np.asarray(X.multiply(X).mean(0)).ravel() - m ** 2).mean())
 
 
-def variance_ratio(pred: str | os.PathLike, truth: str | os.PathLike) -> dict[str, Any]:
-    """Per perturbation: the predicted cells' per-gene variance (averaged over genes) over the truth's.
-
-    1.0 = the predicted cells spread as much as the real ones; the VCC scores distributions, so a model that
-    predicts only means (ratio ~0) or adds noise (ratio >> 1) shows here. Returns median, min, max and per-pert.
-    """
-    real, pr = Expression.read(truth), Expression.read(pred)
-    rg, pg = real.groups(), pr.groups()
+def variance_ratios(real: Expression, pred: Expression) -> dict[str, float]:
+    """Per perturbation: the predicted cells' per-gene variance (averaged over genes) over the truth's."""
+    rg, pg = real.groups(), pred.groups()
     ratios = {}
     for p in sorted(set(rg) & set(pg)):
         if p == CONTROL_LABEL or len(rg[p]) < 2 or len(pg[p]) < 2:
             continue
         v_real = _mean_gene_variance(real.X[rg[p]])
         if v_real > 0:
-            ratios[p] = _mean_gene_variance(pr.X[pg[p]]) / v_real
+            ratios[p] = _mean_gene_variance(pred.X[pg[p]]) / v_real
+    return ratios
+
+
+def variance_ratio(pred: str | os.PathLike, truth: str | os.PathLike) -> dict[str, Any]:
+    """:func:`variance_ratios` of two files, with median, min and max over perturbations.
+
+    1.0 = the predicted cells spread as much as the real ones; the VCC scores distributions, so a model that
+    predicts only means (ratio ~0) or adds noise (ratio >> 1) shows here.
+    """
+    ratios = variance_ratios(Expression.read(truth), Expression.read(pred))
     vals = np.array(list(ratios.values()))
     return {"median": float(np.median(vals)) if len(vals) else None, "min": float(vals.min()) if len(vals) else None,
             "max": float(vals.max()) if len(vals) else None, "per_perturbation": ratios}

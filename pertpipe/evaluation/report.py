@@ -15,28 +15,43 @@ import pandas as pd
 from pertpipe import CONTROL_LABEL
 from pertpipe.io import atomic_path, read_json, write_text
 
-COLUMNS = ["model", "DES", "PDS", "MAE", "DES_scaled", "PDS_scaled", "MAE_scaled", "avg_score", "train_s", "device"]
+def leaderboard_columns() -> list[str]:
+    """model, the avg_score metrics raw and scaled, avg_score, the other metrics (local scorer), train time, device."""
+    from pertpipe.evaluation.metric_registry import metrics
+
+    scored = [m.name for m in metrics(in_avg_score=True)]
+    extra = [m.name for m in metrics(in_avg_score=False)]
+    return ["model", *scored, *(f"{k}_scaled" for k in scored), "avg_score", *extra, "train_s", "device"]
 
 
-def leaderboard(scores: dict[str, str | os.PathLike], train_logs: dict[str, str | os.PathLike]) -> pd.DataFrame:
-    """One row per model: raw and baseline-scaled DES/PDS/MAE, avg_score, training time; best first."""
+def leaderboard(scores: dict[str, str | os.PathLike], train_logs: dict[str, str | os.PathLike],
+                local_metrics: dict[str, str | os.PathLike] | None = None) -> pd.DataFrame:
+    """One row per model: the cell-eval-scored metrics raw and scaled against the cell-mean baseline, avg_score,
+    the other registered metrics from the local scorer (``local_metrics.json``), training time; best first."""
+    from pertpipe.evaluation.metric_registry import metrics
+
     rows = []
     for model, path in scores.items():
         s = read_json(path)
         tl = read_json(train_logs[model]) if model in train_logs else {}
-        rows.append({"model": model, **{k: s["raw"][k] for k in ("DES", "PDS", "MAE")},
-                     **{f"{k}_scaled": s["scaled"][k] for k in ("DES", "PDS", "MAE")},
+        local = read_json(local_metrics[model])["mean"] if local_metrics and model in local_metrics else {}
+        rows.append({"model": model, **{k: s["raw"][k] for k in s["raw"]},
+                     **{f"{k}_scaled": s["scaled"][k] for k in s["scaled"]},
+                     **{m.name: local.get(m.column) for m in metrics(in_avg_score=False)},
                      "avg_score": s["avg_score"], "train_s": tl.get("wall_s"), "device": tl.get("device", "cpu")})
-    return pd.DataFrame(rows, columns=COLUMNS).sort_values("avg_score", ascending=False).reset_index(drop=True)
+    return (pd.DataFrame(rows, columns=leaderboard_columns()).sort_values("avg_score", ascending=False)
+            .reset_index(drop=True))
 
 
 def to_markdown(board: pd.DataFrame, *, title: str) -> str:
+    from pertpipe.evaluation.metric_registry import legend
+
     head = "| " + " | ".join(board.columns) + " |\n|" + "---|" * len(board.columns) + "\n"
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     body = "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in board.itertuples(index=False))
-    return (f"# {title}\n\nDES = overlap_at_N, PDS = discrimination_score_l1, MAE = mae (cell-eval, profile vcc); "
-            "*_scaled = cell-eval score against the cell-mean baseline (0 = baseline, 1 = perfect); "
-            "avg_score = their mean.\n\n" + head + body)
+    return (f"# {title}\n\n{legend()}. Scores from cell-eval (profile vcc) where cell-eval has the metric, "
+            "else from the local scorer; *_scaled = cell-eval score against the cell-mean baseline (0 = baseline, "
+            "1 = perfect); avg_score = their mean.\n\n" + head + body)
 
 
 def write_leaderboard(board: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, *,
@@ -60,11 +75,14 @@ def _plot_scores(board: pd.DataFrame) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = ["DES_scaled", "PDS_scaled", "MAE_scaled", "avg_score"]
+    from pertpipe.evaluation.metric_registry import metrics
+
+    cols = [f"{m.name}_scaled" for m in metrics(in_avg_score=True)] + ["avg_score"]
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(board), 3.4))
     x = np.arange(len(board))
+    w = 0.8 / len(cols)
     for i, c in enumerate(cols):
-        ax.bar(x + (i - 1.5) * 0.2, board[c].astype(float), width=0.2, label=c)
+        ax.bar(x + (i - (len(cols) - 1) / 2) * w, board[c].astype(float), width=w, label=c)
     ax.set_xticks(x, board["model"])
     ax.axhline(0, color="k", lw=0.6)
     ax.set_ylabel("score vs cell-mean baseline")
@@ -207,8 +225,11 @@ def consistency(celleval_results: str | os.PathLike, local_results: pd.DataFrame
     lo = local_results.set_index("perturbation")
     if set(ce.index) != set(lo.index):
         raise ValueError(f"perturbations differ: cell-eval {sorted(ce.index)[:5]} vs local {sorted(lo.index)[:5]}")
+    from pertpipe.evaluation.metric_registry import metrics
+
     out: dict[str, Any] = {"metrics": {}}
-    for m, col in (("DES", "overlap_at_N"), ("PDS", "discrimination_score_l1"), ("MAE", "mae")):
+    for metric in metrics(in_cell_eval=True):
+        m, col = metric.name, metric.column
         d = lo.loc[ce.index, col] - ce[col]
         out["metrics"][m] = {"max_abs_diff": float(d.abs().max()), "mean_abs_diff": float(d.abs().mean()),
                              "per_perturbation": {p: {"cell_eval": float(ce.loc[p, col]), "local": float(lo.loc[p, col])}

@@ -1,0 +1,64 @@
+"""The metric table: one register_metric call reaches the local scorer, the leaderboard and its legend."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from pertpipe.evaluation.metric_registry import METRICS, Metric, metrics, register_metric, unregister_metric
+from pertpipe.evaluation.metrics import score_local
+from pertpipe.evaluation.report import leaderboard, leaderboard_columns, to_markdown
+from pertpipe.io import write_json
+
+
+def _write(path, rows, genes):
+    labels, X = [], []
+    for lab, cells in rows.items():
+        labels += [lab] * len(cells)
+        X += cells
+    ad.AnnData(X=sp.csr_matrix(np.array(X, dtype=np.float32)), obs=pd.DataFrame({"target_gene": labels},
+               index=[f"c{i}" for i in range(len(labels))]), var=pd.DataFrame(index=genes)).write_h5ad(path)
+
+
+def test_builtin_table():
+    assert [m.name for m in metrics(in_avg_score=True)] == ["DES", "PDS", "MAE"]
+    assert METRICS["MAE"].column == "mae" and METRICS["MAE"].best == 0.0 and not METRICS["MAE"].higher_is_better
+    assert [m.name for m in metrics(in_cell_eval=False)] == ["variance_ratio"]
+
+
+@pytest.fixture
+def toy_metric():
+    def pred_sum(ctx):  # per perturbation: the sum of the predicted pseudobulk
+        g = ctx.pred.groups()
+        return {p: float(ctx.pred.X[g[p]].mean(0).sum()) for p in ctx.perturbations}
+
+    m = register_metric(Metric("toy", "toy_sum", 0.0, False, "toy: predicted pseudobulk sum", pred_sum,
+                               in_cell_eval=False))
+    yield m
+    unregister_metric("toy")
+
+
+def test_a_metric_is_one_entry(tmp_path, toy_metric):
+    genes = ["A", "B", "C"]
+    real = {"non-targeting": [[1, 1, 1], [1, 2, 1]], "A": [[0, 1, 1], [0, 2, 1]], "B": [[1, 3, 1], [2, 3, 1]]}
+    pred = {"non-targeting": [[1, 1, 1], [1, 2, 1]], "A": [[0, 1, 1], [0, 1, 1]], "B": [[1, 3, 1], [1, 5, 1]]}
+    _write(tmp_path / "truth.h5ad", real, genes)
+    _write(tmp_path / "pred.h5ad", pred, genes)
+    table, agg = score_local(tmp_path / "pred.h5ad", tmp_path / "truth.h5ad")
+    assert list(table.columns) == ["perturbation", "overlap_at_N", "discrimination_score_l1", "mae",
+                                   "variance_ratio", "toy_sum"]
+    assert table.set_index("perturbation")["toy_sum"].to_dict() == {"A": 2.0, "B": 6.0}
+    assert agg["toy_sum"] == 4.0 and agg["mae"] == pytest.approx(np.mean([0.5 / 3, 1.5 / 3]))
+    # the leaderboard takes it from local_metrics.json, with the legend
+    write_json({"raw": {"DES": 0.5, "PDS": 1.0, "MAE": 0.33}, "scaled": {"DES": 0.1, "PDS": 0.2, "MAE": 0.3},
+                "avg_score": 0.2}, tmp_path / "score.json")
+    write_json({"wall_s": 1.5, "device": "cpu"}, tmp_path / "train_log.json")
+    write_json({"mean": agg}, tmp_path / "local_metrics.json")
+    board = leaderboard({"m": tmp_path / "score.json"}, {"m": tmp_path / "train_log.json"},
+                        {"m": tmp_path / "local_metrics.json"})
+    assert "toy" in leaderboard_columns() and board.loc[0, "toy"] == 4.0
+    assert board.loc[0, "variance_ratio"] == pytest.approx(agg["variance_ratio"])
+    assert "toy = toy_sum (toy: predicted pseudobulk sum)" in to_markdown(board, title="t")
