@@ -1,6 +1,11 @@
-"""Models: one interface (pertpipe.models.base) and a registry; importing this package registers them all."""
+"""Models: one interface (pertpipe.models.base) and a registry.
 
-from pertpipe.models import baselines, cfmvc, dygenept, linear  # noqa: F401  (registration side effect)
-from pertpipe.models.base import MODELS, PerturbationModel, build_model, get_model_class, load_model
+Every module of this package (and every installed ``pertpipe.models`` entry point) is imported here, so each
+``@register_model`` class is available by name: adding a model is one module plus its name in config ``models:``.
+"""
 
-__all__ = ["MODELS", "PerturbationModel", "build_model", "get_model_class", "load_model"]
+from pertpipe.models.base import MODELS, PerturbationModel, build_model, discover_models, get_model_class, load_model
+
+discover_models()
+
+__all__ = ["MODELS", "PerturbationModel", "build_model", "discover_models", "get_model_class", "load_model"]

@@ -19,7 +19,7 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -44,21 +44,38 @@ def register_model(name: str) -> Callable[[type[PerturbationModel]], type[Pertur
     return deco
 
 
+def discover_models() -> None:
+    """Import every module of the ``pertpipe.models`` package and every ``pertpipe.models`` entry point, so
+    their ``@register_model`` runs: a new model is a module (or an installed plugin), no import list to edit."""
+    import importlib
+    import importlib.metadata
+    import pkgutil
+
+    import pertpipe.models as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+    for ep in importlib.metadata.entry_points(group="pertpipe.models"):
+        ep.load()
+
+
 def get_model_class(name: str) -> type[PerturbationModel]:
     if name not in MODELS:
+        discover_models()
+    if name not in MODELS:
         raise ConfigError(f"config models: unknown model '{name}'. Fix: use one of {sorted(MODELS)} "
-                          "(or register a new one with pertpipe.models.base.register_model)")
+                          "(or add a module to pertpipe/models with @register_model, or a 'pertpipe.models' "
+                          "entry point)")
     return MODELS[name]
 
 
 def build_model(name: str, hparams: dict[str, Any] | None = None, *, seed: int = 0) -> PerturbationModel:
-    """Instantiate registered model ``name`` with ``hparams`` checked against its ``Params`` dataclass."""
+    """Instantiate registered model ``name`` with ``hparams`` checked against its typed ``Params`` dataclass."""
+    from pertpipe.models.params import check_params
+
     cls = get_model_class(name)
     hp = dict(hparams or {})
-    valid = {f.name for f in fields(cls.Params)}
-    bad = sorted(set(hp) - valid)
-    if bad:
-        raise ConfigError(f"config models.{name}: unknown hyperparameter(s) {bad}. Fix: use {sorted(valid)}")
+    check_params(name, cls.Params, hp)
     return cls(cls.Params(**hp), seed=seed)
 
 

@@ -36,8 +36,8 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -50,16 +50,13 @@ from pertpipe.io import pick_device
 from pertpipe.models.base import ControlCells, PerturbationModel, register_model, split_targets
 from pertpipe.models.distances import energy_distance, mmd_rbf
 from pertpipe.models.facets import MAX_TARGETS, FacetLookup
+from pertpipe.models.params import fraction, positive
 from pertpipe.models.shrinkage import check_setting as check_shrinkage
 from pertpipe.models.shrinkage import fit_shrinkage
 from pertpipe.models.training import TrainConfig, epoch_generator, stage_checkpoint, train, validation_targets
 
 log = logging.getLogger(__name__)
 
-LIKELIHOODS = ("auto", "nb", "hurdle", "gaussian")
-SOURCES = ("gaussian", "control")
-SOLVERS = ("euler", "midpoint")
-DECODES = ("auto", "sample", "mean", "delta")
 
 
 # -- likelihoods ------------------------------------------------------------------------------------------
@@ -225,45 +222,45 @@ class CFMVCModel(PerturbationModel):
 
     @dataclass
     class Params:
-        likelihood: str = "auto"  # auto | nb | hurdle | gaussian (auto: nb when layers["counts"] exists)
-        log1p_fallback: str = "hurdle"  # what auto picks for log1p-only data: hurdle | gaussian
-        d_int: int = 16
-        d_tech: int = 4
-        hidden: int = 128
-        emb_dim: int = 8
-        kl_weight: float = 1.0
-        kl_warmup_epochs: int = 5
-        context_dropout: float = 0.05  # training: cell type / batch replaced by "unknown" at this rate
-        vae_epochs: int = 60
-        vae_batch: int = 256
-        flow_epochs: int = 40
-        flow_hidden: int = 128
-        c_dim: int = 16
-        p_dim: int = 32
-        n_basis: int = 8
-        groups_per_step: int = 16
-        cells_per_group: int = 32
-        source: str = "gaussian"  # gaussian | control (the benchmark's pick: see README)
+        likelihood: Literal["auto", "nb", "hurdle", "gaussian"] = "auto"  # auto: nb when layers["counts"] exists
+        log1p_fallback: Literal["hurdle", "gaussian"] = "hurdle"  # what auto picks for log1p-only data
+        d_int: int = positive(16)
+        d_tech: int = positive(4)
+        hidden: int = positive(128)
+        emb_dim: int = positive(8)
+        kl_weight: float = field(default=1.0, metadata={"ge": 0})
+        kl_warmup_epochs: int = field(default=5, metadata={"ge": 0})
+        context_dropout: float = fraction(0.05)  # training: cell type / batch replaced by "unknown" at this rate
+        vae_epochs: int = positive(60)
+        vae_batch: int = positive(256)
+        flow_epochs: int = positive(40)
+        flow_hidden: int = positive(128)
+        c_dim: int = positive(16)
+        p_dim: int = positive(32)
+        n_basis: int = positive(8)
+        groups_per_step: int = positive(16)
+        cells_per_group: int = positive(32)
+        source: Literal["gaussian", "control"] = "gaussian"  # the benchmark's pick: see README
         ot_pairing: bool = True
-        target_dropout: float = 0.3
-        mmd_weight: float = 0.0
-        mmd_steps: int = 4
-        joint_epochs: int = 0
-        joint_lr_scale: float = 0.1
-        n_steps: int = 20
-        solver: str = "midpoint"  # euler | midpoint
-        decode: str = "auto"  # auto | sample | mean | delta (auto: delta for NB, sample for log1p fallbacks)
-        steps_per_epoch: int = 20
-        lr: float = 1e-3
-        weight_decay: float = 1e-4
-        warmup_epochs: int = 2
-        patience: int = 10
-        checkpoint_every: int = 1
+        target_dropout: float = fraction(0.3)
+        mmd_weight: float = field(default=0.0, metadata={"ge": 0})
+        mmd_steps: int = positive(4)
+        joint_epochs: int = field(default=0, metadata={"ge": 0})
+        joint_lr_scale: float = field(default=0.1, metadata={"gt": 0})
+        n_steps: int = positive(20)
+        solver: Literal["euler", "midpoint"] = "midpoint"
+        decode: Literal["auto", "sample", "mean", "delta"] = "auto"  # auto: delta for NB, sample for log1p data
+        steps_per_epoch: int = positive(20)
+        lr: float = field(default=1e-3, metadata={"gt": 0})
+        weight_decay: float = field(default=1e-4, metadata={"ge": 0})
+        warmup_epochs: int = field(default=2, metadata={"ge": 0})
+        patience: int = positive(10)
+        checkpoint_every: int = positive(1)
         amp: bool = True
-        val_fraction: float = 0.15
-        max_cells: int = 100_000
+        val_fraction: float = fraction(0.15)
+        max_cells: int = positive(100_000)
         use_spatial: bool = True
-        device: str = "auto"
+        device: Literal["auto", "cpu", "cuda"] = "auto"
         gpu: bool = False  # request a GPU from the scheduler (Snakemake resources)
         shrinkage: Any = "auto"  # auto | none | λ in [0, 1]: toward the training mean shift (models.shrinkage)
 
@@ -273,16 +270,8 @@ class CFMVCModel(PerturbationModel):
 
     # -- configuration ------------------------------------------------------------------------------------
     def _check(self) -> None:
-        p = self.params
-        check_shrinkage(p.shrinkage, model="cfmvc")
-        for field, value, allowed in (("likelihood", p.likelihood, LIKELIHOODS), ("source", p.source, SOURCES),
-                                      ("log1p_fallback", p.log1p_fallback, ("hurdle", "gaussian")),
-                                      ("solver", p.solver, SOLVERS), ("decode", p.decode, DECODES)):
-            if value not in allowed:
-                raise ConfigError(f"model_params.cfmvc.{field} is '{value}'. Fix: use one of {list(allowed)}")
-        for field in ("d_int", "d_tech", "hidden", "n_basis", "n_steps", "vae_batch", "cells_per_group"):
-            if getattr(p, field) < 1:
-                raise ConfigError(f"model_params.cfmvc.{field} is {getattr(p, field)}. Fix: use a positive integer")
+        """What the typed Params cannot say (types, choices and bounds are checked by build_model)."""
+        check_shrinkage(self.params.shrinkage, model="cfmvc")
 
     # -- data -----------------------------------------------------------------------------------------------
     def _read(self, train_path: str | os.PathLike, rng: np.random.Generator, chunk_size: int) -> _Data:

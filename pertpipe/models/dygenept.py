@@ -26,8 +26,8 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,6 +38,7 @@ from pertpipe.errors import ConfigError
 from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model
 from pertpipe.models.distances import energy_distance, mmd_rbf
 from pertpipe.models.facets import FacetLookup
+from pertpipe.models.params import fraction, positive
 from pertpipe.models.prior import FacetKNNPrior
 from pertpipe.io import pick_device
 from pertpipe.models.shrinkage import check_setting as check_shrinkage
@@ -122,37 +123,37 @@ class DyGenePTModel(PerturbationModel):
 
     @dataclass
     class Params:
-        latent_dim: int = 32
-        hidden: int = 128
-        attn_dim: int = 32
-        heads: int = 2
-        normaliser: str = "sparsemax"  # sparsemax | entmax15 | softmax
-        cells_per_group: int = 24
-        groups_per_step: int = 16
-        epochs: int = 40
-        steps_per_epoch: int = 20
-        lr: float = 2e-3
-        weight_decay: float = 1e-4
-        warmup_epochs: int = 2
-        patience: int = 10
-        checkpoint_every: int = 1
-        dist_loss: str = "mmd"  # mmd | energy | none
-        dist_weight: float = 0.05
-        attn_sparsity: float = 1e-3
-        val_fraction: float = 0.15
-        freeze_querier_epochs: int = 0  # two-phase schedule: >0 trains with a frozen querier first
-        querier_lr_scale: float = 0.1
-        querier: str = "pca_mlp"  # pca_mlp | scgpt (a frozen scGPT encoder from scgpt_checkpoint)
+        latent_dim: int = positive(32)
+        hidden: int = positive(128)
+        attn_dim: int = positive(32)
+        heads: int = positive(2)
+        normaliser: Literal["sparsemax", "entmax15", "softmax"] = "sparsemax"
+        cells_per_group: int = positive(24)
+        groups_per_step: int = positive(16)
+        epochs: int = positive(40)
+        steps_per_epoch: int = positive(20)
+        lr: float = field(default=2e-3, metadata={"gt": 0})
+        weight_decay: float = field(default=1e-4, metadata={"ge": 0})
+        warmup_epochs: int = field(default=2, metadata={"ge": 0})
+        patience: int = positive(10)
+        checkpoint_every: int = positive(1)
+        dist_loss: Literal["mmd", "energy", "none"] = "mmd"
+        dist_weight: float = field(default=0.05, metadata={"ge": 0})
+        attn_sparsity: float = field(default=1e-3, metadata={"ge": 0})
+        val_fraction: float = fraction(0.15)
+        freeze_querier_epochs: int = field(default=0, metadata={"ge": 0})  # two-phase: a frozen querier first
+        querier_lr_scale: float = field(default=0.1, metadata={"ge": 0})
+        querier: Literal["pca_mlp", "scgpt"] = "pca_mlp"  # scgpt: a frozen scGPT encoder from scgpt_checkpoint
         scgpt_checkpoint: str | None = None
-        scgpt_max_len: int = 1200
-        max_cells: int = 100_000
-        pca_cells: int = 5000
-        device: str = "auto"
+        scgpt_max_len: int = positive(1200)
+        max_cells: int = positive(100_000)
+        pca_cells: int = positive(5000)
+        device: Literal["auto", "cpu", "cuda"] = "auto"
         gpu: bool = False  # request a GPU from the scheduler (Snakemake resources)
         shrinkage: Any = "auto"  # auto | none | λ in [0, 1]: toward the training mean shift (models.shrinkage)
-        prior: str = "knn"  # knn | none: the network learns a residual over the facet-kNN prior (models.prior)
-        prior_k: int = 5
-        prior_tau: float = 0.05
+        prior: Literal["knn", "none"] = "knn"  # the network learns a residual over the facet-kNN prior
+        prior_k: int = positive(5)
+        prior_tau: float = field(default=0.05, metadata={"gt": 0})
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:
         super().__init__(params, seed=seed)
@@ -160,18 +161,9 @@ class DyGenePTModel(PerturbationModel):
 
     # ------------------------------------------------------------------------------------------------
     def _check(self) -> None:
+        """What the typed Params cannot say (types, choices and bounds are checked by build_model)."""
         p = self.params
         check_shrinkage(p.shrinkage, model="dygenept")
-        if p.prior not in ("knn", "none"):
-            raise ConfigError(f"model_params.dygenept.prior is '{p.prior}'. Fix: use knn or none")
-        if p.prior_k < 1 or p.prior_tau <= 0:
-            raise ConfigError("model_params.dygenept.prior_k must be >= 1 and prior_tau > 0. Fix: e.g. 5 and 0.05")
-        if p.normaliser not in ("sparsemax", "entmax15", "softmax"):
-            raise ConfigError(f"models.dygenept.normaliser '{p.normaliser}': use sparsemax, entmax15 or softmax")
-        if p.dist_loss not in ("mmd", "energy", "none"):
-            raise ConfigError(f"models.dygenept.dist_loss '{p.dist_loss}': use mmd, energy or none")
-        if p.querier not in ("pca_mlp", "scgpt"):
-            raise ConfigError(f"model_params.dygenept.querier '{p.querier}': use pca_mlp or scgpt")
         if p.querier == "scgpt" and not p.scgpt_checkpoint:
             raise ConfigError("model_params.dygenept.querier is 'scgpt' but scgpt_checkpoint is not set. Fix: give "
                               "the folder with scGPT's args.json, vocab.json and best_model.pt")

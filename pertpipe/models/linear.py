@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import H5adReader
 from pertpipe.models.base import PerturbationModel, register_model, split_targets
+from pertpipe.models.params import positive
 
 
 def pca_gene_embedding(train: str | os.PathLike, *, k: int, max_cells: int, seed: int) -> np.ndarray:
@@ -45,10 +46,10 @@ def pca_gene_embedding(train: str | os.PathLike, *, k: int, max_cells: int, seed
 class LinearModel(PerturbationModel):
     @dataclass
     class Params:
-        rank: int = 10
-        ridge: float = 0.1
-        embedding: str = "pseudobulk"  # or "cells"
-        max_cells: int = 5000
+        rank: int = positive(10)
+        ridge: float = field(default=0.1, metadata={"ge": 0})
+        embedding: Literal["pseudobulk", "cells"] = "pseudobulk"
+        max_cells: int = positive(5000)
 
     def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
             ) -> dict[str, Any]:
@@ -64,7 +65,8 @@ class LinearModel(PerturbationModel):
             self.G = pca_gene_embedding(train, k=self.params.rank, max_cells=self.params.max_cells, seed=self.seed)
         else:
             from pertpipe.errors import ConfigError
-            raise ConfigError(f"models.linear.embedding is '{self.params.embedding}'. Fix: use pseudobulk or cells")
+            raise ConfigError(f"model_params.linear.embedding is '{self.params.embedding}'. Fix: use pseudobulk or "
+                              "cells")
         P = np.vstack([self._embed(t) for t in Y.index])  # targets x k
         Yt = Y.to_numpy().T  # genes x targets
         self.b = Yt.mean(axis=1)

@@ -72,7 +72,7 @@ def test_good_predictions_pass(tmp_path, truth):
 def test_unknown_model_and_hyperparameter():
     with pytest.raises(ConfigError, match="unknown model 'gears'"):
         build_model("gears")
-    with pytest.raises(ConfigError, match=r"models.linear: unknown hyperparameter\(s\) \['depth'\]"):
+    with pytest.raises(ConfigError, match=r"model_params.linear: unknown hyperparameter\(s\) \['depth'\]"):
         build_model("linear", {"depth": 3})
 
 
