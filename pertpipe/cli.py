@@ -7,6 +7,7 @@ import json
 import sys
 
 from pertpipe.errors import PertpipeError
+from pertpipe.data.h5io import DEFAULT_CHUNK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     ins = sub.add_parser("inspect", help="describe an .h5ad and print the config lines that bring it in")
     ins.add_argument("file")
     ins.add_argument("--json", action="store_true", help="print the figures as JSON")
-    ins.add_argument("--chunk-size", type=int, default=10_000)
+    ins.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK)
     ins.add_argument("--write-config", metavar="YAML", help="also write the suggested config block to this file")
     args = parser.parse_args(argv)
     from pertpipe.data.inspect import inspect_h5ad, render_inspect

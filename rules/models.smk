@@ -46,6 +46,7 @@ for _model in MODEL_NAMES:
         params:
             model=_model,
             seed=config["seed"],
+            chunk_size=S1["chunk_size"],
         threads: 1
         resources:
             mem_mb=8000,

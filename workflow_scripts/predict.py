@@ -12,7 +12,8 @@ with script_step(sm.log[0], f"predict_{sm.params.model}") as log:
     split = read_json(sm.input.split)
     prov = provenance("predict", params={"model": sm.params.model})
     prov.update(model=sm.params.model, split_id=split["split_id"])
-    summary = model.predict(template, sm.input.train, sm.output.predictions, uns={"pertpipe": prov})
+    summary = model.predict(template, sm.input.train, sm.output.predictions, uns={"pertpipe": prov},
+                            chunk_size=sm.params.chunk_size)
     att = attention_table(model, template, sm.input.train, seed=sm.params.seed)
     with atomic_path(sm.output.attention) as tmp:
         att.to_parquet(tmp, index=False)

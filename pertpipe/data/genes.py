@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pertpipe import COMBO_SEP, CONTROL_LABEL
-from pertpipe.data.h5io import H5adReader, H5adWriter
+from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ConfigError, ContractError
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def plan_alignment(source_genes: list[str], universe: list[str], aliases: dict[s
 
 
 def align_genes(src: str | os.PathLike, dest: str | os.PathLike, *, universe: list[str],
-                aliases: dict[str, str] | None = None, chunk_size: int = 10_000,
+                aliases: dict[str, str] | None = None, chunk_size: int = DEFAULT_CHUNK,
                 min_source_matched: float = 0.5, min_universe_matched: float = 0.02,
                 uns: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``src`` (canonical, source genes) as ``dest`` in universe order; returns the alignment report."""

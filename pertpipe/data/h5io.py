@@ -22,6 +22,7 @@ from anndata.io import read_elem, write_elem
 from pertpipe.errors import ContractError
 
 CARRIED_OBSM = ("spatial",)  # obsm entries stage 1 keeps (spatial coordinates, read by CFM-VC's context)
+DEFAULT_CHUNK = 10_000  # cells per chunk where a caller gives none (stage1.chunk_size in the pipeline)
 _DATA_CHUNK = 1 << 18  # elements per HDF5 chunk of data/indices (1 MiB of float32)
 
 
@@ -147,6 +148,16 @@ class H5adReader:
             if rows is not None:
                 block = block[np.flatnonzero(rows[start:stop])]
             yield start, stop, block
+
+
+    def read_masked(self, rows: np.ndarray | None = None, *, layer: str | None = None,
+                    chunk_size: int = DEFAULT_CHUNK) -> sp.csr_matrix:
+        """The rows selected by boolean mask ``rows`` (all rows when None) of X or ``layer`` as one CSR, read
+        chunk by chunk (memory: the selected rows plus one chunk)."""
+        blocks = [b for _s, _e, b in self.iter_chunks(chunk_size, layer, rows)]
+        if not blocks:
+            return sp.csr_matrix((0, self.n_vars), dtype=self.dtype(layer))
+        return sp.vstack(blocks).tocsr()
 
 
 class _CSRSink:

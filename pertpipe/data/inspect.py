@@ -17,7 +17,7 @@ import pandas as pd
 
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.adapters import Adapter
-from pertpipe.data.h5io import H5adReader
+from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
 from pertpipe.data.standardize import LOG1P_MAX, _is_integer_valued
 from pertpipe.errors import ContractError
 
@@ -84,7 +84,7 @@ def _cell_figures(reader: H5adReader, chunk_size: int) -> dict[str, Any]:
             "umis_per_cell" if scale == "counts" else "sum_per_cell": q(tot), "detected_genes_per_cell": q(det)}
 
 
-def inspect_h5ad(path: str | os.PathLike, *, chunk_size: int = 10_000) -> dict[str, Any]:
+def inspect_h5ad(path: str | os.PathLike, *, chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
     """Figures and guesses for ``path`` (see the module docstring); :func:`render_inspect` prints them."""
     path = Path(path)
     if not path.exists():

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pertpipe.data.h5io import H5adReader, H5adWriter
+from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.io import atomic_path, write_text
 
 
-def pseudobulk_means(path: str | os.PathLike, *, by: str = "target_gene", chunk_size: int = 10_000,
+def pseudobulk_means(path: str | os.PathLike, *, by: str = "target_gene", chunk_size: int = DEFAULT_CHUNK,
                      layer: str | None = None) -> tuple[pd.DataFrame, pd.Series]:
     """Mean of X per group of ``obs[by]`` ([groups x genes], float64) and the cells per group, chunk by chunk."""
     with H5adReader(path) as reader:
@@ -31,7 +31,7 @@ def pseudobulk_means(path: str | os.PathLike, *, by: str = "target_gene", chunk_
 
 def write_ground_truth(val_path: str | os.PathLike, *, truth_path: str | os.PathLike,
                        pseudobulk_path: str | os.PathLike, genes_path: str | os.PathLike,
-                       chunk_size: int = 10_000, uns: dict[str, Any] | None = None) -> dict[str, Any]:
+                       chunk_size: int = DEFAULT_CHUNK, uns: dict[str, Any] | None = None) -> dict[str, Any]:
     """Truth h5ad (X + target_gene/cell_type/batch), pseudobulk parquet and the gene-order file."""
     with H5adReader(val_path) as reader:
         obs = reader.obs[["target_gene", "cell_type", "batch"]].astype(str)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.genes import load_universe
-from pertpipe.data.h5io import read_obs
+from pertpipe.data.h5io import DEFAULT_CHUNK, read_obs
 from pertpipe.data.split import check_no_leakage
 from pertpipe.data.validate import validate_h5ad
 from pertpipe.errors import LeakageError
@@ -20,7 +20,7 @@ from pertpipe.io import read_json, sha256_file
 def stage1_report(*, dataset: str, standardize_json: str | os.PathLike, align_json: str | os.PathLike,
                   split_json: str | os.PathLike, train: str | os.PathLike, val: str | os.PathLike,
                   truth: str | os.PathLike, genes: str | os.PathLike, artifacts: dict[str, str],
-                  chunk_size: int = 10_000) -> dict[str, Any]:
+                  chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
     """Collect the checks and figures of stage 1 into one dict (see :func:`render_text`)."""
     universe = load_universe(genes)
     files = {name: validate_h5ad(p, universe=universe, chunk_size=chunk_size)

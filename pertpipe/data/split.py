@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from pertpipe import COMBO_SEP, CONTROL_LABEL
-from pertpipe.data.h5io import H5adReader, H5adWriter
+from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ConfigError, ContractError, LeakageError
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ def template_table(val_obs: pd.DataFrame, n_cells_requested: dict[str, int] | No
 
 
 def write_split(src: str | os.PathLike, train_path: str | os.PathLike, val_path: str | os.PathLike,
-                result: SplitResult, *, chunk_size: int = 10_000, uns: dict[str, Any] | None = None) -> None:
+                result: SplitResult, *, chunk_size: int = DEFAULT_CHUNK, uns: dict[str, Any] | None = None) -> None:
     """Stream the cells of ``src`` into ``train_path`` and ``val_path`` by ``result.assignment``."""
     with H5adReader(src) as reader:
         obs = reader.obs

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.adapters import Adapter
-from pertpipe.data.h5io import H5adReader, H5adWriter
+from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ConfigError, ContractError
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def _keep_mask(src: object, obs_all: pd.DataFrame, obs_filter: dict[str, list[st
 
 def standardize(src: str | os.PathLike, dest: str | os.PathLike, *, adapter: Adapter,
                 obs_filter: dict[str, list[str]] | None = None, input_scale: str = "auto",
-                target_sum: float = 1e4, chunk_size: int = 10_000, duplicate_genes: str = "error",
+                target_sum: float = 1e4, chunk_size: int = DEFAULT_CHUNK, duplicate_genes: str = "error",
                 uns: dict[str, Any] | None = None) -> dict[str, Any]:
     """Stream ``src`` into a canonical h5ad at ``dest`` (source gene order); returns summary figures.
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import H5adReader, read_uns
+from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, read_uns
 from pertpipe.data.standardize import LOG1P_MAX, check_values
 from pertpipe.errors import ContractError
 
@@ -22,7 +22,7 @@ REQUIRED_OBS = ("target_gene", "batch", "cell_type")
 
 
 def validate_h5ad(path: str | os.PathLike, *, universe: list[str] | None = None, aligned: bool = True,
-                  require_controls: bool = True, chunk_size: int = 10_000) -> dict[str, Any]:
+                  require_controls: bool = True, chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
     """Check ``path`` against the contract; raise :class:`ContractError` on the first violation.
 
     Returns the figures the stage-1 report shows: shape, dtype, value range, log1p check, gene order.

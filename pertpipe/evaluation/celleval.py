@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import H5adReader, H5adWriter, read_obs, read_uns
+from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter, read_obs, read_uns
 from pertpipe.errors import ContractError, PertpipeError
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _run(args: list[str], what: str, log_file: str | os.PathLike | None = None) 
 
 
 def check_predictions(pred: str | os.PathLike, *, genes: list[str], truth: str | os.PathLike,
-                      max_cells: int = MAX_CELL_DIM) -> dict[str, Any]:
+                      max_cells: int = MAX_CELL_DIM, chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
     """Refuse a prediction file cell-eval would mis-score; every message names the file and the fix."""
     with H5adReader(pred) as r:
         names = [str(g) for g in r.var_names]
@@ -95,7 +95,7 @@ def check_predictions(pred: str | os.PathLike, *, genes: list[str], truth: str |
         if CONTROL_LABEL not in labels:
             raise ContractError(pred, "obs['target_gene']", f"no '{CONTROL_LABEL}' block",
                                 "include the control cells of the template")
-        for start, _stop, block in r.iter_chunks(20_000):
+        for start, _stop, block in r.iter_chunks(chunk_size):
             if block.nnz and not np.all(np.isfinite(block.data)):
                 raise ContractError(pred, "X", f"NaN/inf values near row {start}", "fix the model's output")
             if block.nnz and block.data.min() < 0:
@@ -172,7 +172,7 @@ def run(pred: str | os.PathLike, truth: str | os.PathLike, outdir: str | os.Path
 
 
 def build_baseline(train: str | os.PathLike, template: pd.DataFrame, dest: str | os.PathLike, *,
-                   chunk_size: int = 10_000, uns: dict[str, Any] | None = None) -> dict[str, Any]:
+                   chunk_size: int = DEFAULT_CHUNK, uns: dict[str, Any] | None = None) -> dict[str, Any]:
     """The VCC cell-mean baseline (cell-eval's definition), streamed: constant rows + training controls."""
     from pertpipe.data.pseudobulk import pseudobulk_means
 

@@ -48,7 +48,7 @@ class Expression:
     @classmethod
     def read(cls, path: str | os.PathLike) -> Expression:
         with H5adReader(path) as r:
-            X = sp.vstack([b for _s, _e, b in r.iter_chunks(20_000)]).tocsr()
+            X = r.read_masked()
             return cls(X, r.obs["target_gene"].astype(str).to_numpy(), np.asarray(r.var_names, dtype=str))
 
     def groups(self) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pertpipe import COMBO_SEP, CONTROL_LABEL
-from pertpipe.data.h5io import H5adReader, H5adWriter
+from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ConfigError, ContractError
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class TrainingSummary:
     cell_types: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_h5ad(cls, path: str | os.PathLike, *, chunk_size: int = 10_000) -> TrainingSummary:
+    def from_h5ad(cls, path: str | os.PathLike, *, chunk_size: int = DEFAULT_CHUNK) -> TrainingSummary:
         with H5adReader(path) as r:
             obs = r.obs[["target_gene", "cell_type", "batch"]].astype(str)
             genes = [str(g) for g in r.var_names]
@@ -181,7 +181,7 @@ class PerturbationModel(ABC):
 
     def _summarise(self, train: str | os.PathLike, config: dict[str, Any] | None) -> TrainingSummary:
         """The training pseudobulk summary (chunked), setting the model's gene order."""
-        s = TrainingSummary.from_h5ad(train, chunk_size=(config or {}).get("chunk_size", 10_000))
+        s = TrainingSummary.from_h5ad(train, chunk_size=(config or {}).get("chunk_size", DEFAULT_CHUNK))
         self.genes = s.genes
         return s
 
@@ -213,9 +213,9 @@ class PerturbationModel(ABC):
 
     # -- prediction -----------------------------------------------------------------------------------
     def predict(self, template: pd.DataFrame, train: str | os.PathLike, dest: str | os.PathLike, *,
-                uns: dict[str, Any] | None = None) -> dict[str, Any]:
+                uns: dict[str, Any] | None = None, chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
         """Write ``predictions.h5ad`` for ``template`` (rows target_gene, cell_type, batch, n_cells)."""
-        return write_predictions(self, template, train, dest, seed=self.seed, uns=uns)
+        return write_predictions(self, template, train, dest, seed=self.seed, uns=uns, chunk_size=chunk_size)
 
 
 def load_model(path: str | os.PathLike) -> PerturbationModel:
@@ -239,26 +239,27 @@ class ControlCells:
 
     @classmethod
     def load(cls, train: str | os.PathLike, *, counts: bool = False, spatial: bool = False,
-             chunk_size: int = 10_000) -> ControlCells:
+             chunk_size: int = DEFAULT_CHUNK) -> ControlCells:
         with H5adReader(train) as r:
             obs = r.obs[["target_gene", "cell_type", "batch"]].astype(str)
             mask = (obs["target_gene"] == CONTROL_LABEL).to_numpy()
-            x = sp.vstack([b for _s, _e, b in r.iter_chunks(chunk_size, rows=mask)]).tocsr()
+            x = r.read_masked(mask, chunk_size=chunk_size)
             c = None
             if counts and "counts" in r.layers():
-                c = sp.vstack([b for _s, _e, b in r.iter_chunks(chunk_size, layer="counts", rows=mask)]).tocsr()
+                c = r.read_masked(mask, layer="counts", chunk_size=chunk_size)
             xy = r.obsm("spatial")[mask] if spatial and "spatial" in r.obsm_keys() else None
         return cls(obs[mask].reset_index(drop=True), x, c, xy)
 
 
 def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: str | os.PathLike,
-                      dest: str | os.PathLike, *, seed: int, uns: dict[str, Any] | None = None) -> dict[str, Any]:
+                      dest: str | os.PathLike, *, seed: int, uns: dict[str, Any] | None = None,
+                      chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
     """Cells for every template row: sampled training controls (same cell type and batch) + the model's shift."""
     t0 = time.perf_counter()
     for col in ("target_gene", "cell_type", "batch", "n_cells"):
         if col not in template.columns:
             raise ContractError("template.csv", col, "column missing", "re-run ground_truth")
-    controls = ControlCells.load(train, counts=model.uses_counts, spatial=model.uses_spatial)
+    controls = ControlCells.load(train, counts=model.uses_counts, spatial=model.uses_spatial, chunk_size=chunk_size)
     ctrl_obs, ctrl_x = controls.obs, controls.x
     genes = model.genes
     by_ctb = {k: np.asarray(v) for k, v in ctrl_obs.groupby(["cell_type", "batch"]).indices.items()}

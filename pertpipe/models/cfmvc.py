@@ -44,7 +44,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import H5adReader
+from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.io import pick_device
 from pertpipe.models.base import ControlCells, PerturbationModel, register_model, split_targets
@@ -289,12 +289,12 @@ class CFMVCModel(PerturbationModel):
             keep = np.zeros(r.n_obs, bool)
             keep[rng.choice(r.n_obs, size=min(r.n_obs, p.max_cells), replace=False)] = True
             if self.likelihood == "nb":  # (X itself is not needed: memory = two CSR copies of the kept counts)
-                counts = sp.vstack([b for _s, _e, b in r.iter_chunks(chunk_size, layer="counts", rows=keep)])
+                counts = r.read_masked(keep, layer="counts", chunk_size=chunk_size)
                 counts = counts.tocsr().astype(np.float32)
                 enc_in, target = counts.log1p(), counts
                 lib = np.asarray(counts.sum(1)).ravel()
             else:
-                x = sp.vstack([b for _s, _e, b in r.iter_chunks(chunk_size, rows=keep)]).tocsr().astype(np.float32)
+                x = r.read_masked(keep, chunk_size=chunk_size).astype(np.float32)
                 enc_in, target, lib = x, x, np.asarray(x.sum(1)).ravel()
             xy = None
             if p.use_spatial and "spatial" in r.obsm_keys():
@@ -336,7 +336,7 @@ class CFMVCModel(PerturbationModel):
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         self.lookup = FacetLookup.load(knowledge)
-        d = self._read(train_path, rng, config.get("chunk_size", 10_000))
+        d = self._read(train_path, rng, config.get("chunk_size", DEFAULT_CHUNK))
         self.device = dev = pick_device(p.device, field="model_params.cfmvc.device")
         n = len(d.obs)
         is_ctrl = (d.obs.target_gene == CONTROL_LABEL).to_numpy()
@@ -515,7 +515,7 @@ class CFMVCModel(PerturbationModel):
                               device=dev, checkpoint=stage_checkpoint(ckpt, "joint"), desc="cfmvc joint")
         net.eval()
         self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=p.shrinkage,
-                                       chunk_size=config.get("chunk_size", 10_000))
+                                       chunk_size=config.get("chunk_size", DEFAULT_CHUNK))
         stages = {"vae": vae_log, "flow": flow_log, **({"joint": joint_log} if joint_log else {})}
         wall = sum(s["train_wall_s"] for s in stages.values())
         cells = sum(s["cells_seen"] for s in stages.values())

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import H5adReader
+from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
 from pertpipe.errors import ConfigError
 from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model
 from pertpipe.models.distances import energy_distance, mmd_rbf
@@ -208,7 +207,8 @@ class DyGenePTModel(PerturbationModel):
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         self._load_knowledge(knowledge)
-        summary = TrainingSummary.from_h5ad(train_path, chunk_size=config.get("chunk_size", 10_000))
+        chunk = config.get("chunk_size", DEFAULT_CHUNK)
+        summary = TrainingSummary.from_h5ad(train_path, chunk_size=chunk)
         self.genes = summary.genes
         # PCA of log expression on a subsample, then every kept cell in PCA coordinates (memory: N x d)
         with H5adReader(train_path) as r:
@@ -217,14 +217,14 @@ class DyGenePTModel(PerturbationModel):
             keep[rng.choice(r.n_obs, size=min(r.n_obs, p.max_cells), replace=False)] = True
             pca_rows = np.zeros(r.n_obs, bool)
             pca_rows[rng.choice(r.n_obs, size=min(r.n_obs, p.pca_cells), replace=False)] = True
-            xs = sp.vstack([b for _s, _e, b in r.iter_chunks(10_000, rows=pca_rows)]).toarray().astype(np.float64)
+            xs = r.read_masked(pca_rows, chunk_size=chunk).toarray().astype(np.float64)
             self.pca_mean = xs.mean(0)
             d = min(p.latent_dim, min(xs.shape) - 1)
             self.pca_components = np.linalg.svd(xs - self.pca_mean, full_matrices=False)[2][:d]
             self.device = pick_device(p.device, field="model_params.dygenept.device")
             self._load_scgpt()
             Z, Zq = [], []
-            for _s, _e, b in r.iter_chunks(10_000, rows=keep):
+            for _s, _e, b in r.iter_chunks(chunk, rows=keep):
                 dense = b.toarray()
                 Z.append(self._project(dense))
                 Zq.append(self._query_input(dense, Z[-1]))
@@ -332,7 +332,7 @@ class DyGenePTModel(PerturbationModel):
                      cfg=cfg, seed=self.seed, device=device, checkpoint=config.get("checkpoint"), desc="dygenept")
         self.net.eval()
         self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=p.shrinkage, summary=summary,
-                                       chunk_size=config.get("chunk_size", 10_000))
+                                       chunk_size=chunk)
         return {**tlog, "fit_s": round(time.perf_counter() - t0, 3), "train_targets": len(targets),
                 "shrinkage": self.shrinkage.log(),
                 "querier": p.querier, "scgpt_gene_coverage": round(self.scgpt.coverage, 4) if self.scgpt else None,

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import H5adReader
@@ -35,7 +34,7 @@ def pca_gene_embedding(train: str | os.PathLike, *, k: int, max_cells: int, seed
         n = r.n_obs
         take = np.zeros(n, dtype=bool)
         take[rng.choice(n, size=min(n, max_cells), replace=False)] = True
-        x = sp.vstack([b for _s, _e, b in r.iter_chunks(10_000, rows=take)]).toarray().astype(np.float64)
+        x = r.read_masked(take).toarray().astype(np.float64)
     x -= x.mean(axis=0, keepdims=True)
     k = max(1, min(k, min(x.shape) - 1))
     _u, _s, vt = np.linalg.svd(x, full_matrices=False)

@@ -136,10 +136,12 @@ def one_se_choice(errors: np.ndarray, grid: tuple[float, ...]) -> tuple[float, n
 
 
 def fit_shrinkage(model: Any, train_path: Any, val_targets: set[str], *, setting: Any, summary: Any = None,
-                  chunk_size: int = 10_000) -> Shrinkage:
+                  chunk_size: int | None = None) -> Shrinkage:
     """:func:`choose_shrinkage` reading what it needs from the training split (the fitted model's end of ``fit``)."""
+    from pertpipe.data.h5io import DEFAULT_CHUNK
     from pertpipe.models.base import ControlCells, TrainingSummary
 
+    chunk_size = chunk_size or DEFAULT_CHUNK
     summary = summary if summary is not None else TrainingSummary.from_h5ad(train_path, chunk_size=chunk_size)
     controls = ControlCells.load(train_path, counts=model.uses_counts, spatial=model.uses_spatial,
                                  chunk_size=chunk_size)
