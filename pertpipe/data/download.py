@@ -32,11 +32,11 @@ import requests
 
 from pertpipe.data.registry import Entry
 from pertpipe.errors import DownloadError
+from pertpipe.http_session import RETRY_STATUS, retrying_session
 from pertpipe.io import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 
-_RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
 @dataclass
@@ -72,62 +72,71 @@ def _progress(total: int | None, initial: int, desc: str):
                 mininterval=2.0, disable=None)
 
 
+def _stream_to_part(resp: requests.Response, part: Path, have: int, name: str, chunk_size: int) -> tuple[bool, str]:
+    """Append (206) or write (200) the body to ``part``; (complete?, why not)."""
+    mode = "ab" if resp.status_code == 206 else "wb"
+    start = have if resp.status_code == 206 else 0
+    if have and resp.status_code == 200:
+        log.info("server ignored the Range request; restarting %s from byte 0", resp.url)
+    length = resp.headers.get("Content-Length")
+    total = start + int(length) if length is not None else None
+    written = start
+    try:
+        with open(part, mode) as fh, _progress(total, start, name) as bar:
+            for block in resp.iter_content(chunk_size=chunk_size):
+                fh.write(block)
+                written += len(block)
+                bar.update(len(block))
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    if total is not None and written < total:
+        return False, f"connection dropped at {written}/{total} bytes"
+    return True, ""
+
+
 def http_download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retries: int = 4,
                   backoff: float = 1.0, timeout: float = 30.0, chunk_size: int = 1 << 16,
                   session: requests.Session | None = None) -> str:
     """Stream ``url`` to ``dest`` with resume and retries; returns the sha256 of the complete file.
 
-    The transfer goes to ``dest + '.part'``; after a dropped connection the next try asks for the
-    remaining bytes with ``Range``. A checksum mismatch deletes the part file and raises.
+    Connection errors and 429/5xx answers are retried by the session (:mod:`pertpipe.http_session`, urllib3
+    ``Retry``). A connection that drops during the transfer is resumed here: the transfer goes to
+    ``dest + '.part'`` and the next try asks for the remaining bytes with ``Range``. A checksum mismatch deletes
+    the part file and raises.
     """
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    sess = session or requests.Session()
+    sess = session or retrying_session(retries=retries, backoff=backoff)
     last_error = ""
     for attempt in range(retries + 1):
         if attempt:
             wait = backoff * 2 ** (attempt - 1)
-            log.warning("retry %d/%d of %s in %.1fs (%s)", attempt, retries, url, wait, last_error)
+            log.warning("resume %d/%d of %s in %.1fs (%s)", attempt, retries, url, wait, last_error)
             time.sleep(wait)
         have = part.stat().st_size if part.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         try:
-            with sess.get(url, stream=True, timeout=timeout, headers=headers, allow_redirects=True) as resp:
-                if resp.status_code == 404:
-                    raise _NotFound(f"HTTP 404 Not Found: {url}")
-                if resp.status_code == 416 and have:
-                    # Range past the end: the part is complete (or stale); verify below, else restart.
-                    break
-                if resp.status_code in _RETRYABLE_STATUS:
-                    last_error = f"HTTP {resp.status_code}"
-                    continue
-                if resp.status_code >= 400:
-                    raise DownloadError(f"HTTP {resp.status_code} {resp.reason} for {url}. "
-                                        "Fix: check the URL in resources/datasets.yaml or set `mirror:`")
-                mode = "ab" if resp.status_code == 206 else "wb"
-                start = have if resp.status_code == 206 else 0
-                if have and resp.status_code == 200:
-                    log.info("server ignored the Range request; restarting %s from byte 0", url)
-                length = resp.headers.get("Content-Length")
-                total = start + int(length) if length is not None else None
-                written = start
-                with open(part, mode) as fh, _progress(total, start, dest.name) as bar:
-                    for block in resp.iter_content(chunk_size=chunk_size):
-                        fh.write(block)
-                        written += len(block)
-                        bar.update(len(block))
-                if total is not None and written < total:
-                    last_error = f"connection dropped at {written}/{total} bytes"
-                    continue
-                break
+            resp = sess.get(url, stream=True, timeout=timeout, headers=headers, allow_redirects=True)
         except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL,
                 requests.exceptions.MissingSchema) as exc:
             raise DownloadError(f"{url}: not a URL this pipeline can fetch ({exc}). Fix: use an http(s):// or "
                                 "file:// URL, or `path:` for a local file") from exc
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
-            continue
+        except (requests.ConnectionError, requests.Timeout) as exc:  # the session retried already
+            raise _NetworkFailure(f"{url}: gave up after {retries + 1} tries ({type(exc).__name__}: {exc})") from exc
+        with resp:
+            if resp.status_code == 404:
+                raise _NotFound(f"HTTP 404 Not Found: {url}")
+            if resp.status_code == 416 and have:
+                break  # Range past the end: the part is complete (or stale); verified below
+            if resp.status_code in RETRY_STATUS:
+                raise _NetworkFailure(f"{url}: HTTP {resp.status_code} after {retries + 1} tries")
+            if resp.status_code >= 400:
+                raise DownloadError(f"HTTP {resp.status_code} {resp.reason} for {url}. "
+                                    "Fix: check the URL in resources/datasets.yaml or set `mirror:`")
+            done, last_error = _stream_to_part(resp, part, have, dest.name, chunk_size)
+            if done:
+                break
     else:
         raise _NetworkFailure(f"{url}: gave up after {retries + 1} tries ({last_error})")
     digest = sha256_file(part)
@@ -306,11 +315,11 @@ def fetch(entry: Entry, dest: str | os.PathLike, *, mirror: str | None = None,
         obj = cache / f"{url_key}-{Path(urlparse(url).path).name or 'download'}"
         with _file_lock(obj.with_name(obj.name + ".lock")):
             try:
+                if obj.exists() and entry.sha256 and sha256_file(obj) != entry.sha256:
+                    log.warning("cached %s does not match the registry's sha256: downloading it again", obj)
+                    obj.unlink()
                 if obj.exists():
                     digest = sha256_file(obj)
-                    if entry.sha256 and digest != entry.sha256:
-                        obj.unlink()
-                        raise _NotFound("cached copy is stale")
                 elif urlparse(url).scheme == "file":  # a file:// URL: a local copy, checksummed the same way
                     digest = _copy_local(Path(url2pathname(urlparse(url).path)), obj, sha256=entry.sha256)
                 else:
@@ -321,8 +330,6 @@ def fetch(entry: Entry, dest: str | os.PathLike, *, mirror: str | None = None,
                     obj.unlink(missing_ok=True)
                 return manifest
             except _NotFound as exc:
-                if "stale" in str(exc):
-                    continue
                 attempts.append(Attempt(url, str(exc), network=False))
             except _NetworkFailure as exc:
                 attempts.append(Attempt(url, str(exc), network=True))

@@ -26,6 +26,8 @@ from typing import Any
 import pandas as pd
 import requests
 
+from pertpipe.http_session import RETRY_STATUS, retrying_session
+
 from pertpipe.errors import PertpipeError
 from pertpipe.io import atomic_path
 from pertpipe.knowledge.facets import NONE, Facet
@@ -101,29 +103,19 @@ def _chat(session: requests.Session, s: LLMSettings, prompt: str, headers: dict[
                             "messages": [{"role": "user", "content": prompt}]}
     if s.json_mode:
         body["response_format"] = {"type": "json_object"}
-    last = ""
-    for attempt in range(s.retries + 1):
-        if attempt:
-            time.sleep(min(30.0, s.backoff * 2 ** (attempt - 1)) if not last.startswith("retry-after")
-                       else float(last.split(":")[1]))
-        try:
-            resp = session.post(url, json=body, headers=headers, timeout=s.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            last = f"{type(exc).__name__}"
-            continue
-        if resp.status_code == 429 or resp.status_code >= 500:
-            ra = resp.headers.get("Retry-After")
-            last = f"retry-after:{min(30.0, float(ra))}" if ra and ra.replace(".", "", 1).isdigit() else \
-                f"HTTP {resp.status_code}"
-            continue
-        if resp.status_code >= 400:
-            raise LLMError(f"{url} answered HTTP {resp.status_code}: {resp.text[:200]}. Fix: check knowledge.llm."
-                           "base_url, model and the API key variable")
-        try:
-            return resp.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise MalformedReply(f"not a chat-completions response: {resp.text[:80]!r}") from exc
-    raise _EndpointDown(last)
+    try:  # transport errors and 429/5xx are retried by the session (pertpipe.http_session)
+        resp = session.post(url, json=body, headers=headers, timeout=s.timeout)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise _EndpointDown(f"{type(exc).__name__} after {s.retries} retries") from exc
+    if resp.status_code in RETRY_STATUS:
+        raise _EndpointDown(f"HTTP {resp.status_code} after {s.retries} retries")
+    if resp.status_code >= 400:
+        raise LLMError(f"{url} answered HTTP {resp.status_code}: {resp.text[:200]}. Fix: check knowledge.llm."
+                       "base_url, model and the API key variable")
+    try:
+        return resp.json()["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise MalformedReply(f"not a chat-completions response: {resp.text[:80]!r}") from exc
 
 
 def llm_facets(gene_texts: pd.DataFrame, facets: list[Facet], settings: LLMSettings, *, template: str,
@@ -155,7 +147,7 @@ def llm_facets(gene_texts: pd.DataFrame, facets: list[Facet], settings: LLMSetti
             raise _EndpointDown("stopped")
         sess = getattr(local, "session", None)
         if sess is None:
-            sess = local.session = requests.Session()
+            sess = local.session = retrying_session(retries=settings.retries, backoff=settings.backoff)
         prompt = render_prompt(template, facets, text)
         reasons = []
         for _ in range(settings.retries + 1):

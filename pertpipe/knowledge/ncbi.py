@@ -10,6 +10,8 @@ from pathlib import Path
 
 import requests
 
+from pertpipe.http_session import retrying_session
+
 from pertpipe.errors import DownloadError
 from pertpipe.io import atomic_path
 
@@ -27,33 +29,24 @@ def fetch_summaries(gene_ids: list[int], *, cache_path: str | os.PathLike, base_
     key = os.environ.get(api_key_env or "", "")
     min_gap = 1.0 / rate
     last = 0.0
-    sess = requests.Session()
+    sess = retrying_session(retries=retries, backoff=1.0, max_backoff=10.0)  # 429/5xx/transport retried there
     for i in range(0, len(todo), batch):
         ids = todo[i:i + batch]
         params = {"db": "gene", "id": ",".join(map(str, ids)), "retmode": "json"}
         if key:
             params["api_key"] = key
-        for attempt in range(retries + 1):
-            wait = min_gap - (time.monotonic() - last)
-            if wait > 0:
-                time.sleep(wait)
-            last = time.monotonic()
-            try:
-                resp = sess.get(f"{base_url.rstrip('/')}/esummary.fcgi", params=params, timeout=timeout)
-                if resp.status_code == 429 or resp.status_code >= 500:
-                    time.sleep(min(10.0, 2 ** attempt))
-                    continue
-                resp.raise_for_status()
-                result = resp.json()["result"]
-                break
-            except (requests.RequestException, ValueError, KeyError) as exc:
-                if attempt == retries:
-                    raise DownloadError(f"E-utilities esummary at {base_url} failed ({exc}); {len(cache)} summaries "
-                                        f"are cached in {cache_path}. Fix: retry later, or set "
-                                        "knowledge.summaries.enabled: false") from exc
-                time.sleep(min(10.0, 2 ** attempt))
-        else:
-            raise DownloadError(f"E-utilities esummary at {base_url} kept answering 429/5xx. Fix: retry later")
+        wait = min_gap - (time.monotonic() - last)
+        if wait > 0:
+            time.sleep(wait)
+        last = time.monotonic()
+        try:
+            resp = sess.get(f"{base_url.rstrip('/')}/esummary.fcgi", params=params, timeout=timeout)
+            resp.raise_for_status()
+            result = resp.json()["result"]
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            raise DownloadError(f"E-utilities esummary at {base_url} failed after {retries} retries ({exc}); "
+                                f"{len(cache)} summaries are cached in {cache_path}. Fix: retry later, or set "
+                                "knowledge.summaries.enabled: false") from exc
         for g in ids:
             cache[str(g)] = (result.get(str(g)) or {}).get("summary", "") or ""
         with atomic_path(cache_path) as tmp:

@@ -184,3 +184,15 @@ def test_null_checksum_is_locked_at_first_download(file_server, tmp_path):
     with pytest.raises(DownloadError) as err:
         fetch(e, tmp_path / "c" / "thing.bin", lock_file=lock)
     assert "lock file" in str(err.value) and not (tmp_path / "c" / "thing.bin").exists()
+
+
+def test_stale_cached_download_is_fetched_again(file_server, tmp_path):
+    file_server.files["/data.bin"] = PAYLOAD
+    url = file_server.url("data.bin")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    key = hashlib.sha1(url.encode()).hexdigest()[:12]
+    (cache / f"{key}-data.bin").write_bytes(b"an older, different file")
+    man = fetch(entry(url), tmp_path / "out" / "thing.bin", cache_dir=cache, backoff=0.01)
+    assert (tmp_path / "out" / "thing.bin").read_bytes() == PAYLOAD and man["origin"] == url
+    assert len(file_server.requests) == 1
