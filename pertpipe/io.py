@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import sys
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,6 @@ from typing import Any
 import numpy as np
 
 log = logging.getLogger("pertpipe")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 _PROVENANCE_PACKAGES = ("pertpipe", "anndata", "numpy", "scipy", "h5py", "pandas", "torch", "cell-eval", "pdex")
 
@@ -32,10 +30,13 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give outputs the usual mode
+    while True:  # O_EXCL with mode 0o666: the process umask applies, as for any file the rule writes
+        tmp_path = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix or path.suffix}"
+        try:
+            os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -111,6 +112,15 @@ def provenance(stage: str, *, source: dict[str, Any] | None = None, params: Any 
         "versions": package_versions(),
         "python": sys.version.split()[0],
     }
+
+
+def carry_provenance(uns: dict[str, Any], stage: str, *, params: Any = None, **extra: Any) -> dict[str, Any]:
+    """``uns`` of the input with this stage's :func:`provenance` record added under ``uns["pertpipe"][stage]``
+    (and ``extra`` keys beside it), so every artifact carries the history of the stages before it."""
+    prov = dict(uns.get("pertpipe") or {})
+    prov[stage] = provenance(stage, params=params)
+    prov.update(extra)
+    return {**uns, "pertpipe": prov}
 
 
 def setup_logging(log_file: str | os.PathLike | None = None, *, level: int = logging.INFO) -> logging.Logger:

@@ -1,7 +1,7 @@
 """Rule align_genes: reorder/fill genes to the universe (alias rescue via NCBI gene_info), chunk by chunk."""
 from pertpipe.data.genes import align_genes, load_alias_map, load_universe
 from pertpipe.data.h5io import read_uns, read_var
-from pertpipe.io import provenance, script_step, write_json
+from pertpipe.io import carry_provenance, script_step, write_json
 
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], "align_genes") as log:
@@ -13,12 +13,10 @@ with script_step(sm.log[0], "align_genes") as log:
     aliases, alias_stats = ({}, {})
     if sm.input.gene_info:
         aliases, alias_stats = load_alias_map(sm.input.gene_info, universe)
-    uns = read_uns(sm.input.h5ad)
-    prov = uns.get("pertpipe", {})
-    prov["align_genes"] = provenance("align_genes", params=dict(cfg))
+    uns = carry_provenance(read_uns(sm.input.h5ad), "align_genes", params=dict(cfg))
     summary = align_genes(sm.input.h5ad, sm.output.h5ad, universe=universe, aliases=aliases,
                           chunk_size=sm.params.chunk_size, min_source_matched=cfg["min_source_matched"],
-                          min_universe_matched=cfg["min_universe_matched"], uns={**uns, "pertpipe": prov})
+                          min_universe_matched=cfg["min_universe_matched"], uns=uns)
     summary.update(universe_kind=cfg["kind"] if sm.input.universe else "source",
                    universe_file=str(sm.input.universe or "source genes"), universe_note=sm.params.universe_note,
                    **alias_stats)

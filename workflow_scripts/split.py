@@ -1,7 +1,7 @@
 """Rule split: train/val by strategy, controls divided, leakage checked; writes train/val h5ad + split.json."""
 from pertpipe.data.h5io import read_obs, read_uns
 from pertpipe.data.split import check_no_leakage, make_split, read_val_counts, split_summary, write_split
-from pertpipe.io import provenance, script_step, write_json
+from pertpipe.io import carry_provenance, script_step, write_json
 
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], "split") as log:
@@ -16,11 +16,9 @@ with script_step(sm.log[0], "split") as log:
     check_no_leakage(obs[result.assignment == "train"], obs[result.assignment == "val"],
                      heldout_genes=result.heldout_genes, by_cell_type=cfg["strategy"] == "cell_line_holdout")
     summary = split_summary(obs, result, strategy=cfg["strategy"], seed=sm.params.seed, params=cfg)
-    uns = read_uns(sm.input.h5ad)
-    prov = uns.get("pertpipe", {})
-    prov["split"] = provenance("split", params={**cfg, "seed": sm.params.seed})
-    prov["split_id"] = summary["split_id"]
+    uns = carry_provenance(read_uns(sm.input.h5ad), "split", params={**cfg, "seed": sm.params.seed},
+                           split_id=summary["split_id"])
     write_split(sm.input.h5ad, sm.output.train, sm.output.val, result, chunk_size=sm.params.chunk_size,
-                uns={**uns, "pertpipe": prov})
+                uns=uns)
     write_json(summary, sm.output.split)
     log.info("val perturbations: %d; cells %s", len(result.val_targets), summary["n_cells"])

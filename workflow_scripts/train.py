@@ -1,13 +1,12 @@
 """Rule train_<model>: fit one registered model on the training split; model.pt + train_log.json."""
-import platform
-import time
-
 import os
+import time
 
 import torch
 
-from pertpipe.io import package_versions, script_step, write_json
+from pertpipe.io import script_step, write_json
 from pertpipe.models import build_model
+from pertpipe.models.base import train_log_record
 from pertpipe.models.training import checkpoint_files
 
 sm = snakemake  # noqa: F821
@@ -21,8 +20,6 @@ with script_step(sm.log[0], f"train_{sm.params.model}") as log:
     model.save(sm.output.model)
     for ckpt in checkpoint_files(sm.params.checkpoint):  # training finished: resume checkpoints not needed
         os.remove(ckpt)
-    train_log = {"model": sm.params.model, "hparams": dict(sm.params.hparams), "seed": sm.params.seed,
-                 "wall_s": round(time.perf_counter() - t0, 3), "device": fit_log.pop("device", "cpu"),
-                 "host": platform.node(), "versions": package_versions(), **fit_log}
+    train_log = train_log_record(model, fit_log, hparams=sm.params.hparams, wall_s=time.perf_counter() - t0)
     write_json(train_log, sm.output.log)
     log.info("%s", train_log)

@@ -8,7 +8,6 @@ chunk: universe genes the source did not measure are zero columns, marked ``var[
 from __future__ import annotations
 
 import gzip
-import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from pertpipe import COMBO_SEP, CONTROL_LABEL
 from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ConfigError, ContractError
 
-log = logging.getLogger(__name__)
 
 
 def _open_text(path: str | os.PathLike):

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pertpipe import COMBO_SEP, CONTROL_LABEL
+from pertpipe import COMBO_SEP, CONTROL_LABEL, perturbation_genes
 from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ConfigError, ContractError, LeakageError
 
@@ -48,10 +48,6 @@ class SplitResult:
     heldout_cell_type: str | None = None
     n_cells_requested: dict[str, int] = field(default_factory=dict)  # vcc: target -> n_cells
     dropped_small: dict[str, int] = field(default_factory=dict)  # held-out target -> its (too few) cells
-
-
-def genes_of(label: str) -> list[str]:
-    return [] if label == CONTROL_LABEL else label.split(COMBO_SEP)
 
 
 def check_no_leakage(train_obs: pd.DataFrame, val_obs: pd.DataFrame, *, heldout_genes: list[str] | tuple = (),
@@ -73,7 +69,7 @@ def check_no_leakage(train_obs: pd.DataFrame, val_obs: pd.DataFrame, *, heldout_
                            "Fix: this is a bug in the split; report it with the config used")
     hg = set(heldout_genes)
     if hg:
-        bad = sorted({t for t in train_obs["target_gene"].astype(str).unique() if hg & set(genes_of(t))})
+        bad = sorted({t for t in train_obs["target_gene"].astype(str).unique() if hg & set(perturbation_genes(t))})
         if bad:
             raise LeakageError(f"train conditions contain held-out genes: {bad[:10]}. Fix: this is a bug in the "
                                "split; report it with the config used")
@@ -184,10 +180,10 @@ def _assign(obs: pd.DataFrame, *, strategy: str, seed: int, fraction: float, con
 
     def hold_genes(genes: list[str]) -> set[str]:
         g = set(genes)
-        val = {t for t in perts if g & set(genes_of(t))}
+        val = {t for t in perts if g & set(perturbation_genes(t))}
         for t in val:
             categories[t] = "single_unseen" if COMBO_SEP not in t else \
-                f"seen{sum(x not in g and x in singles for x in genes_of(t))}"
+                f"seen{sum(x not in g and x in singles for x in perturbation_genes(t))}"
         return val
 
     if strategy == "vcc":
@@ -200,11 +196,11 @@ def _assign(obs: pd.DataFrame, *, strategy: str, seed: int, fraction: float, con
                                 f"data: {absent[:10]}", "remove them from the list or use a dataset that has them "
                                 "(VCC's own validation targets are not in its training file: split the 150 training "
                                 "targets with random_unseen instead)")
-        heldout_genes = sorted({g for t in wanted for g in genes_of(t)})
+        heldout_genes = sorted({g for t in wanted for g in perturbation_genes(t)})
         val_set = hold_genes(heldout_genes) | set(wanted)
         n_req = {str(t): int(n) for t, n in zip(val_counts["target_gene"], val_counts["n_cells"])}
     elif strategy == "random_unseen":
-        pool = sorted({g for t in (singles or perts) for g in genes_of(t)})
+        pool = sorted({g for t in (singles or perts) for g in perturbation_genes(t)})
         n = min(len(pool) - 1, max(1, int(round(fraction * len(pool))))) if len(pool) > 1 else 0
         if n == 0:
             raise ContractError("<obs>", "target_gene", f"only {len(pool)} perturbed gene(s): nothing left to train",
@@ -219,7 +215,7 @@ def _assign(obs: pd.DataFrame, *, strategy: str, seed: int, fraction: float, con
         n = int(round(single_fraction * len(single_genes)))
         heldout_genes = sorted(rng.choice(single_genes, size=n, replace=False).tolist()) if n else []
         val_set = hold_genes(heldout_genes)
-        rest = [d for d in doubles if d not in val_set and all(g in singles for g in genes_of(d))]
+        rest = [d for d in doubles if d not in val_set and all(g in singles for g in perturbation_genes(d))]
         n2 = int(round(combo_fraction * len(rest)))
         for d in (rng.choice(rest, size=n2, replace=False).tolist() if n2 else []):
             val_set.add(d)

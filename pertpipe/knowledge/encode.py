@@ -10,7 +10,6 @@ once, and a per-encoder cache on disk (text sha256 -> vector) makes re-runs with
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import time
 from pathlib import Path
@@ -23,7 +22,6 @@ from pertpipe.errors import ConfigError
 from pertpipe.io import atomic_path, pick_device
 from pertpipe.knowledge.facets import NONE
 
-log = logging.getLogger(__name__)
 DEFAULT_ENCODER = "minilm"
 
 
@@ -43,7 +41,6 @@ class TextEncoder:
     """A transformers encoder with mean pooling (eval mode, no dropout: the same text gives the same vector)."""
 
     def __init__(self, name: str = DEFAULT_ENCODER, *, device: str = "auto", max_length: int = 256) -> None:
-        import torch
         from transformers import AutoModel, AutoTokenizer
 
         self.name = name
@@ -59,7 +56,6 @@ class TextEncoder:
                               "a local folder with the model (config.json, tokenizer and weights) as "
                               "knowledge.text_encoder, set HF_ENDPOINT to a reachable hub mirror, or use 'minilm' "
                               "(offline default)") from exc
-        torch.manual_seed(0)
         self.dim = int(self.model.config.hidden_size)
 
     def encode(self, texts: list[str], *, batch_size: int = 64, progress: bool = True) -> np.ndarray:

@@ -97,3 +97,23 @@ def coverage(facet_table: pd.DataFrame, facets: list[Facet]) -> dict[str, Any]:
             "fraction_with_any_facet": round(with_any / max(1, n_genes), 6),
             "genes_per_facet": {k: int(v) for k, v in per.items()},
             "fraction_per_facet": {k: round(int(v) / max(1, n_genes), 6) for k, v in per.items()}}
+
+
+def extract_facets(gene_text: pd.DataFrame, ontology: Any, facets: list[Facet], *, extractor: str,
+                   max_chars: int, llm: dict[str, Any] | None = None, prompt_path: str | os.PathLike | None = None,
+                   cache_dir: str | os.PathLike = "resources/cache") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The facet table by ``extractor`` (``go``: from the GO hierarchy; ``llm``: an OpenAI-compatible endpoint),
+    and the extractor's provenance (LLM model, prompt hash, failures; empty for ``go``)."""
+    if extractor == "go":
+        return go_facets(gene_text, ontology, facets, max_chars=max_chars), {}
+    if extractor != "llm":
+        raise ConfigError(f"knowledge.extractor is '{extractor}'. Fix: use go or llm")
+    from pertpipe.knowledge.llm import LLMSettings, llm_facets
+
+    cfg = dict(llm or {})
+    if not cfg.get("base_url") or not cfg.get("model"):
+        raise ConfigError("knowledge.extractor is 'llm' but knowledge.llm.base_url / model are not set. "
+                          "Fix: give the endpoint (e.g. http://127.0.0.1:8000/v1) and the model name")
+    settings = LLMSettings(**{k: v for k, v in cfg.items() if k != "prompt"})
+    template = Path(prompt_path or cfg.get("prompt")).read_text()
+    return llm_facets(gene_text, facets, settings, template=template, cache_dir=Path(cache_dir) / "llm_facets")

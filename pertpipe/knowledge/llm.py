@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 import threading
@@ -32,7 +31,6 @@ from pertpipe.errors import PertpipeError
 from pertpipe.io import atomic_path
 from pertpipe.knowledge.facets import NONE, Facet
 
-log = logging.getLogger(__name__)
 
 
 class LLMError(PertpipeError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from pathlib import Path
@@ -15,7 +14,6 @@ from pertpipe.http_session import retrying_session
 from pertpipe.errors import DownloadError
 from pertpipe.io import atomic_path
 
-log = logging.getLogger(__name__)
 EUTILS = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
 
 

@@ -14,7 +14,6 @@ override :meth:`PerturbationModel.predict_cells` to make the cells themselves fr
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from abc import ABC, abstractmethod
@@ -26,11 +25,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pertpipe import COMBO_SEP, CONTROL_LABEL
+from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ConfigError, ContractError
 
-log = logging.getLogger(__name__)
 
 MODELS: dict[str, type[PerturbationModel]] = {}
 
@@ -218,13 +216,22 @@ class PerturbationModel(ABC):
         return write_predictions(self, template, train, dest, seed=self.seed, uns=uns, chunk_size=chunk_size)
 
 
+def train_log_record(model: PerturbationModel, fit_log: dict[str, Any], *, hparams: dict[str, Any],
+                     wall_s: float) -> dict[str, Any]:
+    """``train_log.json``: model, hyperparameters, seed, wall time, device, host, package versions + the fit's log."""
+    import platform
+
+    from pertpipe.io import package_versions
+
+    fit_log = dict(fit_log)
+    return {"model": model.name, "hparams": dict(hparams), "seed": model.seed, "wall_s": round(wall_s, 3),
+            "device": fit_log.pop("device", "cpu"), "host": platform.node(), "versions": package_versions(),
+            **fit_log}
+
+
 def load_model(path: str | os.PathLike) -> PerturbationModel:
     """Load any registered model from its ``model.pt``."""
     return PerturbationModel.load(path)
-
-
-def split_targets(label: str) -> list[str]:
-    return [] if label == CONTROL_LABEL else label.split(COMBO_SEP)
 
 
 @dataclass

@@ -32,7 +32,6 @@ optional MMD between generated and encoded latents; 3) optionally a joint fine-t
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
@@ -43,19 +42,18 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pertpipe import CONTROL_LABEL
+from pertpipe import CONTROL_LABEL, perturbation_genes
 from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.io import pick_device
-from pertpipe.models.base import ControlCells, PerturbationModel, register_model, split_targets
+from pertpipe.models.base import ControlCells, PerturbationModel, register_model
 from pertpipe.models.distances import energy_distance, mmd_rbf
-from pertpipe.models.facets import MAX_TARGETS, FacetLookup
+from pertpipe.models.facet_lookup import MAX_TARGETS, FacetLookup
 from pertpipe.models.params import fraction, positive
 from pertpipe.models.shrinkage import check_setting as check_shrinkage
 from pertpipe.models.shrinkage import fit_shrinkage
 from pertpipe.models.training import TrainConfig, epoch_generator, stage_checkpoint, train, validation_targets
 
-log = logging.getLogger(__name__)
 
 
 
@@ -318,7 +316,7 @@ class CFMVCModel(PerturbationModel):
     def _target_arrays(self, label: str) -> tuple[np.ndarray, ...]:
         f, m, t = self.lookup.target(label)
         s = np.zeros(MAX_TARGETS, np.int64)
-        for j, g in enumerate(split_targets(label)[:MAX_TARGETS]):
+        for j, g in enumerate(perturbation_genes(label)[:MAX_TARGETS]):
             s[j] = self.seen.get(g, 0)
         return f, m, t, s
 
@@ -354,7 +352,7 @@ class CFMVCModel(PerturbationModel):
         fit_groups = [g for g in groups if g[0] not in val_targets]
         val_groups = [g for g in groups if g[0] in val_targets]
         # the learned per-gene embedding covers genes targeted in the fitted groups (not the validation targets)
-        seen = sorted({g for t, _c, _i in fit_groups for g in split_targets(t)})
+        seen = sorted({g for t, _c, _i in fit_groups for g in perturbation_genes(t)})
         self.seen = {g: i + 1 for i, g in enumerate(seen)}
         self.net = build_cfmvc(len(self.genes), len(self.batches), len(self.cell_types), self.spatial_dim,
                                self.lookup.dim, len(self.seen), p, self.likelihood).to(dev)

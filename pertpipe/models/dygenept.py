@@ -22,7 +22,6 @@ are predicted from their facet texts alone.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
@@ -36,7 +35,7 @@ from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
 from pertpipe.errors import ConfigError
 from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model
 from pertpipe.models.distances import energy_distance, mmd_rbf
-from pertpipe.models.facets import FacetLookup
+from pertpipe.models.facet_lookup import FacetLookup
 from pertpipe.models.params import fraction, positive
 from pertpipe.models.prior import FacetKNNPrior
 from pertpipe.io import pick_device
@@ -44,7 +43,6 @@ from pertpipe.models.shrinkage import check_setting as check_shrinkage
 from pertpipe.models.shrinkage import fit_shrinkage
 from pertpipe.models.training import TrainConfig, train, validation_targets
 
-log = logging.getLogger(__name__)
 
 
 def _torch():

@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pertpipe import CONTROL_LABEL
+from pertpipe import CONTROL_LABEL, perturbation_genes
 from pertpipe.data.h5io import H5adReader
-from pertpipe.models.base import PerturbationModel, register_model, split_targets
+from pertpipe.models.base import PerturbationModel, register_model
 from pertpipe.models.params import positive
 
 
@@ -86,7 +86,7 @@ class LinearModel(PerturbationModel):
         Y = Y.copy()
         arr = Y.to_numpy()
         for r, t in enumerate(Y.index):
-            for g in split_targets(t):
+            for g in perturbation_genes(t):
                 j = self.gene_index.get(g)
                 if j is not None and arr.shape[0] > 1:
                     arr[r, j] = (arr[:, j].sum() - arr[r, j]) / (arr.shape[0] - 1)
@@ -95,7 +95,7 @@ class LinearModel(PerturbationModel):
 
     def _embed(self, target: str) -> np.ndarray:
         e = np.zeros(self.G.shape[1])
-        for g in split_targets(target):
+        for g in perturbation_genes(target):
             i = self.gene_index.get(g)
             if i is not None:
                 e += self.G[i]

@@ -16,7 +16,7 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -177,11 +177,3 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
             "train_wall_s": round(wall, 3), "cells_seen": cells_seen,
             "cells_per_s": round(cells_seen / wall, 1) if wall > 0 else None, "device": device,
             "train_config": asdict(cfg)}
-
-
-def batches(n: int, size: int, gen) -> Iterator[np.ndarray]:
-    import torch
-
-    perm = torch.randperm(n, generator=gen).numpy()
-    for i in range(0, n, size):
-        yield perm[i:i + size]

@@ -51,3 +51,18 @@ def test_failed_write_leaves_no_file(tmp_path):
         with H5adWriter(tmp_path / "y.h5ad", obs=obs, var=var) as w:
             w.append(sp.csr_matrix(np.ones((1, 1), dtype=np.float32)))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_atomic_outputs_follow_the_process_umask(tmp_path, umask, mode):
+    import os
+
+    from pertpipe.io import write_text
+
+    old = os.umask(umask)
+    try:
+        write_text("x", tmp_path / "out.txt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == mode
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary left behind

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from pertpipe.models.base import TrainingSummary
-from pertpipe.models.facets import FacetLookup
+from pertpipe.models.facet_lookup import FacetLookup
 from pertpipe.models.prior import FacetKNNPrior
 
 

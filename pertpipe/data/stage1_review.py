@@ -60,6 +60,18 @@ def stage1_report(*, dataset: str, standardize_json: str | os.PathLike, align_js
     }
 
 
+def check_report(rep: dict[str, Any], *, split_path: str | os.PathLike, train_path: str | os.PathLike) -> None:
+    """The stage-1 gate: leakage or a gene order other than the universe's fails the stage (the report is not
+    written, so nothing downstream runs on such data)."""
+    from pertpipe.errors import ContractError
+
+    c = rep["checks"]
+    if c["leakage"] != "none" or c["train_val_target_overlap"]:
+        raise LeakageError(f"{split_path}: {c['leakage'] if c['leakage'] != 'none' else c['train_val_overlap_units']}")
+    if c["gene_order_match"] != 1.0:
+        raise ContractError(train_path, "var_names", "gene order differs from the universe", "re-run align_genes")
+
+
 def render_text(rep: dict[str, Any]) -> str:
     """The plain-text review of :func:`stage1_report`."""
     s, a, sp_, c = rep["standardize"], rep["alignment"], rep["split"], rep["checks"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pertpipe.models.base import split_targets
+from pertpipe import perturbation_genes
 
 MAX_TARGETS = 2  # singles and doubles (the VCC and Norman designs)
 
@@ -44,7 +44,7 @@ class FacetLookup:
         f = np.zeros((MAX_TARGETS, K, D), np.float32)
         m = np.zeros((MAX_TARGETS, K), np.float32)
         t = np.zeros(MAX_TARGETS, np.float32)
-        for j, g in enumerate(split_targets(label)[:MAX_TARGETS]):
+        for j, g in enumerate(perturbation_genes(label)[:MAX_TARGETS]):
             t[j] = 1
             i = self.genes.get(g)
             if i is not None:
