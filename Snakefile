@@ -18,6 +18,9 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 validate(config, os.path.join(workflow.basedir, "schemas/config.schema.yaml"))
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/knowledge.smk"

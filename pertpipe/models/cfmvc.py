@@ -280,8 +280,8 @@ class CFMVCModel(PerturbationModel):
             has_counts = "counts" in r.layers()
             if p.likelihood == "nb" and not has_counts:
                 raise ContractError(train_path, "layers['counts']", "model_params.cfmvc.likelihood is 'nb' but the "
-                                    "training split has no raw counts", "set likelihood: auto (Gaussian on log1p "
-                                    "for log1p-only data) or give stage 1 a source with counts")
+                                    "training split has no raw counts", "set likelihood: auto (the hurdle model "
+                                    "on log1p, for log1p-only data) or give stage 1 a source with counts")
             self.likelihood = p.likelihood if p.likelihood != "auto" else ("nb" if has_counts else p.log1p_fallback)
             self.target_sum = float(((r.uns().get("pertpipe") or {}).get("standardize") or {}).get("target_sum", 1e4))
             keep = np.zeros(r.n_obs, bool)
