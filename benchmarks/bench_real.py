@@ -47,11 +47,31 @@ def dataset_configs() -> dict[str, dict]:
     return out
 
 
-def run_once(wd: Path, cfg: dict) -> dict:
-    proc = run_all(wd, cfg)
-    if proc.returncode != 0:
-        return {"error": proc.stderr[-3000:]}
+def run_once(wd: Path, cfg: dict, *, rerun: bool = True) -> dict:
+    """Run the pipeline in ``wd`` (unless ``rerun`` is False and its leaderboard exists) and collect the figures."""
     res = wd / "results" / cfg["dataset"]
+    if rerun or not (res / "leaderboard.csv").exists():
+        proc = run_all(wd, cfg)
+        if proc.returncode != 0:
+            return {"error": proc.stderr[-3000:]}
+    return collect(res)
+
+
+def per_perturbation(res: Path, models: list[str]) -> dict:
+    """cell-eval's per-perturbation DES/PDS/MAE of each model, beside the truth's significant DE genes."""
+    real_de = pd.read_csv(res / "stage3" / models[0] / "real_de.csv")
+    sig = real_de[real_de["fdr"] < 0.05].groupby("target").size()
+    out = {}
+    for m in models:
+        r = pd.read_csv(res / "stage3" / m / "results.csv").set_index("perturbation")
+        out[m] = {p: {"DES": round(float(r.loc[p, "overlap_at_N"]), 4),
+                      "PDS": round(float(r.loc[p, "discrimination_score_l1"]), 4),
+                      "MAE": round(float(r.loc[p, "mae"]), 5)} for p in r.index}
+    return {"sig_de_genes": {t: int(sig.get(t, 0)) for t in sorted(set(real_de["target"]))}, "models": out}
+
+
+def collect(res: Path) -> dict:
+    """Scores, shrinkage λ, the truth's signal and per-perturbation evidence of one finished run."""
     board = pd.read_csv(res / "leaderboard.csv").set_index("model")
     rename = {"overlap_at_N": "DES", "discrimination_score_l1": "PDS", "mae": "MAE"}
     board = board.rename(columns=rename)
@@ -71,7 +91,8 @@ def run_once(wd: Path, cfg: dict) -> dict:
               "control_cells_in_truth": split["n_controls"]["val"],
               "genes": int(len((res / "stage1" / "genes.txt").read_text().split())),
               "dropped_small_targets": split.get("dropped_small_targets", {})}
-    return {"scores": scores, "shrinkage_lambda": lam, "signal": signal}
+    return {"scores": scores, "shrinkage_lambda": lam, "signal": signal,
+            "per_perturbation": per_perturbation(res, list(board.index))}
 
 
 def summarise(runs: dict[int, dict]) -> dict:
@@ -142,6 +163,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--models", nargs="+", default=None, help="default: the preset's models (every registered one)")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--no-rerun", action="store_true", help="collect finished runs in --workdir without Snakemake")
     args = ap.parse_args()
     base = Path(args.workdir or tempfile.mkdtemp(prefix="bench_real_"))
     out = {"benchmark": "real data: every model, 3 seeds, paired vs cell_mean and linear", "cores": os.cpu_count(),
@@ -158,7 +180,8 @@ def main() -> None:
         for seed in args.seeds:
             wd = base / name / f"seed{seed}"
             wd.mkdir(parents=True, exist_ok=True)
-            runs[seed] = run_once(wd, {**cfg, "seed": seed, "knowledge": {"cache_dir": str(base / "cache")}})
+            runs[seed] = run_once(wd, {**cfg, "seed": seed, "knowledge": {"cache_dir": str(base / "cache")}},
+                                  rerun=not args.no_rerun)
             print(json.dumps({name: {seed: runs[seed].get("scores", runs[seed].get("error"))}}), file=sys.stderr)
         table = summarise(runs)
         out["datasets"][name] = {"config": cfg, "runs": runs, "summary": table}
