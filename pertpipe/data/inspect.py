@@ -39,13 +39,22 @@ def _control_values(values: pd.Series) -> list[str]:
     return list(dict.fromkeys(hits))
 
 
+def _column_by_name(obs: pd.DataFrame, pattern: re.Pattern, exclude: set) -> str | None:
+    """The first obs column whose name matches ``pattern`` and that has few values (a grouping, not an id)."""
+    for col in obs.columns:
+        if col not in exclude and pattern.search(str(col)) and 1 <= obs[col].nunique() <= max(1, len(obs) // 10):
+            return str(col)
+    return None
+
+
 def _guess_columns(obs: pd.DataFrame) -> dict[str, Any]:
-    n = len(obs)
+    """Likely perturbation column (holds a control-like value, or is named like one; ~tens of values), its
+    control labels, and cell-type / batch columns by name."""
     pert, ctrl = None, []
     scored = []
     for col in obs.columns:
         k = obs[col].nunique()
-        if k < 2 or k > max(2, n // 2):
+        if k < 2 or k > max(2, len(obs) // 2):
             continue
         cv = _control_values(obs[col])
         scored.append((bool(cv), bool(_PERT_NAMES.search(str(col))), -abs(k - 30), col, cv))
@@ -53,13 +62,8 @@ def _guess_columns(obs: pd.DataFrame) -> dict[str, Any]:
         best = max(scored, key=lambda s: s[:3])
         if best[0] or best[1]:
             pert, ctrl = best[3], best[4]
-    def by_name(pattern: re.Pattern, exclude: set) -> str | None:
-        for col in obs.columns:
-            if col not in exclude and pattern.search(str(col)) and 1 <= obs[col].nunique() <= max(1, n // 10):
-                return str(col)
-        return None
-    ct = by_name(_CT_NAMES, {pert})
-    batch = by_name(_BATCH_NAMES, {pert, ct})
+    ct = _column_by_name(obs, _CT_NAMES, {pert})
+    batch = _column_by_name(obs, _BATCH_NAMES, {pert, ct})
     return {"pert_col": pert, "control_values": ctrl, "cell_type_col": ct, "batch_col": batch}
 
 
