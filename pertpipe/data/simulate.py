@@ -178,17 +178,30 @@ def _write_gz(text: str, path: str | os.PathLike) -> None:
         gz.write(text.encode())
 
 
-def simulate_demo(outdir: str | os.PathLike, *, seed: int = 0, params: DemoParams | None = None) -> dict[str, Path]:
-    """Write the demo dataset and its annotation files into ``outdir``; returns the paths by role."""
-    p = params or DemoParams()
-    rng = np.random.default_rng(seed)
-    outdir = Path(outdir)
-    n_prog = len(PROGRAMS)
-    G = p.n_genes
-    if p.n_single_targets + 2 * p.n_double_targets > G // 2:
-        raise ValueError("demo: too many targets for n_genes; raise demo.n_genes or lower the target counts")
+@dataclass
+class _Genes:
+    """Genes, their programmes and the cell types' programme activity (the simulator's fixed biology)."""
 
-    # -- genes and programs ------------------------------------------------------------------------
+    symbols: np.ndarray
+    member: np.ndarray  # [G, programmes] bool
+    loadings: np.ndarray  # [G, programmes]
+    base: np.ndarray
+    batch_eff: np.ndarray
+    activity: np.ndarray  # [cell types, programmes]
+    gate: np.ndarray
+    propagate: np.ndarray  # (I - B)^-1 of the programme network
+
+
+@dataclass
+class _Targets:
+    singles: np.ndarray
+    no_effect: set
+    direct: dict  # gene -> direct programme shift
+    doubles: list  # (gene, gene)
+
+
+def _genes_and_programs(rng: np.random.Generator, p: DemoParams) -> _Genes:
+    n_prog, G = len(PROGRAMS), p.n_genes
     primary = rng.integers(0, n_prog, size=G)
     member = np.zeros((G, n_prog), dtype=bool)
     member[np.arange(G), primary] = True
@@ -199,11 +212,9 @@ def simulate_demo(outdir: str | os.PathLike, *, seed: int = 0, params: DemoParam
     for g in range(G):
         counters[primary[g]] += 1
         symbols.append(f"{PROGRAMS[primary[g]][0]}{counters[primary[g]]}")
-    symbols = np.array(symbols)
     loadings = np.where(member, rng.normal(0.9, 0.3, size=(G, n_prog)) * rng.choice([-1, 1], size=(G, n_prog)), 0.0)
     base = rng.normal(0.0, p.base_sd, size=G)
     batch_eff = rng.normal(0.0, 0.1, size=(len(p.batches), G))
-
     # Cell types run different programs; silent programs barely respond to knockdowns.
     activity = np.full((len(p.cell_types), n_prog), 0.2)
     for c in range(len(p.cell_types)):
@@ -215,49 +226,58 @@ def simulate_demo(outdir: str | os.PathLike, *, seed: int = 0, params: DemoParam
     for _ in range(n_prog // 2):
         a, b = rng.choice(n_prog, size=2, replace=False)
         B[b, a] = rng.uniform(0.3, 0.6) * rng.choice([-1, 1])
-    propagate = np.linalg.inv(np.eye(n_prog) - B)
+    return _Genes(np.array(symbols), member, loadings, base, batch_eff, activity, gate,
+                  np.linalg.inv(np.eye(n_prog) - B))
 
-    # -- targets: annotated regulators of their programs --------------------------------------------
-    order = rng.permutation(G)
-    singles = order[: p.n_single_targets]
+
+def _targets(rng: np.random.Generator, p: DemoParams, genes: _Genes) -> _Targets:
+    """Annotated regulators of their programmes; a few without effect; doubles among the effective ones."""
+    n_prog = len(PROGRAMS)
+    singles = rng.permutation(p.n_genes)[: p.n_single_targets]
     # a programme's regulators are co-expressed with it: positive loadings on their programmes
-    loadings[singles] = np.abs(loadings[singles])
+    genes.loadings[singles] = np.abs(genes.loadings[singles])
     no_effect = set(rng.choice(singles, size=int(round(p.no_effect_fraction * len(singles))), replace=False))
     direct = {}
     for g in singles:
         # CRISPRi of a programme member lowers that programme's activity (its genes load +/- on it)
-        w = np.where(member[g], rng.uniform(0.6, 1.0, size=n_prog), 0.0)
+        w = np.where(genes.member[g], rng.uniform(0.6, 1.0, size=n_prog), 0.0)
         direct[g] = np.zeros(n_prog) if g in no_effect else -p.effect_strength * w
     doubles = []
     pool = [g for g in singles if g not in no_effect]
     for _ in range(p.n_double_targets):
         a, b = rng.choice(pool, size=2, replace=False)
         doubles.append((int(a), int(b)))
+    return _Targets(singles, no_effect, direct, doubles)
 
-    # a response shared by every effective knockdown (e.g. slower proliferation), in every cell type
-    common = np.zeros(n_prog)
-    common[1] = -p.common_effect
 
-    def shift(targets: tuple[int, ...], c: int) -> np.ndarray:
-        d = sum(direct[t] for t in targets)
-        if len(targets) == 2:
-            d = d + 0.5 * direct[targets[0]] * direct[targets[1]]
-        out = propagate @ (d * gate[c])
-        if any(t not in no_effect for t in targets):
-            out = out + common
-        return out
+def _programme_shift(p: DemoParams, genes: _Genes, tg: _Targets, targets: tuple[int, ...], c: int) -> np.ndarray:
+    """Programme shift of a perturbation in cell type ``c``: direct effects (+ interaction for doubles), gated
+    by the cell type, propagated through the network, plus the response shared by every effective knockdown."""
+    d = sum(tg.direct[t] for t in targets)
+    if len(targets) == 2:
+        d = d + 0.5 * tg.direct[targets[0]] * tg.direct[targets[1]]
+    out = genes.propagate @ (d * genes.gate[c])
+    if any(t not in tg.no_effect for t in targets):
+        common = np.zeros(len(PROGRAMS))
+        common[1] = -p.common_effect  # e.g. slower proliferation, in every cell type
+        out = out + common
+    return out
 
-    # -- cells ------------------------------------------------------------------------------------
+
+def _cells(rng: np.random.Generator, p: DemoParams, genes: _Genes, tg: _Targets) -> tuple[pd.DataFrame, sp.csr_matrix]:
+    """NB counts of every condition in every cell type (controls and perturbations), in random cell order."""
+    symbols, n_prog = genes.symbols, len(PROGRAMS)
     conditions: list[tuple[str, tuple[int, ...]]] = [(CONTROL_LABEL, ())]
-    conditions += [(symbols[g], (int(g),)) for g in singles]
-    conditions += [(f"{symbols[a]}+{symbols[b]}", (a, b)) for a, b in doubles]
+    conditions += [(symbols[g], (int(g),)) for g in tg.singles]
+    conditions += [(f"{symbols[a]}+{symbols[b]}", (a, b)) for a, b in tg.doubles]
     rows_obs, blocks = [], []
     for c, ct in enumerate(p.cell_types):
         for label, targets in conditions:
             n = p.n_control_cells if not targets else p.cells_per_target
             batch_idx = rng.integers(0, len(p.batches), size=n)
-            prog = activity[c] + (shift(targets, c) if targets else 0.0) + rng.normal(0, 0.15, size=(n, n_prog))
-            log_rate = base + prog @ loadings.T + batch_eff[batch_idx]
+            shift = _programme_shift(p, genes, tg, targets, c) if targets else 0.0
+            prog = genes.activity[c] + shift + rng.normal(0, 0.15, size=(n, n_prog))
+            log_rate = genes.base + prog @ genes.loadings.T + genes.batch_eff[batch_idx]
             rate = np.exp(log_rate - log_rate.max(axis=1, keepdims=True))
             for t in targets:
                 rate[:, t] *= p.knockdown
@@ -265,18 +285,19 @@ def simulate_demo(outdir: str | os.PathLike, *, seed: int = 0, params: DemoParam
             lib = p.library_size * np.exp(rng.normal(0, p.library_sd, size=n)) * (1 + 0.2 * batch_idx)
             mu = prop * lib[:, None]
             lam = rng.gamma(p.dispersion, mu / p.dispersion)
-            counts = rng.poisson(lam).astype(np.float32)
-            blocks.append(sp.csr_matrix(counts))
-            for k in range(n):
-                rows_obs.append((label, ct, p.batches[batch_idx[k]]))
+            blocks.append(sp.csr_matrix(rng.poisson(lam).astype(np.float32)))
+            rows_obs += [(label, ct, p.batches[batch_idx[k]]) for k in range(n)]
     obs = pd.DataFrame(rows_obs, columns=["target_gene", "cell_type", "batch"])
     obs.index = [f"cell{i:06d}" for i in range(len(obs))]
     perm = rng.permutation(len(obs))  # cells in random order, as a real screen
-    obs = obs.iloc[perm]
-    X = sp.vstack(blocks).tocsr()[perm]
+    return obs.iloc[perm], sp.vstack(blocks).tocsr()[perm]
 
-    # -- gene naming quirks: aliases, extra genes, universe genes never measured --------------------
-    target_set = set(singles.tolist())
+
+def _naming_quirks(rng: np.random.Generator, p: DemoParams, genes: _Genes, tg: _Targets, X: sp.csr_matrix):
+    """Aliases, extra genes and universe genes never measured: the raw matrix as a real source would name it.
+    Returns (raw matrix, var, alias_of, missing genes, non-target genes)."""
+    G, symbols = p.n_genes, genes.symbols
+    target_set = set(tg.singles.tolist())
     non_targets = np.array([g for g in range(G) if g not in target_set])
     n_alias = max(1, int(round(p.alias_fraction * G)))
     n_extra = max(1, int(round(p.extra_gene_fraction * G)))
@@ -290,22 +311,13 @@ def simulate_demo(outdir: str | os.PathLike, *, seed: int = 0, params: DemoParam
     extra_counts = sp.csr_matrix(rng.poisson(0.3, size=(X.shape[0], n_extra)).astype(np.float32))
     X_raw = sp.hstack([X[:, measured], extra_counts]).tocsr()
     var = pd.DataFrame(index=pd.Index(raw_names + extra_names, name="gene_symbol"))
+    return X_raw, var, alias_of, missing_genes, non_targets, extra_names
 
-    outdir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "counts": outdir / "demo_counts.h5ad",
-        "universe": outdir / "universe.txt",
-        "gene_info": outdir / "annotations" / "Homo_sapiens.gene_info.gz",
-        "gene2go": outdir / "annotations" / "gene2go.gz",
-        "go_obo": outdir / "annotations" / "go-basic.obo",
-        "simulation": outdir / "simulation.json",
-    }
-    with H5adWriter(paths["counts"], obs=obs, var=var,
-                    uns={"simulation": {"seed": seed, "generator": "pertpipe.data.simulate"}}) as w:
-        w.append(X_raw)
-    write_text("\n".join(symbols.tolist()) + "\n", paths["universe"])
 
-    # -- annotations ------------------------------------------------------------------------------
+def _write_annotations(rng: np.random.Generator, paths: dict[str, Path], genes: _Genes, alias_of: dict,
+                       non_targets: np.ndarray) -> set:
+    """NCBI gene_info, gene2go (terms under each gene's programme roots) and the OBO; returns unannotated genes."""
+    G, symbols, member = len(genes.symbols), genes.symbols, genes.member
     gi = ["#tax_id\tGeneID\tSymbol\tLocusTag\tSynonyms\tdbXrefs\tchromosome\tmap_location\tdescription\t"
           "type_of_gene\tSymbol_from_nomenclature_authority\tFull_name_from_nomenclature_authority\t"
           "Nomenclature_status\tOther_designations\tModification_date\tFeature_type"]
@@ -327,14 +339,42 @@ def simulate_demo(outdir: str | os.PathLike, *, seed: int = 0, params: DemoParam
     _write_gz("\n".join(gi) + "\n", paths["gene_info"])
     _write_gz("\n".join(g2g) + "\n", paths["gene2go"])
     write_obo(paths["go_obo"])
+    return unannotated
 
+
+def simulate_demo(outdir: str | os.PathLike, *, seed: int = 0, params: DemoParams | None = None) -> dict[str, Path]:
+    """Write the demo dataset and its annotation files into ``outdir``; returns the paths by role."""
+    p = params or DemoParams()
+    rng = np.random.default_rng(seed)
+    outdir = Path(outdir)
+    if p.n_single_targets + 2 * p.n_double_targets > p.n_genes // 2:
+        raise ValueError("demo: too many targets for n_genes; raise demo.n_genes or lower the target counts")
+    genes = _genes_and_programs(rng, p)
+    tg = _targets(rng, p, genes)
+    obs, X = _cells(rng, p, genes, tg)
+    X_raw, var, alias_of, missing_genes, non_targets, extra_names = _naming_quirks(rng, p, genes, tg, X)
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "counts": outdir / "demo_counts.h5ad",
+        "universe": outdir / "universe.txt",
+        "gene_info": outdir / "annotations" / "Homo_sapiens.gene_info.gz",
+        "gene2go": outdir / "annotations" / "gene2go.gz",
+        "go_obo": outdir / "annotations" / "go-basic.obo",
+        "simulation": outdir / "simulation.json",
+    }
+    with H5adWriter(paths["counts"], obs=obs, var=var,
+                    uns={"simulation": {"seed": seed, "generator": "pertpipe.data.simulate"}}) as w:
+        w.append(X_raw)
+    symbols = genes.symbols
+    write_text("\n".join(symbols.tolist()) + "\n", paths["universe"])
+    unannotated = _write_annotations(rng, paths, genes, alias_of, non_targets)
     truth = {
         "params": asdict(p), "seed": seed,
         "programs": [x[1] for x in PROGRAMS],
-        "cell_type_activity": {ct: activity[c].round(4).tolist() for c, ct in enumerate(p.cell_types)},
-        "targets": {symbols[g]: {"programs": [PROGRAMS[i][1] for i in np.flatnonzero(member[g])],
-                                 "no_effect": bool(g in no_effect)} for g in singles},
-        "doubles": [f"{symbols[a]}+{symbols[b]}" for a, b in doubles],
+        "cell_type_activity": {ct: genes.activity[c].round(4).tolist() for c, ct in enumerate(p.cell_types)},
+        "targets": {symbols[g]: {"programs": [PROGRAMS[i][1] for i in np.flatnonzero(genes.member[g])],
+                                 "no_effect": bool(g in tg.no_effect)} for g in tg.singles},
+        "doubles": [f"{symbols[a]}+{symbols[b]}" for a, b in tg.doubles],
         "aliases": {alias_of[g]: symbols[g] for g in alias_of},
         "extra_genes": extra_names,
         "unmeasured_genes": sorted(symbols[missing_genes].tolist()),
