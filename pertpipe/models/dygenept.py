@@ -1,6 +1,7 @@
 """DyGenePT: a gene is K functional facets, and the cell's state decides which facets act.
 
-Network (:class:`DyGenePTNet`, separate from the user-facing :class:`DyGenePTModel`):
+Network (:class:`pertpipe.models.modules.dygenept.DyGenePTModule`, which owns its losses; the user-facing
+:class:`DyGenePTModel` prepares data and calls the shared training loop):
 
 * multifaceted gene encoder: the cached facet tensor M_g [K, D] (frozen) and its mask;
 * cell-state querier: PCA of log expression (fitted on training cells) -> MLP -> z_c, or (``querier: scgpt``) a
@@ -22,19 +23,18 @@ are predicted from their facet texts alone.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
 from pertpipe.errors import ConfigError
 from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model
-from pertpipe.models.distances import energy_distance, mmd_rbf
 from pertpipe.models.facet_lookup import FacetLookup
 from pertpipe.models.params import fraction, positive
 from pertpipe.models.prior import FacetKNNPrior
@@ -48,70 +48,6 @@ from pertpipe.models.training import TrainConfig, train, validation_targets
 def _torch():
     import torch
     return torch
-
-
-def build_net(n_genes: int, latent_dim: int, facet_dim: int, hidden: int, attn_dim: int, heads: int,
-              normaliser: str):
-    """The DyGenePT torch module (defined lazily so importing pertpipe.models needs no torch)."""
-    import torch
-    from torch import nn
-
-    def mlp(i, h, o):
-        return nn.Sequential(nn.Linear(i, h), nn.GELU(), nn.Linear(h, o))
-
-    class DyGenePTNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.heads, self.attn_dim = heads, attn_dim
-            ha = heads * attn_dim
-            self.querier = mlp(latent_dim, hidden, hidden)
-            self.W_Q = nn.Linear(hidden, ha)
-            self.q_norm = nn.LayerNorm(ha)
-            self.W_K = nn.Linear(facet_dim, ha, bias=False)
-            self.W_V = nn.Linear(facet_dim, ha, bias=False)
-            self.unknown = nn.Parameter(torch.zeros(ha))
-            self.shift = mlp(2 * ha, hidden, hidden)
-            self.interact = mlp(2 * ha, hidden, hidden)
-            self.decoder = mlp(hidden, hidden, n_genes)
-
-        def normalise(self, scores, mask):
-            # a bounded large negative: finfo.min would overflow sparsemax's cumulative sums to -inf/NaN
-            scores = scores.masked_fill(mask == 0, -1e6)
-            if normaliser == "sparsemax":
-                from entmax import sparsemax
-                a = sparsemax(scores.float(), dim=-1)
-            elif normaliser == "entmax15":
-                from entmax import entmax15
-                a = entmax15(scores.float(), dim=-1)
-            else:
-                a = torch.softmax(scores.float(), dim=-1)
-            a = a * mask  # all-masked rows -> exactly zero
-            return a.to(scores.dtype)
-
-        def forward(self, z, facets, fmask, tmask):
-            """z [B, n, d]; facets [B, T, K, D]; fmask [B, T, K]; tmask [B, T] -> (change [B, n, G], α [B, n, T, H, K])."""
-            B, n, _ = z.shape
-            T, K = facets.shape[1], facets.shape[2]
-            h = self.querier(z)
-            q = self.q_norm(torch.relu(self.W_Q(h))).view(B, n, self.heads, self.attn_dim)
-            k = self.W_K(facets).view(B, T, K, self.heads, self.attn_dim)
-            v = self.W_V(facets).view(B, T, K, self.heads, self.attn_dim)
-            scores = torch.einsum("bnha,btkha->bnthk", q, k) / math.sqrt(self.attn_dim)
-            m = fmask[:, None, :, None, :].expand(B, n, T, self.heads, K)
-            alpha = self.normalise(scores, m)
-            e = torch.einsum("bnthk,btkha->bntha", alpha, v).reshape(B, n, T, -1)
-            known = (fmask.sum(-1) > 0)[:, None, :, None]
-            e = torch.where(known, e, self.unknown.expand_as(e))
-            qf = q.reshape(B, n, 1, -1).expand(B, n, T, -1)
-            d_t = self.shift(torch.cat([e, qf], dim=-1)) * tmask[:, None, :, None]
-            delta = d_t.sum(dim=2)
-            two = (tmask.sum(-1) >= 2).to(delta.dtype)[:, None, None]
-            e_sum = (e * tmask[:, None, :, None]).sum(dim=2)
-            delta = delta + two * self.interact(torch.cat([e_sum, q.reshape(B, n, -1)], dim=-1))
-            change = self.decoder(h + delta) - self.decoder(h)
-            return change, alpha
-
-    return DyGenePTNet()
 
 
 @register_model("dygenept")
@@ -193,22 +129,10 @@ class DyGenePTModel(PerturbationModel):
             self.scgpt = ScGPTEncoder(self.params.scgpt_checkpoint, self.genes, device=self.device,
                                       max_len=self.params.scgpt_max_len)
 
-    def fit(self, train_path: str | os.PathLike, knowledge: Any | None = None,
-            config: dict[str, Any] | None = None) -> dict[str, Any]:
-        torch = _torch()
-        self._check()
-        if knowledge is None:
-            raise ConfigError("dygenept needs the facet tensor (knowledge stage: facet_embeddings.pt)")
-        config = dict(config or {})
+    def _encode_cells(self, train_path: str | os.PathLike, rng: np.random.Generator, chunk: int):
+        """PCA of log expression on a subsample, then every kept cell in PCA coordinates and as querier input
+        (memory: N x d). Returns (obs of the kept cells, Z, Zq)."""
         p = self.params
-        t0 = time.perf_counter()
-        torch.manual_seed(self.seed)
-        rng = np.random.default_rng(self.seed)
-        self._load_knowledge(knowledge)
-        chunk = config.get("chunk_size", DEFAULT_CHUNK)
-        summary = TrainingSummary.from_h5ad(train_path, chunk_size=chunk)
-        self.genes = summary.genes
-        # PCA of log expression on a subsample, then every kept cell in PCA coordinates (memory: N x d)
         with H5adReader(train_path) as r:
             obs = r.obs[["target_gene", "cell_type", "batch"]].astype(str).reset_index(drop=True)
             keep = np.zeros(r.n_obs, bool)
@@ -226,17 +150,61 @@ class DyGenePTModel(PerturbationModel):
                 dense = b.toarray()
                 Z.append(self._project(dense))
                 Zq.append(self._query_input(dense, Z[-1]))
-            Z, Zq = np.vstack(Z), np.vstack(Zq)
-        obs = obs[keep].reset_index(drop=True)
+        return obs[keep].reset_index(drop=True), np.vstack(Z), np.vstack(Zq)
+
+    @staticmethod
+    def _groups(summary: TrainingSummary, obs: pd.DataFrame) -> tuple[list[tuple], dict[str, np.ndarray]]:
+        """(target, cell type, kept perturbed cells, observed pseudobulk change) with >= 3 cells and >= 3 controls,
+        and the kept control cells per cell type."""
         ctrl_idx = {ct: np.flatnonzero(((obs.target_gene == CONTROL_LABEL) & (obs.cell_type == ct)).to_numpy())
                     for ct in obs.cell_type.unique()}
         groups = []
-        for (t, ct), cnt in summary.target_ct_counts.items():
+        for (t, ct), _cnt in summary.target_ct_counts.items():
             cells = np.flatnonzero(((obs.target_gene == t) & (obs.cell_type == ct)).to_numpy())
             if len(cells) >= 3 and len(ctrl_idx.get(ct, [])) >= 3:
                 delta = (summary.target_ct_means.loc[(t, ct)].to_numpy() -
                          summary.control_ct_means.loc[ct].to_numpy()).astype(np.float32)
                 groups.append((t, ct, cells, delta))
+        return groups, ctrl_idx
+
+    def _param_groups(self):
+        """The two-phase schedule: the querier frozen for ``freeze_querier_epochs``, then at a scaled lr."""
+        p = self.params
+        querier = list(self.net.querier.parameters())
+        rest = [q for name, q in self.net.named_parameters() if not name.startswith("querier.")]
+
+        def groups(epoch):
+            if epoch < p.freeze_querier_epochs:
+                for q in querier:
+                    q.requires_grad_(False)
+                return [{"params": rest, "lr": p.lr}]
+            for q in querier:
+                q.requires_grad_(True)
+            scale = p.querier_lr_scale if p.freeze_querier_epochs > 0 else 1.0
+            return [{"params": rest, "lr": p.lr}, {"params": querier, "lr": p.lr * scale}]
+        return groups
+
+    def fit(self, train_path: str | os.PathLike, knowledge: Any | None = None,
+            config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Data preparation (PCA, groups, the knowledge prior) and the shared training loop on the module's loss."""
+        torch = _torch()
+        from pertpipe.models.modules.dygenept import DyGenePTModule, GroupSampler
+        from pertpipe.models.training import epoch_generator
+
+        self._check()
+        if knowledge is None:
+            raise ConfigError("dygenept needs the facet tensor (knowledge stage: facet_embeddings.pt)")
+        config = dict(config or {})
+        p = self.params
+        t0 = time.perf_counter()
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        self._load_knowledge(knowledge)
+        chunk = config.get("chunk_size", DEFAULT_CHUNK)
+        summary = TrainingSummary.from_h5ad(train_path, chunk_size=chunk)
+        self.genes = summary.genes
+        obs, Z, Zq = self._encode_cells(train_path, rng, chunk)
+        groups, ctrl_idx = self._groups(summary, obs)
         targets = sorted({g[0] for g in groups})
         val_targets = validation_targets(targets, p.val_fraction, rng, model="dygenept", path=train_path)
         # the prior knows the fitted targets only, so the held-out ones stay unseen for early stopping and shrinkage
@@ -247,87 +215,26 @@ class DyGenePTModel(PerturbationModel):
         fit_groups = [g for g in groups if g[0] not in val_targets]
         val_groups = [g for g in groups if g[0] in val_targets]
         device = self.device
-        self.net = build_net(len(self.genes), Zq.shape[1], self.facets.shape[2], p.hidden,
-                             p.attn_dim, p.heads, p.normaliser).to(device)
+        self.net = DyGenePTModule(len(self.genes), Zq.shape[1], self.facets.shape[2], p.hidden,
+                                  p.attn_dim, p.heads, p.normaliser).to(device)
         comps = torch.tensor(self.pca_components.T, dtype=torch.float32, device=device)  # G x d
-        Zt = torch.tensor(Z, device=device)
-        Zqt = torch.tensor(Zq, device=device)
-        gf = {t: tuple(torch.tensor(a, device=device) for a in self._target_facets(t)) for t in targets}
-        deltas = [torch.tensor(g[3], device=device) for g in groups]
-        priors = [torch.tensor(self._prior(t, ct, leave_out=(t, ct)), dtype=torch.float32, device=device)
-                  for t, ct, _c, _d in groups]
-        gindex = {id(g): i for i, g in enumerate(groups)}
-        n = p.cells_per_group
-
-        def make_batch(sel, gen):
-            zq, zc, zp, fs, ms, ts, dl, pr = [], [], [], [], [], [], [], []
-            for g in sel:
-                t, ct, cells, _ = g
-                ci = ctrl_idx[ct][torch.randint(len(ctrl_idx[ct]), (n,), generator=gen).numpy()]
-                pi = cells[torch.randint(len(cells), (n,), generator=gen).numpy()]
-                zq.append(Zqt[ci])
-                zc.append(Zt[ci])
-                zp.append(Zt[pi])
-                f, m, tt = gf[t]
-                fs.append(f), ms.append(m), ts.append(tt)
-                dl.append(deltas[gindex[id(g)]])
-                pr.append(priors[gindex[id(g)]])
-            return (torch.stack(zq), torch.stack(zc), torch.stack(zp), torch.stack(fs), torch.stack(ms),
-                    torch.stack(ts), torch.stack(dl), torch.stack(pr))
-
-        def loss_on(batch):
-            zq, zc, zp, f, m, t, dl, pr = batch
-            change, alpha = self.net(zq, f, m, t)
-            mse = ((change.mean(1) - dl) ** 2).mean()
-            loss = mse
-            parts = {"delta_mse": float(mse.detach())}
-            if p.dist_loss != "none" and p.dist_weight > 0:
-                pred = zc + (change + pr[:, None, :]) @ comps
-                dist = torch.stack([(mmd_rbf if p.dist_loss == "mmd" else energy_distance)(pred[i], zp[i])
-                                    for i in range(pred.shape[0])]).mean()
-                loss = loss + p.dist_weight * dist
-                parts["dist"] = float(dist.detach())
-            if p.attn_sparsity > 0:
-                gini = (1 - (alpha ** 2).sum(-1))
-                valid = (m.sum(-1) > 0)[:, None, :, None].expand_as(gini).to(gini.dtype)
-                pen = (gini * valid).sum() / valid.sum().clamp(min=1)
-                loss = loss + p.attn_sparsity * pen
-                parts["attn_gini"] = float(pen.detach())
-            return loss, parts
+        sampler = GroupSampler(Z, Zq, ctrl_idx, groups, {t: self._target_facets(t) for t in targets},
+                               [self._prior(t, ct, leave_out=(t, ct)) for t, ct, _c, _d in groups],
+                               cells_per_group=p.cells_per_group, device=device)
 
         def step(gen, epoch):
             idx = torch.randint(len(fit_groups), (p.groups_per_step,), generator=gen).numpy()
-            loss, parts = loss_on(make_batch([fit_groups[i] for i in idx], gen))
-            return loss, parts, 2 * p.groups_per_step * n
-
-        val_gen_seed = self.seed + 10_007
+            loss, parts = self.net.loss(sampler.batch([fit_groups[i] for i in idx], gen), comps=comps,
+                                        dist_loss=p.dist_loss, dist_weight=p.dist_weight,
+                                        attn_sparsity=p.attn_sparsity)
+            return loss, parts, 2 * p.groups_per_step * p.cells_per_group
 
         def validate():
-            if not val_groups:
-                return float("nan")
-            from pertpipe.models.training import epoch_generator
-            gen = epoch_generator(val_gen_seed, 0)
-            with torch.no_grad():
-                zq, _zc, _zp, f, m, t, dl, _pr = make_batch(val_groups, gen)
-                change, _ = self.net(zq, f, m, t)
-                return float(((change.mean(1) - dl) ** 2).mean())
+            return self.net.residual_mse(sampler.batch(val_groups, epoch_generator(self.seed + 10_007, 0)))
 
-        querier = list(self.net.querier.parameters())
-        rest = [q for name, q in self.net.named_parameters() if not name.startswith("querier.")]
-
-        def param_groups(epoch):
-            if epoch < p.freeze_querier_epochs:
-                for q in querier:
-                    q.requires_grad_(False)
-                return [{"params": rest, "lr": p.lr}]
-            for q in querier:
-                q.requires_grad_(True)
-            scale = p.querier_lr_scale if p.freeze_querier_epochs > 0 else 1.0
-            return [{"params": rest, "lr": p.lr}, {"params": querier, "lr": p.lr * scale}]
-
-        cfg = TrainConfig.from_params(p)
-        tlog = train(self.net, param_groups=param_groups, step=step, validate=validate if val_groups else None,
-                     cfg=cfg, seed=self.seed, device=device, checkpoint=config.get("checkpoint"), desc="dygenept")
+        tlog = train(self.net, param_groups=self._param_groups(), step=step,
+                     validate=validate if val_groups else None, cfg=TrainConfig.from_params(p), seed=self.seed,
+                     device=device, checkpoint=config.get("checkpoint"), desc="dygenept")
         self.net.eval()
         self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=p.shrinkage, summary=summary,
                                        chunk_size=chunk)
@@ -380,7 +287,9 @@ class DyGenePTModel(PerturbationModel):
         self.device = pick_device(p.device, field="model_params.dygenept.device")
         self._load_scgpt()
         q_dim = self.scgpt.dim if self.scgpt else self.pca_components.shape[0]
-        self.net = build_net(len(self.genes), q_dim, self.facets.shape[2], p.hidden, p.attn_dim, p.heads,
-                             p.normaliser)
+        from pertpipe.models.modules.dygenept import DyGenePTModule
+
+        self.net = DyGenePTModule(len(self.genes), q_dim, self.facets.shape[2], p.hidden, p.attn_dim, p.heads,
+                                  p.normaliser)
         self.net.load_state_dict(state["net"])
         self.net.to(self.device).eval()

@@ -1,0 +1,147 @@
+"""The DyGenePT network: facet cross-attention by cell state, a latent shift, a decoder; its losses.
+
+See :mod:`pertpipe.models.dygenept` for the model as a whole. Shapes: B groups (target, cell type) of n cells,
+T target slots (2: singles and doubles), K facets of dimension D, H heads of dimension A, G genes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from pertpipe.models.distances import energy_distance, mmd_rbf
+
+
+def _mlp(i: int, h: int, o: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(i, h), nn.GELU(), nn.Linear(h, o))
+
+
+@dataclass
+class GroupBatch:
+    """One training batch: for each of B (target, cell type) groups, n control and n perturbed cells."""
+
+    zq: torch.Tensor  # [B, n, d] querier input of the control cells
+    zc: torch.Tensor  # [B, n, k] PCA coordinates of the control cells
+    zp: torch.Tensor  # [B, n, k] PCA coordinates of the perturbed cells
+    facets: torch.Tensor  # [B, T, K, D]
+    fmask: torch.Tensor  # [B, T, K]
+    tmask: torch.Tensor  # [B, T]
+    delta: torch.Tensor  # [B, G] observed pseudobulk change minus the prior
+    prior: torch.Tensor  # [B, G] the knowledge prior's shift
+
+
+class GroupSampler:
+    """Draws :class:`GroupBatch` es from cells encoded once (PCA / querier inputs) with a seeded generator."""
+
+    def __init__(self, Z: np.ndarray, Zq: np.ndarray, ctrl_idx: dict[str, np.ndarray], groups: list[tuple],
+                 facets: dict[str, tuple], priors: list[np.ndarray], *, cells_per_group: int, device: str) -> None:
+        self.Z, self.Zq = torch.tensor(Z, device=device), torch.tensor(Zq, device=device)
+        self.ctrl_idx, self.groups, self.n = ctrl_idx, groups, cells_per_group
+        self.facets = {t: tuple(torch.tensor(a, device=device) for a in arrays) for t, arrays in facets.items()}
+        self.deltas = [torch.tensor(g[3], device=device) for g in groups]
+        self.priors = [torch.tensor(pr, dtype=torch.float32, device=device) for pr in priors]
+        self.index = {id(g): i for i, g in enumerate(groups)}
+
+    def batch(self, sel: list[tuple], gen: torch.Generator) -> GroupBatch:
+        zq, zc, zp, fs, ms, ts, dl, pr = [], [], [], [], [], [], [], []
+        n = self.n
+        for g in sel:
+            t, ct, cells, _ = g
+            ci = self.ctrl_idx[ct][torch.randint(len(self.ctrl_idx[ct]), (n,), generator=gen).numpy()]
+            pi = cells[torch.randint(len(cells), (n,), generator=gen).numpy()]
+            zq.append(self.Zq[ci])
+            zc.append(self.Z[ci])
+            zp.append(self.Z[pi])
+            f, m, tt = self.facets[t]
+            fs.append(f), ms.append(m), ts.append(tt)
+            dl.append(self.deltas[self.index[id(g)]])
+            pr.append(self.priors[self.index[id(g)]])
+        return GroupBatch(*(torch.stack(x) for x in (zq, zc, zp, fs, ms, ts, dl, pr)))
+
+
+class DyGenePTModule(nn.Module):
+    """Querier -> multi-head masked sparsemax/entmax/softmax attention over facets -> latent shift -> decoder."""
+
+    def __init__(self, n_genes: int, latent_dim: int, facet_dim: int, hidden: int, attn_dim: int, heads: int,
+                 normaliser: str) -> None:
+        super().__init__()
+        self.heads, self.attn_dim, self.normaliser = heads, attn_dim, normaliser
+        ha = heads * attn_dim
+        self.querier = _mlp(latent_dim, hidden, hidden)
+        self.W_Q = nn.Linear(hidden, ha)
+        self.q_norm = nn.LayerNorm(ha)
+        self.W_K = nn.Linear(facet_dim, ha, bias=False)
+        self.W_V = nn.Linear(facet_dim, ha, bias=False)
+        self.unknown = nn.Parameter(torch.zeros(ha))
+        self.shift = _mlp(2 * ha, hidden, hidden)
+        self.interact = _mlp(2 * ha, hidden, hidden)
+        self.decoder = _mlp(hidden, hidden, n_genes)
+
+    def normalise(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # a bounded large negative: finfo.min would overflow sparsemax's cumulative sums to -inf/NaN
+        scores = scores.masked_fill(mask == 0, -1e6)
+        if self.normaliser == "sparsemax":
+            from entmax import sparsemax
+            a = sparsemax(scores.float(), dim=-1)
+        elif self.normaliser == "entmax15":
+            from entmax import entmax15
+            a = entmax15(scores.float(), dim=-1)
+        else:
+            a = torch.softmax(scores.float(), dim=-1)
+        a = a * mask  # all-masked rows -> exactly zero
+        return a.to(scores.dtype)
+
+    def forward(self, z, facets, fmask, tmask):
+        """z [B, n, d]; facets [B, T, K, D]; fmask [B, T, K]; tmask [B, T] -> (change [B, n, G], α [B, n, T, H, K])."""
+        B, n, _ = z.shape
+        T, K = facets.shape[1], facets.shape[2]
+        h = self.querier(z)
+        q = self.q_norm(torch.relu(self.W_Q(h))).view(B, n, self.heads, self.attn_dim)
+        k = self.W_K(facets).view(B, T, K, self.heads, self.attn_dim)
+        v = self.W_V(facets).view(B, T, K, self.heads, self.attn_dim)
+        scores = torch.einsum("bnha,btkha->bnthk", q, k) / math.sqrt(self.attn_dim)
+        m = fmask[:, None, :, None, :].expand(B, n, T, self.heads, K)
+        alpha = self.normalise(scores, m)
+        e = torch.einsum("bnthk,btkha->bntha", alpha, v).reshape(B, n, T, -1)
+        known = (fmask.sum(-1) > 0)[:, None, :, None]
+        e = torch.where(known, e, self.unknown.expand_as(e))
+        qf = q.reshape(B, n, 1, -1).expand(B, n, T, -1)
+        d_t = self.shift(torch.cat([e, qf], dim=-1)) * tmask[:, None, :, None]
+        delta = d_t.sum(dim=2)
+        two = (tmask.sum(-1) >= 2).to(delta.dtype)[:, None, None]
+        e_sum = (e * tmask[:, None, :, None]).sum(dim=2)
+        delta = delta + two * self.interact(torch.cat([e_sum, q.reshape(B, n, -1)], dim=-1))
+        change = self.decoder(h + delta) - self.decoder(h)
+        return change, alpha
+
+    def loss(self, b: GroupBatch, *, comps: torch.Tensor, dist_loss: str, dist_weight: float,
+             attn_sparsity: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """Pseudobulk-change MSE (of the residual over the prior) + distribution distance of predicted and observed
+        perturbed cells in PCA space (``comps`` [G, k]) + the attention's Gini impurity."""
+        change, alpha = self(b.zq, b.facets, b.fmask, b.tmask)
+        mse = ((change.mean(1) - b.delta) ** 2).mean()
+        loss = mse
+        parts = {"delta_mse": float(mse.detach())}
+        if dist_loss != "none" and dist_weight > 0:
+            pred = b.zc + (change + b.prior[:, None, :]) @ comps
+            dist = torch.stack([(mmd_rbf if dist_loss == "mmd" else energy_distance)(pred[i], b.zp[i])
+                                for i in range(pred.shape[0])]).mean()
+            loss = loss + dist_weight * dist
+            parts["dist"] = float(dist.detach())
+        if attn_sparsity > 0:
+            gini = (1 - (alpha ** 2).sum(-1))
+            valid = (b.fmask.sum(-1) > 0)[:, None, :, None].expand_as(gini).to(gini.dtype)
+            pen = (gini * valid).sum() / valid.sum().clamp(min=1)
+            loss = loss + attn_sparsity * pen
+            parts["attn_gini"] = float(pen.detach())
+        return loss, parts
+
+    def residual_mse(self, b: GroupBatch) -> float:
+        """Validation: MSE of the mean predicted change against the observed residual (no gradient)."""
+        with torch.no_grad():
+            change, _ = self(b.zq, b.facets, b.fmask, b.tmask)
+            return float(((change.mean(1) - b.delta) ** 2).mean())
