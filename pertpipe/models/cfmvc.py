@@ -1,6 +1,7 @@
 """CFM-VC: an NB-VAE latent space plus conditional flow matching from control to perturbed cells.
 
-Network (built by :func:`build_cfmvc`; the user-facing class is :class:`CFMVCModel`):
+Network (:class:`pertpipe.models.modules.cfmvc.CFMVCModule`, which owns the likelihoods and losses; the
+user-facing :class:`CFMVCModel` prepares data and runs the training stages):
 
 * **NB-VAE** (scVI style, in torch): the encoder reads log1p of the raw counts with a cell-type embedding for
   the biological block z_int and a batch embedding for the technical block z_tech (both reparameterised, KL to
@@ -32,7 +33,6 @@ optional MMD between generated and encoded latents; 3) optionally a joint fine-t
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -47,7 +47,7 @@ from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.io import pick_device
 from pertpipe.models.base import ControlCells, PerturbationModel, register_model
-from pertpipe.models.distances import energy_distance, mmd_rbf
+from pertpipe.models.distances import energy_distance
 from pertpipe.models.facet_lookup import MAX_TARGETS, FacetLookup
 from pertpipe.models.params import fraction, positive
 from pertpipe.models.shrinkage import check_setting as check_shrinkage
@@ -55,147 +55,6 @@ from pertpipe.models.shrinkage import fit_shrinkage
 from pertpipe.models.training import TrainConfig, epoch_generator, stage_checkpoint, train, validation_targets
 
 
-
-
-# -- likelihoods ------------------------------------------------------------------------------------------
-def nb_log_likelihood(x, mu, theta, eps: float = 1e-8):
-    """log NB(x; mean mu, inverse dispersion theta), elementwise (scipy: nbinom(n=theta, p=theta/(theta+mu)))."""
-    import torch
-
-    x, mu, theta = x.float(), mu.float(), theta.float()
-    log_theta_mu = torch.log(theta + mu + eps)
-    return (torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)
-            + theta * (torch.log(theta + eps) - log_theta_mu) + x * (torch.log(mu + eps) - log_theta_mu))
-
-
-def gaussian_log_likelihood(x, mean, log_var):
-    """log N(x; mean, exp(log_var)), elementwise (the fallback for log1p-only data)."""
-    x, mean, log_var = x.float(), mean.float(), log_var.float()
-    return -0.5 * (math.log(2 * math.pi) + log_var + (x - mean) ** 2 / log_var.exp())
-
-
-def hurdle_log_likelihood(x, logit_nz, mean, log_var):
-    """log-likelihood of sparse log1p data: P(x > 0) = sigmoid(logit_nz), and x | x > 0 ~ N(mean, exp(log_var))."""
-    import torch
-    import torch.nn.functional as F
-
-    x, logit_nz = x.float(), logit_nz.float()
-    return torch.where(x > 0, F.logsigmoid(logit_nz) + gaussian_log_likelihood(x, mean, log_var),
-                       F.logsigmoid(-logit_nz))
-
-
-def kl_normal(mu, log_var):
-    """KL(N(mu, exp(log_var)) || N(0, I)) summed over the last axis."""
-    return 0.5 * (mu.float() ** 2 + log_var.float().exp() - log_var.float() - 1).sum(-1)
-
-
-# -- network ----------------------------------------------------------------------------------------------
-def build_cfmvc(n_genes: int, n_batches: int, n_cell_types: int, spatial_dim: int, facet_dim: int, n_seen: int,
-                p: CFMVCModel.Params, likelihood: str = "nb"):
-    """The CFM-VC torch module: ``.vae``, ``.context``, ``.pert``, ``.flow`` (index 0 of every embedding = unknown)."""
-    import torch
-    from torch import nn
-
-    def mlp(i, h, o):
-        return nn.Sequential(nn.Linear(i, h), nn.LayerNorm(h), nn.SiLU(), nn.Linear(h, h), nn.LayerNorm(h),
-                             nn.SiLU(), nn.Linear(h, o))
-
-    e = p.emb_dim
-
-    class VAE(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.batch_emb = nn.Embedding(n_batches + 1, e)
-            self.ct_emb = nn.Embedding(n_cell_types + 1, e)
-            self.enc_int = mlp(n_genes + e, p.hidden, 2 * p.d_int)
-            self.enc_tech = mlp(n_genes + e, max(16, p.hidden // 2), 2 * p.d_tech)
-            # NB: logits; gaussian: means; hurdle: [non-zero logits, means of the non-zero part]
-            self.dec = mlp(p.d_int + p.d_tech + e, p.hidden, n_genes * (2 if likelihood == "hurdle" else 1))
-            self.log_theta = nn.Parameter(torch.full((n_genes,), 1.0))  # NB: θ = exp(.) per gene
-            self.log_var = nn.Parameter(torch.full((n_genes,), -1.0))  # log1p fallbacks: per-gene variance
-
-        def encode(self, x_in, b, ct):
-            mi, li = self.enc_int(torch.cat([x_in, self.ct_emb(ct)], -1)).chunk(2, -1)
-            mt, lt = self.enc_tech(torch.cat([x_in, self.batch_emb(b)], -1)).chunk(2, -1)
-            return mi, li.clamp(-8, 8), mt, lt.clamp(-8, 8)
-
-        def decode(self, z_int, z_tech, b):
-            return self.dec(torch.cat([z_int, z_tech, self.batch_emb(b)], -1))
-
-    class Context(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.batch_emb = nn.Embedding(n_batches + 1, e)
-            self.ct_emb = nn.Embedding(n_cell_types + 1, e)
-            self.spatial = nn.Linear(spatial_dim, e) if spatial_dim else None
-            self.out = mlp(e * (3 if spatial_dim else 2), p.flow_hidden, p.c_dim)
-
-        def forward(self, b, ct, xy=None):
-            parts = [self.batch_emb(b), self.ct_emb(ct)]
-            if self.spatial is not None:
-                parts.append(self.spatial(xy))
-            return self.out(torch.cat(parts, -1))
-
-    class Perturbation(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.score = nn.Linear(facet_dim, 1)
-            self.proj = nn.Linear(facet_dim, p.p_dim)
-            self.unknown = nn.Parameter(torch.zeros(p.p_dim))
-            self.seen = nn.Embedding(n_seen + 1, p.p_dim, padding_idx=0)
-            with torch.no_grad():
-                self.seen.weight.normal_(0, 0.02)
-                self.seen.weight[0].zero_()
-            self.combine = mlp(p.p_dim + MAX_TARGETS + 1, p.flow_hidden, p.p_dim)
-
-        def forward(self, facets, fmask, slots, seen_idx, keep_seen=None):
-            """facets [B, T, K, D], fmask [B, T, K], slots [B, T], seen_idx [B, T] -> [B, p_dim]."""
-            s = self.score(facets).squeeze(-1).masked_fill(fmask == 0, -1e4)
-            a = torch.softmax(s.float(), -1).to(facets.dtype) * fmask
-            g = self.proj(torch.einsum("btk,btkd->btd", a, facets))
-            known = (fmask.sum(-1) > 0)[..., None]
-            g = torch.where(known, g, self.unknown.expand_as(g))
-            learned = self.seen(seen_idx)
-            if keep_seen is not None:
-                learned = learned * keep_seen[..., None]
-            g = (g + learned) * slots[..., None]
-            n_t = nn.functional.one_hot(slots.sum(-1).long(), MAX_TARGETS + 1).to(g.dtype)
-            return self.combine(torch.cat([g.sum(1), n_t], -1))
-
-    class Flow(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(1000.0), 16)))
-            self.time = nn.Sequential(nn.Linear(32, p.flow_hidden), nn.SiLU())
-            self.trunk = mlp(p.d_int + p.flow_hidden + p.c_dim, p.flow_hidden, p.flow_hidden)
-            self.base = nn.Linear(p.flow_hidden, p.d_int)
-            self.basis = nn.Linear(p.flow_hidden, p.n_basis * p.d_int)
-            self.alpha = mlp(p.p_dim + p.c_dim, p.flow_hidden, p.n_basis)
-
-        def forward(self, z, t, c, pe):
-            """z [N, d], t [N, 1], c [N, c_dim], pe [N, p_dim] -> velocity [N, d]."""
-            tt = t * self.freqs
-            h = self.trunk(torch.cat([z, self.time(torch.cat([tt.sin(), tt.cos()], -1)), c], -1))
-            basis = self.basis(h).view(-1, p.n_basis, p.d_int)
-            return self.base(h) + torch.einsum("nb,nbd->nd", self.alpha(torch.cat([pe, c], -1)), basis)
-
-    class CFMVCNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.vae, self.context, self.pert, self.flow = VAE(), Context(), Perturbation(), Flow()
-
-        def integrate(self, z0, c, pe, n_steps: int, solver: str):
-            """Integrate dz/dt = v(z, t | p, c) from t=0 to 1 with ``n_steps`` Euler or midpoint steps."""
-            z, dt = z0, 1.0 / n_steps
-            for i in range(n_steps):
-                t = torch.full((z.shape[0], 1), i * dt, device=z.device, dtype=z.dtype)
-                k = self.flow(z, t, c, pe)
-                if solver == "midpoint":
-                    k = self.flow(z + 0.5 * dt * k, t + 0.5 * dt, c, pe)
-                z = z + dt * k
-            return z
-
-    return CFMVCNet()
 
 
 # -- the model --------------------------------------------------------------------------------------------
@@ -210,6 +69,98 @@ class _Data:
     ct: np.ndarray
     xy: np.ndarray | None
     obs: pd.DataFrame
+
+
+class _Feeder:
+    """CFM-VC's training tensors: rows -> tensors, context (with dropout), OT-paired flow batches, the module's
+    losses called on them. Every random draw comes from the epoch generator, in a fixed order."""
+
+    def __init__(self, model: CFMVCModel, d: _Data, ctrl_by_ct: dict[str, np.ndarray], targets: dict[str, tuple],
+                 dev: str) -> None:
+        import torch
+
+        self.model, self.p, self.d, self.dev, self.ctrl_by_ct = model, model.params, d, dev, ctrl_by_ct
+        self.tarr = {t: tuple(torch.tensor(a, device=dev) for a in arrays) for t, arrays in targets.items()}
+        self.latents = None
+
+    @property
+    def net(self):
+        return self.model.net
+
+    def set_latents(self, z: np.ndarray) -> None:
+        import torch
+
+        self.latents = torch.tensor(z, dtype=torch.float32, device=self.dev)
+
+    def stored(self, rows: np.ndarray):
+        return self.latents[rows]
+
+    def rows_to(self, m: sp.csr_matrix, rows: np.ndarray):
+        import torch
+
+        return torch.tensor(m[rows].toarray(), device=self.dev)
+
+    def ctx_of(self, rows: np.ndarray, gen=None):
+        import torch
+
+        d, dev = self.d, self.dev
+        b, ct = torch.tensor(d.b[rows], device=dev), torch.tensor(d.ct[rows], device=dev)
+        if gen is not None and self.p.context_dropout > 0:  # learn the "unknown" embeddings
+            drop = (torch.rand(len(rows), generator=gen) < self.p.context_dropout).to(dev)
+            b, ct = b.masked_fill(drop, 0), ct.masked_fill(drop, 0)
+        xy = torch.tensor(d.xy[rows], device=dev) if d.xy is not None else None
+        return b, ct, xy
+
+    def vae_loss(self, rows: np.ndarray, gen, beta: float, sample: bool = True):
+        import torch
+
+        x_in, tgt = self.rows_to(self.d.enc_in, rows), self.rows_to(self.d.target, rows)
+        b, ct, _ = self.ctx_of(rows, gen)
+        lib = torch.tensor(self.d.lib[rows], device=self.dev)
+        return self.net.vae.loss(x_in, tgt, lib, b, ct, beta=beta, gen=gen, sample=sample)
+
+    def flow_batch(self, sel: list[tuple], gen, latent):
+        """z0, z1 (OT-paired per group), context rows and perturbation arrays for groups ``sel``."""
+        import torch
+
+        p, k, dev = self.p, self.p.cells_per_group, self.dev
+        z0s, z1s, rows1, pa = [], [], [], []
+        for t, c, idx in sel:
+            r1 = idx[torch.randint(len(idx), (k,), generator=gen).numpy()]
+            z1 = latent(r1)
+            if p.source == "gaussian":
+                z0 = torch.randn(z1.shape, generator=gen).to(dev)
+            else:
+                pool = self.ctrl_by_ct[c]
+                z0 = latent(pool[torch.randint(len(pool), (k,), generator=gen).numpy()])
+            if p.ot_pairing:
+                from scipy.optimize import linear_sum_assignment
+
+                cost = torch.cdist(z0.detach().float(), z1.detach().float()).pow(2).cpu().numpy()
+                _r, col = linear_sum_assignment(cost)
+                z1, r1 = z1[torch.as_tensor(col, device=dev)], r1[col]
+            z0s.append(z0), z1s.append(z1), rows1.append(r1), pa.append(self.tarr[t])
+        arrays = [torch.stack(a) for a in zip(*pa)]
+        return torch.cat(z0s), torch.cat(z1s), np.concatenate(rows1), arrays
+
+    def pert_embed(self, arrays, gen, n_rep: int):
+        import torch
+
+        f, m, s, seen_idx = arrays
+        keep = None
+        if gen is not None and self.p.target_dropout > 0:
+            keep = (torch.rand(seen_idx.shape, generator=gen) >= self.p.target_dropout).float().to(self.dev)
+        return self.net.pert(f, m, s, seen_idx, keep).repeat_interleave(n_rep, 0)
+
+    def flow_loss(self, sel: list[tuple], gen, latent):
+        import torch
+
+        p, k = self.p, self.p.cells_per_group
+        z0, z1, rows, arrays = self.flow_batch(sel, gen, latent)
+        c = self.net.context(*self.ctx_of(rows, gen))
+        pe = self.pert_embed(arrays, gen, k)
+        t = torch.rand((z0.shape[0], 1), generator=gen).to(self.dev)
+        return self.net.flow_loss(z0, z1, c, pe, t, group_size=k, mmd_weight=p.mmd_weight, mmd_steps=p.mmd_steps)
 
 
 @register_model("cfmvc")
@@ -321,9 +272,29 @@ class CFMVCModel(PerturbationModel):
         return f, m, t, s
 
     # -- training -------------------------------------------------------------------------------------------
+    def _groups(self, d: _Data, train_path: str | os.PathLike, rng: np.random.Generator):
+        """(target, cell type, rows) groups with >= 3 cells and >= 3 controls, the controls per cell type, the
+        training targets and the held-out ones (early stopping, shrinkage)."""
+        is_ctrl = (d.obs.target_gene == CONTROL_LABEL).to_numpy()
+        if not is_ctrl.any():
+            raise ContractError(train_path, "obs['target_gene']", "no control cells in the training split",
+                                "cfmvc starts from control cells; check stage1.split.control_val_fraction")
+        obs = d.obs
+        ctrl_by_ct = {c: np.flatnonzero((is_ctrl & (obs.cell_type == c)).to_numpy()) for c in self.cell_types}
+        groups = [(t, c, np.asarray(idx)) for (t, c), idx in obs.groupby(["target_gene", "cell_type"]).indices.items()
+                  if len(idx) >= 3 and len(ctrl_by_ct.get(c, [])) >= 3]
+        targets = sorted({g[0] for g in groups if g[0] != CONTROL_LABEL})
+        val_targets = validation_targets(targets, self.params.val_fraction, rng, model="cfmvc", path=train_path)
+        return groups, ctrl_by_ct, targets, val_targets
+
     def fit(self, train_path: str | os.PathLike, knowledge: Any | None = None,
             config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Data preparation, then three stages on the shared loop: the VAE, the flow on its detached latents,
+        and (``joint_epochs`` > 0) a joint fine-tune; the networks and their losses live in
+        :mod:`pertpipe.models.modules.cfmvc`."""
         import torch
+
+        from pertpipe.models.modules.cfmvc import CFMVCModule
 
         self._check()
         if knowledge is None:
@@ -336,182 +307,24 @@ class CFMVCModel(PerturbationModel):
         self.lookup = FacetLookup.load(knowledge)
         d = self._read(train_path, rng, config.get("chunk_size", DEFAULT_CHUNK))
         self.device = dev = pick_device(p.device, field="model_params.cfmvc.device")
-        n = len(d.obs)
-        is_ctrl = (d.obs.target_gene == CONTROL_LABEL).to_numpy()
-        if not is_ctrl.any():
-            raise ContractError(train_path, "obs['target_gene']", "no control cells in the training split",
-                                "cfmvc starts from control cells; check stage1.split.control_val_fraction")
-        obs = d.obs
-        ctrl_by_ct = {c: np.flatnonzero((is_ctrl & (obs.cell_type == c)).to_numpy()) for c in self.cell_types}
-        groups = []
-        for (t, c), idx in obs.groupby(["target_gene", "cell_type"]).indices.items():
-            if len(idx) >= 3 and len(ctrl_by_ct.get(c, [])) >= 3:
-                groups.append((t, c, np.asarray(idx)))
-        targets = sorted({g[0] for g in groups if g[0] != CONTROL_LABEL})
-        val_targets = validation_targets(targets, p.val_fraction, rng, model="cfmvc", path=train_path)
+        groups, ctrl_by_ct, targets, val_targets = self._groups(d, train_path, rng)
         fit_groups = [g for g in groups if g[0] not in val_targets]
         val_groups = [g for g in groups if g[0] in val_targets]
         # the learned per-gene embedding covers genes targeted in the fitted groups (not the validation targets)
         seen = sorted({g for t, _c, _i in fit_groups for g in perturbation_genes(t)})
         self.seen = {g: i + 1 for i, g in enumerate(seen)}
-        self.net = build_cfmvc(len(self.genes), len(self.batches), len(self.cell_types), self.spatial_dim,
+        self.net = CFMVCModule(len(self.genes), len(self.batches), len(self.cell_types), self.spatial_dim,
                                self.lookup.dim, len(self.seen), p, self.likelihood).to(dev)
-        net = self.net
-        base_cfg = TrainConfig.from_params(p)
+        feed = _Feeder(self, d, ctrl_by_ct, {g[0]: self._target_arrays(g[0]) for g in groups}, dev)
         ckpt = config.get("checkpoint")
-
-        def rows_to(m: sp.csr_matrix, rows: np.ndarray):
-            return torch.tensor(m[rows].toarray(), device=dev)
-
-        def ctx_of(rows: np.ndarray, gen=None):
-            b, ct = torch.tensor(d.b[rows], device=dev), torch.tensor(d.ct[rows], device=dev)
-            if gen is not None and p.context_dropout > 0:  # learn the "unknown" embeddings
-                drop = (torch.rand(len(rows), generator=gen) < p.context_dropout).to(dev)
-                b, ct = b.masked_fill(drop, 0), ct.masked_fill(drop, 0)
-            xy = torch.tensor(d.xy[rows], device=dev) if d.xy is not None else None
-            return b, ct, xy
-
-        # ---- stage 1: the VAE ----
-        perm = rng.permutation(n)
-        n_val_cells = min(2000, max(1, n // 20)) if n >= 200 else 0
-        vae_val, vae_fit = perm[:n_val_cells], perm[n_val_cells:]
-
-        def vae_loss(rows, gen, beta, sample=True):
-            x_in, tgt = rows_to(d.enc_in, rows), rows_to(d.target, rows)
-            b, ct, _ = ctx_of(rows, gen)
-            mi, li, mt, lt = net.vae.encode(x_in, b, ct)
-            if sample:
-                zi = mi + torch.randn(mi.shape, generator=gen).to(dev) * (0.5 * li).exp()
-                zt = mt + torch.randn(mt.shape, generator=gen).to(dev) * (0.5 * lt).exp()
-            else:
-                zi, zt = mi, mt
-            out = net.vae.decode(zi, zt, b)
-            if self.likelihood == "nb":
-                mu = torch.softmax(out.float(), -1) * torch.tensor(d.lib[rows], device=dev)[:, None]
-                ll = nb_log_likelihood(tgt, mu, net.vae.log_theta.exp())
-            elif self.likelihood == "hurdle":
-                logit_nz, mean = out.chunk(2, -1)
-                ll = hurdle_log_likelihood(tgt, logit_nz, mean, net.vae.log_var)
-            else:
-                ll = gaussian_log_likelihood(tgt, out, net.vae.log_var)
-            G = tgt.shape[1]
-            recon = -ll.sum(-1).mean() / G
-            kl = (kl_normal(mi, li) + kl_normal(mt, lt)).mean() / G
-            return recon + beta * kl, recon, kl
-
-        def vae_step(gen, epoch):
-            rows = vae_fit[torch.randint(len(vae_fit), (p.vae_batch,), generator=gen).numpy()]
-            beta = p.kl_weight * min(1.0, (epoch + 1) / max(1, p.kl_warmup_epochs))
-            loss, recon, kl = vae_loss(rows, gen, beta)
-            return loss, {"recon_nll_per_gene": float(recon.detach()), "kl_per_gene": float(kl.detach())}, len(rows)
-
-        def vae_validate():
-            with torch.no_grad():
-                return float(vae_loss(vae_val, None, p.kl_weight, sample=False)[1])
-
-        vae_log = train(net.vae, param_groups=[{"params": list(net.vae.parameters())}], step=vae_step,
-                        validate=vae_validate if n_val_cells else None, cfg=replace(base_cfg, epochs=p.vae_epochs),
-                        seed=self.seed, device=dev, checkpoint=stage_checkpoint(ckpt, "vae"), desc="cfmvc vae")
-
-        # ---- stage 2: flow on detached latents ----
-        net.vae.eval()
-        Z = self._encode_rows(d, np.arange(n), dev)
+        vae_fit, vae_log = self._fit_vae(feed, rng, ckpt)
+        self.net.vae.eval()
+        Z = self._encode_rows(d, np.arange(len(d.obs)), dev)
         self.z_mean, self.z_std = Z.mean(0), Z.std(0) + 1e-6
-        Zs = torch.tensor((Z - self.z_mean) / self.z_std, dtype=torch.float32, device=dev)
-        tarr = {g[0]: tuple(torch.tensor(a, device=dev) for a in self._target_arrays(g[0])) for g in groups}
-        k = p.cells_per_group
-
-        def flow_batch(sel, gen, latent):
-            """z0, z1 (OT-paired per group), context rows and perturbation arrays for groups ``sel``."""
-            z0s, z1s, rows1, pa = [], [], [], []
-            for t, c, idx in sel:
-                r1 = idx[torch.randint(len(idx), (k,), generator=gen).numpy()]
-                z1 = latent(r1)
-                if p.source == "gaussian":
-                    z0 = torch.randn(z1.shape, generator=gen).to(dev)
-                else:
-                    pool = ctrl_by_ct[c]
-                    z0 = latent(pool[torch.randint(len(pool), (k,), generator=gen).numpy()])
-                if p.ot_pairing:
-                    from scipy.optimize import linear_sum_assignment
-
-                    cost = torch.cdist(z0.detach().float(), z1.detach().float()).pow(2).cpu().numpy()
-                    _r, col = linear_sum_assignment(cost)
-                    z1, r1 = z1[torch.as_tensor(col, device=dev)], r1[col]
-                z0s.append(z0), z1s.append(z1), rows1.append(r1), pa.append(tarr[t])
-            rows = np.concatenate(rows1)
-            arrays = [torch.stack(a) for a in zip(*pa)]
-            return torch.cat(z0s), torch.cat(z1s), rows, arrays
-
-        def pert_embed(arrays, gen, n_rep):
-            f, m, s, seen_idx = arrays
-            keep = None
-            if gen is not None and p.target_dropout > 0:
-                keep = (torch.rand(seen_idx.shape, generator=gen) >= p.target_dropout).float().to(dev)
-            return net.pert(f, m, s, seen_idx, keep).repeat_interleave(n_rep, 0)
-
-        def flow_loss(sel, gen, latent):
-            z0, z1, rows, arrays = flow_batch(sel, gen, latent)
-            c = net.context(*ctx_of(rows, gen))
-            pe = pert_embed(arrays, gen, k)
-            t = torch.rand((z0.shape[0], 1), generator=gen).to(dev)
-            v = net.flow((1 - t) * z0 + t * z1, t, c, pe)
-            loss = ((v.float() - (z1 - z0).float()) ** 2).mean()
-            parts = {"cfm_mse": float(loss.detach())}
-            if p.mmd_weight > 0:
-                zhat = net.integrate(z0, c, pe, p.mmd_steps, "euler")
-                mmd = torch.stack([mmd_rbf(zhat[i * k:(i + 1) * k].float(), z1[i * k:(i + 1) * k].float())
-                                   for i in range(len(sel))]).mean()
-                loss = loss + p.mmd_weight * mmd
-                parts["mmd"] = float(mmd.detach())
-            return loss, parts
-
-        def stored(rows):
-            return Zs[rows]
-
-        def flow_step(gen, epoch):
-            sel = [fit_groups[i] for i in torch.randint(len(fit_groups), (p.groups_per_step,), generator=gen).numpy()]
-            loss, parts = flow_loss(sel, gen, stored)
-            return loss, parts, 2 * len(sel) * k
-
-        def flow_validate():
-            """Mean energy distance (standardised latents) between generated and encoded cells of held-out targets."""
-            gen = epoch_generator(self.seed + 10_007, 0)
-            with torch.no_grad():
-                z0, z1, rows, arrays = flow_batch(val_groups, gen, stored)
-                zhat = net.integrate(z0, net.context(*ctx_of(rows)), pert_embed(arrays, None, k), 8, "euler")
-            zhat, z1 = zhat.double(), z1.double()
-            return float(np.mean([float(energy_distance(zhat[i * k:(i + 1) * k], z1[i * k:(i + 1) * k]))
-                                  for i in range(len(val_groups))]))
-
-        flow_mods = torch.nn.ModuleDict({"context": net.context, "pert": net.pert, "flow": net.flow})
-        flow_log = train(flow_mods, param_groups=[{"params": list(flow_mods.parameters())}], step=flow_step,
-                         validate=flow_validate if val_groups else None,
-                         cfg=replace(base_cfg, epochs=p.flow_epochs), seed=self.seed + 1, device=dev,
-                         checkpoint=stage_checkpoint(ckpt, "flow"), desc="cfmvc flow")
-
-        # ---- stage 3 (optional): joint fine-tune through the encoder ----
-        joint_log = None
-        if p.joint_epochs > 0:
-            z_mean = torch.tensor(self.z_mean, dtype=torch.float32, device=dev)
-            z_std = torch.tensor(self.z_std, dtype=torch.float32, device=dev)
-
-            def encoded(rows):
-                b, ct, _ = ctx_of(rows)
-                return (net.vae.encode(rows_to(d.enc_in, rows), b, ct)[0] - z_mean) / z_std
-
-            def joint_step(gen, epoch):
-                rows = vae_fit[torch.randint(len(vae_fit), (p.vae_batch,), generator=gen).numpy()]
-                vl, recon, _kl = vae_loss(rows, gen, p.kl_weight)
-                sel = [fit_groups[i] for i in torch.randint(len(fit_groups), (p.groups_per_step,), generator=gen).numpy()]
-                fl, parts = flow_loss(sel, gen, encoded)
-                return vl + fl, {**parts, "recon_nll_per_gene": float(recon.detach())}, len(rows) + 2 * len(sel) * k
-
-            joint_log = train(net, param_groups=[{"params": list(net.parameters()), "lr": p.lr * p.joint_lr_scale}],
-                              step=joint_step, validate=flow_validate if val_groups else None,
-                              cfg=replace(base_cfg, epochs=p.joint_epochs, warmup_epochs=1), seed=self.seed + 2,
-                              device=dev, checkpoint=stage_checkpoint(ckpt, "joint"), desc="cfmvc joint")
-        net.eval()
+        feed.set_latents((Z - self.z_mean) / self.z_std)
+        flow_log = self._fit_flow(feed, fit_groups, val_groups, ckpt)
+        joint_log = self._fit_joint(feed, vae_fit, fit_groups, val_groups, ckpt) if p.joint_epochs > 0 else None
+        self.net.eval()
         self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=p.shrinkage,
                                        chunk_size=config.get("chunk_size", DEFAULT_CHUNK))
         stages = {"vae": vae_log, "flow": flow_log, **({"joint": joint_log} if joint_log else {})}
@@ -525,10 +338,92 @@ class CFMVCModel(PerturbationModel):
                 "epochs_run": sum(s["epochs_run"] for s in stages.values()), "train_wall_s": round(wall, 3),
                 "cells_seen": cells, "cells_per_s": round(cells / wall, 1) if wall > 0 else None,
                 "fit_s": round(time.perf_counter() - t0, 3), "likelihood": self.likelihood, "source": p.source,
-                "shrinkage": self.shrinkage.log(),
-                "decode": self.decode_mode,
+                "shrinkage": self.shrinkage.log(), "decode": self.decode_mode,
                 "spatial_dim": self.spatial_dim, "train_targets": len(targets), "val_targets": sorted(val_targets),
-                "groups": len(groups), "cells": n, "device": dev}
+                "groups": len(groups), "cells": len(d.obs), "device": dev}
+
+    def _fit_vae(self, feed: _Feeder, rng: np.random.Generator, ckpt) -> tuple[np.ndarray, dict[str, Any]]:
+        """Stage 1: the VAE, early-stopped on held-out cells' reconstruction. Returns (its training rows, log)."""
+        import torch
+
+        p, n = self.params, len(feed.d.obs)
+        perm = rng.permutation(n)
+        n_val_cells = min(2000, max(1, n // 20)) if n >= 200 else 0
+        vae_val, vae_fit = perm[:n_val_cells], perm[n_val_cells:]
+
+        def step(gen, epoch):
+            rows = vae_fit[torch.randint(len(vae_fit), (p.vae_batch,), generator=gen).numpy()]
+            beta = p.kl_weight * min(1.0, (epoch + 1) / max(1, p.kl_warmup_epochs))
+            loss, recon, kl = feed.vae_loss(rows, gen, beta)
+            return loss, {"recon_nll_per_gene": float(recon.detach()), "kl_per_gene": float(kl.detach())}, len(rows)
+
+        def validate():
+            with torch.no_grad():
+                return float(feed.vae_loss(vae_val, None, p.kl_weight, sample=False)[1])
+
+        log = train(self.net.vae, param_groups=[{"params": list(self.net.vae.parameters())}], step=step,
+                    validate=validate if n_val_cells else None,
+                    cfg=replace(TrainConfig.from_params(p), epochs=p.vae_epochs), seed=self.seed, device=feed.dev,
+                    checkpoint=stage_checkpoint(ckpt, "vae"), desc="cfmvc vae")
+        return vae_fit, log
+
+    def _flow_validate(self, feed: _Feeder, val_groups: list[tuple]) -> float:
+        """Mean energy distance (standardised latents) between generated and encoded cells of held-out targets."""
+        import torch
+
+        k = self.params.cells_per_group
+        gen = epoch_generator(self.seed + 10_007, 0)
+        with torch.no_grad():
+            z0, z1, rows, arrays = feed.flow_batch(val_groups, gen, feed.stored)
+            zhat = self.net.integrate(z0, self.net.context(*feed.ctx_of(rows)), feed.pert_embed(arrays, None, k), 8,
+                                      "euler")
+        zhat, z1 = zhat.double(), z1.double()
+        return float(np.mean([float(energy_distance(zhat[i * k:(i + 1) * k], z1[i * k:(i + 1) * k]))
+                              for i in range(len(val_groups))]))
+
+    def _fit_flow(self, feed: _Feeder, fit_groups: list[tuple], val_groups: list[tuple], ckpt) -> dict[str, Any]:
+        """Stage 2: context/perturbation encoders and the flow on the VAE's detached latents."""
+        import torch
+
+        p, net = self.params, self.net
+
+        def step(gen, epoch):
+            sel = [fit_groups[i] for i in torch.randint(len(fit_groups), (p.groups_per_step,), generator=gen).numpy()]
+            loss, parts = feed.flow_loss(sel, gen, feed.stored)
+            return loss, parts, 2 * len(sel) * p.cells_per_group
+
+        mods = torch.nn.ModuleDict({"context": net.context, "pert": net.pert, "flow": net.flow})
+        return train(mods, param_groups=[{"params": list(mods.parameters())}], step=step,
+                     validate=(lambda: self._flow_validate(feed, val_groups)) if val_groups else None,
+                     cfg=replace(TrainConfig.from_params(p), epochs=p.flow_epochs), seed=self.seed + 1,
+                     device=feed.dev, checkpoint=stage_checkpoint(ckpt, "flow"), desc="cfmvc flow")
+
+    def _fit_joint(self, feed: _Feeder, vae_fit: np.ndarray, fit_groups: list[tuple], val_groups: list[tuple],
+                   ckpt) -> dict[str, Any]:
+        """Stage 3: VAE and flow fine-tuned together through the encoder at ``joint_lr_scale`` x lr."""
+        import torch
+
+        p, net = self.params, self.net
+        z_mean = torch.tensor(self.z_mean, dtype=torch.float32, device=feed.dev)
+        z_std = torch.tensor(self.z_std, dtype=torch.float32, device=feed.dev)
+
+        def encoded(rows):
+            b, ct, _ = feed.ctx_of(rows)
+            return (net.vae.encode(feed.rows_to(feed.d.enc_in, rows), b, ct)[0] - z_mean) / z_std
+
+        def step(gen, epoch):
+            rows = vae_fit[torch.randint(len(vae_fit), (p.vae_batch,), generator=gen).numpy()]
+            vl, recon, _kl = feed.vae_loss(rows, gen, p.kl_weight)
+            sel = [fit_groups[i] for i in torch.randint(len(fit_groups), (p.groups_per_step,), generator=gen).numpy()]
+            fl, parts = feed.flow_loss(sel, gen, encoded)
+            return vl + fl, {**parts, "recon_nll_per_gene": float(recon.detach())}, len(rows) + 2 * len(sel) * \
+                p.cells_per_group
+
+        return train(net, param_groups=[{"params": list(net.parameters()), "lr": p.lr * p.joint_lr_scale}],
+                     step=step, validate=(lambda: self._flow_validate(feed, val_groups)) if val_groups else None,
+                     cfg=replace(TrainConfig.from_params(p), epochs=p.joint_epochs, warmup_epochs=1),
+                     seed=self.seed + 2, device=feed.dev, checkpoint=stage_checkpoint(ckpt, "joint"),
+                     desc="cfmvc joint")
 
     def _encode_rows(self, d: _Data, rows: np.ndarray, dev: str, batch: int = 4096) -> np.ndarray:
         """Posterior means of z_int for training rows (no gradient)."""
@@ -685,7 +580,9 @@ class CFMVCModel(PerturbationModel):
         self.spatial_dim = int(state["spatial_dim"])
         self.xy_mean, self.xy_std = state["xy_mean"], state["xy_std"]
         self.device = pick_device(self.params.device, field="model_params.cfmvc.device")
-        self.net = build_cfmvc(len(self.genes), len(self.batches), len(self.cell_types), self.spatial_dim,
+        from pertpipe.models.modules.cfmvc import CFMVCModule
+
+        self.net = CFMVCModule(len(self.genes), len(self.batches), len(self.cell_types), self.spatial_dim,
                                self.lookup.dim, len(self.seen), self.params, self.likelihood)
         self.net.load_state_dict(state["net"])
         self.net.to(self.device).eval()

@@ -14,7 +14,7 @@ from scipy import stats
 
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.models import build_model, load_model
-from pertpipe.models.cfmvc import gaussian_log_likelihood, hurdle_log_likelihood, nb_log_likelihood
+from pertpipe.models.modules.cfmvc import Hurdle, NegativeBinomialMu, NormalLogVar
 from pertpipe.models.distances import energy_distance
 
 from conftest import TINY_DEMO, fit_killed_after, predict_reloaded, run_snakemake
@@ -28,7 +28,7 @@ def test_nb_log_likelihood_matches_scipy_on_hand_values():
     x = torch.tensor([0.0, 1.0, 3.0, 10.0, 0.0, 57.0])
     mu = torch.tensor([0.5, 1.0, 2.5, 8.0, 20.0, 40.0])
     theta = torch.tensor([1.0, 0.3, 5.0, 2.0, 10.0, 100.0])
-    ours = nb_log_likelihood(x, mu, theta).double().numpy()
+    ours = NegativeBinomialMu(mu, theta).log_prob(x).double().numpy()
     ref = stats.nbinom.logpmf(x.numpy(), theta.numpy(), (theta / (theta + mu)).numpy())
     assert np.allclose(ours, ref, atol=1e-4)
     assert ours[0] == pytest.approx(np.log((1 / 1.5) ** 1), abs=1e-5)  # NB(0; mu=.5, theta=1) = (θ/(θ+μ))^θ
@@ -38,7 +38,7 @@ def test_hurdle_log_likelihood_is_bernoulli_times_gaussian():
     x = torch.tensor([0.0, 0.0, 1.5, 2.0])
     logit = torch.tensor([0.3, -2.0, 0.3, 1.0])
     mean, lv = torch.tensor([1.0, 1.0, 1.2, 2.5]), torch.tensor([0.0, 0.0, -0.5, 0.2])
-    ours = hurdle_log_likelihood(x, logit, mean, lv).numpy()
+    ours = Hurdle(logit, mean, lv).log_prob(x).numpy()
     p = 1 / (1 + np.exp(-logit.numpy()))
     ref = np.where(x.numpy() > 0, np.log(p) + stats.norm.logpdf(x.numpy(), mean.numpy(), np.exp(0.5 * lv.numpy())),
                    np.log(1 - p))
@@ -48,7 +48,22 @@ def test_hurdle_log_likelihood_is_bernoulli_times_gaussian():
 def test_gaussian_log_likelihood_matches_scipy():
     x, m, lv = torch.tensor([0.0, 1.2, 3.0]), torch.tensor([0.1, 1.0, 2.0]), torch.tensor([-1.0, 0.0, 0.7])
     ref = stats.norm.logpdf(x.numpy(), m.numpy(), np.exp(0.5 * lv.numpy()))
-    assert np.allclose(gaussian_log_likelihood(x, m, lv).numpy(), ref, atol=1e-5)
+    assert np.allclose(NormalLogVar(m, lv).log_prob(x).numpy(), ref, atol=1e-5)
+    # one parametrisation: torch's own Normal with scale exp(log_var / 2) agrees, and so does the KL to N(0, 1)
+    assert np.allclose(torch.distributions.Normal(m, (0.5 * lv).exp()).log_prob(x).numpy(), ref, atol=1e-5)
+    std = torch.distributions.Normal(torch.tensor(0.0), torch.tensor(1.0))
+    ours_kl = torch.distributions.kl_divergence(NormalLogVar(m, lv), std)
+    ref_kl = torch.distributions.kl.kl_divergence(torch.distributions.Normal(m, (0.5 * lv).exp()), std)
+    assert torch.allclose(ours_kl, ref_kl, atol=1e-6)
+
+
+def test_samples_follow_their_distribution():
+    torch.manual_seed(0)
+    mu, theta = torch.full((20000,), 4.0), torch.tensor(2.0)
+    nb = NegativeBinomialMu(mu, theta).sample()
+    assert abs(float(nb.mean()) - 4.0) < 0.1 and abs(float(nb.var()) - (4 + 16 / 2)) < 0.5  # mu + mu^2/theta
+    h = Hurdle(torch.full((20000,), 0.0), torch.full((20000,), 2.0), torch.full((20000,), -2.0)).sample()
+    assert abs(float((h > 0).float().mean()) - 0.5) < 0.02 and abs(float(h[h > 0].mean()) - 2.0) < 0.05
 
 
 def test_invalid_settings_are_refused_at_build_time():
