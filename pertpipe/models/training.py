@@ -5,7 +5,9 @@
 * every random draw of epoch ``e`` comes from a generator seeded with ``(seed, e)``, so a run killed after a
   checkpoint and resumed gives the same weights as one that never stopped;
 * checkpoints (model, optimiser, scheduler, history, best state) every ``checkpoint_every`` epochs, written
-  atomically; ``fit`` resumes from the checkpoint when one exists;
+  atomically; :func:`train` resumes from the checkpoint it is given when that file exists (the rule keeps it
+  beside ``model.pt`` until training has finished, so a killed ``train_<model>`` job run again resumes; a model's
+  data preparation before the loop runs again, deterministically, from the seed);
 * AMP (bfloat16 autocast) on CUDA, a progress bar, and a log with loss curves, wall time, device and
   throughput (cells/s).
 """
