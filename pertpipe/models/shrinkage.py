@@ -6,14 +6,16 @@ against that: a predicted cell becomes
 
     x = clip((1 - λ) · (x_ctrl + a_ct) + λ · x_model, 0)
 
-with ``a_ct`` the mean shift over the fitted training perturbations in cell type ``ct`` (what ``cell_mean``
-adds) and λ ∈ [0, 1]. λ is chosen on the model's held-out training perturbations (never fitted, so the
-choice is honest): for each λ in a grid, the mean absolute error of the predicted pseudobulk against the
-observed one, per held-out (target, cell type) group. Few groups make that choice noisy, so it follows the
-one-standard-error rule toward the mean shift: the smallest λ whose error exceeds the best λ's by no more
-than one standard error of the paired (per-group) difference. The anchor used in that choice leaves the held-out targets out; the one applied afterwards is
-the mean over every training perturbation. λ = 1 is the model as it is, λ = 0 the mean shift. ``model_params.<model>.shrinkage``: ``auto``
-(validated), ``none`` (λ = 1) or a number in [0, 1].
+with λ ∈ [0, 1] and the anchor ``a_ct`` either ``global`` (exactly what ``cell_mean`` adds: each training
+target's cell-weighted mean shift, averaged over targets) or per ``cell_type`` (the mean shift of that cell
+type's training targets). Anchor and λ are chosen on the model's held-out training perturbations (never fitted,
+so the choice is honest): the mean absolute error of the predicted pseudobulk against the observed one, per
+held-out (target, cell type) group, for every (anchor, λ). Few groups make that choice noisy, so it follows the
+one-standard-error rule toward the baseline: the first candidate, in the order global λ = 0, 0.1, ..., 1, then
+per cell type λ = 0, ..., 1, whose error exceeds the best candidate's by no more than one standard error of the
+paired (per-group) difference. The anchor used in that choice leaves the held-out targets out; the one applied
+afterwards is the mean over every training perturbation. λ = 1 is the model as it is; global λ = 0 is
+``cell_mean``. ``model_params.<model>.shrinkage``: ``auto`` (validated), ``none`` (λ = 1) or a number in [0, 1].
 """
 
 from __future__ import annotations
@@ -71,35 +73,34 @@ class Shrinkage:
         return {"lambda": self.lam, "how": self.how, "groups": self.groups, "mae_by_lambda": self.mae_by_lambda}
 
 
-def anchor_shifts(summary: Any, exclude: set[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Mean shift (target mean - control mean) over training targets not in ``exclude``, per cell type and overall."""
+ANCHORS = ("global", "cell_type")  # in order of preference (global: exactly what cell_mean adds)
+
+
+def anchor_shifts(summary: Any, exclude: set[str], kind: str = "cell_type") -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The mean shift over training targets not in ``exclude``: per cell type (``cell_type``: the mean over that
+    cell type's targets) or ``global`` (cell_mean's shift: each target's cell-weighted shift, averaged over
+    targets, the same in every cell type). Returns (per cell type, for unknown cell types)."""
     means = summary.target_ct_means
     keep = ~means.index.get_level_values(0).isin(sorted(exclude))
     if not keep.any():
         keep = np.ones(len(means), bool)
     m = means[keep]
     cts = m.index.get_level_values(1)
+    if kind == "global":
+        targets = summary.target_deltas()
+        targets = targets[~targets.index.isin(sorted(exclude))] if (~targets.index.isin(sorted(exclude))).any() \
+            else targets
+        shift = targets.to_numpy().mean(0)
+        return {ct: shift for ct in sorted(set(means.index.get_level_values(1)))}, shift
     deltas = m.to_numpy() - summary.control_ct_means.loc[cts].to_numpy()
     per_ct = {ct: deltas[np.asarray(cts == ct)].mean(0) for ct in sorted(set(cts))}
     return per_ct, deltas.mean(0)
 
 
-def choose_shrinkage(model: Any, summary: Any, val_targets: set[str], controls: Any, *, setting: Any = "auto",
-                     seed: int = 0, n_cells: int = 200, grid: tuple[float, ...] = GRID) -> Shrinkage:
-    """Pick λ for ``model`` (already fitted) on its held-out training targets ``val_targets``.
-
-    ``summary`` is the training :class:`~pertpipe.models.base.TrainingSummary`, ``controls`` the training
-    :class:`~pertpipe.models.base.ControlCells`. With no held-out targets ``auto`` keeps λ = 1 and says so.
-    """
-    if setting != "auto":  # nothing is chosen: the anchor is the mean over every training perturbation
-        anchor, default = anchor_shifts(summary, set())
-        return Shrinkage(1.0 if setting == "none" else float(setting), anchor, default,
-                         how="none" if setting == "none" else "fixed")
-    anchor, default = anchor_shifts(summary, set(val_targets))
-    rng = np.random.default_rng(seed)
-    groups = [(t, ct) for t, ct in summary.target_ct_means.index if t in val_targets]
-    if not groups:
-        return Shrinkage(1.0, anchor, default, how="no held-out training targets: none")
+def _held_out_errors(model: Any, summary: Any, groups: list[tuple[str, str]], controls: Any,
+                     anchors: dict[str, tuple[dict, np.ndarray]], candidates: list[tuple[str, float]],
+                     rng: np.random.Generator, n_cells: int) -> list[list[float]]:
+    """Pseudobulk MAE of every (anchor, λ) candidate per held-out (target, cell type) group."""
     errors = []
     for t, ct in groups:
         pool = np.flatnonzero((controls.obs.cell_type == ct).to_numpy())
@@ -111,23 +112,50 @@ def choose_shrinkage(model: Any, summary: Any, val_targets: set[str], controls: 
         x_ctrl = controls.x[pick].toarray().astype(np.float64)
         x_model = np.asarray(model.predict_cells(t, ct, batch, controls, pick, rng), dtype=np.float64)
         truth = summary.target_ct_means.loc[(t, ct)].to_numpy()
-        a = anchor.get(ct, default)
-        errors.append([np.abs(np.clip((1 - lam) * (x_ctrl + a) + lam * x_model, 0, None).mean(0) - truth).mean()
-                       for lam in grid])
+        row = []
+        for kind, lam in candidates:
+            per_ct, default = anchors[kind]
+            a = per_ct.get(ct, default)
+            row.append(np.abs(np.clip((1 - lam) * (x_ctrl + a) + lam * x_model, 0, None).mean(0) - truth).mean())
+        errors.append(row)
+    return errors
+
+
+def choose_shrinkage(model: Any, summary: Any, val_targets: set[str], controls: Any, *, setting: Any = "auto",
+                     seed: int = 0, n_cells: int = 200, grid: tuple[float, ...] = GRID) -> Shrinkage:
+    """Pick the anchor (global or per cell type) and λ for ``model`` (already fitted) on its held-out training
+    targets ``val_targets``, by the one-standard-error rule in the order global λ = 0 ... 1, then per cell type.
+
+    ``summary`` is the training :class:`~pertpipe.models.base.TrainingSummary`, ``controls`` the training
+    :class:`~pertpipe.models.base.ControlCells`. With no held-out targets ``auto`` keeps λ = 1 and says so.
+    """
+    if setting != "auto":  # nothing is chosen: the anchor is cell_mean's shift over every training perturbation
+        anchor, default = anchor_shifts(summary, set(), "global")
+        return Shrinkage(1.0 if setting == "none" else float(setting), anchor, default,
+                         how="none" if setting == "none" else "fixed")
+    anchors = {kind: anchor_shifts(summary, set(val_targets), kind) for kind in ANCHORS}
+    groups = [(t, ct) for t, ct in summary.target_ct_means.index if t in val_targets]
+    candidates = [(kind, lam) for kind in ANCHORS for lam in sorted(grid)]
+    errors = _held_out_errors(model, summary, groups, controls, anchors, candidates, np.random.default_rng(seed),
+                              n_cells)
     if not errors:
-        return Shrinkage(1.0, anchor, default, how="no controls for the held-out targets: none")
-    lam, mean_err = one_se_choice(np.asarray(errors), grid)
-    anchor, default = anchor_shifts(summary, set())  # chosen without the held-out targets, applied with them all
-    return Shrinkage(lam, anchor, default, {f"{g:g}": float(e) for g, e in zip(grid, mean_err)}, len(errors))
+        anchor, default = anchor_shifts(summary, set(), "global")
+        return Shrinkage(1.0, anchor, default, how="no held-out training targets: none")
+    i, mean_err = one_se_choice(np.asarray(errors), list(range(len(candidates))))
+    kind, lam = candidates[int(i)]
+    anchor, default = anchor_shifts(summary, set(), kind)  # chosen without the held-out targets, applied with them
+    return Shrinkage(float(lam), anchor, default, {f"{k}:{g:g}": float(e) for (k, g), e in zip(candidates, mean_err)},
+                     len(errors), how=f"validated ({kind} anchor)")
 
 
-def one_se_choice(errors: np.ndarray, grid: tuple[float, ...]) -> tuple[float, np.ndarray]:
-    """λ by the one-standard-error rule on ``errors`` [groups x grid]: the smallest λ not worse than the best
-    by more than one standard error of the paired difference. Returns (λ, mean error per λ)."""
+def one_se_choice(errors: np.ndarray, grid) -> tuple[float, np.ndarray]:
+    """The one-standard-error rule on ``errors`` [groups x candidates]: the first candidate in the order of
+    ``grid`` (ascending) not worse than the best by more than one standard error of the paired difference.
+    Returns (that grid value, mean error per candidate)."""
     mean = errors.mean(0)
     best = int(np.argmin(mean))
     n = errors.shape[0]
-    for i in np.argsort(grid):
+    for i in np.argsort(grid, kind="stable"):
         diff = errors[:, i] - errors[:, best]
         se = diff.std(ddof=1) / np.sqrt(n) if n > 1 else 0.0
         if diff.mean() <= se + 1e-12:

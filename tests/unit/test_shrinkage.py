@@ -43,10 +43,11 @@ def test_lambda_is_zero_for_a_wrong_model_and_one_for_the_right_one():
     s, c = _summary(), _controls()
     # held-out target V: truth = control + (0.5, 0.5, 0, 0); the anchor (mean of A and B) is exactly that
     wrong = choose_shrinkage(_Fixed([0, 0, 3, -0.5]), s, {"V"}, c)
-    assert wrong.lam == 0.0 and wrong.mae_by_lambda["0"] == pytest.approx(0.0)
+    assert wrong.lam == 0.0 and wrong.mae_by_lambda["global:0"] == pytest.approx(0.0)
+    assert wrong.how == "validated (global anchor)"
     s.target_ct_means.loc[("V", "x")] = [1.0, 1.0, 2.0, 1.0]  # now the model's own change is the truth
     right = choose_shrinkage(_Fixed([0, 0, 1, 0]), s, {"V"}, c)
-    assert right.lam == 1.0 and right.mae_by_lambda["1"] == pytest.approx(0.0)
+    assert right.lam == 1.0 and right.mae_by_lambda["global:1"] == pytest.approx(0.0)
     half = choose_shrinkage(_Fixed([0, 0, 1, 0]), s, {"V"}, c, setting=0.5)
     assert half.lam == 0.5 and half.how == "fixed"
     # the applied anchor includes every training target; apply() mixes and clips
@@ -79,3 +80,22 @@ def test_one_standard_error_rule_by_hand():
     # λ is the smallest grid value within one SE of the best, not the best itself
     errs = np.array([[1.0, 0.50, 0.49], [1.0, 0.52, 0.50], [1.0, 0.48, 0.50]])
     assert one_se_choice(errs, (0.0, 0.5, 1.0))[0] == 0.5
+
+
+
+def test_per_cell_type_anchor_is_chosen_when_cell_types_differ():
+    """Two cell types whose training targets shift opposite genes: only the per-cell-type anchor fits the
+    held-out target, and the validation says so; with one cell type the global anchor (cell_mean) is kept."""
+    idx = pd.MultiIndex.from_tuples([(t, ct) for t in ("A", "B", "V") for ct in ("x", "y")],
+                                    names=["target_gene", "cell_type"])
+    up_x, up_y = [2.0, 1, 1, 1], [1.0, 1, 1, 2]
+    means = pd.DataFrame([up_x, up_y] * 3, index=idx, columns=list("abcd"))
+    ctrl = pd.DataFrame([[1.0] * G] * 2, index=["x", "y"], columns=list("abcd"))
+    s = TrainingSummary(list("abcd"), means, pd.Series([10] * 6, index=idx), ctrl,
+                        pd.Series(dtype=int), ["x", "y"])
+    obs = pd.DataFrame({"target_gene": "non-targeting", "cell_type": ["x"] * 50 + ["y"] * 50, "batch": ["b"] * 100})
+    c = ControlCells(obs, sp.csr_matrix(np.ones((100, G))))
+    res = choose_shrinkage(_Fixed([0, 0, 0, 0]), s, {"V"}, c)
+    assert res.how == "validated (cell_type anchor)" and res.lam == 0.0
+    assert np.allclose(res.anchor["x"], [1, 0, 0, 0]) and np.allclose(res.anchor["y"], [0, 0, 0, 1])
+    assert res.mae_by_lambda["cell_type:0"] == pytest.approx(0.0) and res.mae_by_lambda["global:0"] > 0.2

@@ -36,7 +36,7 @@ def test_every_model_on_sparse_counts(tmp_path, monkeypatch):
         # not worse than the mean shift: validated shrinkage (λ in train_log) + unbiased decoding
         assert board.loc[m, "MAE"] <= 1.1 * board.loc["cell_mean", "MAE"], board
         log = json.loads((res / f"stage2/{m}/train_log.json").read_text())
-        assert 0.0 <= log["shrinkage"]["lambda"] <= 1.0 and log["shrinkage"]["how"] == "validated"
+        assert 0.0 <= log["shrinkage"]["lambda"] <= 1.0 and log["shrinkage"]["how"].startswith("validated")
         pred = ad.read_h5ad(res / f"stage2/{m}/predictions.h5ad")
         pmean = float(pred.X[(pred.obs["target_gene"] != "non-targeting").to_numpy()].mean())
         assert 0.67 <= pmean / truth_mean <= 1.5, (m, pmean, truth_mean)  # CFM-VC once predicted 7.5x
