@@ -1,7 +1,8 @@
 # pertpipe: staged single-cell perturbation prediction, packaged and scored like the Virtual Cell Challenge.
 #   snakemake --cores 2            the default run (config.yaml: the embedded demo dataset)
 #   snakemake stage1 --cores 2     stage 1 only (download, standardize, align_genes, split, ground_truth, report)
-#   snakemake stage2 / stage3      models (train_<model>, predict_<model>) / evaluation (cell-eval, leaderboard, report)
+#   snakemake stage2 / stage3      models (train_<model>, predict_<model>) / evaluation (cell-eval, leaderboard, report;
+#                                  signature datasets such as L1000: signature metrics and their leaderboard)
 # All logic lives in the pertpipe package; rules stay thin and scripts in workflow_scripts/ are glue.
 
 import os
@@ -26,6 +27,7 @@ include: "rules/data.smk"
 include: "rules/knowledge.smk"
 include: "rules/models.smk"
 include: "rules/evaluate.smk"
+include: "rules/signatures.smk"
 
 
 localrules:

@@ -57,6 +57,17 @@ def raw_path(dataset):
     return resource_path(dataset)
 
 
+SIDE_FILE_OPTIONS = ("inst_info", "landmarks")  # adapter options naming a second file (a registry entry or a path)
+
+
+def standardize_inputs(wc):
+    """The source file plus the side files its adapter options name (L1000: instance table, landmark map)."""
+    opts = REGISTRY.dataset(wc.dataset).adapter_options or {}
+    side = {k: (resource_path(opts[k]) if opts[k] in REGISTRY.entries else _repo_path(opts[k]))
+            for k in SIDE_FILE_OPTIONS if opts.get(k)}
+    return {"raw": raw_path(wc.dataset), **side}
+
+
 def gene_info_path(dataset):
     if REGISTRY.dataset(dataset).simulated:
         return f"{RESULTS}/{dataset}/raw/annotations/Homo_sapiens.gene_info.gz"
@@ -125,6 +136,15 @@ except PertpipeError as exc:
 # the knowledge stage (NCBI/GO downloads, embeddings) runs by default only when a configured model reads it
 NEEDS_KNOWLEDGE = any(get_model_class(m).needs_knowledge for m in MODEL_NAMES)
 
+# signature datasets (L1000 z-scores): models that predict signatures, scored by the signature metrics
+IS_SIGNATURES = DATASET_ENTRY.adapter == "l1000"
+if IS_SIGNATURES:
+    _cells_only = [m for m in MODEL_NAMES if not getattr(get_model_class(m), "supports_signatures", False)]
+    if _cells_only:
+        raise WorkflowError(f"invalid configuration: dataset '{DATASET}' holds L1000 signatures (z-scores), but "
+                            f"models {_cells_only} predict cells. Fix: set `models:` to models that support "
+                            "signatures (context_mean, ctxfusion)")
+
 
 def model_gpu(name):
     """1 when model `name` asks for a GPU (device: cuda, or gpu: true), for the scheduler's gpu resource."""
@@ -141,6 +161,8 @@ def stage3_path(name, dataset="{dataset}", model="{model}"):
 
 
 def stage3_targets(dataset):
+    if IS_SIGNATURES:
+        return [f"{RESULTS}/{dataset}/signature_leaderboard.csv", f"{RESULTS}/{dataset}/signature_leaderboard.md"]
     return [f"{RESULTS}/{dataset}/leaderboard.csv", f"{RESULTS}/{dataset}/leaderboard.md",
             f"{RESULTS}/{dataset}/report.html"]
 

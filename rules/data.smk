@@ -1,4 +1,4 @@
-# Stage 1: data. simulate_demo | download -> standardize -> align_genes -> split -> ground_truth -> stage1_report
+# Stage 1: data. simulate_demo | download -> standardize -> align_genes -> split -> ground_truth, zscores -> stage1_report
 
 
 localrules:
@@ -50,7 +50,7 @@ rule download:
 
 rule standardize:
     input:
-        raw=lambda wc: raw_path(wc.dataset),
+        unpack(standardize_inputs),
     output:
         h5ad=stage1_path("standardized.h5ad"),
         summary=stage1_path("standardize.json"),
@@ -148,8 +148,30 @@ rule ground_truth:
         "../workflow_scripts/ground_truth.py"
 
 
+rule zscores:
+    input:
+        train=stage1_path("train.h5ad"),
+    output:
+        h5ad=stage1_path("zscores.h5ad"),
+        summary=stage1_path("zscores.json"),
+    params:
+        zscores=S1["zscores"],
+        seed=config["seed"],
+        chunk_size=S1["chunk_size"],
+    log:
+        log_path("zscores"),
+    benchmark:
+        bench_path("zscores")
+    conda:
+        "../envs/pertpipe.yaml"
+    script:
+        "../workflow_scripts/zscores.py"
+
+
 rule stage1_report:
     input:
+        zscores=stage1_path("zscores.json"),
+        zscores_h5ad=stage1_path("zscores.h5ad"),
         standardize=stage1_path("standardize.json"),
         align=stage1_path("align.json"),
         split=stage1_path("split.json"),

@@ -8,6 +8,7 @@ for _model in MODEL_NAMES:
         input:
             train=stage1_path("train.h5ad"),
             knowledge=knowledge_path("facet_embeddings.pt") if get_model_class(_model).needs_knowledge else [],
+            zscores=stage1_path("zscores.h5ad") if getattr(get_model_class(_model), "reads_context_stats", False) else [],
         output:
             model=stage2_path("model.pt", model=_model),
             log=stage2_path("train_log.json", model=_model),

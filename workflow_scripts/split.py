@@ -1,5 +1,6 @@
 """Rule split: train/val by strategy, controls divided, leakage checked; writes train/val h5ad + split.json."""
 from pertpipe.data.h5io import read_obs, read_uns
+from pertpipe.data.zscores import value_kind
 from pertpipe.data.split import check_no_leakage, make_split, read_val_counts, split_summary, write_split
 from pertpipe.io import carry_provenance, script_step, write_json
 
@@ -7,12 +8,14 @@ sm = snakemake  # noqa: F821
 with script_step(sm.log[0], "split") as log:
     cfg = dict(sm.params.split)
     obs = read_obs(sm.input.h5ad)
+    # signatures are scored one by one (no DE test over cells): any number of them per perturbation will do
+    min_cells = 1 if value_kind(sm.input.h5ad) == "zscore" else cfg["min_cells_per_target"]
     vc = read_val_counts(sm.input.val_counts) if sm.input.val_counts else None
     result = make_split(obs, strategy=cfg["strategy"], seed=sm.params.seed, fraction=cfg["fraction"],
                         control_val_fraction=cfg["control_val_fraction"], single_fraction=cfg["single_fraction"],
                         combo_fraction=cfg["combo_fraction"], holdout_cell_type=cfg["holdout_cell_type"],
                         val_counts=vc, val_counts_path=str(sm.input.val_counts or ""),
-                        min_cells_per_target=cfg["min_cells_per_target"], small_targets=cfg["small_targets"])
+                        min_cells_per_target=min_cells, small_targets=cfg["small_targets"])
     check_no_leakage(obs[result.assignment == "train"], obs[result.assignment == "val"],
                      heldout_genes=result.heldout_genes, by_cell_type=cfg["strategy"] == "cell_line_holdout")
     summary = split_summary(obs, result, strategy=cfg["strategy"], seed=sm.params.seed, params=cfg)

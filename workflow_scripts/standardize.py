@@ -7,7 +7,8 @@ from pertpipe.io import provenance, script_step, write_json
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], "standardize") as log:
     entry = load_registry(sm.params.registry, sm.params.user_datasets).dataset(sm.params.dataset)
-    adapter = get_adapter(entry.adapter, entry.adapter_options)
+    side = {k: str(sm.input[k]) for k in ("inst_info", "landmarks") if k in sm.input.keys()}
+    adapter = get_adapter(entry.adapter, {**entry.adapter_options, **side})  # side files at their local paths
     params = {"adapter": entry.adapter, "adapter_options": entry.adapter_options, "filter": entry.filter,
               "input_scale": sm.params.input_scale, "target_sum": sm.params.target_sum,
               "duplicate_genes": sm.params.duplicate_genes}

@@ -16,7 +16,8 @@ with script_step(sm.log[0], f"train_{sm.params.model}") as log:
     model = build_model(sm.params.model, sm.params.hparams, seed=sm.params.seed)
     knowledge = sm.input.knowledge if sm.input.knowledge else None
     fit_log = model.fit(sm.input.train, knowledge, {"chunk_size": sm.params.chunk_size, "threads": sm.threads,
-                                                    "checkpoint": sm.params.checkpoint})
+                                                    "checkpoint": sm.params.checkpoint,
+                                                    "zscores": sm.input.zscores or None})
     model.save(sm.output.model)
     for ckpt in checkpoint_files(sm.params.checkpoint):  # training finished: resume checkpoints not needed
         os.remove(ckpt)

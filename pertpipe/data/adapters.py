@@ -208,3 +208,25 @@ class SceptreAdapter(Adapter):
     cell_type_col: str | None = None
     batch_col: str | None = "bio_rep"
     default_cell_type: str = "THP-1"
+
+
+@register_adapter("l1000")
+@dataclass(frozen=True)
+class L1000Adapter(Adapter):
+    """LINCS L1000 signatures (:mod:`pertpipe.data.l1000`): GCT text, GCTX (+ an ``inst_info`` table), or cmapR's
+    ``GCT`` object in an ``.RData``. ``pert_iname`` -> target, ``cell_id`` -> context, plate -> batch; vehicle /
+    vector controls -> ``non-targeting``. ``level``: 3 (log2 expression, made level-4 robust z per plate), 4/5
+    (z-scores as given) or auto (negative values = z-scores). ``landmarks``: a GCT whose rows map bare ids to
+    symbols (a GCTX without row metadata)."""
+
+    source_format: str = "gct"
+    pert_col: str = "pert_iname"
+    cell_type_col: str | None = "cell_id"
+    batch_col: str | None = "rna_plate"
+    control_values: tuple[str, ...] = ("DMSO", "PBS", "H2O", "UnTrt", "EMPTY_VECTOR", "GFP", "pgw", "LUCIFERASE",
+                                       "RFP")
+    level: str | int = "auto"
+    zscore_reference: str = "plate"
+    landmarks: str | None = None
+    landmarks_only: bool = True
+    inst_info: str | None = None

@@ -11,7 +11,8 @@ Strategies (``stage1.split.strategy``):
   ``combo_fraction`` of the remaining doubles is held out as ``seen2`` (both singles trained).
 * ``cell_line_holdout`` — in one cell type (``holdout_cell_type``, or one drawn by the seed) a
   ``fraction`` of its perturbations is held out; other cell types keep them in training. The held-out
-  unit is (target, cell type).
+  unit is (target, cell type); ``fraction: 1`` holds out every perturbation of that context
+  (leave-one-context-out: its controls still divide between train and val).
 
 Controls (``non-targeting``) are divided in every (cell type, batch) stratum: ``control_val_fraction``
 to validation (``cell_line_holdout``: only the held-out cell type's controls; the others all train, since
@@ -84,6 +85,8 @@ def _split_controls(obs: pd.DataFrame, assignment: np.ndarray, fraction: float, 
         ctrl &= (obs["cell_type"].astype(str) == only_cell_type).to_numpy()
     strata = obs.loc[ctrl, ["cell_type", "batch"]].astype(str).agg("|".join, axis=1)
     idx = np.flatnonzero(ctrl)
+    if len(idx) == 0:  # signature data (L1000 level 5) carry no controls
+        return
     for s in sorted(strata.unique()):
         members = idx[(strata == s).to_numpy()]
         n_val = int(round(fraction * len(members)))
@@ -163,8 +166,10 @@ def _assign(obs: pd.DataFrame, *, strategy: str, seed: int, fraction: float, con
         raise ConfigError(f"stage1.split.strategy is '{strategy}'. Fix: use one of {list(STRATEGIES)}")
     for name, val in (("fraction", fraction), ("control_val_fraction", control_val_fraction),
                       ("single_fraction", single_fraction), ("combo_fraction", combo_fraction)):
-        if not 0 <= val < 1:
-            raise ConfigError(f"stage1.split.{name} is {val}. Fix: use a number in [0, 1)")
+        whole = name == "fraction" and strategy == "cell_line_holdout"  # 1 = leave the whole context out
+        if not (0 <= val <= 1 if whole else 0 <= val < 1):
+            raise ConfigError(f"stage1.split.{name} is {val}. Fix: use a number in [0, 1)"
+                              + (" (1 only with strategy cell_line_holdout)" if name == "fraction" else ""))
     rng = np.random.default_rng(seed)
     labels = obs["target_gene"].astype(str).to_numpy()
     perts = sorted(set(labels) - {CONTROL_LABEL})

@@ -20,8 +20,10 @@ from pertpipe.io import read_json, sha256_file
 def stage1_report(*, dataset: str, standardize_json: str | os.PathLike, align_json: str | os.PathLike,
                   split_json: str | os.PathLike, train: str | os.PathLike, val: str | os.PathLike,
                   truth: str | os.PathLike, genes: str | os.PathLike, artifacts: dict[str, str],
-                  chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
+                  chunk_size: int = DEFAULT_CHUNK, zscores_json: str | os.PathLike | None = None) -> dict[str, Any]:
     """Collect the checks and figures of stage 1 into one dict (see :func:`render_text`)."""
+    import numpy as np
+
     universe = load_universe(genes)
     files = {name: validate_h5ad(p, universe=universe, chunk_size=chunk_size)
              for name, p in (("train", train), ("val", val), ("truth", truth))}
@@ -42,9 +44,18 @@ def stage1_report(*, dataset: str, standardize_json: str | os.PathLike, align_js
     per_target = (counts.groupby(["target_gene", "split"], observed=True).size().unstack(fill_value=0)
                   .reindex(columns=["train", "val"], fill_value=0))
     align = read_json(align_json)
+    std = read_json(standardize_json)
+    zscore_data = std.get("scale_detected") == "zscore"
+    if zscore_data:  # signatures: z-scores are signed; the check is that they are finite and clipped
+        values_ok = all(np.isfinite([f["x_min"], f["x_max"]]).all() and max(abs(f["x_min"]), abs(f["x_max"])) <= 10.0
+                        for f in files.values())
+    else:
+        values_ok = all(f["log1p_check"].startswith("ok") for f in files.values())
     return {
         "dataset": dataset,
-        "standardize": read_json(standardize_json),
+        "value_kind": "zscore" if zscore_data else "log1p",
+        "standardize": std,
+        "zscores": read_json(zscores_json) if zscores_json else None,
         "alignment": align,
         "split": {k: v for k, v in split.items() if k != "template"},
         "files": files,
@@ -53,7 +64,7 @@ def stage1_report(*, dataset: str, standardize_json: str | os.PathLike, align_js
             "train_val_target_overlap": len(overlap),
             "train_val_overlap_units": [list(x) if isinstance(x, tuple) else x for x in overlap][:20],
             "leakage": leakage,
-            "log1p": all(f["log1p_check"].startswith("ok") for f in files.values()),
+            "log1p": values_ok,
         },
         "cells_per_target": {t: {"train": int(r["train"]), "val": int(r["val"])} for t, r in per_target.iterrows()},
         "sha256": {name: sha256_file(p) for name, p in sorted(artifacts.items())},
@@ -84,7 +95,9 @@ def render_text(rep: dict[str, Any]) -> str:
         f"  [{ok(c['gene_order_match'] == 1.0)}] gene order matches the universe: {c['gene_order_match']:.2%}",
         f"  [{ok(c['train_val_target_overlap'] == 0)}] held-out perturbations in train: {c['train_val_target_overlap']}",
         f"  [{ok(c['leakage'] == 'none')}] leakage check: {c['leakage']}",
-        f"  [{ok(c['log1p'])}] X is log1p-like, finite and non-negative in train, val and truth",
+        f"  [{ok(c['log1p'])}] " + ("X holds z-scores, finite and within +-10, in train, val and truth"
+                                     if rep.get("value_kind") == "zscore" else
+                                     "X is log1p-like, finite and non-negative in train, val and truth"),
         "",
         "Standardize",
         f"  source: {s['source']}",
@@ -126,6 +139,14 @@ def render_text(rep: dict[str, Any]) -> str:
         cats.setdefault(cat, []).append(t)
     for cat, ts in sorted(cats.items()):
         lines.append(f"  {cat}: {len(ts)} ({', '.join(sorted(ts)[:8])}{' ...' if len(ts) > 8 else ''})")
+    z = rep.get("zscores")
+    if z:
+        lines += ["", f"Per-context z-scores (zscores.h5ad; {'median/MAD' if z['robust'] else 'mean/sd'}, "
+                      f"{z['value_kind']} data)",
+                  f"  contexts: {z['contexts']}; (perturbation, context) groups: {z['groups']}; perturbations: "
+                  f"{z['perturbations']}; median |z|: {z['median_abs_z']:.3g}"]
+        for ctx, n in list(z["groups_per_context"].items())[:20]:
+            lines.append(f"    {ctx:<20} groups {n:>5}, controls {z['controls_per_context'].get(ctx, 0):>7,}")
     lines += ["", "Files"]
     for name, f in rep["files"].items():
         lines.append(f"  {name}: {f['shape'][0]:,} x {f['shape'][1]:,} {f['x_dtype']} {f['x_encoding']}, "

@@ -140,10 +140,14 @@ def standardize(src: str | os.PathLike, dest: str | os.PathLike, *, adapter: Ada
                 uns: dict[str, Any] | None = None) -> dict[str, Any]:
     """Stream ``src`` into a canonical h5ad at ``dest`` (source gene order); returns summary figures.
 
-    ``src`` is read in ``adapter.source_format`` (h5ad, or an R object via :mod:`pertpipe.data.sources`).
+    ``src`` is read in ``adapter.source_format`` (h5ad, or an R object via :mod:`pertpipe.data.sources`; L1000
+    GCT/GCTX/cmapR sources via :mod:`pertpipe.data.l1000`, which writes z-score signatures, not log1p).
     """
+    from pertpipe.data.l1000 import L1000_FORMATS, standardize_l1000
     from pertpipe.data.sources import as_h5ad
 
+    if adapter.source_format in L1000_FORMATS:
+        return standardize_l1000(src, dest, adapter=adapter, obs_filter=obs_filter, uns=uns)
     if duplicate_genes not in ("error", "first"):
         raise ConfigError(f"stage1.duplicate_genes is '{duplicate_genes}'. Fix: use 'error' or 'first'")
     with as_h5ad(src, adapter.source_format, workdir=Path(dest).parent, object_name=adapter.rda_object) as h5:

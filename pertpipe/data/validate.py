@@ -1,7 +1,8 @@
 """The canonical AnnData contract, checked in one place (chunked, so it also runs on large files).
 
 Contract (DESIGN.md): obs ``target_gene``/``batch``/``cell_type`` strings with ``non-targeting`` controls;
-X log1p of normalised counts, float32 CSR, finite and non-negative; ``layers["counts"]`` integer when
+X log1p of normalised counts, float32 CSR, finite and non-negative (signature data, ``uns['pertpipe']
+['standardize']['scale'] == 'zscore'``: z-scores, finite, within +-10, controls optional); ``layers["counts"]`` integer when
 present; unique var names (in the universe's order after alignment, with ``var["in_source"]``);
 ``uns["pertpipe"]`` provenance.
 """
@@ -27,6 +28,11 @@ def validate_h5ad(path: str | os.PathLike, *, universe: list[str] | None = None,
 
     Returns the figures the stage-1 report shows: shape, dtype, value range, log1p check, gene order.
     """
+    from pertpipe.data.l1000 import ZSCORE_CLIP
+    from pertpipe.data.zscores import value_kind
+
+    zscore = value_kind(path) == "zscore"
+    require_controls = require_controls and not zscore
     with H5adReader(path) as r:
         for col in REQUIRED_OBS:
             if col not in r.obs.columns:
@@ -54,11 +60,18 @@ def validate_h5ad(path: str | os.PathLike, *, universe: list[str] | None = None,
             raise ContractError(path, "X", f"stored as {enc} {dtype}", "X must be float32 CSR (stage 1 writes it so)")
         x_min, x_max, nnz = np.inf, -np.inf, 0
         for start, _stop, block in r.iter_chunks(chunk_size):
-            check_values(block, path=path, field="X", row_offset=start)
+            if zscore:
+                if block.nnz and not np.isfinite(block.data).all():
+                    raise ContractError(path, "X", f"NaN/inf z-scores near row {start}", "re-run standardize")
+            else:
+                check_values(block, path=path, field="X", row_offset=start)
             if block.nnz:
                 x_min, x_max = min(x_min, float(block.data.min())), max(x_max, float(block.data.max()))
             nnz += block.nnz
-        if x_max > LOG1P_MAX:
+        if zscore and max(abs(x_min), abs(x_max)) > ZSCORE_CLIP + 1e-4 if nnz else False:
+            raise ContractError(path, "X", f"z-scores in [{x_min:.4g}, {x_max:.4g}] exceed +-{ZSCORE_CLIP:g}",
+                                "re-run standardize (it clips signatures)")
+        if not zscore and x_max > LOG1P_MAX:
             raise ContractError(path, "X", f"max value {x_max:.4g} is not log1p-like (<= {LOG1P_MAX})",
                                 "X must be log1p of normalised counts")
         counts_ok = None
@@ -75,6 +88,7 @@ def validate_h5ad(path: str | os.PathLike, *, universe: list[str] | None = None,
     return {
         "shape": list(shape), "x_dtype": str(dtype), "x_encoding": enc, "nnz": nnz,
         "x_min": 0.0 if nnz == 0 else min(0.0, x_min), "x_max": 0.0 if nnz == 0 else x_max,
-        "log1p_check": f"ok: finite, >= 0, max {0.0 if nnz == 0 else x_max:.3f} <= {LOG1P_MAX}",
+        "log1p_check": (f"not log1p: z-scores within +-{ZSCORE_CLIP:g}" if zscore else
+                        f"ok: finite, >= 0, max {0.0 if nnz == 0 else x_max:.3f} <= {LOG1P_MAX}"),
         "counts_layer": counts_ok, "gene_order_match": order_match, "n_control_cells": n_ctrl,
     }

@@ -1,0 +1,118 @@
+"""Signature metrics (DeepCE's, the L1000 field's standard) and the scoring of signature datasets.
+
+Per predicted vs true signature (a z-score vector over the landmark genes, or a single-cell perturbation's
+pseudobulk change): Pearson and Spearman correlation, RMSE, and precision@k of the top up- and down-regulated
+genes (|top-k of the prediction ∩ top-k of the truth| / k, for the k largest and the k smallest values; the
+reported ``precision@k`` is the mean of the two), k = 10, 20, 50, 100.
+
+Signature datasets (L1000) are scored here instead of by cell-eval (which tests cells for differential
+expression; a signature is already a differential profile): every true signature against the model's prediction
+for its (perturbation, context), averaged over signatures and reported per held-out context.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from pertpipe.data.h5io import H5adReader
+
+KS = (10, 20, 50, 100)
+METRICS = ("pearson", "spearman", "rmse", *(f"precision@{k}" for k in KS))
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else 0.0
+
+
+def precision_at_k(y: np.ndarray, yh: np.ndarray, k: int) -> tuple[float, float]:
+    """(up, down): shares of the true top-k / bottom-k genes among the predicted top-k / bottom-k."""
+    k = min(k, len(y))
+    up = len(set(np.argsort(-y, kind="stable")[:k]) & set(np.argsort(-yh, kind="stable")[:k])) / k
+    down = len(set(np.argsort(y, kind="stable")[:k]) & set(np.argsort(yh, kind="stable")[:k])) / k
+    return up, down
+
+
+def signature_scores(y: np.ndarray, yh: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
+    y, yh = np.asarray(y, dtype=np.float64), np.asarray(yh, dtype=np.float64)
+    out = {"pearson": _corr(y, yh), "spearman": _corr(rankdata(y), rankdata(yh)),
+           "rmse": float(np.sqrt(np.mean((y - yh) ** 2)))}
+    for k in ks:
+        up, down = precision_at_k(y, yh, k)
+        out[f"precision@{k}"] = (up + down) / 2
+        out[f"precision@{k}_up"], out[f"precision@{k}_down"] = up, down
+    return out
+
+
+def score_signature_files(truth: str | os.PathLike, predictions: str | os.PathLike
+                          ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Every truth row against the mean prediction of its (target_gene, cell_type); a per-signature table and
+    the summary (mean over signatures, and the mean per context)."""
+    from pertpipe import CONTROL_LABEL
+    from pertpipe.errors import ContractError
+
+    with H5adReader(truth) as r:
+        t_obs = r.obs[["target_gene", "cell_type"]].astype(str).reset_index(drop=True)
+        Y = r.read_masked().toarray()
+        genes = [str(g) for g in r.var_names]
+    with H5adReader(predictions) as r:
+        p_obs = r.obs[["target_gene", "cell_type"]].astype(str).reset_index(drop=True)
+        P = r.read_masked().toarray()
+        if [str(g) for g in r.var_names] != genes:
+            raise ContractError(predictions, "var_names", "gene order differs from the truth", "re-run predict")
+    pred_mean = {k: P[v].mean(0) for k, v in p_obs.groupby(["target_gene", "cell_type"]).indices.items()}
+    rows = []
+    for j, (t, c) in enumerate(zip(t_obs.target_gene, t_obs.cell_type)):
+        if t == CONTROL_LABEL:
+            continue
+        if (t, c) not in pred_mean:
+            raise ContractError(predictions, "obs", f"no prediction for ({t}, {c})", "re-run predict on the template")
+        rows.append({"target_gene": t, "cell_type": c, **signature_scores(Y[j], pred_mean[(t, c)])})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        raise ContractError(truth, "obs['target_gene']", "no perturbed signature to score", "check the split")
+    main = list(METRICS)
+    summary = {"n_signatures": int(len(table)), "n_contexts": int(table.cell_type.nunique()),
+               **{m: float(table[m].mean()) for m in main},
+               "per_context": {c: {m: float(g[m].mean()) for m in main} | {"n": int(len(g))}
+                               for c, g in table.groupby("cell_type")}}
+    return table, summary
+
+
+def signature_leaderboard(summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per model, best Pearson first."""
+    rows = [{"model": m, **{k: s[k] for k in METRICS}, "n_signatures": s["n_signatures"], "n_contexts": s["n_contexts"]}
+            for m, s in summaries.items()]
+    return pd.DataFrame(rows).sort_values("pearson", ascending=False).reset_index(drop=True)
+
+
+def write_signature_leaderboard(board: pd.DataFrame, summaries: dict[str, dict[str, Any]], csv: str | os.PathLike,
+                                md: str | os.PathLike, *, title: str) -> None:
+    """The leaderboard as csv, and as markdown with the per-context Pearson and precision@50 of each model."""
+    from pertpipe.io import atomic_path, write_text
+
+    with atomic_path(csv) as tmp:
+        board.to_csv(tmp, index=False)
+    fmt = board.copy()
+    for c in METRICS:
+        fmt[c] = fmt[c].map(lambda v: f"{v:.4f}")
+    lines = [f"# {title}", "", "Mean over held-out signatures (DeepCE's metrics; precision@k = mean of the top-k "
+             "up- and down-regulated genes' precision).", "", _markdown(fmt), "", "## Per held-out context",
+             "", "| model | context | n | pearson | precision@50 |", "|---|---|---|---|---|"]
+    for m in board["model"]:
+        for ctx, s in summaries[m]["per_context"].items():
+            lines.append(f"| {m} | {ctx} | {s['n']} | {s['pearson']:.4f} | {s['precision@50']:.4f} |")
+    write_text("\n".join(lines) + "\n", md)
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "---|" * len(df.columns)
+    body = ["| " + " | ".join(map(str, r)) + " |" for r in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])

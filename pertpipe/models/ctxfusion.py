@@ -1,0 +1,368 @@
+"""Cross-context transfer: ``context_mean`` (the standard baseline) and ``ctxfusion`` (context–signal gated fusion).
+
+Task: predict how perturbation p acts in a context c* (a cell line, a condition) where p was never measured,
+from p's measurements in other contexts and what is known of c* itself (its control cells). Both models read
+the per-context statistics of the training split (:mod:`pertpipe.data.zscores`: baselines, mean shifts,
+z-scores; stage 1's ``zscores.h5ad``) and work on single-cell data (the response is the log1p shift added to
+c*'s control cells) and on L1000 signatures (the response is the z-score signature itself).
+
+* ``context_mean``: p's mean shift over the training contexts (every context weighted alike); a perturbation
+  measured nowhere gets the mean over all training groups (the cell-mean baseline).
+* ``ctxfusion`` (:class:`pertpipe.models.modules.ctxfusion.CtxFusionModule`): a context head reads c*'s baseline
+  as semantics (``context_encoder: pca_mlp``: the baseline's coordinates on the PCA axes of the training cells,
+  then an MLP; ``scgpt``: a frozen scGPT encoder over the context's control cells, binned per cell as scGPT
+  expects, mean-pooled); a signal head reads p's raw z-scores in the other contexts as numbers (an MLP per
+  source context, pooled by mean or by attention with c* as the query); a gate fuses them (``fusion: gated``).
+  The decoder adds a change to the residual (p's mean shift over the other contexts = ``context_mean``), so
+  the network starts at the baseline and learns where the target context departs from it.
+  Ablations, the two designs that failed before: ``fusion: concat`` (a plain MLP over [h_ctx; h_sig], no gate)
+  and ``signal_encoder: scgpt_binned_z`` (the z-scores binned like expression and read by a frozen scGPT).
+
+Training examples are the training groups (p, c) with p measured in another training context; the signal of
+an example never includes its own context (leave-the-target-context-out), exactly as at prediction time.
+Two phases (the shared loop's schedule): the context MLP is frozen for ``freeze_context_epochs`` and then
+trained at ``lr * context_lr_scale``; the scGPT encoder itself stays frozen (its embeddings are computed once).
+A context with no control cells in training (L1000 level 5 has no vehicles) has no baseline: its context input
+is the mean of the training contexts' (``context_fallbacks`` in the log says how many).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from pertpipe import CONTROL_LABEL
+from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
+from pertpipe.data.zscores import ContextStats, context_stats
+from pertpipe.errors import ConfigError, ContractError
+from pertpipe.models.base import PerturbationModel, register_model
+from pertpipe.models.params import fraction, positive
+
+Z_CLIP = 10.0
+
+
+def load_stats(train: str | os.PathLike, config: dict[str, Any] | None, *, robust: bool = False) -> ContextStats:
+    """Stage 1's ``zscores.h5ad`` when the rule passes it (config ``zscores``), else computed from ``train``."""
+    config = config or {}
+    path = config.get("zscores")
+    if path and os.path.exists(path):
+        s = ContextStats.read(path)
+        if robust and not s.robust and s.value_kind == "log1p":
+            raise ConfigError(f"{path} holds mean/sd z-scores but model_params asks for robust ones. Fix: set "
+                              "stage1.zscores.robust: true")
+        return s
+    return context_stats(train, robust=robust, chunk_size=config.get("chunk_size", DEFAULT_CHUNK))
+
+
+class _ContextModel(PerturbationModel):
+    reads_context_stats: ClassVar[bool] = True
+    supports_signatures: ClassVar[bool] = True
+
+    def _setup(self, stats: ContextStats) -> None:
+        self.genes = list(stats.genes)
+        self.value_kind = stats.value_kind
+        self.perts = sorted(stats.groups.target_gene.unique())
+        self.contexts = list(stats.contexts)
+        P, C, G = len(self.perts), len(self.contexts), len(self.genes)
+        pi = {p: i for i, p in enumerate(self.perts)}
+        ci = stats.context_index()
+        self.shift = np.zeros((P, C, G), dtype=np.float32)
+        self.z = np.zeros((P, C, G), dtype=np.float32)
+        self.has = np.zeros((P, C), dtype=bool)
+        for k, (t, c) in enumerate(zip(stats.groups.target_gene, stats.groups.cell_type)):
+            self.shift[pi[t], ci[c]] = stats.shift[k]
+            self.z[pi[t], ci[c]] = np.clip(stats.z[k], -Z_CLIP, Z_CLIP)
+            self.has[pi[t], ci[c]] = True
+        self.global_shift = stats.shift.mean(axis=0).astype(np.float32)
+        self.has_controls = np.asarray(stats.control_n) > 0
+
+    def _mean_shift(self, p: int, exclude: int | None = None) -> np.ndarray | None:
+        m = self.has[p].copy()
+        if exclude is not None:
+            m[exclude] = False
+        return self.shift[p, m].mean(axis=0) if m.any() else None
+
+    def _state_arrays(self) -> dict[str, Any]:
+        return {"perts": self.perts, "contexts": self.contexts, "shift": self.shift, "z": self.z, "has": self.has,
+                "global_shift": self.global_shift, "value_kind": self.value_kind, "has_controls": self.has_controls}
+
+    def _set_arrays(self, s: dict[str, Any]) -> None:
+        self.perts, self.contexts = list(s["perts"]), list(s["contexts"])
+        self.shift, self.z, self.has = (np.asarray(s[k]) for k in ("shift", "z", "has"))
+        self.global_shift = np.asarray(s["global_shift"])
+        self.value_kind = s["value_kind"]
+        self.has_controls = np.asarray(s["has_controls"])
+
+
+@register_model("context_mean")
+class ContextMeanModel(_ContextModel):
+    """The target context's control + the perturbation's mean shift over the training contexts."""
+
+    def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        self._setup(load_stats(train, config))
+        per = self.has.sum(1)
+        return {"fit_s": round(time.perf_counter() - t0, 3), "train_targets": len(self.perts),
+                "contexts": len(self.contexts), "contexts_per_target": {"min": int(per.min()), "max": int(per.max())},
+                "value_kind": self.value_kind}
+
+    def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
+        if target == CONTROL_LABEL:
+            return np.zeros(len(self.genes))
+        if target in self.perts:
+            return self._mean_shift(self.perts.index(target))
+        return self.global_shift
+
+    def state(self) -> dict[str, Any]:
+        return self._state_arrays()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._set_arrays(state)
+
+
+@register_model("ctxfusion")
+class CtxFusionModel(_ContextModel):
+    @dataclass
+    class Params:
+        fusion: Literal["gated", "concat"] = "gated"
+        signal_encoder: Literal["mlp", "scgpt_binned_z"] = "mlp"
+        context_encoder: Literal["pca_mlp", "scgpt"] = "pca_mlp"
+        signal_pool: Literal["mean", "attention"] = "mean"
+        residual: Literal["context_mean", "none"] = "context_mean"
+        robust_z: bool = False
+        d: int = positive(32)
+        hidden: int = positive(128)
+        pca_dim: int = positive(16)
+        pca_cells: int = positive(5000)
+        dropout: float = fraction(0.1)
+        batch_size: int = positive(32)
+        epochs: int = positive(60)
+        steps_per_epoch: int = positive(20)
+        lr: float = field(default=1e-3, metadata={"gt": 0})
+        weight_decay: float = field(default=1e-3, metadata={"ge": 0})
+        warmup_epochs: int = field(default=2, metadata={"ge": 0})
+        patience: int = positive(10)
+        checkpoint_every: int = positive(1)
+        val_fraction: float = fraction(0.2)
+        freeze_context_epochs: int = field(default=0, metadata={"ge": 0})  # phase 1: the context MLP frozen
+        context_lr_scale: float = field(default=0.1, metadata={"ge": 0})  # phase 2's learning rate, relative
+        scgpt_checkpoint: str | None = None
+        scgpt_cells: int = positive(200)  # control cells per context embedded by scGPT
+        device: Literal["auto", "cpu", "cuda"] = "auto"
+        gpu: bool = False
+
+    def __init__(self, params: Any, *, seed: int = 0) -> None:
+        super().__init__(params, seed=seed)
+        p = self.params
+        if "scgpt" in (p.context_encoder, p.signal_encoder.split("_")[0]) and not p.scgpt_checkpoint:
+            raise ConfigError("model_params.ctxfusion: context_encoder scgpt / signal_encoder scgpt_binned_z need "
+                              "scgpt_checkpoint. Fix: give the folder with scGPT's args.json, vocab.json and "
+                              "best_model.pt, or use pca_mlp / mlp")
+
+    # -- features -----------------------------------------------------------------------------------------
+    def _context_features(self, train: str | os.PathLike, stats: ContextStats, rng: np.random.Generator,
+                          chunk: int) -> np.ndarray:
+        """[contexts x f]: what the context head reads (a context without controls: zeros, filled later)."""
+        p = self.params
+        if p.context_encoder == "scgpt":
+            enc = self._scgpt()
+            feats = np.zeros((len(self.contexts), enc.dim), dtype=np.float32)
+            with H5adReader(train) as r:
+                obs = r.obs[["target_gene", "cell_type"]].astype(str)
+                for k, c in enumerate(self.contexts):
+                    idx = np.flatnonzero(((obs.cell_type == c) & (obs.target_gene == CONTROL_LABEL)).to_numpy())
+                    if len(idx) == 0:
+                        continue
+                    idx = np.sort(rng.choice(idx, size=min(len(idx), p.scgpt_cells), replace=False))
+                    m = np.zeros(r.n_obs, bool)
+                    m[idx] = True
+                    feats[k] = enc.embed(r.read_masked(m, chunk_size=chunk).toarray()).mean(0)
+            return feats
+        from pertpipe.models.linear import pca_gene_embedding
+
+        if self.value_kind == "log1p":
+            G = pca_gene_embedding(train, k=p.pca_dim, max_cells=p.pca_cells, seed=self.seed)
+        else:  # signatures: PCA axes of the signatures themselves
+            Zs = stats.z - stats.z.mean(0)
+            G = np.linalg.svd(Zs, full_matrices=False)[2][: min(p.pca_dim, max(1, min(Zs.shape) - 1))].T
+        base = stats.baseline
+        centre = base[self.has_controls].mean(0) if self.has_controls.any() else np.zeros(base.shape[1])
+        f = (base - centre) @ G
+        sd = f[self.has_controls].std(0) if self.has_controls.sum() > 1 else np.ones(f.shape[1])
+        return (f / np.maximum(sd, 1e-6)).astype(np.float32)
+
+    def _scgpt(self):
+        from pertpipe.models.scgpt import ScGPTEncoder
+
+        if getattr(self, "_enc", None) is None:
+            self._enc = ScGPTEncoder(self.params.scgpt_checkpoint, self.genes, device="cpu")
+        return self._enc
+
+    def _signal_inputs(self) -> np.ndarray:
+        """[P, C, f]: the signal head's input per (perturbation, source context): z, or scGPT(binned z)."""
+        if self.params.signal_encoder == "mlp":
+            return self.z
+        enc = self._scgpt()
+        out = np.zeros(self.z.shape[:2] + (enc.dim,), dtype=np.float32)
+        for p_, c_ in zip(*np.nonzero(self.has)):
+            z = self.z[p_, c_]
+            # z-scores read as abundances: shifted to be positive, then binned per profile like a cell
+            out[p_, c_] = enc.embed((z - z.min() + 1e-3)[None, :])[0]
+        return out
+
+    # -- training -------------------------------------------------------------------------------------------
+    def _examples(self) -> list[tuple[int, int]]:
+        return [(p_, c_) for p_, c_ in zip(*np.nonzero(self.has)) if self.has[p_].sum() > 1]
+
+    def _batch(self, pairs: np.ndarray, *, target: bool) -> dict[str, Any]:
+        """Tensors for examples ``pairs`` [(p, c)]: context features of c, sources = p's other contexts."""
+        torch = _torch()
+        P_, C_ = pairs[:, 0], pairs[:, 1]
+        mask = self.has[P_].copy()
+        mask[np.arange(len(pairs)), C_] = False
+        res = np.zeros((len(pairs), len(self.genes)), dtype=np.float32)
+        if self.params.residual == "context_mean":
+            w = mask / np.maximum(mask.sum(1, keepdims=True), 1)
+            res = np.einsum("bc,bcg->bg", w, self.shift[P_]).astype(np.float32)
+        dev = self.device
+        b = {"ctx": torch.tensor(self.ctx_feat[C_], device=dev), "z": torch.tensor(self.sig_in[P_], device=dev),
+             "mask": torch.tensor(mask, device=dev), "residual": torch.tensor(res, device=dev),
+             "src": torch.tensor(np.broadcast_to(self.ctx_feat, (len(pairs),) + self.ctx_feat.shape).copy(),
+                                 device=dev)}
+        if target:
+            b["y"] = torch.tensor(self.shift[P_, C_], device=dev)
+        return b
+
+    def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+        torch = _torch()
+        from pertpipe.io import pick_device
+        from pertpipe.models.modules.ctxfusion import CtxFusionModule
+        from pertpipe.models.training import TrainConfig, train as train_loop, validation_targets
+
+        config = dict(config or {})
+        p = self.params
+        t0 = time.perf_counter()
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        stats = load_stats(train, config, robust=p.robust_z)
+        self._setup(stats)
+        self.device = pick_device(p.device, field="model_params.ctxfusion.device")
+        self.ctx_feat = self._context_features(train, stats, rng, config.get("chunk_size", DEFAULT_CHUNK))
+        self.context_fallbacks = [c for c, ok in zip(self.contexts, self.has_controls) if not ok]
+        self.ctx_feat[~self.has_controls] = (self.ctx_feat[self.has_controls].mean(0) if self.has_controls.any()
+                                             else 0.0)
+        self.sig_in = self._signal_inputs()
+        examples = self._examples()
+        if not examples:
+            raise ContractError(train, "obs['cell_type']", "no perturbation is measured in two training contexts",
+                                "ctxfusion transfers across contexts: give data with several contexts sharing "
+                                "perturbations (split: cell_line_holdout)")
+        val_perts = validation_targets([self.perts[i] for i in sorted({e[0] for e in examples})], p.val_fraction,
+                                       rng, model="ctxfusion", path=train)
+        is_val = np.array([self.perts[e[0]] in val_perts for e in examples])
+        ex = np.asarray(examples)
+        tr, va = ex[~is_val], ex[is_val]
+        self.net = CtxFusionModule(len(self.genes), self.ctx_feat.shape[1], self.sig_in.shape[2], d=p.d,
+                                   hidden=p.hidden, fusion=p.fusion, pool=p.signal_pool,
+                                   dropout=p.dropout).to(self.device)
+        ctx_params = list(self.net.ctx.parameters())
+        rest = [q for n, q in self.net.named_parameters() if not n.startswith("ctx.")]
+
+        def groups(epoch: int):
+            frozen = epoch < p.freeze_context_epochs
+            for q in ctx_params:
+                q.requires_grad_(not frozen)
+            if frozen:
+                return [{"params": rest, "lr": p.lr}]
+            scale = p.context_lr_scale if p.freeze_context_epochs > 0 else 1.0
+            return [{"params": rest, "lr": p.lr}, {"params": ctx_params, "lr": p.lr * scale}]
+
+        def step(gen, _epoch):
+            pick = torch.randint(len(tr), (min(p.batch_size, len(tr)),), generator=gen).numpy()
+            loss, parts = self.net.loss(self._batch(tr[pick], target=True))
+            return loss, parts, len(pick)
+
+        def validate():
+            if len(va) == 0:
+                return None
+            with torch.no_grad():
+                loss, _ = self.net.loss(self._batch(va, target=True))
+            return float(loss)
+
+        cfg = TrainConfig.from_params(p)
+        cfg.amp = False
+        log = train_loop(self.net, param_groups=groups, step=step, validate=validate if len(va) else None, cfg=cfg,
+                         seed=self.seed, device=self.device, checkpoint=config.get("checkpoint"), desc="ctxfusion")
+        self.net.eval()
+        gate = self.gate_summary()
+        return {**log, "fit_s": round(time.perf_counter() - t0, 3), "train_targets": len(self.perts),
+                "contexts": len(self.contexts), "train_examples": int(len(tr)), "val_examples": int(len(va)),
+                "context_fallbacks": self.context_fallbacks, "value_kind": self.value_kind, "gate": gate}
+
+    def gate_summary(self) -> dict[str, float] | None:
+        """Mean and spread of the gate over the training examples (None for ``fusion: concat``)."""
+        torch = _torch()
+        if self.params.fusion != "gated":
+            return None
+        ex = np.asarray(self._examples())
+        with torch.no_grad():
+            b = self._batch(ex, target=False)
+            g = self.net(b["ctx"], b["z"], b["mask"], b["residual"], b["src"])["gate"].cpu().numpy()
+        return {"mean": float(g.mean()), "sd_over_examples": float(g.mean(1).std()), "min": float(g.min()),
+                "max": float(g.max())}
+
+    # -- prediction ------------------------------------------------------------------------------------------
+    def _context_row(self, cell_type: str) -> int | None:
+        return self.contexts.index(cell_type) if cell_type in self.contexts else None
+
+    def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
+        torch = _torch()
+        if target == CONTROL_LABEL:
+            return np.zeros(len(self.genes))
+        if target not in self.perts:  # measured in no training context: the mean over all training groups
+            return self.global_shift
+        p_ = self.perts.index(target)
+        c_ = self._context_row(cell_type)
+        feat = self.ctx_feat.mean(0) if c_ is None or not self.has_controls[c_] else self.ctx_feat[c_]
+        mask = self.has[p_].copy()
+        if c_ is not None:
+            mask[c_] = False  # never read the target context's own measurement
+        if not mask.any():
+            return self.global_shift
+        res = (self.shift[p_, mask].mean(0) if self.params.residual == "context_mean"
+               else np.zeros(len(self.genes), np.float32))
+        dev = self.device
+        with torch.no_grad():
+            out = self.net(torch.tensor(feat[None], device=dev), torch.tensor(self.sig_in[p_][None], device=dev),
+                           torch.tensor(mask[None], device=dev), torch.tensor(res[None], device=dev),
+                           torch.tensor(self.ctx_feat[None], device=dev))
+        return out["y"][0].cpu().numpy().astype(np.float64)
+
+    def state(self) -> dict[str, Any]:
+        return {**self._state_arrays(), "ctx_feat": self.ctx_feat, "sig_in": self.sig_in,
+                "net": {k: v.cpu() for k, v in self.net.state_dict().items()},
+                "context_fallbacks": self.context_fallbacks}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        from pertpipe.models.modules.ctxfusion import CtxFusionModule
+
+        p = self.params
+        self._set_arrays(state)
+        self.ctx_feat, self.sig_in = np.asarray(state["ctx_feat"]), np.asarray(state["sig_in"])
+        self.context_fallbacks = list(state.get("context_fallbacks", []))
+        self.device = "cpu"
+        self.net = CtxFusionModule(len(self.genes), self.ctx_feat.shape[1], self.sig_in.shape[2], d=p.d,
+                                   hidden=p.hidden, fusion=p.fusion, pool=p.signal_pool, dropout=p.dropout)
+        self.net.load_state_dict(state["net"])
+        self.net.eval()
+
+
+def _torch():
+    import torch
+    return torch

@@ -1,0 +1,100 @@
+"""The torch module of ``ctxfusion``: context head, signal head, fusion, decoder, and its loss.
+
+    h_ctx = MLP_ctx(context features)                      context features: PCA of the context's control
+                                                           baseline, or a frozen scGPT embedding of its cells
+    h_sig = pool_c'( MLP_sig(z[p, c']) )                   z-scores of perturbation p in other contexts c'
+                                                           (mean, or attention with the context as query)
+    gated:  g = sigmoid(W_g [h_ctx; h_sig] + b)            the context decides how much of each part passes
+            h = g * h_sig + W_c h_ctx                      (context as gate and bias)
+    concat: h = MLP([h_ctx; h_sig])                        (the plain dual-head design; no gate)
+    y     = residual + Decoder(h)                          residual: the perturbation's mean shift over the
+                                                           other contexts (``context_mean``), or none
+
+The module owns its loss (mean squared error of the response in the target context).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int, *, dropout: float = 0.0) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_out))
+
+
+class SignalHead(nn.Module):
+    """z-scores of a perturbation in several contexts -> one R^d vector per example (masked pooling)."""
+
+    def __init__(self, d_in: int, d: int, hidden: int, *, pool: str, dropout: float) -> None:
+        super().__init__()
+        self.net = mlp(d_in, hidden, d, dropout=dropout)
+        self.pool = pool
+        if pool == "attention":
+            self.query = nn.Linear(d, d, bias=False)
+            self.key = nn.Linear(d, d, bias=False)
+
+    def forward(self, z: torch.Tensor, mask: torch.Tensor, h_ctx: torch.Tensor | None = None,
+                h_src: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z`` [B, C, G] (C source contexts), ``mask`` [B, C] (True = present); ``h_ctx`` [B, d] the target
+        context, ``h_src`` [B, C, d] the source contexts (attention only). Returns (h_sig [B, d], weights [B, C])."""
+        h = self.net(z)  # B, C, d
+        if self.pool == "attention" and h_ctx is not None and h_src is not None:
+            logits = (self.query(h_ctx).unsqueeze(1) * self.key(h_src)).sum(-1) / h.shape[-1] ** 0.5
+        else:
+            logits = torch.zeros(mask.shape, device=z.device)
+        logits = logits.masked_fill(~mask, float("-inf"))
+        w = torch.softmax(logits, dim=1)
+        w = torch.nan_to_num(w, nan=0.0)  # an example without any source context
+        return (w.unsqueeze(-1) * h).sum(1), w
+
+
+class Gate(nn.Module):
+    """g = sigmoid(W_g [h_ctx; h_sig] + b); h = g * h_sig + W_c h_ctx."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(2 * d, d)
+        self.ctx_bias = nn.Linear(d, d, bias=False)
+
+    def forward(self, h_ctx: torch.Tensor, h_sig: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.sigmoid(self.gate(torch.cat([h_ctx, h_sig], dim=-1)))
+        return g * h_sig + self.ctx_bias(h_ctx), g
+
+
+class CtxFusionModule(nn.Module):
+    def __init__(self, n_genes: int, ctx_dim: int, sig_dim: int, *, d: int = 64, hidden: int = 256,
+                 fusion: str = "gated", pool: str = "mean", dropout: float = 0.1) -> None:
+        super().__init__()
+        self.fusion = fusion
+        self.ctx = mlp(ctx_dim, hidden, d, dropout=dropout)
+        self.signal = SignalHead(sig_dim, d, hidden, pool=pool, dropout=dropout)
+        if fusion == "gated":
+            self.fuse = Gate(d)
+        else:
+            self.fuse = mlp(2 * d, hidden, d, dropout=dropout)
+        self.decoder = mlp(d, hidden, n_genes, dropout=dropout)
+        nn.init.zeros_(self.decoder[-1].weight)  # starts at the residual (context_mean) and learns the change
+        nn.init.zeros_(self.decoder[-1].bias)
+
+    def forward(self, ctx_feat: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, residual: torch.Tensor,
+                src_feat: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        h_ctx = self.ctx(ctx_feat)
+        h_src = self.ctx(src_feat) if src_feat is not None else None
+        h_sig, w = self.signal(z, mask, h_ctx, h_src)
+        if self.fusion == "gated":
+            h, g = self.fuse(h_ctx, h_sig)
+        else:
+            h, g = self.fuse(torch.cat([h_ctx, h_sig], dim=-1)), None
+        out = {"y": residual + self.decoder(h), "weights": w}
+        if g is not None:
+            out["gate"] = g
+        return out
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self(batch["ctx"], batch["z"], batch["mask"], batch["residual"], batch.get("src"))
+        mse = ((out["y"] - batch["y"]) ** 2).mean()
+        parts = {"mse": float(mse.detach())}
+        if "gate" in out:
+            parts["gate_mean"] = float(out["gate"].detach().mean())
+        return mse, parts
