@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from pertpipe import CONTROL_LABEL
+
 
 @dataclass
 class ScoringContext:
@@ -46,6 +48,22 @@ class ScoringContext:
         from pertpipe.evaluation.metrics import mae_pds_scores
 
         return mae_pds_scores(self.real, self.pred)
+
+    @cached_property
+    def effect_scores(self) -> dict[str, dict[str, float]]:
+        """Signature metrics (Pearson, Spearman, precision@k) of each perturbation's predicted vs real effect
+        (pseudobulk mean - control mean): the L1000 field's view, beside cell-eval's."""
+        from pertpipe.evaluation.metrics import _means
+        from pertpipe.evaluation.signatures import signature_scores
+
+        mr, mp = _means(self.real), _means(self.pred)
+        out: dict[str, dict[str, float]] = {}
+        for p in self.perturbations:
+            s = signature_scores(mr.loc[p].to_numpy() - mr.loc[CONTROL_LABEL].to_numpy(),
+                                 mp.loc[p].to_numpy() - mp.loc[CONTROL_LABEL].to_numpy(), ks=(50,))
+            for k, v in s.items():
+                out.setdefault(k, {})[p] = v
+        return out
 
     @property
     def perturbations(self) -> list[str]:
@@ -117,3 +135,12 @@ register_metric(Metric(
     "variance_ratio", "variance_ratio", 1.0, True, "predicted cells' per-gene variance over the truth's "
     "(median over perturbations; 1 = as spread as the real cells)", _variance_ratio, in_cell_eval=False,
     aggregate=np.median))
+register_metric(Metric(
+    "pearson_delta", "pearson_delta", 1.0, True, "Pearson correlation of the predicted and real effect (pseudobulk - "
+    "control) over genes, as L1000 studies report it", lambda ctx: ctx.effect_scores["pearson"], in_cell_eval=False))
+register_metric(Metric(
+    "spearman_delta", "spearman_delta", 1.0, True, "Spearman correlation of the predicted and real effect",
+    lambda ctx: ctx.effect_scores["spearman"], in_cell_eval=False))
+register_metric(Metric(
+    "precision50_delta", "precision_at_50_delta", 1.0, True, "precision@50 of the top up- and down-regulated genes "
+    "of the effect (mean of the two)", lambda ctx: ctx.effect_scores["precision@50"], in_cell_eval=False))
