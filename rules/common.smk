@@ -123,23 +123,37 @@ MODEL_NAMES = list(config["models"])
 
 
 def model_params(name):
-    return dict(config["model_params"].get(name) or {})
+    """The hyperparameters of configured model ``name`` (without the alias key ``model``)."""
+    hp = dict(config["model_params"].get(name) or {})
+    hp.pop("model", None)
+    return hp
+
+
+def model_class_name(name):
+    """A configured name is a registered model, or an alias: ``model_params.<alias>.model`` names the registered
+    model it runs (so variants of one model share a leaderboard, e.g. ``ctxfusion_concat: {model: ctxfusion,
+    fusion: concat}``)."""
+    return (config["model_params"].get(name) or {}).get("model", name)
+
+
+def model_class(name):
+    return get_model_class(model_class_name(name))
 
 
 try:
     for _m in MODEL_NAMES:
-        build_model(_m, model_params(_m))  # checks the name and every hyperparameter now, not at training time
+        build_model(model_class_name(_m), model_params(_m))  # checks the name and every hyperparameter now, not at training time
 except PertpipeError as exc:
     raise WorkflowError(f"invalid configuration: {exc}")
 
 
 # the knowledge stage (NCBI/GO downloads, embeddings) runs by default only when a configured model reads it
-NEEDS_KNOWLEDGE = any(get_model_class(m).needs_knowledge for m in MODEL_NAMES)
+NEEDS_KNOWLEDGE = any(model_class(m).needs_knowledge for m in MODEL_NAMES)
 
 # signature datasets (L1000 z-scores): models that predict signatures, scored by the signature metrics
 IS_SIGNATURES = DATASET_ENTRY.adapter == "l1000"
 if IS_SIGNATURES:
-    _cells_only = [m for m in MODEL_NAMES if not getattr(get_model_class(m), "supports_signatures", False)]
+    _cells_only = [m for m in MODEL_NAMES if not getattr(model_class(m), "supports_signatures", False)]
     if _cells_only:
         raise WorkflowError(f"invalid configuration: dataset '{DATASET}' holds L1000 signatures (z-scores), but "
                             f"models {_cells_only} predict cells. Fix: set `models:` to models that support "

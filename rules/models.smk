@@ -7,13 +7,14 @@ for _model in MODEL_NAMES:
             f"train_{_model}"
         input:
             train=stage1_path("train.h5ad"),
-            knowledge=knowledge_path("facet_embeddings.pt") if get_model_class(_model).needs_knowledge else [],
-            zscores=stage1_path("zscores.h5ad") if getattr(get_model_class(_model), "reads_context_stats", False) else [],
+            knowledge=knowledge_path("facet_embeddings.pt") if model_class(_model).needs_knowledge else [],
+            zscores=stage1_path("zscores.h5ad") if getattr(model_class(_model), "reads_context_stats", False) else [],
         output:
             model=stage2_path("model.pt", model=_model),
             log=stage2_path("train_log.json", model=_model),
         params:
             model=_model,
+            model_class=model_class_name(_model),
             hparams=model_params(_model),
             seed=config["seed"],
             chunk_size=S1["chunk_size"],

@@ -13,7 +13,7 @@ sm = snakemake  # noqa: F821
 with script_step(sm.log[0], f"train_{sm.params.model}") as log:
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, sm.threads))  # the same arithmetic wherever the rule runs
-    model = build_model(sm.params.model, sm.params.hparams, seed=sm.params.seed)
+    model = build_model(sm.params.model_class, sm.params.hparams, seed=sm.params.seed)
     knowledge = sm.input.knowledge if sm.input.knowledge else None
     fit_log = model.fit(sm.input.train, knowledge, {"chunk_size": sm.params.chunk_size, "threads": sm.threads,
                                                     "checkpoint": sm.params.checkpoint,
