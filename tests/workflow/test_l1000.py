@@ -1,0 +1,69 @@
+"""The L1000 path through Snakemake: the original cmapR level-5 file through stage 1 (z-scores, leave one cell
+line out), context_mean and ctxfusion (a variant as an alias), the signature metrics and their leaderboard; the
+GCTX with its side files (instance table, landmark map) through stage 1; cell models refused on signatures."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_snakemake
+
+pytestmark = pytest.mark.workflow
+
+FAST = {"epochs": 4, "steps_per_epoch": 5, "d": 8, "hidden": 32}
+
+
+def test_level5_leave_one_line_out_end_to_end(tmp_path, shared_data):
+    cfg = {"dataset": "l1000_cmapr_level5", "mirror": str(shared_data), "lock_file": None,
+           "models": ["context_mean", "ctxfusion", "ctxfusion_concat"],
+           "model_params": {"ctxfusion": FAST, "ctxfusion_concat": {"model": "ctxfusion", "fusion": "concat", **FAST}},
+           "stage1": {"universe": {"kind": "source"},
+                      "split": {"strategy": "cell_line_holdout", "fraction": 1.0, "holdout_cell_type": "A375"}}}
+    run_snakemake(tmp_path, cfg)
+    res = tmp_path / "results" / "l1000_cmapr_level5"
+    rep = json.loads((res / "stage1" / "stage1_report.json").read_text())
+    assert rep["value_kind"] == "zscore" and rep["checks"]["log1p"] and rep["standardize"]["n_cells"] == 272
+    assert rep["split"]["n_cells"] == {"train": 255, "val": 17, "drop": 0}  # all of A375's 17 signatures
+    assert rep["zscores"]["contexts"] == 64 and rep["zscores"]["perturbations"] == 3
+    assert "X holds z-scores" in (res / "stage1" / "stage1_report.txt").read_text()
+    truth = ad.read_h5ad(res / "stage1" / "truth.h5ad")
+    assert set(truth.obs.cell_type) == {"A375"} and truth.n_vars == 978 and truth.X.min() < 0
+    board = pd.read_csv(res / "signature_leaderboard.csv")
+    assert set(board.model) == {"context_mean", "ctxfusion", "ctxfusion_concat"}
+    assert (board.n_signatures == 17).all() and board.pearson.between(-1, 1).all()
+    assert board["precision@50"].between(0, 1).all()
+    pred = ad.read_h5ad(res / "stage2" / "context_mean" / "predictions.h5ad")
+    assert pred.n_obs == 17 and list(pred.var_names) == list(truth.var_names)
+    # context_mean's prediction is the compound's mean signature over the other lines (stage 1's z-scores)
+    z = ad.read_h5ad(res / "stage1" / "zscores.h5ad")
+    vem = z[z.obs.target_gene == "vemurafenib"].layers["shift"].mean(0)
+    np.testing.assert_allclose(pred[pred.obs.target_gene == "vemurafenib"].X.toarray()[0], vem, rtol=1e-4, atol=1e-5)
+    log = json.loads((res / "stage2" / "ctxfusion_concat" / "train_log.json").read_text())
+    assert log["model"] == "ctxfusion" and log["hparams"]["fusion"] == "concat" and log["gate"] is None
+    assert "| ctxfusion | A375 | 17 |" in (res / "signature_leaderboard.md").read_text()
+
+
+def test_gctx_with_side_files_through_stage1(tmp_path, shared_data):
+    cfg = {"dataset": "l1000_slinky_mcf7", "mirror": str(shared_data), "lock_file": None,
+           "models": ["context_mean"], "stage1": {"universe": {"kind": "source"},
+                                                  "split": {"strategy": "random_unseen", "fraction": 0.5}}}
+    run_snakemake(tmp_path, cfg, "stage1")
+    res = tmp_path / "results" / "l1000_slinky_mcf7"
+    assert (tmp_path / "resources/downloads/l1000_slinky_inst_info/slinky_demo_inst_info.txt").exists()
+    std = json.loads((res / "stage1" / "standardize.json").read_text())
+    assert std["n_genes"] == 978 and std["n_plates"] == 10 and std["level_in"] == 3
+    assert std["values"].startswith("level 3 -> level 4 robust z per plate")
+
+
+def test_cell_models_are_refused_on_signatures(tmp_path, shared_data):
+    cfg = {"dataset": "l1000_cmapr_level5", "mirror": str(shared_data), "lock_file": None,
+           "models": ["context_mean", "dygenept"]}
+    proc = run_snakemake(tmp_path, cfg, extra=("-n",), check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "holds L1000 signatures" in out and "['dygenept']" in out and "context_mean, ctxfusion" in out
