@@ -141,14 +141,19 @@ def model_class(name):
 
 
 try:
-    for _m in MODEL_NAMES:
-        build_model(model_class_name(_m), model_params(_m))  # checks the name and every hyperparameter now, not at training time
+    # checks the name and every hyperparameter now, not at training time
+    MODEL_OBJECTS = {_m: build_model(model_class_name(_m), model_params(_m)) for _m in MODEL_NAMES}
 except PertpipeError as exc:
     raise WorkflowError(f"invalid configuration: {exc}")
 
 
 # the knowledge stage (NCBI/GO downloads, embeddings) runs by default only when a configured model reads it
-NEEDS_KNOWLEDGE = any(model_class(m).needs_knowledge for m in MODEL_NAMES)
+def model_needs_knowledge(name):
+    """Whether configured model ``name`` reads the facet tensor (its class, or its hyperparameters)."""
+    return MODEL_OBJECTS[name].needs_knowledge_now
+
+
+NEEDS_KNOWLEDGE = any(model_needs_knowledge(m) for m in MODEL_NAMES)
 
 # signature datasets (L1000 z-scores): models that predict signatures, scored by the signature metrics
 IS_SIGNATURES = DATASET_ENTRY.adapter == "l1000"

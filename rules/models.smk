@@ -7,7 +7,7 @@ for _model in MODEL_NAMES:
             f"train_{_model}"
         input:
             train=stage1_path("train.h5ad"),
-            knowledge=knowledge_path("facet_embeddings.pt") if model_class(_model).needs_knowledge else [],
+            knowledge=knowledge_path("facet_embeddings.pt") if model_needs_knowledge(_model) else [],
             zscores=stage1_path("zscores.h5ad") if getattr(model_class(_model), "reads_context_stats", False) else [],
         output:
             model=stage2_path("model.pt", model=_model),

@@ -140,6 +140,7 @@ class PerturbationModel(ABC):
         self.genes: list[str] = []
         self.train_log: dict[str, Any] = {}
         self.shrinkage: Any = None  # a pertpipe.models.shrinkage.Shrinkage, set by models that validate one
+        self.notes: dict[str, str] = {}  # per perturbation: how it was predicted where not the usual way
 
     @abstractmethod
     def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
@@ -147,6 +148,11 @@ class PerturbationModel(ABC):
         """Train on the training h5ad; returns a training log (loss curves, etc.)."""
 
     needs_knowledge: ClassVar[bool] = False  # True: fit() gets the facet tensor (knowledge stage)
+
+    @property
+    def needs_knowledge_now(self) -> bool:
+        """Whether this instance (its hyperparameters) reads the facet tensor; the class flag by default."""
+        return self.needs_knowledge
 
     @abstractmethod
     def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
@@ -305,7 +311,8 @@ def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: s
                                           r.cell_type)
             w.append(sp.csr_matrix(np.asarray(x, dtype=np.float32)))
     return {"cells": int(len(obs)), "targets": int(rows.loc[rows.target_gene != CONTROL_LABEL, "target_gene"].nunique()),
-            "control_pool_fallbacks": fallback, "predict_s": round(time.perf_counter() - t0, 3)}
+            "control_pool_fallbacks": fallback, "predict_s": round(time.perf_counter() - t0, 3),
+            "notes": dict(model.notes)}
 
 
 def attention_table(model: PerturbationModel, template: pd.DataFrame, train: str | os.PathLike, *,
@@ -353,4 +360,4 @@ def write_signature_predictions(model: PerturbationModel, template: pd.DataFrame
                 cache[key] = np.asarray(model.predict_shift(*key), dtype=np.float32)
             w.append(sp.csr_matrix(np.repeat(cache[key][None, :], int(r.n_cells), axis=0)))
     return {"cells": int(len(obs)), "targets": int(rows["target_gene"].nunique()), "signatures": True,
-            "predict_s": round(time.perf_counter() - t0, 3)}
+            "predict_s": round(time.perf_counter() - t0, 3), "notes": dict(model.notes)}

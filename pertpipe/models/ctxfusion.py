@@ -20,6 +20,9 @@ c*'s control cells) and on L1000 signatures (the response is the z-score signatu
 
 Training examples are the training groups (p, c) with p measured in another training context; the signal of
 an example never includes its own context (leave-the-target-context-out), exactly as at prediction time.
+A perturbation measured in no training context gets the mean training shift, or (``knowledge_fallback: true``,
+which makes the rule pass the knowledge stage's facet tensor) the signal of the training perturbations whose facet
+embeddings are nearest; ``predict.json`` says which perturbations took which fallback.
 Two phases (the shared loop's schedule): the context MLP is frozen for ``freeze_context_epochs`` and then
 trained at ``lr * context_lr_scale``; the scGPT encoder itself stays frozen (its embeddings are computed once).
 A context with no control cells in training (L1000 level 5 has no vehicles) has no baseline: its context input
@@ -153,8 +156,15 @@ class CtxFusionModel(_ContextModel):
         context_lr_scale: float = field(default=0.1, metadata={"ge": 0})  # phase 2's learning rate, relative
         scgpt_checkpoint: str | None = None
         scgpt_cells: int = positive(200)  # control cells per context embedded by scGPT
+        knowledge_fallback: bool = False  # unseen everywhere: its facet-nearest training perturbations' signal
+        fallback_k: int = positive(5)
+        fallback_tau: float = field(default=0.05, metadata={"gt": 0})
         device: Literal["auto", "cpu", "cuda"] = "auto"
         gpu: bool = False
+
+    @property
+    def needs_knowledge_now(self) -> bool:
+        return bool(self.params.knowledge_fallback)
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:
         super().__init__(params, seed=seed)
@@ -252,6 +262,14 @@ class CtxFusionModel(_ContextModel):
         rng = np.random.default_rng(self.seed)
         stats = load_stats(train, config, robust=p.robust_z)
         self._setup(stats)
+        self.lookup = None
+        if p.knowledge_fallback:
+            if knowledge is None:
+                raise ConfigError("model_params.ctxfusion.knowledge_fallback is true but no facet tensor was given. "
+                                  "Fix: run the knowledge stage (the rule passes it) or set knowledge_fallback: false")
+            from pertpipe.models.facet_lookup import FacetLookup
+
+            self.lookup = FacetLookup.load(knowledge)
         self.device = pick_device(p.device, field="model_params.ctxfusion.device")
         self.ctx_feat = self._context_features(train, stats, rng, config.get("chunk_size", DEFAULT_CHUNK))
         self.context_fallbacks = [c for c, ok in zip(self.contexts, self.has_controls) if not ok]
@@ -325,29 +343,60 @@ class CtxFusionModel(_ContextModel):
         torch = _torch()
         if target == CONTROL_LABEL:
             return np.zeros(len(self.genes))
-        if target not in self.perts:  # measured in no training context: the mean over all training groups
-            return self.global_shift
-        p_ = self.perts.index(target)
         c_ = self._context_row(cell_type)
+        if target in self.perts:
+            p_ = self.perts.index(target)
+            sig, shift, mask = self.sig_in[p_], self.shift[p_], self.has[p_].copy()
+        else:  # measured in no training context
+            borrowed = self._borrow(target)
+            if borrowed is None:
+                self.notes[target] = "measured in no training context and no facet text: the mean training shift"
+                return self.global_shift
+            sig, shift, mask = borrowed
         feat = self.ctx_feat.mean(0) if c_ is None or not self.has_controls[c_] else self.ctx_feat[c_]
-        mask = self.has[p_].copy()
         if c_ is not None:
             mask[c_] = False  # never read the target context's own measurement
         if not mask.any():
             return self.global_shift
-        res = (self.shift[p_, mask].mean(0) if self.params.residual == "context_mean"
+        res = (shift[mask].mean(0) if self.params.residual == "context_mean"
                else np.zeros(len(self.genes), np.float32))
         dev = self.device
         with torch.no_grad():
-            out = self.net(torch.tensor(feat[None], device=dev), torch.tensor(self.sig_in[p_][None], device=dev),
+            out = self.net(torch.tensor(feat[None], device=dev), torch.tensor(sig[None], device=dev),
                            torch.tensor(mask[None], device=dev), torch.tensor(res[None], device=dev),
                            torch.tensor(self.ctx_feat[None], device=dev))
         return out["y"][0].cpu().numpy().astype(np.float64)
 
+    def _borrow(self, target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """A perturbation measured nowhere (``knowledge_fallback``): the signal, shifts and context mask of a
+        softmax(cosine / τ)-weighted mix of the ``fallback_k`` training perturbations whose facet embeddings are
+        nearest (:func:`pertpipe.models.prior.target_vector`); None without knowledge or facet text."""
+        from pertpipe.models.prior import target_vector
+
+        if self.lookup is None:
+            return None
+        v = target_vector(self.lookup, target)
+        if not np.any(v):
+            return None
+        vecs = np.stack([target_vector(self.lookup, q) for q in self.perts])
+        sims = vecs @ v
+        near = np.argsort(-sims, kind="stable")[: self.params.fallback_k]
+        w = np.exp((sims[near] - sims[near].max()) / self.params.fallback_tau)
+        w /= w.sum()
+        has = self.has[near]  # [k, C]
+        wc = w[:, None] * has
+        wc = wc / np.maximum(wc.sum(0, keepdims=True), 1e-12)
+        sig = np.einsum("kc,kcf->cf", wc, self.sig_in[near]).astype(np.float32)
+        shift = np.einsum("kc,kcg->cg", wc, self.shift[near]).astype(np.float32)
+        self.notes[target] = ("measured in no training context: the signal of its facet-nearest training "
+                              f"perturbations {[self.perts[i] for i in near]} (weights {np.round(w, 3).tolist()})")
+        return sig, shift, has.any(0)
+
     def state(self) -> dict[str, Any]:
         return {**self._state_arrays(), "ctx_feat": self.ctx_feat, "sig_in": self.sig_in,
                 "net": {k: v.cpu() for k, v in self.net.state_dict().items()},
-                "context_fallbacks": self.context_fallbacks}
+                "context_fallbacks": self.context_fallbacks,
+                "lookup": self.lookup.state() if self.lookup is not None else None}
 
     def set_state(self, state: dict[str, Any]) -> None:
         from pertpipe.models.modules.ctxfusion import CtxFusionModule
@@ -356,6 +405,11 @@ class CtxFusionModel(_ContextModel):
         self._set_arrays(state)
         self.ctx_feat, self.sig_in = np.asarray(state["ctx_feat"]), np.asarray(state["sig_in"])
         self.context_fallbacks = list(state.get("context_fallbacks", []))
+        self.lookup = None
+        if state.get("lookup"):
+            from pertpipe.models.facet_lookup import FacetLookup
+
+            self.lookup = FacetLookup.from_state(state["lookup"])
         self.device = "cpu"
         self.net = CtxFusionModule(len(self.genes), self.ctx_feat.shape[1], self.sig_in.shape[2], d=p.d,
                                    hidden=p.hidden, fusion=p.fusion, pool=p.signal_pool, dropout=p.dropout)

@@ -140,3 +140,46 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     assert log["epochs_run"] == 12
     for k, v in fresh.net.state_dict().items():
         torch.testing.assert_close(resumed.net.state_dict()[k], v)
+
+
+def test_knowledge_fallback_borrows_the_facet_nearest_perturbations(tmp_path):
+    write_contexts(tmp_path / "t.h5ad", n_pert=6)
+    genes = [f"G{i}" for i in range(6)] + ["NEW"]
+    tensor = torch.zeros(len(genes), 2, 4)
+    for i in range(6):
+        tensor[i, 0, i % 4] = 1.0  # G0 and G4 share a direction, ...
+    tensor[6, 0, 0] = 1.0  # NEW's facet text is like G0's and G4's
+    blob = {"genes": genes, "facets": ["f0", "f1"], "tensor": tensor, "mask": torch.tensor([[1.0, 0.0]] * 7)}
+    m = build_model("ctxfusion", {**FAST, "knowledge_fallback": True, "fallback_k": 2})
+    assert m.needs_knowledge_now and not build_model("ctxfusion", FAST).needs_knowledge_now
+    m.fit(tmp_path / "t.h5ad", blob)
+    pred = m.predict_shift("NEW", "ctx1")
+    assert "['G0', 'G4']" in m.notes["NEW"] and np.isfinite(pred).all()
+    # the residual of the borrowed signal is the neighbours' mean shift over the other contexts (decoder ~ small)
+    near = [m.perts.index("G0"), m.perts.index("G4")]
+    other = [c for c in range(3) if c != 1]
+    expected = m.shift[np.ix_(near, other)].mean(axis=(0, 1))
+    assert np.corrcoef(pred, expected)[0, 1] > 0.9
+    plain = build_model("ctxfusion", FAST)
+    plain.fit(tmp_path / "t.h5ad")
+    np.testing.assert_allclose(plain.predict_shift("NEW", "ctx1"), plain.global_shift)
+    assert "mean training shift" in plain.notes["NEW"]
+    m.save(tmp_path / "m.pt")
+    np.testing.assert_allclose(load_model(tmp_path / "m.pt").predict_shift("NEW", "ctx1"), pred, rtol=1e-5)
+
+
+def test_two_phases_context_head_frozen_then_trained(tmp_path):
+    write_contexts(tmp_path / "t.h5ad", n_pert=8)
+    hp = {**FAST, "epochs": 3, "patience": 100, "dropout": 0.0}
+    frozen = build_model("ctxfusion", {**hp, "freeze_context_epochs": 5}, seed=0)
+    log = frozen.fit(tmp_path / "t.h5ad")
+    torch.manual_seed(0)
+    init = CtxFusionModule(len(frozen.genes), frozen.ctx_feat.shape[1], frozen.sig_in.shape[2], d=8, hidden=16,
+                           dropout=0.0)
+    for (name, a), b in zip(frozen.net.ctx.state_dict().items(), init.ctx.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=f"ctx.{name} moved while frozen")
+    assert log["epochs_run"] == 3
+    trained = build_model("ctxfusion", {**hp, "freeze_context_epochs": 1, "context_lr_scale": 0.5}, seed=0)
+    trained.fit(tmp_path / "t.h5ad")
+    moved = [not torch.equal(a, b) for a, b in zip(trained.net.ctx.state_dict().values(), init.ctx.state_dict().values())]
+    assert any(moved)
