@@ -207,13 +207,16 @@ def _first(meta: pd.DataFrame, names: tuple[str, ...]) -> str | None:
 
 
 def _with_unit(meta: pd.DataFrame, value: str, unit: str, fallback: str) -> np.ndarray:
+    """``10 uM``-style strings from CMap's pert_idose/pert_itime, or value + unit; CMap's -666 (missing) -> NA."""
     col = _first(meta, (fallback,))
     if col:
-        return meta[col].astype(str).str.replace("\u00b5", "u").str.replace("<b5>", "u").to_numpy()
-    if value in meta.columns:
+        out = meta[col].astype(str).str.replace("\u00b5", "u").str.replace("<b5>", "u")
+    elif value in meta.columns:
         units = meta[unit].astype(str) if unit in meta.columns else ""
-        return (meta[value].astype(str) + " " + units).str.strip().to_numpy()
-    return np.full(len(meta), "NA", dtype=object)
+        out = (meta[value].astype(str) + " " + units).str.strip()
+    else:
+        return np.full(len(meta), "NA", dtype=object)
+    return np.where(out.str.contains("-666", regex=False), "NA", out).astype(object)
 
 
 def contract_obs(col_meta: pd.DataFrame, *, path: object, control_values: tuple[str, ...] = ("DMSO", "PBS", "H2O",

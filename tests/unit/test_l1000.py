@@ -33,6 +33,8 @@ def test_gct_13_values_and_metadata(l1000):
     assert row[0] == g.row_meta.index[0]
     np.testing.assert_allclose(g.mat[:3, 0], np.array(row[12:15], dtype=np.float32))
     assert (g.col_meta["pert_type"] == "ctl_vehicle").sum() == 26
+    obs = contract_obs(g.col_meta, path="gct")
+    assert set(obs.loc[obs.target_gene == CONTROL_LABEL, "condition"]) == {"NA | 24 h"}  # CMap's -666 = missing
 
 
 def test_gctx_matrix_orientation_and_inst_info(l1000):
