@@ -3,7 +3,8 @@
     h_ctx = MLP_ctx(context features)                      context features: PCA of the context's control
                                                            baseline, or a frozen scGPT embedding of its cells
     h_sig = pool_c'( MLP_sig(z[p, c']) )                   z-scores of perturbation p in other contexts c'
-                                                           (mean, or attention with the context as query)
+                                                           (mean, or attention: the target context queries,
+                                                           each source's context + signal is its key)
     gated:  g = sigmoid(W_g [h_ctx; h_sig] + b)            the context decides how much of each part passes
             h = g * h_sig + W_c h_ctx                      (context as gate and bias)
     concat: h = MLP([h_ctx; h_sig])                        (the plain dual-head design; no gate)
@@ -40,7 +41,8 @@ class SignalHead(nn.Module):
         context, ``h_src`` [B, C, d] the source contexts (attention only). Returns (h_sig [B, d], weights [B, C])."""
         h = self.net(z)  # B, C, d
         if self.pool == "attention" and h_ctx is not None and h_src is not None:
-            logits = (self.query(h_ctx).unsqueeze(1) * self.key(h_src)).sum(-1) / h.shape[-1] ** 0.5
+            # a source's key: its context and its own signal (so a weak or odd measurement can weigh less)
+            logits = (self.query(h_ctx).unsqueeze(1) * self.key(h_src + h)).sum(-1) / h.shape[-1] ** 0.5
         else:
             logits = torch.zeros(mask.shape, device=z.device)
         logits = logits.masked_fill(~mask, float("-inf"))
