@@ -54,9 +54,11 @@ def load_stats(train: str | os.PathLike, config: dict[str, Any] | None, *, robus
     path = config.get("zscores")
     if path and os.path.exists(path):
         s = ContextStats.read(path)
-        if robust and not s.robust and s.value_kind == "log1p":
-            raise ConfigError(f"{path} holds mean/sd z-scores but model_params asks for robust ones. Fix: set "
-                              "stage1.zscores.robust: true")
+        if robust != s.robust and s.value_kind == "log1p":
+            kind = "median/MAD" if s.robust else "mean/sd"
+            raise ConfigError(f"{path} holds {kind} z-scores but model_params.ctxfusion.robust_z is {robust}. Fix: "
+                              f"set stage1.zscores.robust: {str(robust).lower()} (stage 1 computes them) or "
+                              f"robust_z: {str(s.robust).lower()}")
         return s
     return context_stats(train, robust=robust, chunk_size=config.get("chunk_size", DEFAULT_CHUNK))
 
@@ -137,7 +139,7 @@ class CtxFusionModel(_ContextModel):
         context_encoder: Literal["pca_mlp", "scgpt"] = "pca_mlp"
         signal_pool: Literal["mean", "attention"] = "mean"
         residual: Literal["context_mean", "none"] = "context_mean"
-        robust_z: bool = False
+        robust_z: bool = False  # median/MAD z-scores; must match stage1.zscores.robust (which computes them)
         d: int = positive(32)
         hidden: int = positive(128)
         pca_dim: int = positive(16)
