@@ -1,6 +1,10 @@
 # Stage 3 for signature datasets (L1000 z-scores): the signature metrics instead of cell-eval, and their leaderboard.
 
 
+localrules:
+    signature_leaderboard,
+
+
 rule score_signatures:
     input:
         predictions=stage2_path("predictions.h5ad"),
