@@ -1,15 +1,14 @@
 """Rule split: train/val by strategy, controls divided, leakage checked; writes train/val h5ad + split.json."""
 from pertpipe.data.h5io import read_obs, read_uns
-from pertpipe.data.zscores import value_kind
-from pertpipe.data.split import check_no_leakage, make_split, read_val_counts, split_summary, write_split
+from pertpipe.data.split import (check_no_leakage, make_split, min_cells_for, read_val_counts, split_summary,
+                                 write_split)
 from pertpipe.io import carry_provenance, script_step, write_json
 
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], "split") as log:
     cfg = dict(sm.params.split)
     obs = read_obs(sm.input.h5ad)
-    # signatures are scored one by one (no DE test over cells): any number of them per perturbation will do
-    min_cells = 1 if value_kind(sm.input.h5ad) == "zscore" else cfg["min_cells_per_target"]
+    min_cells = min_cells_for(sm.input.h5ad, cfg["min_cells_per_target"])  # signatures: 1
     vc = read_val_counts(sm.input.val_counts) if sm.input.val_counts else None
     result = make_split(obs, strategy=cfg["strategy"], seed=sm.params.seed, fraction=cfg["fraction"],
                         control_val_fraction=cfg["control_val_fraction"], single_fraction=cfg["single_fraction"],

@@ -259,6 +259,14 @@ def _assign(obs: pd.DataFrame, *, strategy: str, seed: int, fraction: float, con
     return SplitResult(assignment, sorted(val_set), heldout_genes, categories, held_ct, n_req)
 
 
+def min_cells_for(path: str | os.PathLike, configured: int) -> int:
+    """``min_cells_per_target`` for the file at ``path``: as configured for cells; 1 for signature data, which
+    are scored one signature at a time (no DE test over cells)."""
+    from pertpipe.data.zscores import value_kind
+
+    return 1 if value_kind(path) == "zscore" else configured
+
+
 def template_table(val_obs: pd.DataFrame, n_cells_requested: dict[str, int] | None = None) -> pd.DataFrame:
     """Rows (target_gene, cell_type, batch, n_cells): how many cells to predict where.
 

@@ -361,3 +361,18 @@ def write_signature_predictions(model: PerturbationModel, template: pd.DataFrame
             w.append(sp.csr_matrix(np.repeat(cache[key][None, :], int(r.n_cells), axis=0)))
     return {"cells": int(len(obs)), "targets": int(rows["target_gene"].nunique()), "signatures": True,
             "predict_s": round(time.perf_counter() - t0, 3), "notes": dict(model.notes)}
+
+
+def predict_to_file(model: PerturbationModel, template: pd.DataFrame, train: str | os.PathLike,
+                    dest: str | os.PathLike, *, seed: int, uns: dict[str, Any] | None = None,
+                    chunk_size: int = DEFAULT_CHUNK) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The predict rule's work: cells (single-cell data) or signatures (z-score data such as L1000, decided by
+    the training file's stage-1 record), and the facet attention table (empty for signatures and for models
+    without attention). Returns (summary, attention)."""
+    from pertpipe.data.zscores import value_kind
+
+    if value_kind(train) == "zscore":
+        return write_signature_predictions(model, template, dest, uns=uns), attention_table(
+            model, template.iloc[:0], train, seed=seed)
+    summary = model.predict(template, train, dest, uns=uns, chunk_size=chunk_size)
+    return summary, attention_table(model, template, train, seed=seed)
