@@ -67,3 +67,15 @@ def test_cell_models_are_refused_on_signatures(tmp_path, shared_data):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "holds L1000 signatures" in out and "['dygenept']" in out and "context_mean, ctxfusion" in out
+
+
+def test_own_gct_file_as_a_dataset(tmp_path, shared_data):
+    """A user's own L1000 plate (GCT text) by path: the `datasets:` entry a user writes, through stage 1."""
+    cfg = {"dataset": "my_plate", "models": ["context_mean"],
+           "datasets": {"my_plate": {"path": str(shared_data / "l1000" / "LJP005_A375_24H.gct"), "adapter": "l1000",
+                                     "adapter_options": {"level": 3}}},
+           "stage1": {"split": {"strategy": "random_unseen", "fraction": 0.25}}}
+    run_snakemake(tmp_path, cfg, "stage1")
+    rep = json.loads((tmp_path / "results/my_plate/stage1/stage1_report.json").read_text())
+    assert rep["value_kind"] == "zscore" and rep["standardize"]["n_control_cells"] == 26
+    assert rep["standardize"]["n_perturbations"] == 59 and rep["zscores"]["contexts"] == 1
