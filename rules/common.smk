@@ -89,8 +89,8 @@ def universe_path(dataset):
     entry = REGISTRY.dataset(dataset)
     if entry.simulated:
         return f"{RESULTS}/{dataset}/raw/universe.txt"
-    if entry.user and not entry.universe:
-        return None  # a user's file: its own genes (universe_note says so in the stage-1 report)
+    if (entry.user or entry.adapter == "l1000") and not entry.universe:
+        return None  # a user's file / L1000's landmarks: its own genes (universe_note says so in the stage-1 report)
     if not entry.universe:
         raise WorkflowError(f"stage1.universe.kind is 'dataset' but dataset '{dataset}' names no universe in "
                             f"{REGISTRY.path}. Fix: set stage1.universe.kind to vcc, file or source")
@@ -101,7 +101,11 @@ def universe_note(dataset):
     if universe_path(dataset) is not None:
         return None
     entry = REGISTRY.dataset(dataset)
-    why = "a local dataset with no universe: " if S1["universe"]["kind"] == "dataset" and entry.user else ""
+    why = ""
+    if S1["universe"]["kind"] == "dataset" and entry.user:
+        why = "a local dataset with no universe: "
+    elif S1["universe"]["kind"] == "dataset" and entry.adapter == "l1000":
+        why = "L1000: the landmark genes of the source are the universe; "
     return (f"{why}the universe is the source's own genes (set stage1.universe.kind: vcc or file to align to "
             "another gene list)")
 

@@ -49,15 +49,15 @@ def test_level5_leave_one_line_out_end_to_end(tmp_path, shared_data):
 
 
 def test_gctx_with_side_files_through_stage1(tmp_path, shared_data):
-    cfg = {"dataset": "l1000_slinky_mcf7", "mirror": str(shared_data), "lock_file": None,
-           "models": ["context_mean"], "stage1": {"universe": {"kind": "source"},
-                                                  "split": {"strategy": "random_unseen", "fraction": 0.5}}}
+    cfg = {"dataset": "l1000_slinky_mcf7", "mirror": str(shared_data), "lock_file": None,  # default universe kind
+           "models": ["context_mean"], "stage1": {"split": {"strategy": "random_unseen", "fraction": 0.5}}}
     run_snakemake(tmp_path, cfg, "stage1")
     res = tmp_path / "results" / "l1000_slinky_mcf7"
     assert (tmp_path / "resources/downloads/l1000_slinky_inst_info/slinky_demo_inst_info.txt").exists()
     std = json.loads((res / "stage1" / "standardize.json").read_text())
     assert std["n_genes"] == 978 and std["n_plates"] == 10 and std["level_in"] == 3
     assert std["values"].startswith("level 3 -> level 4 robust z per plate")
+    assert "L1000: the landmark genes of the source are the universe" in (res / "stage1/stage1_report.txt").read_text()
 
 
 def test_cell_models_are_refused_on_signatures(tmp_path, shared_data):
