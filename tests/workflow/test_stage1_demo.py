@@ -72,7 +72,7 @@ def test_changing_a_split_parameter_reruns_only_split_and_later(demo_run, tmp_pa
     cfg["stage1"]["split"] = {"fraction": 0.4}
     proc = run_snakemake(wd, cfg, "stage1")
     ran = rules_run(proc.stdout + proc.stderr)
-    assert ran == {"split", "ground_truth", "stage1_report", "stage1"}
+    assert ran == {"split", "ground_truth", "zscores", "stage1_report", "stage1"}
     assert (s1 / "standardized.h5ad").stat().st_mtime_ns == before["standardized.h5ad"]
     assert (s1 / "aligned.h5ad").stat().st_mtime_ns == before["aligned.h5ad"]
     assert (s1 / "train.h5ad").stat().st_mtime_ns != before["train.h5ad"]
