@@ -28,6 +28,7 @@ include: "rules/knowledge.smk"
 include: "rules/models.smk"
 include: "rules/evaluate.smk"
 include: "rules/signatures.smk"
+include: "rules/spatial.smk"
 
 
 localrules:

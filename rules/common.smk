@@ -27,7 +27,7 @@ S1 = config["stage1"]
 
 wildcard_constraints:
     dataset="|".join(REGISTRY.names("dataset")),
-    entry="|".join(REGISTRY.names()),
+    entry="|".join(n for n in REGISTRY.names() if REGISTRY.entries[n].kind != "spatial"),
 
 
 def stage1_path(name, dataset="{dataset}"):

@@ -15,8 +15,9 @@ from pertpipe.errors import ConfigError
 _ARCHIVES = ("none", "zip", "tar.gz")
 _ENTRY_KEYS = {
     "url", "sha256", "archive", "member", "file", "mirror", "source", "simulated", "adapter", "adapter_options",
-    "filter", "universe", "description", "licence", "citation", "path",
+    "filter", "universe", "description", "licence", "citation", "path", "species", "inputs",
 }
+SPECIES = ("human", "mouse")
 _USER_KEYS = {"path", "url", "sha256", "adapter", "adapter_options", "filter", "universe", "description",
               "licence", "citation", "archive", "member"}
 
@@ -26,7 +27,7 @@ class Entry:
     """One registry entry (a dataset or a reference resource)."""
 
     name: str
-    kind: str  # "dataset" or "resource"
+    kind: str  # "dataset", "resource" or "spatial" (a spatial + scRNA pair whose files are other entries)
     urls: tuple[str, ...] = ()
     sha256: str | None = None
     archive: str = "none"
@@ -45,6 +46,8 @@ class Entry:
     citation: str = ""
     path: str | None = None  # a local file used in place (a user's own data): nothing is downloaded
     user: bool = False  # from config (`datasets:` or a bare path as `dataset:`), not from the registry file
+    species: str | None = None  # spatial pairs: human | mouse (picks the LR resource's table)
+    inputs: dict[str, str] = field(default_factory=dict)  # spatial pairs: role -> resource entry name or a path
 
     @property
     def download_name(self) -> str:
@@ -74,7 +77,7 @@ class Registry:
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc}). Fix: correct the registry file") from exc
         entries: dict[str, Entry] = {}
-        for kind, section in (("dataset", "datasets"), ("resource", "resources")):
+        for kind, section in (("dataset", "datasets"), ("resource", "resources"), ("spatial", "spatial_datasets")):
             for name, spec in (raw.get(section) or {}).items():
                 entries[name] = _parse_entry(path, kind, name, spec or {})
         reg = cls(entries, path)
@@ -82,6 +85,10 @@ class Registry:
             if e.source and e.source not in entries:
                 raise ConfigError(f"{path}: {e.name}.source names '{e.source}', which is not in the registry. "
                                   f"Fix: use one of {sorted(entries)}")
+            for role, ref in e.inputs.items():
+                if ref not in entries and os.sep not in ref:
+                    raise ConfigError(f"{path}: {e.name}.inputs.{role} names '{ref}', which is not a registry entry. "
+                                      f"Fix: use a resource name or a file path")
             if e.universe and e.universe not in entries and not e.simulated:
                 raise ConfigError(f"{path}: {e.name}.universe names '{e.universe}', which is not a registry entry")
         return reg
@@ -136,6 +143,31 @@ class Registry:
             entries[name] = replace(entry, user=True, description=entry.description or f"user dataset ({where})")
         return Registry(entries, self.path)
 
+    def with_user_spatial(self, specs: dict[str, Any] | None, *, base_dir: str | os.PathLike = ".") -> Registry:
+        """This registry plus the user's spatial pairs (config ``spatial_datasets:``); input paths must exist."""
+        entries = dict(self.entries)
+        for name, spec in (specs or {}).items():
+            if name in self.entries:
+                raise ConfigError(f"config spatial_datasets.{name}: the registry {self.path} already has an entry of "
+                                  "that name. Fix: give your pair another name")
+            spec = dict(spec or {})
+            spec.setdefault("adapter", "h5ad_pair")
+            inputs = {}
+            for role, ref in dict(spec.get("inputs") or {}).items():
+                if ref in self.entries:
+                    inputs[role] = ref
+                    continue
+                local = Path(str(ref)).expanduser()
+                local = local if local.is_absolute() else Path(base_dir) / local
+                if not local.is_file():
+                    raise ConfigError(f"config spatial_datasets.{name}.inputs.{role}: {local} does not exist. Fix: "
+                                      "give the path of the file (relative paths are taken from the working directory)")
+                inputs[role] = str(local.resolve())
+            spec["inputs"] = inputs
+            entry = _parse_spatial(Path("config"), name, spec)
+            entries[name] = replace(entry, user=True)
+        return Registry(entries, self.path)
+
     def resolve(self, dataset: str, *, base_dir: str | os.PathLike = ".") -> tuple[Registry, str]:
         """(registry, name) for config ``dataset:``: a registry/user name, or a bare path to an ``.h5ad``.
 
@@ -172,6 +204,8 @@ def _parse_entry(path: Path, kind: str, name: str, spec: dict[str, Any]) -> Entr
     if archive != "none" and not spec.get("member"):
         raise ConfigError(f"{path}: {name}: archive '{archive}' needs `member` (the file inside the archive)")
     simulated = bool(spec.get("simulated", False))
+    if kind == "spatial":
+        return _parse_spatial(path, name, spec)
     if spec.get("path") and spec.get("url"):
         raise ConfigError(f"{path}: {name}: give `path` (a local file) or `url`, not both")
     if not simulated and not spec.get("source") and not spec.get("path"):
@@ -195,6 +229,26 @@ def _parse_entry(path: Path, kind: str, name: str, spec: dict[str, Any]) -> Entr
         universe=spec.get("universe"), description=spec.get("description", ""),
         licence=spec.get("licence", ""), citation=spec.get("citation", ""), path=spec.get("path"),
     )
+
+
+SPATIAL_ADAPTERS = ("spacexr_rds", "spacexr_csv", "h5ad_pair")
+
+
+def _parse_spatial(path: Path, name: str, spec: dict[str, Any]) -> Entry:
+    """A spatial pair: ``adapter`` (how to read), ``species``, ``inputs`` (role -> resource entry or path)."""
+    where = f"{path}: spatial_datasets.{name}"
+    if spec.get("adapter") not in SPATIAL_ADAPTERS:
+        raise ConfigError(f"{where}.adapter is {spec.get('adapter')!r}. Fix: use one of {list(SPATIAL_ADAPTERS)}")
+    if spec.get("species") not in SPECIES:
+        raise ConfigError(f"{where}.species is {spec.get('species')!r}. Fix: use one of {list(SPECIES)}")
+    inputs = spec.get("inputs")
+    if not isinstance(inputs, dict) or not inputs:
+        raise ConfigError(f"{where}: needs `inputs` (role -> resource entry or file path, e.g. spatial: ..., "
+                          "scrna: ...). Fix: add them")
+    return Entry(name=name, kind="spatial", adapter=spec["adapter"], species=spec["species"],
+                 inputs={str(k): str(v) for k, v in inputs.items()},
+                 adapter_options=dict(spec.get("adapter_options") or {}), description=spec.get("description", ""),
+                 licence=spec.get("licence", ""), citation=spec.get("citation", ""))
 
 
 def load_registry(path: str | os.PathLike, user_datasets: dict[str, Any] | None = None, *,

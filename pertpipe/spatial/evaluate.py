@@ -1,0 +1,192 @@
+"""Evaluation of spatial imputation (SpatialBenchmarking, Li et al. 2022 Nat Methods) and communication recovery.
+
+Per held-out gene, truth = the spot's measured log1p-normalised expression (counts per 10k over all genes):
+* PCC across spots;
+* SSIM of the two vectors scaled to [0, 1] by their maxima (C1 = 0.01^2, C2 = 0.03^2, one global window);
+* RMSE of the two vectors z-scored across spots;
+* JS divergence (natural log) of the two vectors normalised to distributions over spots.
+Accuracy score (AS): per metric, methods ranked by their median (best -> 1, worst -> 0, linear), averaged over
+the four metrics (higher is better; relative to the methods in the table).
+
+k-fold: the LR genes that the spatial data measures and the scRNA-seq expresses are split into k folds; each
+fold's genes are removed from the spatial input (``pipeline.prepare``), imputed by every method, and compared.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from pertpipe.spatial.model import SpatialParams, log_normalize, nearest
+from pertpipe.spatial.pipeline import Priors, run_methods
+
+log = logging.getLogger("pertpipe.spatial")
+
+METRICS = {"pcc": True, "ssim": True, "rmse": False, "js": False}  # name -> higher is better
+
+
+def _scaled(v: np.ndarray) -> np.ndarray:
+    m = np.max(v)
+    return v / m if m > 0 else np.zeros_like(v)
+
+
+def gene_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    if pred.std() > 0 and truth.std() > 0:
+        pcc = float(np.corrcoef(pred, truth)[0, 1])
+    else:
+        pcc = 0.0
+    x, y = _scaled(pred), _scaled(truth)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mx, my = x.mean(), y.mean()
+    cov = ((x - mx) * (y - my)).mean()
+    ssim = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx ** 2 + my ** 2 + c1) * (x.var() + y.var() + c2))
+
+    def z(v: np.ndarray) -> np.ndarray:
+        return (v - v.mean()) / v.std() if v.std() > 0 else np.zeros_like(v)
+
+    rmse = float(np.sqrt(np.mean((z(pred) - z(truth)) ** 2)))
+    p = pred / pred.sum() if pred.sum() > 0 else np.full_like(pred, 1 / len(pred))
+    q = truth / truth.sum() if truth.sum() > 0 else np.full_like(truth, 1 / len(truth))
+    mid = (p + q) / 2
+
+    def kl(a: np.ndarray, b: np.ndarray) -> float:
+        nz = a > 0
+        return float(np.sum(a[nz] * np.log(a[nz] / b[nz])))
+
+    return {"pcc": pcc, "ssim": float(ssim), "rmse": rmse, "js": 0.5 * kl(p, mid) + 0.5 * kl(q, mid)}
+
+
+def accuracy_scores(summary: pd.DataFrame) -> pd.Series:
+    """AS per method from a (method x metric medians) frame."""
+    parts = []
+    for metric, higher in METRICS.items():
+        r = summary[metric].rank(ascending=not higher, method="average")  # 1 = best
+        n = len(summary)
+        parts.append((n - r) / (n - 1) if n > 1 else r * 0 + 1.0)
+    return sum(parts) / len(parts)
+
+
+def eligible_genes(lr_genes: list[str], spatial: ad.AnnData, *, min_spots: int = 3) -> list[str]:
+    """LR genes measured in the spatial data with a count in at least ``min_spots`` spots (a gene seen nowhere
+    has no pattern to recover)."""
+    col = {g: j for j, g in enumerate(spatial.var_names)}
+    x = spatial.X
+    out = []
+    for g in lr_genes:
+        if g in col:
+            v = x[:, col[g]]
+            n = int((v > 0).sum())
+            if n >= min_spots:
+                out.append(g)
+    return out
+
+
+def folds(genes: list[str], k: int, seed: int) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    order = list(rng.permutation(len(genes)))
+    k = max(1, min(k, len(genes)))
+    return [sorted(genes[i] for i in order[f::k]) for f in range(k)]
+
+
+def kfold_evaluate(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], priors: Priors | None,
+                   params: SpatialParams, methods: list[str], *, k: int = 5, max_genes: int | None = None,
+                   tangram_epochs: int = 300, gimvi_epochs: int = 200) -> dict[str, Any]:
+    """Per-gene metrics of every method over k folds of held-out LR genes (+ the held-out predictions)."""
+    genes = eligible_genes(lr_genes, spatial)
+    if max_genes and len(genes) > max_genes:
+        rng = np.random.default_rng(params.seed)
+        genes = sorted(rng.choice(genes, max_genes, replace=False).tolist())
+    if not genes:
+        from pertpipe.errors import ContractError
+
+        raise ContractError("<spatial pair>", "lr_genes", "no LR gene is both measured in the spatial data and "
+                            "expressed in the scRNA-seq, so nothing can be held out", "lower spatial.lr.min_mean / "
+                            "min_fraction or use another LR resource")
+    truth_all = log_normalize(spatial.X)
+    tcol = {g: j for j, g in enumerate(spatial.var_names)}
+    rows, preds = [], {m: np.zeros((spatial.n_obs, len(genes)), np.float32) for m in methods}
+    gcol = {g: j for j, g in enumerate(genes)}
+    unavailable: dict[str, str] = {}
+    fold_list = folds(genes, k, params.seed)
+    for f, held in enumerate(fold_list):
+        out, info = run_methods(spatial, scrna, lr_genes, held, priors, params, methods, heldout=held,
+                                tangram_epochs=tangram_epochs, gimvi_epochs=gimvi_epochs)
+        unavailable.update(info["unavailable"])
+        for m, pred in out.items():
+            for j, g in enumerate(held):
+                preds[m][:, gcol[g]] = pred[:, j]
+                rows.append({"method": m, "gene": g, "fold": f, **gene_metrics(pred[:, j], truth_all[:, tcol[g]])})
+        log.info("fold %d/%d: %d held-out genes", f + 1, len(fold_list), len(held))
+    per_gene = pd.DataFrame(rows)
+    summary = per_gene.groupby("method")[list(METRICS)].median()
+    summary["as"] = accuracy_scores(summary)
+    return {"per_gene": per_gene, "summary": summary, "genes": genes, "folds": fold_list,
+            "predictions": {m: p for m, p in preds.items() if m in out or m not in unavailable},
+            "truth": truth_all[:, [tcol[g] for g in genes]], "unavailable": unavailable}
+
+
+def spatial_neighbors(coords: np.ndarray, k: int = 6) -> np.ndarray:
+    """(i, j) edges: each spot to its ``k`` nearest other spots."""
+    idx, _ = nearest(coords.astype(np.float64), coords.astype(np.float64), k + 1)
+    src = np.repeat(np.arange(len(coords)), k)
+    dst = idx[:, 1:k + 1].ravel()
+    return np.stack([src, dst], 1)
+
+
+def _pair_activity(expr: dict[str, np.ndarray], genes: list[str]) -> np.ndarray | None:
+    """A complex's activity per spot: the minimum over its subunits (None if a subunit is missing)."""
+    vals = [expr.get(g) for g in genes]
+    if any(v is None for v in vals):
+        return None
+    return np.min(np.stack(vals, 1), 1)
+
+
+def communication(pairs: list[dict[str, Any]], edges: np.ndarray, expr: dict[str, np.ndarray]) -> np.ndarray:
+    """Score of each LR pair: mean over neighbouring spot pairs (i -> j) of ligand(i) x receptor(j), with every
+    gene scaled to [0, 1] by its maximum (0 where a subunit is not available)."""
+    scaled = {g: _scaled(np.asarray(v, np.float64)) for g, v in expr.items()}
+    out = np.zeros(len(pairs))
+    for p, pr in enumerate(pairs):
+        lig = _pair_activity(scaled, pr["ligand_genes"])
+        rec = _pair_activity(scaled, pr["receptor_genes"])
+        if lig is not None and rec is not None:
+            out[p] = float(np.mean(lig[edges[:, 0]] * rec[edges[:, 1]]))
+    return out
+
+
+def communication_recovery(pairs: list[dict[str, Any]], coords: np.ndarray, measured: dict[str, np.ndarray],
+                           imputed: dict[str, np.ndarray], expected: dict[str, np.ndarray], *, k: int = 6,
+                           top: int = 50) -> dict[str, Any]:
+    """LR interaction scores of neighbouring spots before (measured genes only) and after imputation (measured
+    where measured, imputed otherwise) against the scRNA-based expectation (the matched cells' cell-type means)."""
+    from scipy.stats import spearmanr
+
+    edges = spatial_neighbors(coords, k)
+    before = communication(pairs, edges, measured)
+    after = communication(pairs, edges, {**imputed, **measured})
+    exp = communication(pairs, edges, expected)
+    top = min(top, len(pairs))
+    top_exp = set(np.argsort(-exp, kind="stable")[:top])
+
+    def stats(s: np.ndarray) -> dict[str, float]:
+        rho = spearmanr(s, exp).statistic if np.std(s) > 0 and np.std(exp) > 0 else 0.0
+        top_s = set(np.argsort(-s, kind="stable")[:top])
+        return {"n_pairs_scored": int((s > 0).sum()), "spearman_vs_expected": float(rho),
+                f"top{top}_overlap": len(top_s & top_exp) / max(1, top)}
+
+    table = pd.DataFrame({"ligand": [p["ligand"] for p in pairs], "receptor": [p["receptor"] for p in pairs],
+                          "before": before, "after": after, "expected": exp})
+    return {"n_pairs": len(pairs), "n_edges": int(len(edges)), "before": stats(before), "after": stats(after),
+            "table": table}
+
+
+def expected_expression(scrna_log: np.ndarray, cell_types: np.ndarray, genes_idx: dict[str, int],
+                        fractions: np.ndarray, types: list[str]) -> dict[str, np.ndarray]:
+    """Per spot: sum over cell types of (the spot's matched-cell fraction of the type x the type's mean)."""
+    means = np.stack([scrna_log[cell_types == t].mean(0) for t in types], 0)  # types x genes
+    return {g: fractions @ means[:, j] for g, j in genes_idx.items()}

@@ -1,0 +1,348 @@
+"""Shared latent space, kNN pseudo-labels and the LR-only imputation model (``lrimpute``).
+
+1. Both modalities are log1p-normalised (counts per 10k over each one's own genes) and standardised per gene
+   within the modality over the genes they share (held-out genes removed first).
+2. Two encoders (spatial, scRNA) share one decoder that reconstructs the shared genes; each spot's latent code is
+   pulled toward the centroid of its k nearest scRNA cells (re-found every epoch; the centroid is a fixed target).
+   No MMD/adversarial term and no deconvolution into cell-type proportions.
+3. Pseudo-labels: the mean log1p expression of each spot's k nearest cells over the output genes; the
+   anti-hallucination mask marks (spot, gene) where none of those cells has a count.
+4. ``LRImputeModule``: a decoder from the spot's latent code to the LR genes. Loss (the module owns it):
+   pseudo-label MSE + w_obs * MSE to the spot's own measured LR genes (mapped onto the pseudo-label scale per gene)
+   + w_ppi * tr(Y L Y^T) (PPI graph Laplacian over standardised outputs) + w_lt * ligand -> target consistency
+   (1 - Pearson across spots between the prior-weighted predicted ligands and each measured target gene).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from pertpipe.errors import ConfigError
+
+
+@dataclass
+class SpatialParams:
+    """Settings of the latent space, the pseudo-labels and lrimpute (config ``spatial.model``)."""
+
+    k: int = 20
+    match: Literal["cosine", "csls"] = "cosine"
+    latent_dim: int = 32
+    hidden: int = 128
+    encoder_epochs: int = 100
+    align_weight: float = 1.0
+    align_start: float = 0.2  # fraction of the encoder epochs before the kNN pull starts
+    decoder_epochs: int = 100
+    max_targets: int = 300  # ligand -> target term: the targets with the most prior mass
+    lr: float = 1e-3
+    batch_size: int = 256
+    w_obs: float = 1.0
+    w_ppi: float = 0.1
+    w_lt: float = 0.1
+    mask: bool = True
+    output: Literal["lr", "hvg"] = "lr"
+    n_hvg: int = 1000
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, values: dict[str, Any] | None, *, seed: int = 0, where: str = "spatial.model") -> SpatialParams:
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        bad = sorted(set(values) - known)
+        if bad:
+            raise ConfigError(f"config {where}: unknown setting(s) {bad}. Fix: use {sorted(known)}")
+        values.setdefault("seed", seed)
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> SpatialParams:
+        return SpatialParams(**{**asdict(self), **changes})
+
+
+def log_normalize(counts: sp.spmatrix | np.ndarray, *, target_sum: float = 1e4) -> np.ndarray:
+    """log1p(counts per ``target_sum``) as a dense float32 array (rows = spots/cells)."""
+    x = sp.csr_matrix(counts, dtype=np.float64)
+    lib = np.asarray(x.sum(1)).ravel()
+    lib[lib == 0] = 1.0
+    return np.log1p(np.asarray((sp.diags(target_sum / lib) @ x).todense())).astype(np.float32)
+
+
+def standardize(x: np.ndarray) -> np.ndarray:
+    mu, sd = x.mean(0, keepdims=True), x.std(0, keepdims=True)
+    return ((x - mu) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+
+
+def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+
+
+class LatentModule(nn.Module):
+    """Two encoders (spatial, scRNA) and one shared decoder over the shared genes.
+
+    Each encoder = a linear map started from the scRNA's principal axes + a small non-linear residual (starts at 0),
+    so training starts from the PCA geometry (which already matches spots to cells) and refines it."""
+
+    def __init__(self, n_genes: int, hidden: int, latent_dim: int, basis: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.lin_sp = nn.Linear(n_genes, latent_dim, bias=False)
+        self.lin_sc = nn.Linear(n_genes, latent_dim, bias=False)
+        self.res_sp = _mlp(n_genes, hidden, latent_dim)
+        self.res_sc = _mlp(n_genes, hidden, latent_dim)
+        self.dec = nn.Linear(latent_dim, n_genes)
+        if basis is not None:  # genes x latent_dim, orthonormal columns
+            with torch.no_grad():
+                b = torch.from_numpy(basis.T.astype(np.float32))
+                self.lin_sp.weight.copy_(b)
+                self.lin_sc.weight.copy_(b)
+                self.dec.weight.copy_(b.T)
+                self.dec.bias.zero_()
+        for res in (self.res_sp, self.res_sc):
+            nn.init.zeros_(res[-1].weight)
+            nn.init.zeros_(res[-1].bias)
+
+    def _code(self, lin: nn.Module, res: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return lin(x) + res(x)
+
+    def encode_sp(self, x: torch.Tensor) -> torch.Tensor:
+        return self._code(self.lin_sp, self.res_sp, x)
+
+    def encode_sc(self, x: torch.Tensor) -> torch.Tensor:
+        return self._code(self.lin_sc, self.res_sc, x)
+
+    def loss(self, x_sp: torch.Tensor, x_sc: torch.Tensor, centroid_sp: torch.Tensor | None,
+             centroid_sc: torch.Tensor | None, align_weight: float) -> torch.Tensor:
+        z_sp, z_sc = self.encode_sp(x_sp), self.encode_sc(x_sc)
+        loss = ((self.dec(z_sp) - x_sp) ** 2).mean() + ((self.dec(z_sc) - x_sc) ** 2).mean()
+        if align_weight > 0:  # pull (cosine) toward the fixed centroid of the matched items of the other modality
+            cos = nn.functional.cosine_similarity
+            if centroid_sp is not None:
+                loss = loss + align_weight * (1 - cos(z_sp, centroid_sp, dim=1)).mean()
+            if centroid_sc is not None:
+                loss = loss + align_weight * (1 - cos(z_sc, centroid_sc, dim=1)).mean()
+        return loss
+
+
+def nearest(z_query: np.ndarray, z_ref: np.ndarray, k: int, *, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and Euclidean distances of the ``k`` nearest rows of ``z_ref`` for each row of ``z_query``."""
+    k = min(k, len(z_ref))
+    idx = np.empty((len(z_query), k), dtype=np.int64)
+    dist = np.empty((len(z_query), k), dtype=np.float32)
+    ref_sq = (z_ref ** 2).sum(1)
+    for s in range(0, len(z_query), chunk):
+        q = z_query[s:s + chunk]
+        d = np.maximum((q ** 2).sum(1)[:, None] + ref_sq[None, :] - 2 * q @ z_ref.T, 0)
+        part = np.argpartition(d, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(d, part, 1).argsort(1, kind="stable")
+        idx[s:s + chunk] = np.take_along_axis(part, order, 1)
+        dist[s:s + chunk] = np.sqrt(np.take_along_axis(d, idx[s:s + chunk], 1))
+    return idx, dist
+
+
+def _unit(z: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(z, axis=1, keepdims=True)
+    return z / np.where(n > 0, n, 1.0)
+
+
+def _topk_mean(sim: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, sim.shape[1])
+    return np.partition(sim, sim.shape[1] - k, axis=1)[:, -k:].mean(1)
+
+
+def match_cells(z_sp: np.ndarray, z_sc: np.ndarray, k: int, *, metric: str = "cosine",
+                chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Each spot's ``k`` matched cells by cosine similarity (``metric: cosine``; Euclidean kNN across two modalities
+    collapses onto a few "hub" cells), or by CSLS (``csls``, cross-domain similarity local scaling: 2 cos(s, c) -
+    r(s) - r(c), r = mean similarity to the k nearest of the other modality, which penalises hubs further).
+    Returns (indices spots x k, scores)."""
+    a, b = _unit(z_sp.astype(np.float32)), _unit(z_sc.astype(np.float32))
+    k = min(k, len(b))
+    if metric == "csls":
+        r_sp = np.concatenate([_topk_mean(a[s:s + chunk] @ b.T, k) for s in range(0, len(a), chunk)])
+        r_sc = np.concatenate([_topk_mean(b[s:s + chunk] @ a.T, k) for s in range(0, len(b), chunk)])
+    else:
+        r_sp, r_sc = np.zeros(len(a), np.float32), np.zeros(len(b), np.float32)
+    idx = np.empty((len(a), k), dtype=np.int64)
+    score = np.empty((len(a), k), dtype=np.float32)
+    for s in range(0, len(a), chunk):
+        c = (2 if metric == "csls" else 1) * (a[s:s + chunk] @ b.T) - r_sp[s:s + chunk, None] - r_sc[None, :]
+        part = np.argpartition(-c, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(-c, part, 1).argsort(1, kind="stable")
+        idx[s:s + chunk] = np.take_along_axis(part, order, 1)
+        score[s:s + chunk] = np.take_along_axis(c, idx[s:s + chunk], 1)
+    return idx, score
+
+
+def knn_labels(idx: np.ndarray, y_ref: np.ndarray, counts_ref: sp.spmatrix | np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo-labels (mean of the matched cells' ``y_ref`` rows) and the mask (any matched cell has a count)."""
+    labels = y_ref[idx].mean(1)
+    expressed = (sp.csr_matrix(counts_ref) > 0).toarray() if sp.issparse(counts_ref) else np.asarray(counts_ref) > 0
+    mask = expressed[idx].any(1)
+    return labels.astype(np.float32), mask
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def pca_basis(x: np.ndarray, n: int) -> np.ndarray:
+    """genes x n principal axes of ``x`` (rows = observations)."""
+    _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    basis = vt[:n].T
+    if basis.shape[1] < n:  # fewer observations/genes than latent dims: pad with zeros
+        basis = np.pad(basis, ((0, 0), (0, n - basis.shape[1])))
+    return basis.astype(np.float32)
+
+
+def fit_latent(x_sp: np.ndarray, x_sc: np.ndarray, params: SpatialParams) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Latent codes (spots, cells) of the two standardised shared-gene matrices, aligned by kNN: every epoch each
+    spot's k matched cells (and each cell's k matched spots: the pull goes both ways, so spots do not collapse onto
+    a few hub cells) give a fixed centroid that the code is pulled toward."""
+    torch.manual_seed(params.seed)
+    g = _generator(params.seed)
+    model = LatentModule(x_sp.shape[1], params.hidden, params.latent_dim, pca_basis(x_sc, params.latent_dim))
+    opt = torch.optim.Adam(model.parameters(), lr=params.lr)
+    t_sp, t_sc = torch.from_numpy(x_sp), torch.from_numpy(x_sc)
+    start = int(params.align_start * params.encoder_epochs)
+    bs = params.batch_size
+    history = []
+    for epoch in range(params.encoder_epochs):
+        cen_sp = cen_sc = None
+        if epoch >= start and params.align_weight > 0:
+            with torch.no_grad():
+                z_sp, z_sc = model.encode_sp(t_sp).numpy(), model.encode_sc(t_sc).numpy()
+            idx, _ = match_cells(z_sp, z_sc, params.k, metric=params.match)
+            cen_sp = torch.from_numpy(_unit(z_sc)[idx].mean(1))
+            idx_c, _ = match_cells(z_sc, z_sp, params.k, metric=params.match)
+            cen_sc = torch.from_numpy(_unit(z_sp)[idx_c].mean(1))
+        perm_sp = torch.randperm(len(t_sp), generator=g)
+        perm_sc = torch.randperm(len(t_sc), generator=g)
+        n_steps = max(1, int(np.ceil(max(len(t_sp), len(t_sc)) / bs)))
+        total = 0.0
+        for step in range(n_steps):
+            b_sp = perm_sp[(step * bs) % len(t_sp):][:bs]
+            b_sc = perm_sc[(step * bs) % len(t_sc):][:bs]
+            loss = model.loss(t_sp[b_sp], t_sc[b_sc], cen_sp[b_sp] if cen_sp is not None else None,
+                              cen_sc[b_sc] if cen_sc is not None else None, params.align_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+        history.append(total / n_steps)
+    model.eval()
+    with torch.no_grad():
+        z_sp, z_sc = model.encode_sp(t_sp).numpy(), model.encode_sc(t_sc).numpy()
+    return z_sp, z_sc, {"loss_first": history[0] if history else None, "loss_last": history[-1] if history else None}
+
+
+class LRImputeModule(nn.Module):
+    """LR-only decoder: prediction = the spot's pseudo-label + a learned change from its latent code (the change
+    starts at zero, so an untrained model returns the kNN mean); owns its loss with the prior terms."""
+
+    def __init__(self, latent_dim: int, hidden: int, n_out: int) -> None:
+        super().__init__()
+        self.net = _mlp(latent_dim, hidden, n_out)
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return labels + self.net(z)
+
+    def loss(self, z: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, obs: torch.Tensor | None,
+             obs_cols: torch.Tensor | None, mu: torch.Tensor, sd: torch.Tensor, *, w_obs: float,
+             laplacian: torch.Tensor | None, w_ppi: float, lig_cols: torch.Tensor | None,
+             prior: torch.Tensor | None, targets: torch.Tensor | None, w_lt: float) -> dict[str, torch.Tensor]:
+        y = self(z, labels)
+        m = mask.float()
+        terms = {"knn": (((y - labels) ** 2) * m).sum() / m.sum().clamp(min=1)}
+        if obs is not None and obs_cols is not None and w_obs > 0 and len(obs_cols):
+            terms["obs"] = w_obs * ((y[:, obs_cols] - obs) ** 2).mean()
+        ys = (y - mu) / sd
+        if laplacian is not None and w_ppi > 0:
+            terms["ppi"] = w_ppi * ((ys @ laplacian) * ys).sum(1).mean() / ys.shape[1]
+        if prior is not None and targets is not None and lig_cols is not None and w_lt > 0 and targets.shape[1]:
+            t_hat = ys[:, lig_cols] @ prior  # spots x targets
+            t_hat = t_hat - t_hat.mean(0, keepdim=True)
+            t_obs = targets - targets.mean(0, keepdim=True)
+            corr = (t_hat * t_obs).sum(0) / (t_hat.norm(dim=0) * t_obs.norm(dim=0)).clamp(min=1e-8)
+            weight = prior.sum(0)
+            terms["lt"] = w_lt * ((1 - corr) * weight).sum() / weight.sum().clamp(min=1e-8)
+        terms["total"] = sum(terms.values())
+        return terms
+
+
+@dataclass
+class ImputeInputs:
+    """What lrimpute trains on for one spatial slide (held-out genes already removed from ``obs``/``targets``)."""
+
+    z_sp: np.ndarray  # spots x latent
+    labels: np.ndarray  # spots x output genes (pseudo-labels, log1p scale)
+    mask: np.ndarray  # spots x output genes (bool)
+    out_genes: list[str]
+    obs: np.ndarray | None = None  # spots x measured LR genes (log1p, spatial scale)
+    obs_genes: list[str] | None = None
+    laplacian: np.ndarray | None = None  # over out_genes
+    prior: np.ndarray | None = None  # ligands x targets
+    ligands: list[str] | None = None
+    targets: np.ndarray | None = None  # spots x target genes (log1p, spatial)
+
+
+def fit_lrimpute(inp: ImputeInputs, params: SpatialParams) -> tuple[LRImputeModule, dict[str, Any]]:
+    torch.manual_seed(params.seed)
+    g = _generator(params.seed + 1)
+    col = {gname: j for j, gname in enumerate(inp.out_genes)}
+    model = LRImputeModule(inp.z_sp.shape[1], params.hidden, len(inp.out_genes))
+    opt = torch.optim.Adam(model.parameters(), lr=params.lr)
+    z = torch.from_numpy(inp.z_sp.astype(np.float32))
+    labels = torch.from_numpy(inp.labels)
+    mask = torch.from_numpy(inp.mask if params.mask else np.ones_like(inp.mask))
+    mu = labels.mean(0)
+    sd = labels.std(0).clamp(min=1e-3)
+    obs = obs_cols = None
+    if inp.obs is not None and inp.obs_genes:
+        cols = [col[gn] for gn in inp.obs_genes]
+        o = inp.obs
+        o_std = (o - o.mean(0)) / np.where(o.std(0) > 0, o.std(0), 1.0)
+        obs = torch.from_numpy((o_std * sd.numpy()[cols] + mu.numpy()[cols]).astype(np.float32))
+        obs_cols = torch.tensor(cols, dtype=torch.long)
+    lap = torch.from_numpy(inp.laplacian.astype(np.float32)) if inp.laplacian is not None else None
+    prior = torch.from_numpy(inp.prior.astype(np.float32)) if inp.prior is not None else None
+    lig_cols = torch.tensor([col[x] for x in inp.ligands], dtype=torch.long) if inp.ligands else None
+    targets = torch.from_numpy(inp.targets.astype(np.float32)) if inp.targets is not None else None
+    bs = params.batch_size
+    history: list[dict[str, float]] = []
+    for _ in range(params.decoder_epochs):
+        perm = torch.randperm(len(z), generator=g)
+        sums: dict[str, float] = {}
+        n_b = 0
+        for s in range(0, len(z), bs):
+            b = perm[s:s + bs]
+            if len(b) < 2:
+                continue
+            terms = model.loss(z[b], labels[b], mask[b], obs[b] if obs is not None else None, obs_cols, mu, sd,
+                               w_obs=params.w_obs, laplacian=lap, w_ppi=params.w_ppi, lig_cols=lig_cols,
+                               prior=prior, targets=targets[b] if targets is not None else None, w_lt=params.w_lt)
+            opt.zero_grad()
+            terms["total"].backward()
+            opt.step()
+            for k_, v in terms.items():
+                sums[k_] = sums.get(k_, 0.0) + float(v.detach())
+            n_b += 1
+        history.append({k_: v / max(1, n_b) for k_, v in sums.items()})
+    model.eval()
+    return model, {"loss_first": history[0] if history else {}, "loss_last": history[-1] if history else {},
+                   "epochs": params.decoder_epochs}
+
+
+def predict_lrimpute(model: LRImputeModule, z_sp: np.ndarray, labels: np.ndarray, mask: np.ndarray | None
+                     ) -> np.ndarray:
+    with torch.no_grad():
+        y = model(torch.from_numpy(z_sp.astype(np.float32)), torch.from_numpy(labels.astype(np.float32))).numpy()
+    y = np.clip(y, 0, None)
+    if mask is not None:
+        y = np.where(mask, y, 0.0)
+    return y.astype(np.float32)

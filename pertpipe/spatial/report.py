@@ -1,0 +1,142 @@
+"""The spatial branch's report: every artifact listed, the per-gene metric table, communication recovery, and
+spatial maps of LR genes (measured, imputed, held-out truth)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from pertpipe.io import atomic_path, read_json, write_json, write_text
+
+
+def _map(ax, xy: np.ndarray, v: np.ndarray, title: str) -> None:
+    ax.scatter(xy[:, 0], xy[:, 1], c=v, s=6, cmap="viridis", linewidths=0)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal")
+    ax.invert_yaxis()
+
+
+def report_genes(per_gene: pd.DataFrame, n: int) -> list[str]:
+    """Held-out genes to show: spread over lrimpute's PCC range (best, median, worst, ...), not the best only."""
+    s = per_gene[per_gene.method == "lrimpute"].sort_values("pcc", ascending=False)
+    if s.empty:
+        return []
+    pos = np.unique(np.linspace(0, len(s) - 1, min(n, len(s))).round().astype(int))
+    return list(s.gene.iloc[pos])
+
+
+def maps_figure(heldout_path: str, imputed_path: str, genes: list[str], out_png: str, *, n_unmeasured: int = 3) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h, imp = ad.read_h5ad(heldout_path), ad.read_h5ad(imputed_path)
+    xy = np.asarray(h.obsm["spatial"])
+    methods = [m for m in ("lrimpute", "knn_mean", "tangram") if m in h.layers]
+    unmeasured = [g for g in imp.var_names[~imp.var["measured_in_spatial"].to_numpy()]]
+    unmeasured = sorted(unmeasured, key=lambda g: -float(np.asarray(imp[:, g].X).var()))[:n_unmeasured]
+    ncol = 1 + len(methods)
+    nrow = len(genes) + (1 if unmeasured else 0)
+    fig, axes = plt.subplots(max(1, nrow), max(ncol, len(unmeasured)), figsize=(2.4 * max(ncol, len(unmeasured)),
+                                                                                   2.4 * max(1, nrow)), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, g in enumerate(genes):
+        j = list(h.var_names).index(g)
+        axes[r, 0].axis("on")
+        _map(axes[r, 0], xy, np.asarray(h.X[:, j]), f"{g}: measured (held out)")
+        for c, m in enumerate(methods, start=1):
+            axes[r, c].axis("on")
+            _map(axes[r, c], xy, np.asarray(h.layers[m][:, j]), f"{g}: {m}")
+    for c, g in enumerate(unmeasured):
+        ax = axes[len(genes), c]
+        ax.axis("on")
+        _map(ax, xy, np.asarray(imp[:, g].X).ravel(), f"{g}: imputed (not measured)")
+    fig.tight_layout()
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def metrics_figure(per_gene_csv: str, out_png: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pg = pd.read_csv(per_gene_csv)
+    order = pg.groupby("method")["pcc"].median().sort_values(ascending=False).index.tolist()
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4))
+    for ax, metric in zip(axes, ("pcc", "ssim", "rmse", "js")):
+        ax.boxplot([pg[pg.method == m][metric].to_numpy() for m in order], showfliers=False)
+        ax.set_xticks(range(1, len(order) + 1), order, rotation=60, ha="right", fontsize=7)
+        ax.set_title(metric.upper(), fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def spatial_report(dataset: str, artifacts: dict[str, str], *, n_genes: int, out_json: str, out_txt: str,
+                   out_maps: str, out_metrics: str) -> dict[str, Any]:
+    inputs, lr = read_json(artifacts["inputs_json"]), read_json(artifacts["lr_genes"])
+    priors, knn = read_json(artifacts["priors_json"]), read_json(artifacts["knn_json"])
+    train, evaluation = read_json(artifacts["train_json"]), read_json(artifacts["evaluation"])
+    comm = read_json(artifacts["communication"])
+    per_gene = pd.read_csv(artifacts["per_gene"])
+    genes = report_genes(per_gene, n_genes)
+    maps_figure(artifacts["heldout"], artifacts["imputed"], genes, out_maps)
+    metrics_figure(artifacts["per_gene"], out_metrics)
+    rep = {
+        "dataset": dataset, "artifacts": artifacts, "figures": {"maps": out_maps, "metrics": out_metrics},
+        "inputs": {k: inputs[k] for k in ("spatial", "scrna", "shared_genes", "species")},
+        "lr_genes": {k: v for k, v in lr.items() if k.startswith("n_")} | {
+            "resource": lr["resource"], "measured_in_spatial": len(lr["measured_in_spatial"]),
+            "not_measured_in_spatial": len(lr["not_measured_in_spatial"]), "n_pairs_usable": len(lr["pairs"]),
+            "heldout_eligible": len(lr["heldout_eligible"])},
+        "priors": priors, "knn_labels": knn, "train": train,
+        "evaluation": {k: evaluation[k] for k in ("summary", "lrimpute_vs", "n_heldout_genes", "unavailable")},
+        "communication": comm, "map_genes": genes,
+    }
+    write_json(rep, out_json)
+    write_text(render_text(rep), out_txt)
+    return rep
+
+
+def render_text(rep: dict[str, Any]) -> str:
+    i, lr, ev = rep["inputs"], rep["lr_genes"], rep["evaluation"]
+    lines = [f"Spatial LR imputation: {rep['dataset']} ({i['species']})",
+             f"spatial: {i['spatial']['n_spots']} spots x {i['spatial']['n_genes']} genes (median UMI "
+             f"{i['spatial']['median_umi']:.0f}); scRNA: {i['scrna']['n_cells']} cells x {i['scrna']['n_genes']} genes, "
+             f"{len(i['scrna']['cell_types'])} cell types; {i['shared_genes']} genes shared",
+             f"LR genes ({lr['resource']}): {lr['n_lr_genes_resource']} in the resource, {lr['n_lr_genes_in_scrna']} in "
+             f"the scRNA-seq, {lr['n_lr_genes_expressed']} expressed -> imputed; {lr['measured_in_spatial']} measured "
+             f"in the spatial data ({lr['heldout_eligible']} held out in k folds), {lr['not_measured_in_spatial']} not",
+             f"priors: PPI {rep['priors'].get('ppi')} ({rep['priors'].get('ppi_edges', 0)} edges among LR genes), "
+             f"ligand->target {rep['priors'].get('ligand_target')}",
+             f"kNN labels: k={rep['knn_labels']['k']}, {rep['knn_labels']['n_distinct_matched_cells']} distinct "
+             f"matched cells, {100 * rep['knn_labels']['masked_fraction']:.1f}% of (spot, gene) masked",
+             "", f"Held-out LR genes ({ev['n_heldout_genes']}), medians per method:",
+             f"{'method':<20}{'PCC':>8}{'SSIM':>8}{'RMSE':>8}{'JS':>8}{'AS':>7}  lrimpute better on"]
+    for m, s in ev["summary"].items():
+        vs = ev["lrimpute_vs"].get(m)
+        tail = f"  {vs['genes_lrimpute_better']}/{vs['n_genes']} genes" if vs else ""
+        lines.append(f"{m:<20}{s['pcc']:>8.4f}{s['ssim']:>8.4f}{s['rmse']:>8.4f}{s['js']:>8.4f}{s['as']:>7.3f}{tail}")
+    for m, why in ev["unavailable"].items():
+        lines.append(f"{m:<20} not run: {why}")
+    c = rep["communication"]
+    lines += ["", f"Communication recovery ({c['n_pairs']} LR pairs, {c['n_edges']} neighbour edges):"]
+    for when in ("before", "after"):
+        s = c[when]
+        top = [k for k in s if k.startswith("top")][0]
+        lines.append(f"  {when:<7} pairs scored {s['n_pairs_scored']:>5}   Spearman vs scRNA expectation "
+                     f"{s['spearman_vs_expected']:.3f}   {top} {s[top]:.2f}")
+    lines += ["", f"maps: {rep['figures']['maps']} (genes {', '.join(rep['map_genes'])})",
+              f"metrics: {rep['figures']['metrics']}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,237 @@
+"""The spatial branch's rules as library calls (paths in, artifacts out, each written atomically)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from pertpipe.errors import ConfigError, ContractError
+from pertpipe.io import atomic_path, read_json, write_json
+from pertpipe.spatial import evaluate as ev
+from pertpipe.spatial.inputs import read_pair, summary
+from pertpipe.spatial.model import (LRImputeModule, SpatialParams, fit_lrimpute, knn_labels, log_normalize,
+                                    predict_lrimpute)
+from pertpipe.spatial.pipeline import Latent, Priors, cell_type_fractions, impute_inputs, latent, prepare
+from pertpipe.spatial.priors import (ligand_target_prior, normalized_laplacian, ppi_adjacency, read_ligand_target_matrix,
+                                     read_ppi, read_table)
+from pertpipe.spatial.resources import expressed_genes, read_lr_resource, select_lr_genes
+
+log = logging.getLogger("pertpipe.spatial")
+
+
+def _write_h5ad(a: ad.AnnData, path: str) -> None:
+    with atomic_path(path, suffix=".h5ad") as tmp:
+        a.write_h5ad(tmp)
+
+
+def run_inputs(adapter: str, files: dict[str, str], options: dict[str, Any], species: str, out_spatial: str,
+               out_scrna: str, out_json: str, provenance: dict[str, Any]) -> dict[str, Any]:
+    spatial, scrna = read_pair(adapter, files, options)
+    spatial.uns["species"] = scrna.uns["species"] = species
+    info = {**summary(spatial, scrna), "species": species, "adapter": adapter, "files": files, **provenance}
+    _write_h5ad(spatial, out_spatial)
+    _write_h5ad(scrna, out_scrna)
+    write_json(info, out_json)
+    return info
+
+
+def run_lr_genes(spatial_path: str, scrna_path: str, resource_path: str, resource: str, species: str, *,
+                 min_mean: float, min_fraction: float, out_json: str) -> dict[str, Any]:
+    spatial, scrna = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path)
+    pairs = read_lr_resource(resource_path, resource, species)
+    sc_log = log_normalize(scrna.X)
+    expressed = expressed_genes(sc_log, scrna.X, list(scrna.var_names), scrna.obs["cell_type"].to_numpy(),
+                                min_mean=min_mean, min_fraction=min_fraction)
+    info = select_lr_genes(pairs, list(scrna.var_names), list(spatial.var_names), expressed)
+    if not info["lr_genes"]:
+        raise ContractError(scrna_path, "lr_genes", f"no gene of the {resource} resource passes min_mean {min_mean} "
+                            f"and min_fraction {min_fraction} in any cell type", "lower spatial.lr.min_mean / "
+                            "min_fraction, or check the species and gene symbols")
+    info.update({"resource": resource, "resource_file": resource_path, "species": species,
+                 "thresholds": {"min_mean": min_mean, "min_fraction": min_fraction},
+                 "heldout_eligible": ev.eligible_genes(info["lr_genes"], spatial)})
+    write_json(info, out_json)
+    return info
+
+
+def _receptors_of(lr: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for p in lr["pairs"]:
+        for g in p["ligand_genes"]:
+            out.setdefault(g, []).extend(p["receptor_genes"])
+    return out
+
+
+def run_priors(lr_json: str, spatial_path: str, *, ppi: str, ppi_path: str | None, ppi_min_score: float,
+               ligand_target: str, networks: dict[str, str], damping: float, max_confidence: str, out_npz: str,
+               out_json: str) -> dict[str, Any]:
+    lr = read_json(lr_json)
+    genes, ligands = lr["lr_genes"], lr["ligands"]
+    targets = list(ad.read_h5ad(spatial_path, backed="r").var_names)
+    info: dict[str, Any] = {"ppi": ppi, "ligand_target": ligand_target, "species": lr["species"]}
+    if lr["species"] != "human":
+        info["species_note"] = ("human networks (PPI, NicheNet, DoRothEA) applied to mouse genes through symbols "
+                                "matched case-insensitively (orthologues by name)")
+    lap = np.zeros((len(genes), len(genes)), np.float32)
+    if ppi != "none":
+        complexes = [p["receptor_genes"] for p in lr["pairs"]] + [p["ligand_genes"] for p in lr["pairs"]]
+        w = ppi_adjacency(read_ppi(ppi_path, ppi), genes, complexes, min_weight=ppi_min_score)
+        lap = normalized_laplacian(w).astype(np.float32)
+        info.update({"ppi_edges": int(w.nnz // 2), "genes_with_ppi_edges": int((w.getnnz(1) > 0).sum())})
+    prior = np.zeros((len(ligands), len(targets)), np.float32)
+    if ligand_target == "built":
+        prior, lt = ligand_target_prior(
+            ligands, targets, lr_network=read_table(networks["lr"]), sig_network=read_table(networks["sig"]),
+            dorothea=read_table(networks["dorothea"]), gr_network=read_table(networks["gr"]),
+            extra_receptors=_receptors_of(lr), damping=damping, max_confidence=max_confidence)
+        info["ligand_target_built"] = lt
+    elif ligand_target == "nichenet_matrix":
+        prior = read_ligand_target_matrix(networks["matrix"], ligands, targets)
+        info["ligand_target_matrix"] = {"nonzero_fraction": float((prior > 0).mean())}
+    info["n_genes"], info["n_ligands"], info["n_targets"] = len(genes), len(ligands), len(targets)
+    with atomic_path(out_npz, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, genes=np.array(genes), laplacian=lap, ligands=np.array(ligands),
+                            targets=np.array(targets), prior=prior.astype(np.float32))
+    write_json(info, out_json)
+    return info
+
+
+def load_priors(npz: str, *, use_ppi: bool = True, use_lt: bool = True) -> Priors:
+    d = np.load(npz, allow_pickle=False)
+    return Priors([str(g) for g in d["genes"]], d["laplacian"] if use_ppi else None, [str(g) for g in d["ligands"]],
+                  [str(g) for g in d["targets"]], d["prior"] if use_lt else None)
+
+
+def run_knn_labels(spatial_path: str, scrna_path: str, lr_json: str, params: SpatialParams, out_h5ad: str,
+                   out_json: str) -> dict[str, Any]:
+    spatial, scrna = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path)
+    genes = read_json(lr_json)["lr_genes"]
+    prep = prepare(spatial, scrna)
+    lat = latent(prep, params)
+    labels, mask = knn_labels(lat.idx, prep.sc_log[:, prep.sc_cols(genes)], prep.sc_counts[:, prep.sc_cols(genes)])
+    frac, types = cell_type_fractions(prep, lat)
+    out = ad.AnnData(X=labels, obs=pd.DataFrame(index=spatial.obs_names), var=pd.DataFrame(index=pd.Index(genes)))
+    out.layers["mask"] = mask.astype(np.int8)
+    out.obsm["spatial"] = spatial.obsm["spatial"]
+    out.obsm["z_sp"], out.obsm["knn"], out.obsm["cell_type_fractions"] = lat.z_sp, lat.idx, frac
+    out.uns["z_sc"], out.uns["cell_types"], out.uns["input_genes"] = lat.z_sc, types, prep.input_genes
+    _write_h5ad(out, out_h5ad)
+    info = {**lat.info, "k": params.k, "n_input_genes": len(prep.input_genes), "n_lr_genes": len(genes),
+            "masked_fraction": float(1 - mask.mean()),
+            "matched_cell_types": {t: float(frac[:, i].mean()) for i, t in enumerate(types)}}
+    write_json(info, out_json)
+    return info
+
+
+def _lat_from(knn: ad.AnnData) -> Latent:
+    return Latent(np.asarray(knn.obsm["z_sp"]), np.asarray(knn.uns["z_sc"]), np.asarray(knn.obsm["knn"]), {})
+
+
+def run_train(spatial_path: str, scrna_path: str, knn_path: str, priors_npz: str, params: SpatialParams,
+              out_model: str, out_json: str) -> dict[str, Any]:
+    spatial, scrna, knn = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path), ad.read_h5ad(knn_path)
+    genes = list(knn.var_names)
+    prep = prepare(spatial, scrna)
+    inp = impute_inputs(prep, _lat_from(knn), genes, load_priors(priors_npz), params)
+    model, info = fit_lrimpute(inp, params)
+    with atomic_path(out_model, suffix=".pt") as tmp:
+        torch.save({"state_dict": model.state_dict(), "out_genes": inp.out_genes,
+                    "params": params.__dict__, "latent_dim": inp.z_sp.shape[1]}, tmp)
+    info.update({"n_out_genes": len(inp.out_genes), "n_observed_lr_genes": len(inp.obs_genes or []),
+                 "n_lt_targets": 0 if inp.targets is None else int(inp.targets.shape[1])})
+    write_json(info, out_json)
+    return info
+
+
+def run_impute(spatial_path: str, scrna_path: str, knn_path: str, model_path: str, out_h5ad: str) -> dict[str, Any]:
+    spatial, scrna, knn = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path), ad.read_h5ad(knn_path)
+    ck = torch.load(model_path, weights_only=False)
+    params = SpatialParams(**ck["params"])
+    genes = list(knn.var_names)
+    prep = prepare(spatial, scrna)
+    lat = _lat_from(knn)
+    inp = impute_inputs(prep, lat, genes, None, params)
+    model = LRImputeModule(ck["latent_dim"], params.hidden, len(ck["out_genes"]))
+    model.load_state_dict(ck["state_dict"])
+    pred = predict_lrimpute(model, lat.z_sp, inp.labels, inp.mask if params.mask else None)
+    col = {g: j for j, g in enumerate(ck["out_genes"])}
+    x = pred[:, [col[g] for g in genes]]
+    out = ad.AnnData(X=x, obs=pd.DataFrame(index=spatial.obs_names), var=pd.DataFrame(index=pd.Index(genes)))
+    measured = [g in set(spatial.var_names) for g in genes]
+    out.var["measured_in_spatial"] = measured
+    sp_col = {g: j for j, g in enumerate(prep.sp_genes)}
+    meas = np.zeros_like(x)
+    for j, g in enumerate(genes):
+        if g in sp_col:
+            meas[:, j] = prep.sp_log[:, sp_col[g]]
+    out.layers["measured"] = meas
+    out.layers["knn_mean"] = knn.X
+    out.obsm["spatial"] = spatial.obsm["spatial"]
+    _write_h5ad(out, out_h5ad)
+    return {"n_spots": out.n_obs, "n_lr_genes": len(genes), "n_measured": int(sum(measured))}
+
+
+def run_evaluate(spatial_path: str, scrna_path: str, lr_json: str, priors_npz: str, params: SpatialParams,
+                 settings: dict[str, Any], out_per_gene: str, out_summary: str, out_json: str,
+                 out_heldout: str) -> dict[str, Any]:
+    spatial, scrna = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path)
+    genes = read_json(lr_json)["lr_genes"]
+    methods = list(settings["methods"])
+    if "lrimpute" not in methods:
+        raise ConfigError("spatial.evaluate.methods must include lrimpute (the model the branch evaluates). "
+                          "Fix: add it")
+    res = ev.kfold_evaluate(spatial, scrna, genes, load_priors(priors_npz), params, methods, k=settings["folds"],
+                            max_genes=settings.get("max_genes"), tangram_epochs=settings["tangram_epochs"],
+                            gimvi_epochs=settings["gimvi_epochs"])
+    with atomic_path(out_per_gene, suffix=".csv") as tmp:
+        res["per_gene"].to_csv(tmp, index=False)
+    summ = res["summary"].sort_values("pcc", ascending=False)
+    with atomic_path(out_summary, suffix=".csv") as tmp:
+        summ.to_csv(tmp)
+    h = ad.AnnData(X=res["truth"], obs=pd.DataFrame(index=spatial.obs_names),
+                   var=pd.DataFrame(index=pd.Index(res["genes"])))
+    for m, p in res["predictions"].items():
+        h.layers[m] = p
+    h.obsm["spatial"] = spatial.obsm["spatial"]
+    _write_h5ad(h, out_heldout)
+    base = summ.loc["lrimpute"]
+    paired = {}
+    pg = res["per_gene"].pivot_table(index="gene", columns="method", values="pcc")
+    for m in summ.index:
+        if m != "lrimpute":
+            d = pg["lrimpute"] - pg[m]
+            paired[m] = {"median_pcc_delta": float(base["pcc"] - summ.loc[m, "pcc"]),
+                         "genes_lrimpute_better": int((d > 0).sum()), "n_genes": int(d.notna().sum())}
+    info = {"methods": methods, "folds": res["folds"], "n_heldout_genes": len(res["genes"]),
+            "summary": {m: {k: float(v) for k, v in row.items()} for m, row in summ.iterrows()},
+            "lrimpute_vs": paired, "unavailable": res["unavailable"], "params": params.__dict__,
+            "settings": settings}
+    write_json(info, out_json)
+    return info
+
+
+def run_communication(spatial_path: str, scrna_path: str, lr_json: str, knn_path: str, imputed_path: str, *,
+                      neighbors: int, out_json: str, out_csv: str) -> dict[str, Any]:
+    spatial, scrna = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path)
+    lr, knn, imp = read_json(lr_json), ad.read_h5ad(knn_path), ad.read_h5ad(imputed_path)
+    sp_log = log_normalize(spatial.X)
+    sp_col = {g: j for j, g in enumerate(spatial.var_names)}
+    measured = {g: sp_log[:, sp_col[g]] for g in lr["lr_genes"] if g in sp_col}
+    imputed = {g: np.asarray(imp.X[:, j]) for j, g in enumerate(imp.var_names)}
+    sc_log = log_normalize(scrna.X)
+    sc_col = {g: j for j, g in enumerate(scrna.var_names)}
+    expected = ev.expected_expression(sc_log, scrna.obs["cell_type"].astype(str).to_numpy(),
+                                      {g: sc_col[g] for g in lr["lr_genes"]}, np.asarray(knn.obsm["cell_type_fractions"]),
+                                      list(knn.uns["cell_types"]))
+    rec = ev.communication_recovery(lr["pairs"], np.asarray(spatial.obsm["spatial"]), measured, imputed, expected,
+                                    k=neighbors)
+    table = rec.pop("table")
+    with atomic_path(out_csv, suffix=".csv") as tmp:
+        table.sort_values("expected", ascending=False).to_csv(tmp, index=False)
+    write_json(rec, out_json)
+    return rec
