@@ -1,0 +1,283 @@
+"""Spatial branch library: LR resources, thresholds, kNN labels, priors, the mask, the k-fold hold-out (and that
+the leak probe can see a leak), metrics, communication, readers of the original spacexr files, the registry."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from pertpipe.data.registry import Registry
+from pertpipe.errors import ConfigError, ContractError
+from pertpipe.spatial import evaluate as ev
+from pertpipe.spatial.inputs import read_pair
+from pertpipe.spatial.model import SpatialParams, knn_labels, match_cells
+from pertpipe.spatial.pipeline import Priors, impute_inputs, latent, prepare, run_methods
+from pertpipe.spatial.priors import (ligand_target_prior, normalized_laplacian, ppi_adjacency, read_ppi, read_table)
+from pertpipe.spatial.resources import expressed_genes, read_lr_resource, select_lr_genes, split_complex
+
+FAST = SpatialParams(k=5, latent_dim=4, hidden=16, encoder_epochs=5, decoder_epochs=20, batch_size=32, seed=0)
+
+
+def _commot_csv(path, rows):
+    pd.DataFrame(rows).to_csv(path)  # commot's layout: index + columns 0..3
+    return path
+
+
+def test_lr_resources_split_complexes_and_check_species(tmp_path):
+    human = _commot_csv(tmp_path / "cc.csv", [["TGFB1", "TGFBR1_TGFBR2", "TGFb", "Secreted"],
+                                              ["CXCL12", "CXCR4", "CXCL", "Secreted"],
+                                              ["CXCL12", "CXCR4", "CXCL", "Secreted"]])  # a duplicate row
+    pairs = read_lr_resource(human, "cellchatdb", "human")
+    assert len(pairs) == 2
+    assert pairs.receptor_genes[0] == ["TGFBR1", "TGFBR2"] and pairs.ligand_genes[1] == ["CXCL12"]
+    assert split_complex("ITGA4_ITGB1") == ["ITGA4", "ITGB1"]
+    with pytest.raises(ContractError, match="look human but the dataset's species is mouse"):
+        read_lr_resource(human, "cellchatdb", "mouse")
+    liana = tmp_path / "omni.csv"
+    pd.DataFrame({"source": ["x"] * 3, "target": ["y"] * 3, "source_genesymbol": ["LGALS9", "Dll1", "APOE"],
+                  "target_genesymbol": ["PTPRC", "Notch1", "LRP1_LRP2"],
+                  "resource": ["consensus", "mouseconsensus", "consensus"]}).to_csv(liana)
+    h = read_lr_resource(liana, "liana", "human")
+    m = read_lr_resource(liana, "liana", "mouse")
+    assert list(h.ligand) == ["LGALS9", "APOE"] and h.receptor_genes[1] == ["LRP1", "LRP2"]
+    assert list(m.ligand) == ["Dll1"]
+
+
+def test_real_lr_tables_parse(shared_data):
+    cc = read_lr_resource(shared_data / "ligand_receptor/CellChatDB.ligrec.human.csv", "cellchatdb", "human")
+    assert len(cc) == 1938 and (cc.receptor_genes.str.len() > 1).sum() == 922
+    mouse = read_lr_resource(shared_data / "priors/commot_LRdatabase/CellPhoneDB_v4.0/CellPhoneDBv4.0.mouse.csv",
+                             "cellphonedb", "mouse")
+    assert mouse.ligand.iloc[0] == "Ptgr1"
+    liana = read_lr_resource(shared_data / "ligand_receptor/liana_omni_resource.csv", "liana", "human")
+    assert len(liana) == 4624
+
+
+def test_expression_thresholds_by_cell_type():
+    counts = np.array([[0, 5, 1], [0, 3, 0], [2, 0, 0], [0, 0, 0]], dtype=float)  # cells x genes
+    logx = np.log1p(counts)
+    types = np.array(["A", "A", "B", "B"])
+    out = expressed_genes(logx, counts, ["g0", "g1", "g2"], types, min_mean=0.3, min_fraction=0.5)
+    # g0: B mean log1p(2)/2 = 0.55, fraction 0.5 -> B; g1: A mean 1.59, fraction 1 -> A; g2: A mean 0.35, frac 0.5
+    assert out == {"g1": ["A"], "g2": ["A"], "g0": ["B"]} or out == {"g0": ["B"], "g1": ["A"], "g2": ["A"]}
+    strict = expressed_genes(logx, counts, ["g0", "g1", "g2"], types, min_mean=0.4, min_fraction=0.6)
+    assert strict == {"g1": ["A"]}
+    pairs = pd.DataFrame({"ligand": ["g1", "g0"], "receptor": ["g2", "gX"], "pathway": "", "resource": "t",
+                          "ligand_genes": [["g1"], ["g0"]], "receptor_genes": [["g2"], ["gX"]]})
+    sel = select_lr_genes(pairs, ["g0", "g1", "g2"], ["g1", "zz"], out)
+    assert sel["lr_genes"] == ["g0", "g1", "g2"] and sel["measured_in_spatial"] == ["g1"]
+    assert [p["ligand"] for p in sel["pairs"]] == ["g1"]  # gX is expressed nowhere: its pair is unusable
+
+
+def test_knn_labels_and_mask_by_hand():
+    z_sc = np.array([[1, 0], [0.9, 0.1], [0, 1], [-1, 0]], dtype=np.float32)
+    z_sp = np.array([[1, 0.05], [0.05, 1]], dtype=np.float32)
+    idx, _ = match_cells(z_sp, z_sc, 2)
+    assert sorted(idx[0]) == [0, 1] and sorted(idx[1]) == [1, 2]
+    y = np.array([[1.0, 0.0], [3.0, 0.0], [5.0, 2.0], [7.0, 9.0]], dtype=np.float32)
+    counts = (y > 0).astype(float)
+    labels, mask = knn_labels(idx, y, counts)
+    np.testing.assert_allclose(labels, [[2.0, 0.0], [4.0, 1.0]])
+    np.testing.assert_array_equal(mask, [[True, False], [True, True]])  # gene 1: neither cell 0 nor 1 expresses it
+
+
+def test_ppi_laplacian_and_ligand_target_prior_on_a_tiny_network():
+    edges = pd.DataFrame({"a": ["A", "B", "A", "X"], "b": ["B", "A", "C", "A"], "weight": [0.9, 0.5, 0.2, 1.0]})
+    w = ppi_adjacency(edges, ["A", "B", "C", "D", "E"], complexes=[["D", "E"]], min_weight=0.3)
+    np.testing.assert_allclose(w.toarray(), [[0, 0.9, 0, 0, 0], [0.9, 0, 0, 0, 0], [0, 0, 0, 0, 0],
+                                             [0, 0, 0, 0, 1], [0, 0, 0, 1, 0]])
+    lap = normalized_laplacian(w)
+    np.testing.assert_allclose(lap[:2, :2], [[1, -1], [-1, 1]])  # I - D^-1/2 W D^-1/2 with d = 0.9 each
+    assert np.all(lap[2] == 0)  # an isolated gene has no smoothness term
+    lr = pd.DataFrame({"from": ["L1"], "to": ["R1"]})
+    sig = pd.DataFrame({"from": ["R1", "K1"], "to": ["K1", "TF1"]})
+    dor = pd.DataFrame({"tf": ["TF1", "TF1", "TF2"], "confidence": ["A", "E", "A"], "target": ["T1", "T2", "T3"]})
+    prior, info = ligand_target_prior(["L1", "L2", "L3"], ["T1", "T2", "T3"], lr_network=lr, sig_network=sig,
+                                      dorothea=dor, extra_receptors={"L3": ["TF2"]})
+    np.testing.assert_allclose(prior, [[1, 0, 0], [0, 0, 0], [0, 0, 1]])  # T2 only at confidence E (> C)
+    assert info["n_ligands_with_receptors"] == 2
+    loose, _ = ligand_target_prior(["L1"], ["T1", "T2"], lr_network=lr, sig_network=sig, dorothea=dor,
+                                   max_confidence="E")
+    np.testing.assert_allclose(loose, [[1, 0.2]])  # confidence weights A 1.0, E 0.2; the same TF
+
+
+def test_real_priors_read(shared_data):
+    string = read_ppi(shared_data / "priors/string_v12_human_entrez_ntm700_top3_400.tsv.gz", "string")
+    assert len(string) == 174962 and string.weight.between(0, 1).all()
+    iref = read_ppi(shared_data / "priors/omicsintegrator_iref_mitab_miscore_2013_08_12_interactome.txt.gz", "iref")
+    assert len(iref) == 175853
+    assert read_table(shared_data / "priors/nichenetr_v1_lr_network_full.tsv").shape == (12659, 4)
+
+
+def test_network_tables_from_r_data_files(tmp_path):
+    import rdata
+
+    df = pd.DataFrame({"from": ["CXCL12"], "to": ["CXCR4"], "source": ["kegg"], "database": ["kegg"]})
+    rdata.write_rda(tmp_path / "lr_network.rda", {"lr_network": df})
+    got = read_table(tmp_path / "lr_network.rda")
+    assert list(got.columns) == ["from", "to", "source", "database"] and got["to"].iloc[0] == "CXCR4"
+
+
+def toy_pair(n_spots=60, seed=0):
+    """3 cell types with their own genes; spots mix them along x."""
+    rng = np.random.default_rng(seed)
+    genes = [f"G{i}" for i in range(24)] + ["LIG", "REC", "HELD"]
+    prof = rng.gamma(0.5, 1, (3, len(genes)))
+    for t in range(3):
+        prof[t, t * 8:(t + 1) * 8] += 4
+    prof[0, 24] += 5  # LIG in type 0, REC and HELD in type 1 (HELD follows REC)
+    prof[1, 25] += 5
+    prof[1, 26] += 5
+    prof[2, 24:27] = 0
+    types = np.repeat(["T0", "T1", "T2"], 25)
+    sc = rng.poisson(prof[np.repeat([0, 1, 2], 25)] * 3)
+    x = np.linspace(0, 1, n_spots)
+    frac = np.stack([1 - x, x, 0.3 * np.ones_like(x)], 1)
+    frac /= frac.sum(1, keepdims=True)
+    spc = rng.poisson(frac @ prof * 10)
+    spatial = ad.AnnData(X=sp.csr_matrix(spc.astype(np.float32)), var=pd.DataFrame(index=genes),
+                         obs=pd.DataFrame(index=[f"s{i}" for i in range(n_spots)]))
+    spatial.obsm["spatial"] = np.stack([x * 10, rng.uniform(0, 1, n_spots)], 1)
+    scrna = ad.AnnData(X=sp.csr_matrix(sc.astype(np.float32)), var=pd.DataFrame(index=genes),
+                       obs=pd.DataFrame({"cell_type": pd.Categorical(types)}, index=[f"c{i}" for i in range(75)]))
+    return spatial, scrna
+
+
+def toy_priors(lr_genes):
+    lap = np.zeros((len(lr_genes), len(lr_genes)), np.float32)
+    i, j = lr_genes.index("REC"), lr_genes.index("HELD")
+    lap[[i, j], [i, j]] = 1
+    lap[i, j] = lap[j, i] = -1
+    return Priors(lr_genes, lap, ["LIG"], ["G0", "G1"], np.array([[1.0, 0.5]], np.float32))
+
+
+def test_mask_keeps_genes_out_of_spots_whose_cells_never_express_them():
+    spatial, scrna = toy_pair()
+    prep = prepare(spatial, scrna)
+    lr = ["LIG", "REC", "HELD"]
+    lat = latent(prep, FAST)
+    inp = impute_inputs(prep, lat, lr, toy_priors(lr), FAST)
+    assert (~inp.mask).any()  # some spots matched only cells without LIG/REC/HELD counts
+    out, _ = run_methods(spatial, scrna, lr, lr, toy_priors(lr), FAST, ["lrimpute", "lrimpute_no_mask"])
+    assert np.all(out["lrimpute"][~inp.mask] == 0)
+    assert np.any(out["lrimpute_no_mask"][~inp.mask] != 0)
+
+
+def test_kfold_never_trains_on_held_out_genes_and_the_probe_sees_a_leak():
+    spatial, scrna = toy_pair()
+    lr = ["LIG", "REC", "HELD"]
+    altered = spatial.copy()
+    col = list(spatial.var_names).index("HELD")
+    x = altered.X.toarray()
+    x[:, col] = np.random.default_rng(5).permutation(x[:, col]) * 3  # a different spatial pattern of HELD
+    altered.X = sp.csr_matrix(x)
+    methods = ["lrimpute", "lrimpute_no_ppi", "knn_mean", "hvg_ae"]
+    a, _ = run_methods(spatial, scrna, lr, ["HELD"], toy_priors(lr), FAST, methods, heldout=["HELD"])
+    b, _ = run_methods(altered, scrna, lr, ["HELD"], toy_priors(lr), FAST, methods, heldout=["HELD"])
+    for m in methods:  # nothing of HELD's spatial values reaches any method
+        np.testing.assert_array_equal(a[m], b[m])
+    # the probe works: without the hold-out, lrimpute reads HELD's measured values and the prediction moves
+    c, _ = run_methods(spatial, scrna, lr, ["HELD"], toy_priors(lr), FAST, ["lrimpute"])
+    d, _ = run_methods(altered, scrna, lr, ["HELD"], toy_priors(lr), FAST, ["lrimpute"])
+    assert np.abs(c["lrimpute"] - d["lrimpute"]).max() > 1e-3
+    res = ev.kfold_evaluate(spatial, scrna, lr, toy_priors(lr), FAST, ["lrimpute", "knn_mean"], k=3)
+    assert sorted(g for f in res["folds"] for g in f) == sorted(res["genes"]) and len(res["folds"]) == 3
+    assert set(res["per_gene"].method) == {"lrimpute", "knn_mean"} and len(res["per_gene"]) == 2 * len(res["genes"])
+    assert res["summary"].loc["lrimpute", "pcc"] > 0.3  # the toy's genes follow the cell mixture
+
+
+def test_metrics_and_accuracy_score_by_hand():
+    v = np.array([0.0, 1.0, 2.0, 3.0])
+    m = ev.gene_metrics(v, v)
+    assert m["pcc"] == pytest.approx(1) and m["ssim"] == pytest.approx(1) and m["rmse"] == 0 and m["js"] == 0
+    r = ev.gene_metrics(np.array([3.0, 2.0, 1.0, 0.0]), v)
+    assert r["pcc"] == pytest.approx(-1) and r["rmse"] == pytest.approx(np.sqrt(np.mean((2 * (v - 1.5) / v.std()) ** 2)))
+    p, q = np.array([0.5, 1 / 3, 1 / 6, 0]), np.array([0, 1 / 6, 1 / 3, 0.5])
+    mid = (p + q) / 2
+    js = 0.5 * sum(a * np.log(a / c) for a, c in zip(p, mid) if a > 0) + \
+        0.5 * sum(b * np.log(b / c) for b, c in zip(q, mid) if b > 0)
+    assert r["js"] == pytest.approx(js)
+    summary = pd.DataFrame({"pcc": [0.5, 0.2, 0.1], "ssim": [0.4, 0.3, 0.1], "rmse": [1.0, 1.1, 1.2],
+                            "js": [0.3, 0.1, 0.2]}, index=["a", "b", "c"])
+    np.testing.assert_allclose(ev.accuracy_scores(summary), [(1 + 1 + 1 + 0) / 4, (0.5 + 0.5 + 0.5 + 1) / 4,
+                                                             (0 + 0 + 0 + 0.5) / 4])
+
+
+def test_communication_scores_neighbouring_spots_by_hand():
+    coords = np.array([[0.0, 0], [1, 0], [2, 0]])
+    edges = ev.spatial_neighbors(coords, k=1)
+    assert edges.tolist() == [[0, 1], [1, 0], [2, 1]]
+    pairs = [{"ligand": "L", "receptor": "R1_R2", "ligand_genes": ["L"], "receptor_genes": ["R1", "R2"]}]
+    expr = {"L": np.array([2.0, 0, 0]), "R1": np.array([0, 1.0, 0]), "R2": np.array([0, 0.5, 1.0])}
+    # scaled to max 1: L = [1,0,0], R1 = [0,1,0], R2 = [0,0.5,1] -> complex min = [0, 0.5, 0]; edge 0->1 scores 0.5
+    assert ev.communication(pairs, edges, expr)[0] == pytest.approx(0.5 / 3)
+    assert ev.communication(pairs, edges, {"L": expr["L"], "R1": expr["R1"]})[0] == 0  # a subunit missing
+    rec = ev.communication_recovery(pairs * 2, coords, {"L": expr["L"]}, expr, expr, k=1, top=1)
+    assert rec["before"]["n_pairs_scored"] == 0 and rec["after"]["n_pairs_scored"] == 2
+
+
+def test_spacexr_originals_equal_the_published_conversions(shared_data):
+    d = shared_data / "spatial"
+    s, c = read_pair("spacexr_csv", {"counts": d / "hippocampus_visium/spatialrna_counts.csv",
+                                     "coords": d / "hippocampus_visium/spatialrna_coords.csv",
+                                     "ref_counts": d / "hippocampus_visium/reference_counts.csv",
+                                     "ref_cell_types": d / "hippocampus_visium/reference_cell_types.csv"})
+    conv = ad.read_h5ad(d / "hippocampus_visium/spacexr_visium_spatial.h5ad")
+    assert s.shape == (313, 276) and c.shape == (510, 307) and c.obs.cell_type.nunique() == 17
+    x = conv[s.obs_names, s.var_names].X
+    np.testing.assert_array_equal(s.X.toarray(), x.toarray() if sp.issparse(x) else x)
+    np.testing.assert_allclose(s.obsm["spatial"], conv[s.obs_names].obsm["spatial"])
+    s, c = read_pair("spacexr_rds", {"counts": d / "lymph_visium/expr.rds", "coords": d / "lymph_visium/coords.rds",
+                                     "reference": d / "lymph_visium/ref_downsampled.rds"})
+    ref = ad.read_h5ad(d / "lymph_visium/spacexr_lymph_ref_scrna.h5ad")
+    assert s.shape == (1000, 2000) and c.shape == (330, 10237)
+    assert (c.obs.cell_type.value_counts() == 30).all()
+    x = ref[c.obs_names, c.var_names].X
+    np.testing.assert_array_equal(c.X.toarray(), x.toarray() if sp.issparse(x) else x)
+    assert list(ref[c.obs_names].obs.cell_type.astype(str)) == list(c.obs.cell_type.astype(str))
+
+
+def test_bad_spatial_input_names_the_file_and_the_fix(tmp_path):
+    spatial, scrna = toy_pair()
+    del spatial.obsm["spatial"]
+    spatial.write_h5ad(tmp_path / "sp.h5ad")
+    scrna.write_h5ad(tmp_path / "sc.h5ad")
+    with pytest.raises(ContractError, match=r"sp.h5ad: field 'obsm\['spatial'\]'.*Fix: store spot coordinates"):
+        read_pair("h5ad_pair", {"spatial": str(tmp_path / "sp.h5ad"), "scrna": str(tmp_path / "sc.h5ad")})
+    spatial, _ = toy_pair()
+    spatial.X = spatial.X * 0.5  # not counts
+    spatial.write_h5ad(tmp_path / "sp2.h5ad")
+    with pytest.raises(ContractError, match="not raw counts"):
+        read_pair("h5ad_pair", {"spatial": str(tmp_path / "sp2.h5ad"), "scrna": str(tmp_path / "sc.h5ad")})
+
+
+def test_registry_spatial_entries(tmp_path):
+    from conftest import REPO as repo_root
+
+    reg = Registry.load(repo_root / "resources/datasets.yaml")
+    assert reg.names("spatial") == ["hippocampus_visium", "hypothalamus_merfish", "lymph_node_visium"]
+    e = reg.get("lymph_node_visium", "spatial")
+    assert e.species == "human" and set(e.inputs) == {"counts", "coords", "reference"}
+    assert all(reg.get(r).kind == "resource" for r in e.inputs.values())
+    bad = tmp_path / "r.yaml"
+    bad.write_text("spatial_datasets:\n  x: {adapter: h5ad_pair, species: fish, inputs: {spatial: a}}\n")
+    with pytest.raises(ConfigError, match="species is 'fish'. Fix: use one of"):
+        Registry.load(bad)
+    with pytest.raises(ConfigError, match="inputs.spatial: .*nope.h5ad does not exist"):
+        reg.with_user_spatial({"mine": {"species": "human", "inputs": {"spatial": "nope.h5ad", "scrna": "x"}}},
+                              base_dir=tmp_path)
+
+
+def test_tangram_and_gimvi_baselines_run_on_a_toy_pair():
+    spatial, scrna = toy_pair()
+    lr = ["LIG", "REC", "HELD"]
+    out, info = run_methods(spatial, scrna, lr, ["HELD", "LIG"], None, FAST, ["tangram", "gimvi"], heldout=["HELD"],
+                            tangram_epochs=50, gimvi_epochs=5)
+    assert info["unavailable"] == {}
+    for m in ("tangram", "gimvi"):
+        assert out[m].shape == (spatial.n_obs, 2) and np.isfinite(out[m]).all() and (out[m] >= 0).all()
+    truth = spatial[:, "HELD"].X.toarray().ravel()
+    assert np.corrcoef(out["tangram"][:, 0], truth)[0, 1] > 0.3  # HELD follows type 1, which grows along x
