@@ -1,4 +1,4 @@
-"""What the pipeline benchmarks share: one Snakemake run of target `all` in a working directory."""
+"""What the pipeline benchmarks share: one Snakemake run (target `all` unless told) in a working directory."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_all(wd: Path, cfg: dict) -> subprocess.CompletedProcess:
-    """Write ``cfg`` to ``wd/cfg.yaml`` and run the whole pipeline there (2 cores, offline text encoder)."""
+def run_all(wd: Path, cfg: dict, target: str = "all") -> subprocess.CompletedProcess:
+    """Write ``cfg`` to ``wd/cfg.yaml`` and run ``target`` of the pipeline there (2 cores, offline text encoder)."""
     (wd / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "snakemake", "all", "-s", str(REPO / "Snakefile"), "--cores", "2",
+    return subprocess.run([sys.executable, "-m", "snakemake", target, "-s", str(REPO / "Snakefile"), "--cores", "2",
                            "--directory", str(wd), "--configfile", str(wd / "cfg.yaml")],
                           capture_output=True, text=True, env=env)

@@ -30,7 +30,10 @@ from pertpipe.errors import ConfigError
 class SpatialParams:
     """Settings of the latent space, the pseudo-labels and lrimpute (config ``spatial.model``)."""
 
-    k: int = 20
+    k: int | Literal["auto"] = "auto"  # matched cells per spot; auto = chosen on validation genes (k_candidates)
+    k_candidates: tuple[int, ...] = (5, 10, 20, 50)
+    align_k: int = 20  # matched items per spot/cell in the alignment pull while the encoders train
+    val_fraction: float = 0.2  # auto k: share of the visible shared genes held out of a validation latent fit
     match: Literal["cosine", "csls"] = "cosine"
     latent_dim: int = 32
     hidden: int = 128
@@ -57,6 +60,8 @@ class SpatialParams:
         if bad:
             raise ConfigError(f"config {where}: unknown setting(s) {bad}. Fix: use {sorted(known)}")
         values.setdefault("seed", seed)
+        if "k_candidates" in values:
+            values["k_candidates"] = tuple(int(v) for v in values["k_candidates"])
         return cls(**values)
 
     def with_(self, **changes: Any) -> SpatialParams:
@@ -215,9 +220,9 @@ def fit_latent(x_sp: np.ndarray, x_sc: np.ndarray, params: SpatialParams) -> tup
         if epoch >= start and params.align_weight > 0:
             with torch.no_grad():
                 z_sp, z_sc = model.encode_sp(t_sp).numpy(), model.encode_sc(t_sc).numpy()
-            idx, _ = match_cells(z_sp, z_sc, params.k, metric=params.match)
+            idx, _ = match_cells(z_sp, z_sc, params.align_k, metric=params.match)
             cen_sp = torch.from_numpy(_unit(z_sc)[idx].mean(1))
-            idx_c, _ = match_cells(z_sc, z_sp, params.k, metric=params.match)
+            idx_c, _ = match_cells(z_sc, z_sp, params.align_k, metric=params.match)
             cen_sc = torch.from_numpy(_unit(z_sp)[idx_c].mean(1))
         perm_sp = torch.randperm(len(t_sp), generator=g)
         perm_sc = torch.randperm(len(t_sc), generator=g)

@@ -101,9 +101,38 @@ class Latent:
     info: dict[str, Any]
 
 
+def choose_k(prep: Prepared, params: SpatialParams) -> tuple[int, dict[str, float]]:
+    """``k: auto``: hold a random ``val_fraction`` of the visible shared genes out of a second latent fit and take
+    the k whose kNN mean predicts them best (median PCC across spots). Only visible genes are used, so a k-fold's
+    held-out genes never inform the choice."""
+    from pertpipe.spatial.evaluate import gene_metrics
+
+    rng = np.random.default_rng(params.seed + 7)
+    n = len(prep.input_genes)
+    n_val = max(1, min(n - 5, int(round(params.val_fraction * n))))
+    if n_val < 1 or n - n_val < 5:
+        return params.align_k, {}
+    val = np.sort(rng.choice(n, n_val, replace=False))
+    keep = np.setdiff1d(np.arange(n), val)
+    z_sp, z_sc, _ = fit_latent(prep.x_sp[:, keep], prep.x_sc[:, keep], params)
+    val_genes = [prep.input_genes[j] for j in val]
+    y = prep.sc_log[:, prep.sc_cols(val_genes)]
+    sp_col = {g: j for j, g in enumerate(prep.sp_genes)}
+    truth = prep.sp_log[:, [sp_col[g] for g in val_genes]]
+    scores = {}
+    for k in sorted({min(k, len(z_sc)) for k in params.k_candidates}):
+        idx, _ = match_cells(z_sp, z_sc, k, metric=params.match)
+        pred = y[idx].mean(1)
+        scores[str(k)] = float(np.median([gene_metrics(pred[:, j], truth[:, j])["pcc"] for j in range(len(val))]))
+    best = max(scores, key=lambda k_: (scores[k_], -int(k_)))
+    return int(best), scores
+
+
 def latent(prep: Prepared, params: SpatialParams) -> Latent:
+    k, k_scores = (params.k, {}) if params.k != "auto" else choose_k(prep, params)
     z_sp, z_sc, info = fit_latent(prep.x_sp, prep.x_sc, params)
-    idx, score = match_cells(z_sp, z_sc, params.k, metric=params.match)
+    info.update({"k": int(k), "k_validation_pcc": k_scores})
+    idx, score = match_cells(z_sp, z_sc, k, metric=params.match)
     info["median_match_score"] = float(np.median(score))
     info["n_distinct_matched_cells"] = int(len(np.unique(idx)))
     return Latent(z_sp, z_sc, idx, info)

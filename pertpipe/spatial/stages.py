@@ -121,7 +121,7 @@ def run_knn_labels(spatial_path: str, scrna_path: str, lr_json: str, params: Spa
     out.obsm["z_sp"], out.obsm["knn"], out.obsm["cell_type_fractions"] = lat.z_sp, lat.idx, frac
     out.uns["z_sc"], out.uns["cell_types"], out.uns["input_genes"] = lat.z_sc, types, prep.input_genes
     _write_h5ad(out, out_h5ad)
-    info = {**lat.info, "k": params.k, "n_input_genes": len(prep.input_genes), "n_lr_genes": len(genes),
+    info = {**lat.info, "n_input_genes": len(prep.input_genes), "n_lr_genes": len(genes),
             "masked_fraction": float(1 - mask.mean()),
             "matched_cell_types": {t: float(frac[:, i].mean()) for i, t in enumerate(types)}}
     write_json(info, out_json)

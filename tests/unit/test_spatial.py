@@ -175,8 +175,10 @@ def test_kfold_never_trains_on_held_out_genes_and_the_probe_sees_a_leak():
     x[:, col] = np.random.default_rng(5).permutation(x[:, col]) * 3  # a different spatial pattern of HELD
     altered.X = sp.csr_matrix(x)
     methods = ["lrimpute", "lrimpute_no_ppi", "knn_mean", "hvg_ae"]
-    a, _ = run_methods(spatial, scrna, lr, ["HELD"], toy_priors(lr), FAST, methods, heldout=["HELD"])
-    b, _ = run_methods(altered, scrna, lr, ["HELD"], toy_priors(lr), FAST, methods, heldout=["HELD"])
+    auto = FAST.with_(k="auto", k_candidates=(3, 10))  # k chosen on validation genes: visible genes only
+    a, info = run_methods(spatial, scrna, lr, ["HELD"], toy_priors(lr), auto, methods, heldout=["HELD"])
+    b, _ = run_methods(altered, scrna, lr, ["HELD"], toy_priors(lr), auto, methods, heldout=["HELD"])
+    assert info["latent"]["k"] in (3, 10) and set(info["latent"]["k_validation_pcc"]) == {"3", "10"}
     for m in methods:  # nothing of HELD's spatial values reaches any method
         np.testing.assert_array_equal(a[m], b[m])
     # the probe works: without the hold-out, lrimpute reads HELD's measured values and the prediction moves
