@@ -61,7 +61,8 @@ def hvg_autoencoder(x_sc_std: np.ndarray, y_sc: np.ndarray, x_sp_std: np.ndarray
         return np.clip(model.dec(model.enc(torch.from_numpy(x_sp_std))).numpy(), 0, None)
 
 
-def tangram(sc_log: np.ndarray, sc_genes: list[str], sp_log: np.ndarray, sp_genes: list[str], train_genes: list[str],
+def tangram(sc_log: sp.spmatrix | np.ndarray, sc_genes: list[str], sp_log: sp.spmatrix | np.ndarray,
+            sp_genes: list[str], train_genes: list[str],
             genes: list[str], *, epochs: int, seed: int) -> np.ndarray:
     """Tangram (cells mode) maps the scRNA cells onto the spots over ``train_genes``; the projected expression of
     ``genes`` is the imputation."""

@@ -21,7 +21,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from pertpipe.spatial.model import SpatialParams, log_normalize, nearest
+from pertpipe.spatial.model import SpatialParams, columns, log_normalize, nearest
 from pertpipe.spatial.pipeline import Priors, run_methods
 
 log = logging.getLogger("pertpipe.spatial")
@@ -107,8 +107,8 @@ def kfold_evaluate(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], 
         raise ContractError("<spatial pair>", "lr_genes", "no LR gene is both measured in the spatial data and "
                             "expressed in the scRNA-seq, so nothing can be held out", "lower spatial.lr.min_mean / "
                             "min_fraction or use another LR resource")
-    truth_all = log_normalize(spatial.X)
     tcol = {g: j for j, g in enumerate(spatial.var_names)}
+    truth = columns(log_normalize(spatial.X), [tcol[g] for g in genes])  # spots x held-out genes
     rows, preds = [], {m: np.zeros((spatial.n_obs, len(genes)), np.float32) for m in methods}
     gcol = {g: j for j, g in enumerate(genes)}
     unavailable: dict[str, str] = {}
@@ -120,14 +120,14 @@ def kfold_evaluate(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], 
         for m, pred in out.items():
             for j, g in enumerate(held):
                 preds[m][:, gcol[g]] = pred[:, j]
-                rows.append({"method": m, "gene": g, "fold": f, **gene_metrics(pred[:, j], truth_all[:, tcol[g]])})
+                rows.append({"method": m, "gene": g, "fold": f, **gene_metrics(pred[:, j], truth[:, gcol[g]])})
         log.info("fold %d/%d: %d held-out genes", f + 1, len(fold_list), len(held))
     per_gene = pd.DataFrame(rows)
     summary = per_gene.groupby("method")[list(METRICS)].median()
     summary["as"] = accuracy_scores(summary)
     return {"per_gene": per_gene, "summary": summary, "genes": genes, "folds": fold_list,
             "predictions": {m: p for m, p in preds.items() if m in out or m not in unavailable},
-            "truth": truth_all[:, [tcol[g] for g in genes]], "unavailable": unavailable}
+            "truth": truth, "unavailable": unavailable}
 
 
 def spatial_neighbors(coords: np.ndarray, k: int = 6) -> np.ndarray:
@@ -188,5 +188,5 @@ def communication_recovery(pairs: list[dict[str, Any]], coords: np.ndarray, meas
 def expected_expression(scrna_log: np.ndarray, cell_types: np.ndarray, genes_idx: dict[str, int],
                         fractions: np.ndarray, types: list[str]) -> dict[str, np.ndarray]:
     """Per spot: sum over cell types of (the spot's matched-cell fraction of the type x the type's mean)."""
-    means = np.stack([scrna_log[cell_types == t].mean(0) for t in types], 0)  # types x genes
+    means = np.stack([np.asarray(scrna_log[cell_types == t].mean(0)).ravel() for t in types], 0)  # types x genes
     return {g: fractions @ means[:, j] for g, j in genes_idx.items()}

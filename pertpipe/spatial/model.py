@@ -50,6 +50,7 @@ class SpatialParams:
     mask: bool = True
     output: Literal["lr", "hvg"] = "lr"
     n_hvg: int = 1000
+    max_input_genes: int = 2000  # shared genes the latent space reads (the most variable in the scRNA-seq)
     seed: int = 0
 
     @classmethod
@@ -68,12 +69,29 @@ class SpatialParams:
         return SpatialParams(**{**asdict(self), **changes})
 
 
-def log_normalize(counts: sp.spmatrix | np.ndarray, *, target_sum: float = 1e4) -> np.ndarray:
-    """log1p(counts per ``target_sum``) as a dense float32 array (rows = spots/cells)."""
+def log_normalize(counts: sp.spmatrix | np.ndarray, *, target_sum: float = 1e4) -> sp.csr_matrix:
+    """log1p(counts per ``target_sum``), sparse (rows = spots/cells; zeros stay zeros, nothing is densified)."""
     x = sp.csr_matrix(counts, dtype=np.float64)
     lib = np.asarray(x.sum(1)).ravel()
     lib[lib == 0] = 1.0
-    return np.log1p(np.asarray((sp.diags(target_sum / lib) @ x).todense())).astype(np.float32)
+    x = sp.csr_matrix(sp.diags(target_sum / lib) @ x)
+    x.data = np.log1p(x.data)
+    return x.astype(np.float32)
+
+
+def columns(m: sp.spmatrix | np.ndarray, cols: list[int]) -> np.ndarray:
+    """Dense float32 copy of the selected columns only."""
+    sub = m[:, cols]
+    return (sub.toarray() if sp.issparse(sub) else np.asarray(sub)).astype(np.float32)
+
+
+def col_variance(m: sp.spmatrix | np.ndarray) -> np.ndarray:
+    """Per-column variance without densifying a sparse matrix."""
+    if not sp.issparse(m):
+        return np.asarray(m).var(0)
+    mean = np.asarray(m.mean(0)).ravel()
+    sq = np.asarray(m.multiply(m).mean(0)).ravel()
+    return np.maximum(sq - mean ** 2, 0)
 
 
 def standardize(x: np.ndarray) -> np.ndarray:
@@ -181,13 +199,20 @@ def match_cells(z_sp: np.ndarray, z_sc: np.ndarray, k: int, *, metric: str = "co
     return idx, score
 
 
-def knn_labels(idx: np.ndarray, y_ref: np.ndarray, counts_ref: sp.spmatrix | np.ndarray
+def knn_labels(idx: np.ndarray, y_ref: sp.spmatrix | np.ndarray, counts_ref: sp.spmatrix | np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
-    """Pseudo-labels (mean of the matched cells' ``y_ref`` rows) and the mask (any matched cell has a count)."""
-    labels = y_ref[idx].mean(1)
-    expressed = (sp.csr_matrix(counts_ref) > 0).toarray() if sp.issparse(counts_ref) else np.asarray(counts_ref) > 0
-    mask = expressed[idx].any(1)
-    return labels.astype(np.float32), mask
+    """Pseudo-labels (mean of the matched cells' ``y_ref`` rows) and the mask (any matched cell has a count).
+    An averaging matrix (spots x cells, k entries per row) does both without densifying the reference."""
+    n, k = idx.shape
+    avg = sp.csr_matrix((np.full(n * k, 1.0 / k), (np.repeat(np.arange(n), k), idx.ravel())),
+                        shape=(n, y_ref.shape[0]))
+    labels = avg @ y_ref
+    expressed = (sp.csr_matrix(counts_ref) > 0).astype(np.float32) if sp.issparse(counts_ref) else \
+        (np.asarray(counts_ref) > 0).astype(np.float32)
+    hits = avg @ expressed
+    labels = labels.toarray() if sp.issparse(labels) else np.asarray(labels)
+    hits = hits.toarray() if sp.issparse(hits) else np.asarray(hits)
+    return labels.astype(np.float32), hits > 0
 
 
 def _generator(seed: int) -> torch.Generator:

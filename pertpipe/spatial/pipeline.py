@@ -14,8 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from pertpipe.spatial import baselines
-from pertpipe.spatial.model import (ImputeInputs, SpatialParams, fit_latent, fit_lrimpute, knn_labels, log_normalize,
-                                    match_cells, predict_lrimpute, standardize)
+from pertpipe.spatial.model import (ImputeInputs, SpatialParams, col_variance, columns, fit_latent, fit_lrimpute, knn_labels,
+                                    log_normalize, match_cells, predict_lrimpute, standardize)
 
 log = logging.getLogger("pertpipe.spatial")
 
@@ -50,10 +50,10 @@ class Prepared:
     x_sp: np.ndarray  # spots x input genes, standardised
     x_sc: np.ndarray  # cells x input genes, standardised
     sp_genes: list[str]  # spatial genes still visible (all minus held-out)
-    sp_log: np.ndarray  # spots x sp_genes, log1p normalised over the visible genes
+    sp_log: sp.csr_matrix  # spots x sp_genes, log1p normalised over the visible genes (sparse)
     sp_counts: sp.csr_matrix
     sc_genes: list[str]
-    sc_log: np.ndarray  # cells x scRNA genes
+    sc_log: sp.csr_matrix  # cells x scRNA genes (sparse)
     sc_counts: sp.csr_matrix
     cell_types: np.ndarray
     extra: dict[str, Any] = field(default_factory=dict)
@@ -63,8 +63,10 @@ class Prepared:
         return [idx[g] for g in genes]
 
 
-def prepare(spatial: ad.AnnData, scrna: ad.AnnData, heldout: list[str] | tuple[str, ...] = ()) -> Prepared:
-    """Remove ``heldout`` from the spatial data (before normalising), then build the standardised shared inputs."""
+def prepare(spatial: ad.AnnData, scrna: ad.AnnData, heldout: list[str] | tuple[str, ...] = (), *,
+            max_input_genes: int | None = None) -> Prepared:
+    """Remove ``heldout`` from the spatial data (before normalising), then build the standardised shared inputs
+    (at most ``max_input_genes`` shared genes: the most variable in the scRNA-seq; only these are densified)."""
     held = set(heldout)
     visible = [g for g in spatial.var_names if g not in held]
     sp_counts = sp.csr_matrix(spatial[:, visible].X, dtype=np.float32)
@@ -81,14 +83,18 @@ def prepare(spatial: ad.AnnData, scrna: ad.AnnData, heldout: list[str] | tuple[s
                             "data and the scRNA-seq", "check that both use the same gene symbols and species")
     sp_col = {g: j for j, g in enumerate(visible)}
     sc_col = {g: j for j, g in enumerate(sc_genes)}
-    x_sp = standardize(sp_log[:, [sp_col[g] for g in input_genes]])
-    x_sc = standardize(sc_log[:, [sc_col[g] for g in input_genes]])
+    if max_input_genes and len(input_genes) > max_input_genes:
+        var = col_variance(sc_log[:, [sc_col[g] for g in input_genes]])
+        keep = np.sort(np.argsort(-var, kind="stable")[:max_input_genes])
+        input_genes = [input_genes[j] for j in keep]
+    x_sp = standardize(columns(sp_log, [sp_col[g] for g in input_genes]))
+    x_sc = standardize(columns(sc_log, [sc_col[g] for g in input_genes]))
     return Prepared(sorted(held), input_genes, x_sp, x_sc, visible, sp_log, sp_counts, sc_genes, sc_log, sc_counts,
                     np.asarray(scrna.obs["cell_type"]).astype(str))
 
 
 def hvgs(prep: Prepared, n: int, exclude: set[str]) -> list[str]:
-    var = prep.sc_log.var(0)
+    var = col_variance(prep.sc_log)
     order = np.argsort(-var, kind="stable")
     return [prep.sc_genes[j] for j in order if prep.sc_genes[j] not in exclude and var[j] > 0][:n]
 
@@ -116,13 +122,13 @@ def choose_k(prep: Prepared, params: SpatialParams) -> tuple[int, dict[str, floa
     keep = np.setdiff1d(np.arange(n), val)
     z_sp, z_sc, _ = fit_latent(prep.x_sp[:, keep], prep.x_sc[:, keep], params)
     val_genes = [prep.input_genes[j] for j in val]
-    y = prep.sc_log[:, prep.sc_cols(val_genes)]
+    y = columns(prep.sc_log, prep.sc_cols(val_genes))
     sp_col = {g: j for j, g in enumerate(prep.sp_genes)}
-    truth = prep.sp_log[:, [sp_col[g] for g in val_genes]]
+    truth = columns(prep.sp_log, [sp_col[g] for g in val_genes])
     scores = {}
     for k in sorted({min(k, len(z_sc)) for k in params.k_candidates}):
         idx, _ = match_cells(z_sp, z_sc, k, metric=params.match)
-        pred = y[idx].mean(1)
+        pred, _ = knn_labels(idx, y, y)
         scores[str(k)] = float(np.median([gene_metrics(pred[:, j], truth[:, j])["pcc"] for j in range(len(val))]))
     best = max(scores, key=lambda k_: (scores[k_], -int(k_)))
     return int(best), scores
@@ -157,7 +163,7 @@ def impute_inputs(prep: Prepared, lat: Latent, lr_genes: list[str], priors: Prio
     labels, mask = knn_labels(lat.idx, prep.sc_log[:, prep.sc_cols(out_genes)], prep.sc_counts[:, prep.sc_cols(out_genes)])
     sp_col = {g: j for j, g in enumerate(prep.sp_genes)}
     obs_genes = [g for g in out_genes if g in sp_col]  # held-out genes are not in sp_genes
-    inp = ImputeInputs(lat.z_sp, labels, mask, out_genes, obs=prep.sp_log[:, [sp_col[g] for g in obs_genes]],
+    inp = ImputeInputs(lat.z_sp, labels, mask, out_genes, obs=columns(prep.sp_log, [sp_col[g] for g in obs_genes]),
                        obs_genes=obs_genes)
     if priors is not None:
         if priors.laplacian is not None:
@@ -172,7 +178,7 @@ def impute_inputs(prep: Prepared, lat: Latent, lr_genes: list[str], priors: Prio
             tcols = [tcols[j] for j in np.argsort(-mass, kind="stable")[:params.max_targets] if mass[j] > 0]
             inp.prior = priors.prior[:, tcols]
             inp.ligands = priors.ligands
-            inp.targets = prep.sp_log[:, [sp_col[priors.targets[j]] for j in tcols]]
+            inp.targets = columns(prep.sp_log, [sp_col[priors.targets[j]] for j in tcols])
     return inp
 
 
@@ -180,7 +186,7 @@ def run_methods(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], gen
                 params: SpatialParams, methods: list[str], *, heldout: list[str] | tuple[str, ...] = (),
                 tangram_epochs: int = 300, gimvi_epochs: int = 200) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Predictions (spots x ``genes``, log1p scale for ours) of each method with ``heldout`` hidden from them all."""
-    prep = prepare(spatial, scrna, heldout)
+    prep = prepare(spatial, scrna, heldout, max_input_genes=params.max_input_genes)
     lat = latent(prep, params)
     out: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {"latent": lat.info, "unavailable": {}}
@@ -199,7 +205,7 @@ def run_methods(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], gen
             out[m] = labels[:, [lr_col[g] for g in genes]]
         elif m == "hvg_ae":
             targets = list(lr_genes) + hvgs(prep, params.n_hvg, set(lr_genes))
-            y = prep.sc_log[:, prep.sc_cols(targets)]
+            y = columns(prep.sc_log, prep.sc_cols(targets))
             pred = baselines.hvg_autoencoder(prep.x_sc, y, prep.x_sp, params)
             out[m] = pred[:, [lr_col[g] for g in genes]]
         elif m in baselines.PEERS:
@@ -208,8 +214,11 @@ def run_methods(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], gen
                 info["unavailable"][m] = missing
                 continue
             if m == "tangram":
-                out[m] = baselines.tangram(prep.sc_log, prep.sc_genes, prep.sp_log, prep.sp_genes, prep.input_genes,
-                                           genes, epochs=tangram_epochs, seed=params.seed)
+                need = list(dict.fromkeys(list(prep.input_genes) + list(genes)))
+                sp_col = {g: j for j, g in enumerate(prep.sp_genes)}
+                out[m] = baselines.tangram(prep.sc_log[:, prep.sc_cols(need)], need,
+                                           prep.sp_log[:, [sp_col[g] for g in prep.input_genes]], prep.input_genes,
+                                           prep.input_genes, genes, epochs=tangram_epochs, seed=params.seed)
             else:
                 out[m] = baselines.gimvi(prep.sc_counts, prep.sc_genes, prep.sp_counts, prep.sp_genes,
                                          prep.input_genes, genes, epochs=gimvi_epochs, seed=params.seed)

@@ -14,8 +14,8 @@ from pertpipe.errors import ConfigError, ContractError
 from pertpipe.io import atomic_path, read_json, write_json
 from pertpipe.spatial import evaluate as ev
 from pertpipe.spatial.inputs import read_pair, summary
-from pertpipe.spatial.model import (LRImputeModule, SpatialParams, fit_lrimpute, knn_labels, log_normalize,
-                                    predict_lrimpute)
+from pertpipe.spatial.model import (LRImputeModule, SpatialParams, columns, fit_lrimpute, knn_labels,
+                                    log_normalize, predict_lrimpute)
 from pertpipe.spatial.pipeline import Latent, Priors, cell_type_fractions, impute_inputs, latent, prepare
 from pertpipe.spatial.priors import (ligand_target_prior, normalized_laplacian, ppi_adjacency, read_ligand_target_matrix,
                                      read_ppi, read_table)
@@ -111,7 +111,7 @@ def run_knn_labels(spatial_path: str, scrna_path: str, lr_json: str, params: Spa
                    out_json: str) -> dict[str, Any]:
     spatial, scrna = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path)
     genes = read_json(lr_json)["lr_genes"]
-    prep = prepare(spatial, scrna)
+    prep = prepare(spatial, scrna, max_input_genes=params.max_input_genes)
     lat = latent(prep, params)
     labels, mask = knn_labels(lat.idx, prep.sc_log[:, prep.sc_cols(genes)], prep.sc_counts[:, prep.sc_cols(genes)])
     frac, types = cell_type_fractions(prep, lat)
@@ -136,7 +136,7 @@ def run_train(spatial_path: str, scrna_path: str, knn_path: str, priors_npz: str
               out_model: str, out_json: str) -> dict[str, Any]:
     spatial, scrna, knn = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path), ad.read_h5ad(knn_path)
     genes = list(knn.var_names)
-    prep = prepare(spatial, scrna)
+    prep = prepare(spatial, scrna, max_input_genes=params.max_input_genes)
     inp = impute_inputs(prep, _lat_from(knn), genes, load_priors(priors_npz), params)
     model, info = fit_lrimpute(inp, params)
     with atomic_path(out_model, suffix=".pt") as tmp:
@@ -153,7 +153,7 @@ def run_impute(spatial_path: str, scrna_path: str, knn_path: str, model_path: st
     ck = torch.load(model_path, weights_only=False)
     params = SpatialParams(**ck["params"])
     genes = list(knn.var_names)
-    prep = prepare(spatial, scrna)
+    prep = prepare(spatial, scrna, max_input_genes=params.max_input_genes)
     lat = _lat_from(knn)
     inp = impute_inputs(prep, lat, genes, None, params)
     model = LRImputeModule(ck["latent_dim"], params.hidden, len(ck["out_genes"]))
@@ -166,9 +166,8 @@ def run_impute(spatial_path: str, scrna_path: str, knn_path: str, model_path: st
     out.var["measured_in_spatial"] = measured
     sp_col = {g: j for j, g in enumerate(prep.sp_genes)}
     meas = np.zeros_like(x)
-    for j, g in enumerate(genes):
-        if g in sp_col:
-            meas[:, j] = prep.sp_log[:, sp_col[g]]
+    have = [j for j, g in enumerate(genes) if g in sp_col]
+    meas[:, have] = columns(prep.sp_log, [sp_col[genes[j]] for j in have])
     out.layers["measured"] = meas
     out.layers["knn_mean"] = knn.X
     out.obsm["spatial"] = spatial.obsm["spatial"]
@@ -219,9 +218,10 @@ def run_communication(spatial_path: str, scrna_path: str, lr_json: str, knn_path
                       neighbors: int, out_json: str, out_csv: str) -> dict[str, Any]:
     spatial, scrna = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path)
     lr, knn, imp = read_json(lr_json), ad.read_h5ad(knn_path), ad.read_h5ad(imputed_path)
-    sp_log = log_normalize(spatial.X)
     sp_col = {g: j for j, g in enumerate(spatial.var_names)}
-    measured = {g: sp_log[:, sp_col[g]] for g in lr["lr_genes"] if g in sp_col}
+    have = [g for g in lr["lr_genes"] if g in sp_col]
+    dense = columns(log_normalize(spatial.X), [sp_col[g] for g in have])
+    measured = {g: dense[:, j] for j, g in enumerate(have)}
     imputed = {g: np.asarray(imp.X[:, j]) for j, g in enumerate(imp.var_names)}
     sc_log = log_normalize(scrna.X)
     sc_col = {g: j for j, g in enumerate(scrna.var_names)}

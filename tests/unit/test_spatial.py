@@ -283,3 +283,17 @@ def test_tangram_and_gimvi_baselines_run_on_a_toy_pair():
         assert out[m].shape == (spatial.n_obs, 2) and np.isfinite(out[m]).all() and (out[m] >= 0).all()
     truth = spatial[:, "HELD"].X.toarray().ravel()
     assert np.corrcoef(out["tangram"][:, 0], truth)[0, 1] > 0.3  # HELD follows type 1, which grows along x
+
+
+def test_matrices_stay_sparse_and_the_latent_reads_the_most_variable_shared_genes():
+    from pertpipe.spatial.model import col_variance, log_normalize
+
+    spatial, scrna = toy_pair()
+    prep = prepare(spatial, scrna, max_input_genes=10)
+    assert sp.issparse(prep.sp_log) and sp.issparse(prep.sc_log)
+    assert len(prep.input_genes) == 10 and prep.x_sp.shape == (spatial.n_obs, 10)
+    var = col_variance(log_normalize(scrna.X))
+    top = {scrna.var_names[j] for j in np.argsort(-var)[:10]}
+    assert set(prep.input_genes) == top
+    dense = np.log1p(scrna.X.toarray() / scrna.X.toarray().sum(1, keepdims=True) * 1e4)
+    np.testing.assert_allclose(var, dense.var(0), rtol=1e-4, atol=1e-5)
