@@ -49,7 +49,18 @@ def collect(res: Path) -> dict:
     comm = json.loads((sp / "communication.json").read_text())
     pri = json.loads((sp / "priors.json").read_text())
     per_gene = pd.read_csv(sp / "evaluation/per_gene.csv")
-    return {"summary": ev["summary"], "lrimpute_vs": ev["lrimpute_vs"], "unavailable": ev["unavailable"],
+    pg = per_gene.pivot_table(index="gene", columns="method", values="pcc")
+    npz = np.load(sp / "priors.npz")
+    genes = [str(g) for g in npz["genes"]]
+    with_edges = {g for g, d in zip(genes, np.diag(npz["laplacian"])) if d > 0}
+    with_targets = {str(g) for g, row in zip(npz["ligands"], npz["prior"]) if row.sum() > 0}
+    where = {}  # the priors' effect on the held-out genes they can reach
+    for name, ablation, reach in (("ppi", "lrimpute_no_ppi", with_edges), ("ligand_target", "lrimpute_no_lt", with_targets)):
+        if ablation in pg:
+            d = (pg["lrimpute"] - pg[ablation])[[g for g in pg.index if g in reach]]
+            where[name] = {"n_genes": int(len(d)), "mean_pcc_delta": float(d.mean()) if len(d) else None,
+                           "genes_better": int((d > 0).sum()), "genes_worse": int((d < 0).sum())}
+    return {"prior_reach": where,"summary": ev["summary"], "lrimpute_vs": ev["lrimpute_vs"], "unavailable": ev["unavailable"],
             "n_heldout_genes": ev["n_heldout_genes"], "n_lr_genes": lr["n_lr_genes_expressed"],
             "n_measured": len(lr["measured_in_spatial"]), "k": knn.get("k"), "ppi_edges": pri.get("ppi_edges"),
             "ligands_with_targets": (pri.get("ligand_target_built") or {}).get("n_ligands_with_targets"),
@@ -80,6 +91,11 @@ def aggregate(runs: dict[int, dict]) -> dict:
     return {"methods": table, "n_heldout_genes": first["n_heldout_genes"], "n_lr_genes": first["n_lr_genes"],
             "n_measured": first["n_measured"], "k": [runs[s]["k"] for s in seeds], "ppi_edges": first["ppi_edges"],
             "ligands_with_targets": first["ligands_with_targets"], "communication": comm,
+            "prior_reach": {k: {"n_genes": runs[seeds[0]]["prior_reach"][k]["n_genes"],
+                                "mean_pcc_delta": float(np.mean([runs[s]["prior_reach"][k]["mean_pcc_delta"] or 0 for s in seeds])),
+                                "genes_better": int(sum(runs[s]["prior_reach"][k]["genes_better"] for s in seeds)),
+                                "genes_worse": int(sum(runs[s]["prior_reach"][k]["genes_worse"] for s in seeds))}
+                            for k in runs[seeds[0]]["prior_reach"]},
             "unavailable": first["unavailable"],
             "seconds_per_run": float(np.mean([sum(runs[s]["seconds"].values()) for s in seeds])),
             "seconds_per_rule": {k: float(np.mean([runs[s]["seconds"].get(k, 0) for s in seeds]))
@@ -101,6 +117,11 @@ def markdown(out: dict) -> str:
             tail = (f"{d['median_pcc_delta_mean']:+.4f} ({d['seeds_lrimpute_ahead']}/{d['seeds']}; {d['gene_wins']})"
                     if d else "—")
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {tail} |")
+        for k, r in agg["prior_reach"].items():
+            if r["n_genes"]:
+                lines.append(f"\n{k} prior on the {r['n_genes']} held-out genes it reaches: mean PCC change "
+                             f"{r['mean_pcc_delta']:+.4f} (better on {r['genes_better']}, worse on {r['genes_worse']} "
+                             "gene x seed)")
         c = agg["communication"]
         lines += ["", f"Communication: pairs scored {c['before']['n_pairs_scored']:.0f} -> {c['after']['n_pairs_scored']:.0f}; "
                   f"Spearman vs scRNA expectation {c['before']['spearman_vs_expected']:.3f} -> "

@@ -297,3 +297,28 @@ def test_matrices_stay_sparse_and_the_latent_reads_the_most_variable_shared_gene
     assert set(prep.input_genes) == top
     dense = np.log1p(scrna.X.toarray() / scrna.X.toarray().sum(1, keepdims=True) * 1e4)
     np.testing.assert_allclose(var, dense.var(0), rtol=1e-4, atol=1e-5)
+
+
+def test_nichenet_ligand_target_matrix_rds(tmp_path):
+    """NicheNet's published matrix (targets x ligands R matrix with dimnames) restricted to our genes, rows max 1."""
+    import rdata
+    import xarray as xr
+    from rdata.conversion import to_r
+    from rdata.parser import RObjectType
+
+    from pertpipe.spatial.priors import read_ligand_target_matrix
+
+    def matrix_to_r(data, converter):  # an R numeric matrix with dimnames, as saveRDS writes it
+        attrs = converter.convert_to_r_attributes({
+            "dim": np.array(data.shape, dtype=np.int32),
+            "dimnames": [np.array([str(v) for v in data.coords[d].values]) for d in data.dims]})
+        return to_r.build_r_object(RObjectType.REAL, value=np.ravel(np.asarray(data.values, float), order="F"),
+                                   attributes=attrs)
+
+    m = xr.DataArray(np.array([[0.1, 0.0], [0.5, 0.2], [0.0, 0.9]]), dims=["t", "l"],
+                     coords={"t": ["T1", "T2", "T3"], "l": ["CXCL12", "TGFB1"]})
+    rdata.write_rds(tmp_path / "ligand_target_matrix.rds", m,
+                    constructor_dict={**to_r.DEFAULT_CLASS_MAP, xr.DataArray: matrix_to_r})
+    got = read_ligand_target_matrix(tmp_path / "ligand_target_matrix.rds", ["Tgfb1", "Cxcl12", "Il6"],
+                                    ["T3", "T2", "T9"])
+    np.testing.assert_allclose(got, [[1.0, 0.2 / 0.9, 0], [0, 1.0, 0], [0, 0, 0]])  # mouse spelling, unknown genes 0
