@@ -208,3 +208,58 @@ def annotation_paths(dataset):
 
 def knowledge_targets(dataset):
     return [knowledge_path("facet_embeddings.pt", dataset), knowledge_path("coverage.json", dataset)]
+
+
+# the spatial branch (rules/spatial.smk)
+SPATIAL = config["spatial"]
+try:
+    SPATIAL_REGISTRY = REGISTRY.with_user_spatial(config["spatial_datasets"], base_dir=os.getcwd())
+    for _sd in SPATIAL["datasets"]:
+        SPATIAL_REGISTRY.get(_sd, "spatial")
+except PertpipeError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}")
+
+
+wildcard_constraints:
+    spatial_dataset="|".join(SPATIAL_REGISTRY.names("spatial")) or "NO_SPATIAL",
+
+
+def spatial_path(name, sd="{spatial_dataset}"):
+    return f"{RESULTS}/{sd}/spatial/{name}"
+
+
+def spatial_log(rule_name):
+    return f"{RESULTS}/{{spatial_dataset}}/logs/spatial_{rule_name}.log"
+
+
+def spatial_bench(rule_name):
+    return f"{RESULTS}/{{spatial_dataset}}/benchmarks/spatial_{rule_name}.tsv"
+
+
+def spatial_input_files(wc):
+    """The pair's files: registry resources (downloaded like any entry) or the user's paths."""
+    e = SPATIAL_REGISTRY.get(wc.spatial_dataset, "spatial")
+    return {role: (resource_path(ref) if ref in REGISTRY.entries else ref) for role, ref in e.inputs.items()}
+
+
+def spatial_species(sd):
+    return SPATIAL_REGISTRY.get(sd, "spatial").species
+
+
+def lr_resource_file(wc):
+    from pertpipe.spatial.resources import resource_entry
+
+    return resource_path(resource_entry(SPATIAL["lr_resource"], spatial_species(wc.spatial_dataset)))
+
+
+def prior_files(wc):
+    pr = SPATIAL["priors"]
+    files = {}
+    if pr["ppi"] != "none":
+        files["ppi"] = resource_path({"string": "string_v12_ppi", "iref": "iref_ppi"}[pr["ppi"]])
+    if pr["ligand_target"] == "built":
+        files.update(lr=resource_path("nichenet_lr_network"), sig=resource_path("nichenet_sig_network"),
+                     gr=resource_path("nichenet_gr_network"), dorothea=resource_path("dorothea_hs"))
+    elif pr["ligand_target"] == "nichenet_matrix":
+        files["matrix"] = resource_path("nichenet_ligand_target_matrix")
+    return files
