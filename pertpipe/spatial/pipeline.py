@@ -169,7 +169,11 @@ def impute_inputs(prep: Prepared, lat: Latent, lr_genes: list[str], priors: Prio
         if priors.laplacian is not None:
             lap = np.zeros((len(out_genes), len(out_genes)), dtype=np.float32)
             n = len(priors.genes)
-            assert priors.genes == list(lr_genes), "priors were built for another LR gene list"
+            if priors.genes != list(lr_genes):
+                from pertpipe.errors import ContractError
+
+                raise ContractError("priors.npz", "genes", "the priors were built for another LR gene list",
+                                    "re-run the spatial_priors rule after lr_genes changed")
             lap[:n, :n] = priors.laplacian
             inp.laplacian = lap
         if priors.prior is not None and priors.ligands:
