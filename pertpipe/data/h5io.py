@@ -160,6 +160,111 @@ class H5adReader:
         return sp.vstack(blocks).tocsr()
 
 
+class RowReader:
+    """Rows of an h5ad matrix (``X`` or a layer) read from disk on demand: ``reader[idx]`` is a CSR of those
+    rows, in the order given (repeats allowed).
+
+    With ``rows`` (file row numbers) the reader shows only those rows, renumbered 0..len(rows)-1: the training
+    cells a model kept, the control cells predictions start from. ``transform="log1p"`` returns log1p of the
+    stored values (count layers read as encoder input). Memory: the row pointers (8 bytes per file row),
+    HDF5's chunk cache (``cache_mb`` per dataset, the bounded cache) and the rows asked for; never the matrix.
+    Nearby rows are read in one slice (gaps of fewer than ``gap`` stored entries are read and dropped).
+    """
+
+    def __init__(self, path: str | os.PathLike, layer: str | None = None, *, rows: np.ndarray | None = None,
+                 transform: str | None = None, cache_mb: int = 64, gap: int = 1 << 16) -> None:
+        if transform not in (None, "log1p"):
+            raise ValueError(f"RowReader transform must be None or 'log1p', not {transform!r}")
+        self.path, self.layer, self.transform, self.gap = Path(path), layer, transform, int(gap)
+        with H5adReader(path) as r:
+            self.n_file, self.n_vars = r.n_obs, r.n_vars
+            self.encoding = r.encoding(layer)
+            if self.encoding not in ("csr_matrix", "array"):
+                r.read_rows(0, 0, layer)  # raises the ContractError that names the fix
+        self._f = h5py.File(self.path, "r", rdcc_nbytes=int(cache_mb) << 20, rdcc_nslots=10007)
+        elem = self._f["X"] if layer is None else (self._f[layer] if layer == "raw/X" else self._f["layers"][layer])
+        self._elem = elem
+        self.dtype = np.dtype(np.float32) if transform else (
+            elem.dtype if isinstance(elem, h5py.Dataset) else elem["data"].dtype)
+        self.indptr = elem["indptr"][:].astype(np.int64) if self.encoding == "csr_matrix" else None
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        if self.rows is not None and len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= self.n_file):
+            raise IndexError(f"{self.path}: row numbers outside 0..{self.n_file - 1}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_file if self.rows is None else len(self.rows), self.n_vars)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def row_nnz(self) -> np.ndarray:
+        """Stored entries per (shown) row."""
+        counts = np.diff(self.indptr) if self.indptr is not None else np.full(self.n_file, self.n_vars)
+        return counts if self.rows is None else counts[self.rows]
+
+    def __getitem__(self, idx) -> sp.csr_matrix:
+        if isinstance(idx, slice):
+            idx = np.arange(*idx.indices(len(self)))
+        idx = np.atleast_1d(np.asarray(idx))
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64)
+        if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"row index out of range for {len(self)} rows")
+        idx = np.where(idx < 0, idx + len(self), idx)
+        file_rows = idx if self.rows is None else self.rows[idx]
+        uniq, inverse = np.unique(file_rows, return_inverse=True)
+        block = self._read_sorted(uniq)
+        out = block if len(uniq) == len(file_rows) and np.array_equal(uniq, file_rows) else block[inverse]
+        if self.transform == "log1p":
+            out = out.astype(np.float32)
+            np.log1p(out.data, out=out.data)
+        return out
+
+    def _read_sorted(self, uniq: np.ndarray) -> sp.csr_matrix:
+        if not len(uniq):
+            return sp.csr_matrix((0, self.n_vars), dtype=self.dtype)
+        if self.encoding == "array":
+            return sp.csr_matrix(np.asarray(self._elem[uniq]))
+        ip = self.indptr
+        lo, hi = ip[uniq], ip[uniq + 1]
+        # runs: rows whose stored entries lie within `gap` of the previous row's are read in one slice
+        new_run = np.ones(len(uniq), bool)
+        new_run[1:] = lo[1:] - hi[:-1] > self.gap
+        starts = np.flatnonzero(new_run)
+        ends = np.append(starts[1:], len(uniq))
+        data_parts, index_parts = [], []
+        data_ds, index_ds = self._elem["data"], self._elem["indices"]
+        for s, e in zip(starts, ends):
+            a, b = int(lo[s]), int(hi[e - 1])
+            d, ix = data_ds[a:b], index_ds[a:b]
+            if e - s == 1 or b - a == int((hi[s:e] - lo[s:e]).sum()):  # contiguous: keep everything
+                data_parts.append(d)
+                index_parts.append(ix)
+            else:
+                take = np.concatenate([np.arange(lo[k] - a, hi[k] - a) for k in range(s, e)])
+                data_parts.append(d[take])
+                index_parts.append(ix[take])
+        lengths = hi - lo
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        data = np.concatenate(data_parts) if data_parts else np.zeros(0, self.dtype)
+        return sp.csr_matrix((data, np.concatenate(index_parts), indptr), shape=(len(uniq), self.n_vars))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._f.close()
+
+    def __enter__(self) -> RowReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class _CSRSink:
     """One resizable CSR group (X or a layer) being filled row block by row block."""
 

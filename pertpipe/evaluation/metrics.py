@@ -22,7 +22,7 @@ the model and can be computed once and reused (:func:`de_table`).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,21 +39,31 @@ FDR_THRESHOLD = 0.05
 
 @dataclass
 class Expression:
-    """A scored file held as CSR with its perturbation labels."""
+    """A scored file: its rows (read from disk group by group, or an in-memory CSR), labels and genes.
 
-    X: sp.csr_matrix
+    :meth:`read` keeps only the labels in memory; every metric reads one perturbation's rows at a time
+    (``X[rows]``), so the scorer's memory follows the largest group and the control reference, not the file.
+    """
+
+    X: Any  # sp.csr_matrix or pertpipe.data.h5io.RowReader
     labels: np.ndarray
     genes: np.ndarray
+    _means: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> Expression:
+        from pertpipe.data.h5io import RowReader
+
         with H5adReader(path) as r:
-            X = r.read_masked()
-            return cls(X, r.obs["target_gene"].astype(str).to_numpy(), np.asarray(r.var_names, dtype=str))
+            labels = r.obs["target_gene"].astype(str).to_numpy()
+            genes = np.asarray(r.var_names, dtype=str)
+        return cls(RowReader(path), labels, genes)
 
     def groups(self) -> dict[str, np.ndarray]:
         uniq, inv = np.unique(self.labels, return_inverse=True)
-        return {u: np.flatnonzero(inv == i) for i, u in enumerate(uniq)}
+        order = np.argsort(inv, kind="stable")
+        bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
+        return {u: order[bounds[i]:bounds[i + 1]] for i, u in enumerate(uniq)}
 
 
 def _tie_sum(counts: np.ndarray) -> np.ndarray:
@@ -182,10 +192,13 @@ def des_scores(de_real: dict[str, dict], de_pred: dict[str, dict]) -> dict[str, 
 
 
 def _means(expr: Expression) -> pd.DataFrame:
-    groups = expr.groups()
-    names = sorted(groups)
-    M = np.vstack([np.asarray(expr.X[groups[g]].mean(axis=0), dtype=np.float64).ravel() for g in names])
-    return pd.DataFrame(M, index=names, columns=expr.genes)
+    """Per-perturbation mean of X (one group read at a time), computed once per file."""
+    if expr._means is None:
+        groups = expr.groups()
+        names = sorted(groups)
+        M = np.vstack([np.asarray(expr.X[groups[g]].mean(axis=0), dtype=np.float64).ravel() for g in names])
+        expr._means = pd.DataFrame(M, index=names, columns=expr.genes)
+    return expr._means
 
 
 def mae_pds_scores(real: Expression, pred: Expression) -> tuple[dict[str, float], dict[str, float]]:

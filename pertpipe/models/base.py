@@ -243,24 +243,31 @@ def load_model(path: str | os.PathLike) -> PerturbationModel:
 @dataclass
 class ControlCells:
     """The training control cells predictions start from: obs (cell_type, batch), log1p X, and optionally raw
-    counts (``layers["counts"]``) and ``obsm["spatial"]`` (None where the file has none or nobody asked)."""
+    counts (``layers["counts"]``) and ``obsm["spatial"]`` (None where the file has none or nobody asked).
+
+    ``x`` and ``counts`` are row sources indexed by control number: read from the file on demand
+    (:class:`~pertpipe.data.h5io.RowReader`, so memory follows the rows drawn, not the control pool) or, in
+    tests, in-memory CSR matrices; ``x[pick]`` is a CSR either way.
+    """
 
     obs: pd.DataFrame
-    x: sp.csr_matrix
-    counts: sp.csr_matrix | None = None
+    x: Any
+    counts: Any = None
     spatial: np.ndarray | None = None
 
     @classmethod
     def load(cls, train: str | os.PathLike, *, counts: bool = False, spatial: bool = False,
              chunk_size: int = DEFAULT_CHUNK) -> ControlCells:
+        from pertpipe.data.h5io import RowReader
+
         with H5adReader(train) as r:
             obs = r.obs[["target_gene", "cell_type", "batch"]].astype(str)
             mask = (obs["target_gene"] == CONTROL_LABEL).to_numpy()
-            x = r.read_masked(mask, chunk_size=chunk_size)
-            c = None
-            if counts and "counts" in r.layers():
-                c = r.read_masked(mask, layer="counts", chunk_size=chunk_size)
+            has_counts = counts and "counts" in r.layers()
             xy = r.obsm("spatial")[mask] if spatial and "spatial" in r.obsm_keys() else None
+        rows = np.flatnonzero(mask)
+        x = RowReader(train, rows=rows)
+        c = RowReader(train, "counts", rows=rows) if has_counts else None
         return cls(obs[mask].reset_index(drop=True), x, c, xy)
 
 

@@ -40,12 +40,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL, perturbation_genes
 from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.io import pick_device
+from pertpipe.models import distributed
 from pertpipe.models.base import ControlCells, PerturbationModel, register_model
 from pertpipe.models.distances import energy_distance
 from pertpipe.models.facet_lookup import MAX_TARGETS, FacetLookup
@@ -60,15 +60,26 @@ from pertpipe.models.training import TrainConfig, epoch_generator, stage_checkpo
 # -- the model --------------------------------------------------------------------------------------------
 @dataclass
 class _Data:
-    """The kept training cells: encoder input, reconstruction target, library sizes and context indices."""
+    """The kept training cells: their rows on disk (counts for NB, else log1p X; read batch by batch, never the
+    whole matrix), library sizes and context indices. The encoder reads log1p counts (NB) or X itself."""
 
-    enc_in: sp.csr_matrix
-    target: sp.csr_matrix
+    rows: Any  # pertpipe.data.h5io.RowReader over the kept cells
+    enc_log1p: bool
     lib: np.ndarray
     b: np.ndarray
     ct: np.ndarray
     xy: np.ndarray | None
     obs: pd.DataFrame
+
+    def enc_and_target(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dense float32 (encoder input, reconstruction target) of kept rows ``rows``, one read from disk."""
+        tgt = self.rows[rows].astype(np.float32)
+        if not self.enc_log1p:
+            dense = tgt.toarray()
+            return dense, dense
+        x = tgt.copy()
+        np.log1p(x.data, out=x.data)
+        return x.toarray(), tgt.toarray()
 
 
 class _Feeder:
@@ -95,44 +106,66 @@ class _Feeder:
     def stored(self, rows: np.ndarray):
         return self.latents[rows]
 
-    def rows_to(self, m: sp.csr_matrix, rows: np.ndarray):
+    def enc_in(self, rows: np.ndarray):
+        """The encoder input of training ``rows`` as a dense tensor."""
         import torch
 
-        return torch.tensor(m[rows].toarray(), device=self.dev)
+        return torch.tensor(self.d.enc_and_target(rows)[0], device=self.dev)
 
-    def ctx_of(self, rows: np.ndarray, gen=None):
+    def enc_and_target(self, rows: np.ndarray):
+        """(encoder input, reconstruction target) of training ``rows`` as dense tensors, read from disk once."""
+        import torch
+
+        x, tgt = self.d.enc_and_target(rows)
+        return torch.tensor(x, device=self.dev), torch.tensor(tgt, device=self.dev)
+
+    def ctx_of(self, rows: np.ndarray, gen=None, share: distributed.Share | None = None):
+        """Context indices of ``rows`` (with dropout when ``gen`` is given); ``share``: ``rows`` are this process's
+        part of a batch and the dropout draws are made for the whole batch."""
         import torch
 
         d, dev = self.d, self.dev
         b, ct = torch.tensor(d.b[rows], device=dev), torch.tensor(d.ct[rows], device=dev)
         if gen is not None and self.p.context_dropout > 0:  # learn the "unknown" embeddings
-            drop = (torch.rand(len(rows), generator=gen) < self.p.context_dropout).to(dev)
+            share = share or distributed.Share.whole(len(rows))
+            drop = (share.rand(gen) < self.p.context_dropout).to(dev)
             b, ct = b.masked_fill(drop, 0), ct.masked_fill(drop, 0)
         xy = torch.tensor(d.xy[rows], device=dev) if d.xy is not None else None
         return b, ct, xy
 
     def vae_loss(self, rows: np.ndarray, gen, beta: float, sample: bool = True):
+        """The VAE loss of this process's share of batch ``rows`` (all of it on one process); the random draws
+        are the whole batch's, cut to the share."""
         import torch
 
-        x_in, tgt = self.rows_to(self.d.enc_in, rows), self.rows_to(self.d.target, rows)
-        b, ct, _ = self.ctx_of(rows, gen)
-        lib = torch.tensor(self.d.lib[rows], device=self.dev)
-        return self.net.vae.loss(x_in, tgt, lib, b, ct, beta=beta, gen=gen, sample=sample)
+        share = distributed.Share.of(len(rows)) if gen is not None else distributed.Share.whole(len(rows))
+        mine = rows[share.lo:share.hi]
+        x_in, tgt = self.enc_and_target(mine)
+        b, ct, _ = self.ctx_of(mine, gen, share)
+        lib = torch.tensor(self.d.lib[mine], device=self.dev)
+        noise = (share.randn(gen, self.p.d_int), share.randn(gen, self.p.d_tech)) if gen is not None and sample \
+            else None
+        return self.net.vae.loss(x_in, tgt, lib, b, ct, beta=beta, gen=gen, sample=sample, noise=noise)
 
-    def flow_batch(self, sel: list[tuple], gen, latent):
-        """z0, z1 (OT-paired per group), context rows and perturbation arrays for groups ``sel``."""
+    def flow_batch(self, sel: list[tuple], gen, latent, share: distributed.Share | None = None):
+        """z0, z1 (OT-paired per group), context rows and perturbation arrays for the groups of ``sel`` in
+        ``share`` (all of them by default); every group's draws are made, in order, whatever the share."""
         import torch
 
         p, k, dev = self.p, self.p.cells_per_group, self.dev
+        share = share or distributed.Share.whole(len(sel))
         z0s, z1s, rows1, pa = [], [], [], []
-        for t, c, idx in sel:
+        for i, (t, c, idx) in enumerate(sel):
             r1 = idx[torch.randint(len(idx), (k,), generator=gen).numpy()]
-            z1 = latent(r1)
             if p.source == "gaussian":
-                z0 = torch.randn(z1.shape, generator=gen).to(dev)
+                noise = torch.randn((k, p.d_int), generator=gen)
             else:
                 pool = self.ctrl_by_ct[c]
-                z0 = latent(pool[torch.randint(len(pool), (k,), generator=gen).numpy()])
+                r0 = pool[torch.randint(len(pool), (k,), generator=gen).numpy()]
+            if not share.lo <= i < share.hi:
+                continue
+            z1 = latent(r1)
+            z0 = noise.to(dev) if p.source == "gaussian" else latent(r0)
             if p.ot_pairing:
                 from scipy.optimize import linear_sum_assignment
 
@@ -143,23 +176,22 @@ class _Feeder:
         arrays = [torch.stack(a) for a in zip(*pa)]
         return torch.cat(z0s), torch.cat(z1s), np.concatenate(rows1), arrays
 
-    def pert_embed(self, arrays, gen, n_rep: int):
-        import torch
-
+    def pert_embed(self, arrays, gen, n_rep: int, share: distributed.Share | None = None):
         f, m, s, seen_idx = arrays
         keep = None
         if gen is not None and self.p.target_dropout > 0:
-            keep = (torch.rand(seen_idx.shape, generator=gen) >= self.p.target_dropout).float().to(self.dev)
+            share = share or distributed.Share.whole(seen_idx.shape[0])
+            keep = (share.rand(gen, *seen_idx.shape[1:]) >= self.p.target_dropout).float().to(self.dev)
         return self.net.pert(f, m, s, seen_idx, keep).repeat_interleave(n_rep, 0)
 
     def flow_loss(self, sel: list[tuple], gen, latent):
-        import torch
-
+        """The flow loss of this process's share of groups ``sel`` (all of them on one process)."""
         p, k = self.p, self.p.cells_per_group
-        z0, z1, rows, arrays = self.flow_batch(sel, gen, latent)
-        c = self.net.context(*self.ctx_of(rows, gen))
-        pe = self.pert_embed(arrays, gen, k)
-        t = torch.rand((z0.shape[0], 1), generator=gen).to(self.dev)
+        share = distributed.Share.of(len(sel))
+        z0, z1, rows, arrays = self.flow_batch(sel, gen, latent, share)
+        c = self.net.context(*self.ctx_of(rows, gen, share.scaled(k)))
+        pe = self.pert_embed(arrays, gen, k, share)
+        t = share.scaled(k).rand(gen, 1).to(self.dev)
         return self.net.flow_loss(z0, z1, c, pe, t, group_size=k, mmd_weight=p.mmd_weight, mmd_steps=p.mmd_steps)
 
 
@@ -237,14 +269,9 @@ class CFMVCModel(PerturbationModel):
             self.target_sum = float(((r.uns().get("pertpipe") or {}).get("standardize") or {}).get("target_sum", 1e4))
             keep = np.zeros(r.n_obs, bool)
             keep[rng.choice(r.n_obs, size=min(r.n_obs, p.max_cells), replace=False)] = True
-            if self.likelihood == "nb":  # (X itself is not needed: memory = two CSR copies of the kept counts)
-                counts = r.read_masked(keep, layer="counts", chunk_size=chunk_size)
-                counts = counts.tocsr().astype(np.float32)
-                enc_in, target = counts.log1p(), counts
-                lib = np.asarray(counts.sum(1)).ravel()
-            else:
-                x = r.read_masked(keep, chunk_size=chunk_size).astype(np.float32)
-                enc_in, target, lib = x, x, np.asarray(x.sum(1)).ravel()
+            layer = "counts" if self.likelihood == "nb" else None  # NB: X itself is not needed
+            lib = np.concatenate([np.asarray(b.sum(1), dtype=np.float64).ravel()
+                                  for _s, _e, b in r.iter_chunks(chunk_size, layer=layer, rows=keep)] or [[]])
             xy = None
             if p.use_spatial and "spatial" in r.obsm_keys():
                 xy = r.obsm("spatial")[keep].astype(np.float64)
@@ -256,7 +283,10 @@ class CFMVCModel(PerturbationModel):
         self.spatial_dim = 0 if xy is None else int(xy.shape[1])
         b = np.array([self._index(self.batches, v) for v in obs.batch], np.int64)
         ct = np.array([self._index(self.cell_types, v) for v in obs.cell_type], np.int64)
-        return _Data(enc_in.tocsr(), target.tocsr(), lib.astype(np.float32), b, ct, xy, obs)
+        from pertpipe.data.h5io import RowReader
+
+        rows = RowReader(train_path, layer, rows=np.flatnonzero(keep))  # batches are read from disk as drawn
+        return _Data(rows, layer == "counts", lib.astype(np.float32), b, ct, xy, obs)
 
     @staticmethod
     def _index(cats: list[str], value: str) -> int:
@@ -306,7 +336,7 @@ class CFMVCModel(PerturbationModel):
         rng = np.random.default_rng(self.seed)
         self.lookup = FacetLookup.load(knowledge)
         d = self._read(train_path, rng, config.get("chunk_size", DEFAULT_CHUNK))
-        self.device = dev = pick_device(p.device, field="model_params.cfmvc.device")
+        self.device = dev = distributed.device_for(pick_device(p.device, field="model_params.cfmvc.device"))
         groups, ctrl_by_ct, targets, val_targets = self._groups(d, train_path, rng)
         fit_groups = [g for g in groups if g[0] not in val_targets]
         val_groups = [g for g in groups if g[0] in val_targets]
@@ -353,9 +383,11 @@ class CFMVCModel(PerturbationModel):
 
         def step(gen, epoch):
             rows = vae_fit[torch.randint(len(vae_fit), (p.vae_batch,), generator=gen).numpy()]
+            lo, hi, weight = distributed.shard(len(rows))  # this process's share (data-parallel)
             beta = p.kl_weight * min(1.0, (epoch + 1) / max(1, p.kl_warmup_epochs))
             loss, recon, kl = feed.vae_loss(rows, gen, beta)
-            return loss, {"recon_nll_per_gene": float(recon.detach()), "kl_per_gene": float(kl.detach())}, len(rows)
+            return loss * weight, {"recon_nll_per_gene": float(recon.detach()),
+                                   "kl_per_gene": float(kl.detach())}, hi - lo
 
         def validate():
             with torch.no_grad():
@@ -389,8 +421,9 @@ class CFMVCModel(PerturbationModel):
 
         def step(gen, epoch):
             sel = [fit_groups[i] for i in torch.randint(len(fit_groups), (p.groups_per_step,), generator=gen).numpy()]
+            lo, hi, weight = distributed.shard(len(sel))
             loss, parts = feed.flow_loss(sel, gen, feed.stored)
-            return loss, parts, 2 * len(sel) * p.cells_per_group
+            return loss * weight, parts, 2 * (hi - lo) * p.cells_per_group
 
         mods = torch.nn.ModuleDict({"context": net.context, "pert": net.pert, "flow": net.flow})
         return train(mods, param_groups=[{"params": list(mods.parameters())}], step=step,
@@ -409,15 +442,17 @@ class CFMVCModel(PerturbationModel):
 
         def encoded(rows):
             b, ct, _ = feed.ctx_of(rows)
-            return (net.vae.encode(feed.rows_to(feed.d.enc_in, rows), b, ct)[0] - z_mean) / z_std
+            return (net.vae.encode(feed.enc_in(rows), b, ct)[0] - z_mean) / z_std
 
         def step(gen, epoch):
             rows = vae_fit[torch.randint(len(vae_fit), (p.vae_batch,), generator=gen).numpy()]
+            lo, hi, w_rows = distributed.shard(len(rows))
             vl, recon, _kl = feed.vae_loss(rows, gen, p.kl_weight)
             sel = [fit_groups[i] for i in torch.randint(len(fit_groups), (p.groups_per_step,), generator=gen).numpy()]
+            glo, ghi, w_groups = distributed.shard(len(sel))
             fl, parts = feed.flow_loss(sel, gen, encoded)
-            return vl + fl, {**parts, "recon_nll_per_gene": float(recon.detach())}, len(rows) + 2 * len(sel) * \
-                p.cells_per_group
+            return vl * w_rows + fl * w_groups, {**parts, "recon_nll_per_gene": float(recon.detach())}, \
+                (hi - lo) + 2 * (ghi - glo) * p.cells_per_group
 
         return train(net, param_groups=[{"params": list(net.parameters()), "lr": p.lr * p.joint_lr_scale}],
                      step=step, validate=(lambda: self._flow_validate(feed, val_groups)) if val_groups else None,
@@ -433,7 +468,7 @@ class CFMVCModel(PerturbationModel):
         with torch.no_grad():
             for i in range(0, len(rows), batch):
                 r = rows[i:i + batch]
-                x_in = torch.tensor(d.enc_in[r].toarray(), device=dev)
+                x_in = torch.tensor(d.enc_and_target(r)[0], device=dev)
                 b, ct = torch.tensor(d.b[r], device=dev), torch.tensor(d.ct[r], device=dev)
                 out.append(self.net.vae.encode(x_in, b, ct)[0].float().cpu().numpy())
         return np.vstack(out).astype(np.float64)

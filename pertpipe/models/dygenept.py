@@ -34,9 +34,11 @@ import pandas as pd
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
 from pertpipe.errors import ConfigError
+from pertpipe.models import distributed
 from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model
 from pertpipe.models.facet_lookup import FacetLookup
 from pertpipe.models.params import fraction, positive
+from pertpipe.models.pca import top_components
 from pertpipe.models.prior import FacetKNNPrior
 from pertpipe.io import pick_device
 from pertpipe.models.shrinkage import check_setting as check_shrinkage
@@ -139,11 +141,12 @@ class DyGenePTModel(PerturbationModel):
             keep[rng.choice(r.n_obs, size=min(r.n_obs, p.max_cells), replace=False)] = True
             pca_rows = np.zeros(r.n_obs, bool)
             pca_rows[rng.choice(r.n_obs, size=min(r.n_obs, p.pca_cells), replace=False)] = True
-            xs = r.read_masked(pca_rows, chunk_size=chunk).toarray().astype(np.float64)
-            self.pca_mean = xs.mean(0)
-            d = min(p.latent_dim, min(xs.shape) - 1)
-            self.pca_components = np.linalg.svd(xs - self.pca_mean, full_matrices=False)[2][:d]
-            self.device = pick_device(p.device, field="model_params.dygenept.device")
+            xs = r.read_masked(pca_rows, chunk_size=chunk).toarray()
+            self.pca_mean = xs.mean(0, dtype=np.float64)
+            xs = xs - self.pca_mean.astype(xs.dtype)
+            self.pca_components = top_components(xs, min(p.latent_dim, min(xs.shape) - 1), seed=self.seed)
+            del xs
+            self.device = distributed.device_for(pick_device(p.device, field="model_params.dygenept.device"))
             self._load_scgpt()
             Z, Zq = [], []
             for _s, _e, b in r.iter_chunks(chunk, rows=keep):
@@ -223,11 +226,13 @@ class DyGenePTModel(PerturbationModel):
                                cells_per_group=p.cells_per_group, device=device)
 
         def step(gen, epoch):
+            # every process draws the whole batch (same generator) and computes its share (data-parallel)
             idx = torch.randint(len(fit_groups), (p.groups_per_step,), generator=gen).numpy()
-            loss, parts = self.net.loss(sampler.batch([fit_groups[i] for i in idx], gen), comps=comps,
-                                        dist_loss=p.dist_loss, dist_weight=p.dist_weight,
+            lo, hi, weight = distributed.shard(len(idx))
+            batch = sampler.batch([fit_groups[i] for i in idx], gen).take(lo, hi)
+            loss, parts = self.net.loss(batch, comps=comps, dist_loss=p.dist_loss, dist_weight=p.dist_weight,
                                         attn_sparsity=p.attn_sparsity)
-            return loss, parts, 2 * p.groups_per_step * p.cells_per_group
+            return loss * weight, parts, 2 * (hi - lo) * p.cells_per_group
 
         def validate():
             return self.net.residual_mse(sampler.batch(val_groups, epoch_generator(self.seed + 10_007, 0)))
