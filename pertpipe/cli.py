@@ -18,7 +18,23 @@ def main(argv: list[str] | None = None) -> int:
     ins.add_argument("--json", action="store_true", help="print the figures as JSON")
     ins.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK)
     ins.add_argument("--write-config", metavar="YAML", help="also write the suggested config block to this file")
+    tr = sub.add_parser("train", help="fit one model on a training split (what train_<model> runs; torchrun "
+                        "starts it once per process for data-parallel training)")
+    tr.add_argument("--model-class", required=True)
+    tr.add_argument("--hparams", default="{}", help="hyperparameters as JSON")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--train", required=True)
+    tr.add_argument("--knowledge")
+    tr.add_argument("--zscores")
+    tr.add_argument("--model-out", required=True)
+    tr.add_argument("--log-out", required=True)
+    tr.add_argument("--checkpoint", required=True)
+    tr.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK)
+    tr.add_argument("--threads", type=int, default=1)
+    tr.add_argument("--backend", default="auto", choices=["auto", "nccl", "gloo"])
     args = parser.parse_args(argv)
+    if args.command == "train":
+        return _train(args)
     from pertpipe.data.inspect import inspect_h5ad, render_inspect
 
     try:
@@ -32,6 +48,23 @@ def main(argv: list[str] | None = None) -> int:
         write_text(info["config"], args.write_config)
         info["config_written_to"] = args.write_config
     print(json.dumps(info, indent=2) if args.json else render_inspect(info))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import logging
+
+    from pertpipe.models.run import train_to_files
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        train_to_files(args.model_class, json.loads(args.hparams), seed=args.seed, train=args.train,
+                       knowledge=args.knowledge, zscores=args.zscores, model_out=args.model_out,
+                       log_out=args.log_out, checkpoint=args.checkpoint, chunk_size=args.chunk_size,
+                       threads=args.threads, backend=args.backend)
+    except PertpipeError as exc:
+        print(f"pertpipe train: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

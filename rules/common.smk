@@ -122,6 +122,7 @@ def stage1_targets(dataset):
 
 
 from pertpipe.models import build_model, get_model_class  # noqa: E402  (registers the models)
+from pertpipe.models.distributed import DistConfig  # noqa: E402
 
 MODEL_NAMES = list(config["models"])
 
@@ -173,6 +174,21 @@ def model_gpu(name):
     """1 when model `name` asks for a GPU (device: cuda, or gpu: true), for the scheduler's gpu resource."""
     hp = model_params(name)
     return 1 if hp.get("device") == "cuda" or hp.get("gpu") else 0
+
+
+DIST = DistConfig.from_config(config.get("distributed"))
+
+
+def train_resources(name):
+    """The train rule's scheduler resources: memory, runtime, GPUs (one per process when it trains data-parallel)
+    and, across nodes, the nodes with one task each and `mpi` (so the SLURM job step leaves `srun` to the rule)."""
+    res = {"mem_mb": 8000, "runtime": 240, "gpu": model_gpu(name)}
+    if DIST.applies_to(model_class_name(name)):
+        res["gpu"] *= DIST.world_size
+        res["nodes"] = DIST.nnodes
+        if DIST.nnodes > 1:
+            res.update(mpi="srun", tasks=DIST.nnodes)
+    return res
 
 
 def stage2_path(name, dataset="{dataset}", model="{model}"):

@@ -19,11 +19,10 @@ for _model in MODEL_NAMES:
             seed=config["seed"],
             chunk_size=S1["chunk_size"],
             checkpoint=stage2_path("checkpoint.pt", model=_model),
+            distributed=config.get("distributed") or {},
         threads: 2
         resources:
-            mem_mb=8000,
-            gpu=model_gpu(_model),
-            runtime=240,
+            **train_resources(_model),
         log:
             f"{RESULTS}/{{dataset}}/logs/train_{_model}.log",
         benchmark:

@@ -9,7 +9,10 @@
   beside ``model.pt`` until training has finished, so a killed ``train_<model>`` job run again resumes; a model's
   data preparation before the loop runs again, deterministically, from the seed);
 * AMP (bfloat16 autocast) on CUDA, a progress bar, and a log with loss curves, wall time, device and
-  throughput (cells/s).
+  throughput (cells/s);
+* data-parallel under ``torchrun`` (:mod:`pertpipe.models.distributed`): the module is wrapped in
+  DistributedDataParallel, each process computes its share of every batch (the model's ``step`` asks for it with
+  ``distributed.shard``), the logged loss is the whole batch's, and rank 0 alone writes checkpoints.
 """
 
 from __future__ import annotations
@@ -97,6 +100,8 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
     import torch
     from tqdm import tqdm
 
+    from pertpipe.models import distributed as dist
+
     ckpt = Path(checkpoint) if checkpoint else None
     # fresh dicts per call: torch writes its defaults (and the warm-up's lr) into the groups it is given
     groups_fn = ((lambda e: [dict(g) for g in param_groups(e)]) if callable(param_groups)
@@ -122,10 +127,12 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
         if state.get("layout") == list(map(list, layout)):
             opt.load_state_dict(state["optimizer"])
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
-    use_amp = cfg.amp and device == "cuda"
+    use_amp = cfg.amp and str(device).startswith("cuda")
     t0 = time.perf_counter()
     stopped_early = False
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, mininterval=5, initial=start_epoch, total=cfg.epochs)
+    ddp, ddp_layout = None, None
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, mininterval=5, initial=start_epoch, total=cfg.epochs,
+               disable=not dist.is_main())
     for epoch in bar:
         if bad >= cfg.patience:
             stopped_early = True
@@ -135,6 +142,8 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
         new_opt, new_layout = make_opt(epoch)
         if opt is None or new_layout != layout:
             opt, layout = new_opt, new_layout
+        if dist.is_active() and new_layout != ddp_layout:  # (re)wrap: DDP tracks the parameters that train now
+            ddp, ddp_layout = _wrap_ddp(module, step, device), new_layout
         warm = min(1.0, (epoch + 1) / max(1, cfg.warmup_epochs))
         base = [g.get("lr", cfg.lr) for g in groups_fn(epoch)]
         for g, b in zip(opt.param_groups, base):
@@ -145,19 +154,23 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
         for _ in range(cfg.steps_per_epoch):
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                loss, parts, n = step(gen, epoch)
+                loss, parts, n = ddp(gen, epoch) if ddp is not None else step(gen, epoch)
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
             opt.step()
-            losses.append(float(loss.detach()))
-            cells_seen += int(n)
-            for k, v in parts.items():
+            keys = sorted(parts)
+            # each process returns its share's loss x weight: their mean is the whole batch's loss
+            vals = dist.all_mean([float(loss.detach()), float(n), *[float(parts[k]) for k in keys]])
+            losses.append(vals[0])
+            cells_seen += int(round(vals[1] * dist.world_size()))
+            for k, v in zip(keys, vals[2:]):
                 parts_acc[k] = parts_acc.get(k, 0.0) + float(v) / cfg.steps_per_epoch
         history["loss"].append(float(np.mean(losses)))
         history["parts"].append(parts_acc)
         module.eval()
         val = float(validate()) if validate else history["loss"][-1]
+        val = dist.all_mean([val])[0]  # the same on every process (same weights); averaged to be sure
         history["val"].append(val)
         if val < best - 1e-9:
             best, bad = val, 0
@@ -165,12 +178,13 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
         else:
             bad += 1
         bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", val=f"{val:.4f}", refresh=False)
-        if ckpt and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
+        if ckpt and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs) and dist.is_main():
             with atomic_path(ckpt) as tmp:
                 torch.save({"module": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                             "history": history, "best": best, "bad": bad, "best_state": best_state,
                             "layout": list(map(list, layout)), "wall_s": wall_before + time.perf_counter() - t0,
                             "cells_seen": cells_seen}, tmp)
+    dist.barrier()  # every process past the last checkpoint before any goes on
     if best_state is not None:
         module.load_state_dict(best_state)
     wall = wall_before + time.perf_counter() - t0
@@ -178,4 +192,22 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
             "epochs_run": len(history["loss"]), "best_val": best, "stopped_early": stopped_early,
             "train_wall_s": round(wall, 3), "cells_seen": cells_seen,
             "cells_per_s": round(cells_seen / wall, 1) if wall > 0 else None, "device": device,
-            "train_config": asdict(cfg)}
+            "world_size": dist.world_size(), "train_config": asdict(cfg)}
+
+
+def _wrap_ddp(module, step, device):
+    """DistributedDataParallel over a module whose forward is one training step (the model's sampling and loss),
+    so DDP's gradient hooks see every parameter the step uses."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    class _Step(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, gen, epoch):
+            return step(gen, epoch)
+
+    ids = [torch.device(device).index] if str(device).startswith("cuda") else None
+    return DistributedDataParallel(_Step(), device_ids=ids, find_unused_parameters=True)

@@ -130,12 +130,16 @@ class VAE(nn.Module):
         return NormalLogVar(out, self.log_var)
 
     def loss(self, x_in, target, lib, b, ct, *, beta: float, gen: torch.Generator | None = None,
-             sample: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(-ELBO per gene, reconstruction NLL per gene, KL per gene); ``sample=False`` decodes the posterior means."""
+             sample: bool = True, noise: tuple[torch.Tensor, torch.Tensor] | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(-ELBO per gene, reconstruction NLL per gene, KL per gene); ``sample=False`` decodes the posterior means.
+        ``noise``: the reparameterisation's standard normals (z_int, z_tech), drawn by the caller; else from ``gen``."""
         mi, li, mt, lt = self.encode(x_in, b, ct)
         if sample:
-            zi = mi + torch.randn(mi.shape, generator=gen).to(mi.device) * (0.5 * li).exp()
-            zt = mt + torch.randn(mt.shape, generator=gen).to(mt.device) * (0.5 * lt).exp()
+            ei, et = noise if noise is not None else (torch.randn(mi.shape, generator=gen),
+                                                      torch.randn(mt.shape, generator=gen))
+            zi = mi + ei.to(mi.device) * (0.5 * li).exp()
+            zt = mt + et.to(mt.device) * (0.5 * lt).exp()
         else:
             zi, zt = mi, mt
         ll = self.distribution(self.decode(zi, zt, b), lib).log_prob(target)

@@ -7,7 +7,7 @@ T target slots (2: singles and doubles), K facets of dimension D, H heads of dim
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -32,6 +32,10 @@ class GroupBatch:
     tmask: torch.Tensor  # [B, T]
     delta: torch.Tensor  # [B, G] observed pseudobulk change minus the prior
     prior: torch.Tensor  # [B, G] the knowledge prior's shift
+
+    def take(self, lo: int, hi: int) -> GroupBatch:
+        """Groups ``lo..hi-1`` (one process's share under data-parallel training)."""
+        return GroupBatch(*(getattr(self, f.name)[lo:hi] for f in fields(self)))
 
 
 class GroupSampler:
