@@ -3,7 +3,8 @@
 # Facts of this kind of machine: the job-step plugin drops SLURM_CONF, so the config must live at
 # /etc/slurm/slurm.conf; there is no slurmdbd, so Snakemake must query job status with squeue
 # (profiles/slurm sets slurm-status-command: squeue), and MinJobAge must be >= 120 s for squeue to still
-# see finished jobs. A `gpu` GRES on /dev/null lets GPU requests be scheduled on a machine without one.
+# see finished jobs. Two `gpu` GRES on /dev/null and /dev/zero let GPU requests (one per data-parallel training
+# process) be scheduled on a machine without GPUs.
 set -euo pipefail
 PIDS=/run/pertpipe-slurm.pids
 cmd=${1:-start}
@@ -51,10 +52,10 @@ GresTypes=gpu
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
-$node Gres=gpu:1 State=UNKNOWN
+$node Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
-echo "NodeName=localhost Name=gpu File=/dev/null" > /etc/slurm/gres.conf
+printf "NodeName=localhost Name=gpu File=/dev/null\nNodeName=localhost Name=gpu File=/dev/zero\n" > /etc/slurm/gres.conf
 [ -s /etc/munge/munge.key ] || { mkdir -p /etc/munge; dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none; }
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
 chmod 0700 /etc/munge; chmod 0400 /etc/munge/munge.key

@@ -199,7 +199,12 @@ def stage3_path(name, dataset="{dataset}", model="{model}"):
     return f"{RESULTS}/{dataset}/stage3/{model}/{name}"
 
 
+SUBMISSION = bool(S1["split"].get("submission"))
+
+
 def stage3_targets(dataset):
+    if SUBMISSION:  # no truth for the targets: each model's cell-eval prep archive is the product
+        return [stage3_path(f, dataset=dataset, model=m) for m in MODEL_NAMES for f in (f"{m}.vcc", "prep.json")]
     if IS_SIGNATURES:
         return [f"{RESULTS}/{dataset}/signature_leaderboard.csv", f"{RESULTS}/{dataset}/signature_leaderboard.md"]
     return [f"{RESULTS}/{dataset}/leaderboard.csv", f"{RESULTS}/{dataset}/leaderboard.md",

@@ -39,6 +39,7 @@ rule prep:
         predictions=stage2_path("predictions.h5ad"),
         genes=stage1_path("genes.txt"),
         truth=stage1_path("truth.h5ad"),
+        template=stage1_path("template.csv"),
     output:
         vcc=stage3_path("{model}.vcc"),
         summary=stage3_path("prep.json"),

@@ -293,7 +293,7 @@ def predict_reloaded(model, demo: dict[str, Path], tmp_path: Path):
     tpl = pd.read_csv(demo["template"])
     load_model(tmp_path / "model.pt").predict(tpl, demo["train"], tmp_path / "pred.h5ad")
     p = ad.read_h5ad(tmp_path / "pred.h5ad")
-    assert p.X.dtype == np.float32 and p.X.min() >= 0 and np.isfinite(p.X.data).all()
+    assert p.X.dtype == np.float32 and p.X.min() >= 0 and np.isfinite(p.X).all()
     assert list(p.var_names) == list(ad.read_h5ad(demo["train"], backed="r").var_names)
     assert p.obs.groupby("target_gene").size().to_dict() == tpl.groupby("target_gene")["n_cells"].sum().to_dict()
     return p, tpl

@@ -14,7 +14,8 @@ with script_step(sm.log[0], "split") as log:
                         control_val_fraction=cfg["control_val_fraction"], single_fraction=cfg["single_fraction"],
                         combo_fraction=cfg["combo_fraction"], holdout_cell_type=cfg["holdout_cell_type"],
                         val_counts=vc, val_counts_path=str(sm.input.val_counts or ""),
-                        min_cells_per_target=min_cells, small_targets=cfg["small_targets"])
+                        min_cells_per_target=min_cells, small_targets=cfg["small_targets"],
+                        submission=cfg.get("submission", False))
     check_no_leakage(obs[result.assignment == "train"], obs[result.assignment == "val"],
                      heldout_genes=result.heldout_genes, by_cell_type=cfg["strategy"] == "cell_line_holdout")
     summary = split_summary(obs, result, strategy=cfg["strategy"], seed=sm.params.seed, params=cfg)

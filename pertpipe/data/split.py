@@ -49,6 +49,7 @@ class SplitResult:
     heldout_cell_type: str | None = None
     n_cells_requested: dict[str, int] = field(default_factory=dict)  # vcc: target -> n_cells
     dropped_small: dict[str, int] = field(default_factory=dict)  # held-out target -> its (too few) cells
+    submission: bool = False  # vcc submission: the targets to predict have no cells here (no truth, no scores)
 
 
 def check_no_leakage(train_obs: pd.DataFrame, val_obs: pd.DataFrame, *, heldout_genes: list[str] | tuple = (),
@@ -120,17 +121,44 @@ def make_split(obs: pd.DataFrame, *, strategy: str, seed: int, fraction: float =
                control_val_fraction: float = 0.3, single_fraction: float = 0.2, combo_fraction: float = 0.3,
                holdout_cell_type: str | None = None, val_counts: pd.DataFrame | None = None,
                val_counts_path: str = "<val_counts>", min_cells_per_target: int = 1,
-               small_targets: str = "drop") -> SplitResult:
+               small_targets: str = "drop", submission: bool = False) -> SplitResult:
     """Assign every cell of ``obs`` to train, val or drop following ``strategy`` (seeded).
 
     A held-out perturbation with fewer than ``min_cells_per_target`` cells cannot be scored with a real DE
     test: ``small_targets: drop`` moves its cells to ``drop`` (never to train: it stays held out) and records
     it in ``dropped_small``; ``error`` stops with its name.
+
+    ``submission`` (strategy ``vcc`` only): the VCC setting, where the validation targets have no cells in the
+    training file. Every perturbed cell trains (a validation target that does occur is dropped, never trained
+    on), the controls are divided as usual, and the template asks for each target's ``n_cells`` spread over the
+    held-out controls' (cell type, batch) strata; the truth holds controls only, so nothing is scored.
     """
+    if submission:
+        if strategy != "vcc" or val_counts is None:
+            raise ConfigError("stage1.split.submission needs strategy 'vcc' and val_counts (the targets to predict)")
+        return _submission(obs, seed=seed, control_val_fraction=control_val_fraction, val_counts=val_counts)
     result = _assign(obs, strategy=strategy, seed=seed, fraction=fraction, control_val_fraction=control_val_fraction,
                      single_fraction=single_fraction, combo_fraction=combo_fraction,
                      holdout_cell_type=holdout_cell_type, val_counts=val_counts, val_counts_path=val_counts_path)
     return _drop_small_targets(obs, result, min_cells_per_target, small_targets)
+
+
+def _submission(obs: pd.DataFrame, *, seed: int, control_val_fraction: float, val_counts: pd.DataFrame) -> SplitResult:
+    if not 0 < control_val_fraction < 1:
+        raise ConfigError(f"stage1.split.control_val_fraction is {control_val_fraction}; a submission needs held-out "
+                          "controls for its control block. Fix: use a number in (0, 1), e.g. 0.1")
+    rng = np.random.default_rng(seed)
+    labels = obs["target_gene"].astype(str).to_numpy()
+    wanted = [str(t) for t in val_counts["target_gene"] if str(t) != CONTROL_LABEL]
+    assignment = np.full(len(obs), TRAIN, dtype=object)
+    assignment[np.isin(labels, wanted)] = DROP  # present anyway: never trained on
+    _split_controls(obs, assignment, control_val_fraction, rng)
+    if not (assignment == VAL).any():
+        raise ContractError("<obs>", "target_gene", f"no '{CONTROL_LABEL}' cells to hold out for the submission's "
+                            "control block", "a VCC submission needs control cells in the training file")
+    n_req = {str(t): int(n) for t, n in zip(val_counts["target_gene"], val_counts["n_cells"]) if str(t) in wanted}
+    return SplitResult(assignment, sorted(wanted), sorted({g for t in wanted for g in perturbation_genes(t)}),
+                       {t: "submission" for t in wanted}, None, n_req, submission=True)
 
 
 def _drop_small_targets(obs: pd.DataFrame, result: SplitResult, min_cells: int, policy: str) -> SplitResult:
@@ -276,6 +304,13 @@ def template_table(val_obs: pd.DataFrame, n_cells_requested: dict[str, int] | No
     t = (val_obs.groupby(["target_gene", "cell_type", "batch"], observed=True).size()
          .rename("n_cells").reset_index())
     t = t.astype({"target_gene": str, "cell_type": str, "batch": str})
+    absent = [g for g in (n_cells_requested or {}) if g not in set(t["target_gene"])]
+    if absent:  # a submission: targets without cells take the held-out controls' (cell type, batch) strata
+        strata = t[t["target_gene"] == CONTROL_LABEL]
+        if strata.empty:
+            raise ContractError("<val>", "target_gene", "no held-out controls to place the requested targets in",
+                                "hold out controls (stage1.split.control_val_fraction > 0)")
+        t = pd.concat([t, *[strata.assign(target_gene=g) for g in absent]], ignore_index=True)
     if n_cells_requested:
         parts = []
         for target, grp in t.groupby("target_gene", sort=False):
@@ -334,6 +369,7 @@ def split_summary(obs: pd.DataFrame, result: SplitResult, *, strategy: str, seed
         "n_controls": {s: int(((a == s) & ctrl).sum()) for s in (TRAIN, VAL)},
         "n_cells_requested": result.n_cells_requested,
         "dropped_small_targets": result.dropped_small,
+        "submission": result.submission,
         "template": template.to_dict(orient="records"),
         "split_id": config_hash({"cells": list(obs.index[a == VAL]), "train": int((a == TRAIN).sum()),
                                  "val_targets": result.val_targets}),

@@ -129,6 +129,11 @@ def render_text(rep: dict[str, Any]) -> str:
         f"  cells: train {sp_['n_cells']['train']:,}, val {sp_['n_cells']['val']:,}, dropped {sp_['n_cells']['drop']:,}",
         f"  controls: train {sp_['n_controls']['train']:,}, val {sp_['n_controls']['val']:,}",
     ]
+    if sp_.get("submission"):
+        n_req = sp_.get("n_cells_requested") or {}
+        lines.append(f"  SUBMISSION: {len(n_req)} target(s) to predict ({sum(n_req.values()):,} cells) have no cells "
+                     "here; every perturbed cell trains, the truth holds controls only and nothing is scored "
+                     "(each model ends with its cell-eval prep archive)")
     small = sp_.get("dropped_small_targets") or {}
     if small:
         lines.append(f"  DROPPED from validation (fewer than {sp_['params'].get('min_cells_per_target')} cells, "

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter, read_obs, read_uns
@@ -72,8 +71,12 @@ def _run(args: list[str], what: str, log_file: str | os.PathLike | None = None) 
 
 
 def check_predictions(pred: str | os.PathLike, *, genes: list[str], truth: str | os.PathLike,
-                      max_cells: int = MAX_CELL_DIM, chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
-    """Refuse a prediction file cell-eval would mis-score; every message names the file and the fix."""
+                      max_cells: int = MAX_CELL_DIM, chunk_size: int = DEFAULT_CHUNK,
+                      template: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Refuse a prediction file cell-eval would mis-score; every message names the file and the fix.
+
+    The perturbations must be the template's (``template.csv``, when given: a VCC submission's truth holds
+    controls only) or else the truth's."""
     with H5adReader(pred) as r:
         names = [str(g) for g in r.var_names]
         obs = r.obs
@@ -100,11 +103,13 @@ def check_predictions(pred: str | os.PathLike, *, genes: list[str], truth: str |
                 raise ContractError(pred, "X", f"NaN/inf values near row {start}", "fix the model's output")
             if block.nnz and block.data.min() < 0:
                 raise ContractError(pred, "X", f"negative values near row {start}", "predictions are log1p, >= 0")
-    truth_labels = set(read_obs(truth)["target_gene"].astype(str))
+    ref = template if template is not None else truth
+    truth_labels = (set(pd.read_csv(template)["target_gene"].astype(str)) if template is not None
+                    else set(read_obs(truth)["target_gene"].astype(str)))
     if labels != truth_labels:
-        raise ContractError(pred, "obs['target_gene']", f"perturbations differ from the truth {truth}: missing "
-                            f"{sorted(truth_labels - labels)[:5]}, extra {sorted(labels - truth_labels)[:5]}",
-                            "predict exactly the template of this split")
+        raise ContractError(pred, "obs['target_gene']", f"perturbations differ from the {'template' if template else 'truth'} "
+                            f"{ref}: missing {sorted(truth_labels - labels)[:5]}, extra "
+                            f"{sorted(labels - truth_labels)[:5]}", "predict exactly the template of this split")
     p_id = read_uns(pred).get("pertpipe", {}).get("split_id")
     t_id = read_uns(truth).get("pertpipe", {}).get("split_id")
     if p_id and t_id and p_id != t_id:
@@ -187,12 +192,11 @@ def build_baseline(train: str | os.PathLike, template: pd.DataFrame, dest: str |
         ctrl_obs = pd.DataFrame({"target_gene": CONTROL_LABEL}, index=obs_tr.index[ctrl].astype(str))
         obs = pd.concat([pert_obs, ctrl_obs])
         var = pd.DataFrame(index=r.var_names)
-        dense_row = sp.csr_matrix(profile[None, :])
-        with H5adWriter(dest, obs=obs, var=var, uns=dict(uns or {})) as w:
+        with H5adWriter(dest, obs=obs, var=var, uns=dict(uns or {}), dense=True) as w:
             left = len(pert_obs)
             while left:
                 n = min(left, 1000)
-                w.append(sp.vstack([dense_row] * n).tocsr())
+                w.append(np.repeat(profile[None, :], n, axis=0))
                 left -= n
             for _s, _e, block in r.iter_chunks(chunk_size, rows=ctrl):
                 w.append(block)

@@ -294,7 +294,7 @@ def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: s
     obs.index = [f"pred{i}" for i in range(len(obs))]
     var = pd.DataFrame(index=pd.Index(genes))
     fallback = 0
-    with H5adWriter(dest, obs=obs, var=var, uns=dict(uns or {})) as w:
+    with H5adWriter(dest, obs=obs, var=var, uns=dict(uns or {}), dense=True) as w:  # predicted cells are dense
         for i, r in enumerate(rows.itertuples(index=False)):
             n = int(r.n_cells)
             # Each row's control draw has its own generator, so every model starts from the same control cells
@@ -360,7 +360,8 @@ def write_signature_predictions(model: PerturbationModel, template: pd.DataFrame
     obs = rep.reset_index(drop=True).astype(str)
     obs.index = [f"pred{i}" for i in range(len(obs))]
     cache: dict[tuple[str, str], np.ndarray] = {}
-    with H5adWriter(dest, obs=obs, var=pd.DataFrame(index=pd.Index(model.genes)), uns=dict(uns or {})) as w:
+    with H5adWriter(dest, obs=obs, var=pd.DataFrame(index=pd.Index(model.genes)), uns=dict(uns or {}),
+                    dense=True) as w:
         for r in rows.itertuples(index=False):
             key = (r.target_gene, r.cell_type)
             if key not in cache:

@@ -1,5 +1,6 @@
 """The SLURM profile on a real single-node Slurm (started by .ci/slurm.sh): jobs really go through sbatch,
-GPU requests reach the scheduler, and the results equal a local run with the same config."""
+GPU requests reach the scheduler (one per data-parallel training process: DyGenePT trains with 2 processes under
+torchrun inside its Slurm job), and the results equal a local run with the same config."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("slurm")
     cfg = {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500},
            "knowledge": {"cache_dir": str(base / "cache")}, "models": ["cell_mean", "dygenept"],
-           "model_params": {"dygenept": TINY_DYG}}
+           "model_params": {"dygenept": TINY_DYG},
+           "distributed": {"enabled": True, "nproc_per_node": 2, "models": ["dygenept"]}}
     env = {"HF_HUB_OFFLINE": "1"}
     local = run_snakemake(base / "local", cfg, "stage3", timeout=1200, env=env)
     slurm = run_snakemake(base / "slurm", cfg, "stage3", extra=("--profile", str(REPO / "profiles/slurm")),
@@ -64,7 +66,10 @@ def test_jobs_went_through_sbatch_with_gpu_requests(runs):
     train_cm = _job_ids(logs / "rule_train_cell_mean")[0]
     assert f"JobId={train_dyg}" in ctl and f"JobId={train_cm}" in ctl
     show = subprocess.run(["scontrol", "show", "job", train_dyg], capture_output=True, text=True).stdout
-    assert "TresPerJob=gres:gpu:1" in show  # the training rule asked Slurm for a GPU
+    assert "TresPerJob=gres:gpu:2" in show  # the training rule asked Slurm for a GPU per process
+    log = json.loads((base / "slurm/results/demo/stage2/dygenept/train_log.json").read_text())
+    assert log["distributed"]["world_size"] == 2  # torchrun ran inside the Slurm job
+    assert "torch.distributed.run --standalone --nproc_per_node=2" in log["distributed"]["launcher"]
     show_cm = subprocess.run(["scontrol", "show", "job", train_cm], capture_output=True, text=True).stdout
     assert "gres:gpu" not in show_cm
 

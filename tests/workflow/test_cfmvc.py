@@ -149,7 +149,7 @@ def test_predictions_follow_the_contract_and_unseen_targets_differ(demo, fitted,
     p, tpl = predict_reloaded(m, demo, tmp_path)
     # reproducible: the same model and seed give the same cells
     load_model(tmp_path / "model.pt").predict(tpl, demo["train"], tmp_path / "pred2.h5ad")
-    assert (ad.read_h5ad(tmp_path / "pred2.h5ad").X != p.X).nnz == 0
+    np.testing.assert_array_equal(ad.read_h5ad(tmp_path / "pred2.h5ad").X, p.X)
     train_targets = set(ad.read_h5ad(demo["train"], backed="r").obs["target_gene"])
     unseen = [t for t in tpl.target_gene.unique() if t != "non-targeting" and t not in train_targets]
     assert len(unseen) >= 3
@@ -229,9 +229,9 @@ def test_log1p_only_data_use_a_log1p_likelihood(demo, tmp_path, fallback):
     tpl = pd.read_csv(demo["template"])
     m.predict(tpl, train, tmp_path / "pred.h5ad")
     p = ad.read_h5ad(tmp_path / "pred.h5ad")
-    assert p.X.min() >= 0 and np.isfinite(p.X.data).all() and p.n_obs == int(tpl.n_cells.sum())
+    assert p.X.min() >= 0 and np.isfinite(p.X).all() and p.n_obs == int(tpl.n_cells.sum())
     pert = p[p.obs.target_gene != "non-targeting"].X
-    zeros = 1 - pert.nnz / np.prod(pert.shape)
+    zeros = float((np.asarray(pert) == 0).mean())
     truth_zeros = 1 - ad.read_h5ad(demo["val"]).X.nnz / np.prod(ad.read_h5ad(demo["val"]).shape)
     if fallback == "hurdle":  # the hurdle keeps sparse data sparse
         assert abs(zeros - truth_zeros) < 0.15, (zeros, truth_zeros)
