@@ -245,10 +245,6 @@ def fit_killed_after(model: str, hparams: dict, train: Path, knowledge: Path, ch
                      watch: Path | None = None, min_epoch: int = 2, timeout: float = 300) -> int | None:
     """Fit ``model`` in a subprocess and SIGKILL it once checkpoint ``watch`` (default ``checkpoint``) holds
     ``min_epoch`` epochs; returns the epoch it was killed at (None: it finished or timed out first)."""
-    import signal
-
-    import torch
-
     code = ("import sys, torch; torch.set_num_threads(1)\n"
             "from pertpipe.models import build_model\n"
             f"m = build_model({model!r}, {hparams!r}, seed=0)\n"
@@ -257,6 +253,17 @@ def fit_killed_after(model: str, hparams: dict, train: Path, knowledge: Path, ch
     proc = subprocess.Popen([sys.executable, "-c", code, str(train), str(knowledge), str(checkpoint)],
                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    return kill_at_checkpoint(proc, watch, min_epoch=min_epoch, timeout=timeout)
+
+
+def kill_at_checkpoint(proc: subprocess.Popen, watch: Path, *, min_epoch: int, timeout: float = 300) -> int | None:
+    """SIGKILL ``proc`` and every process it started (torchrun's workers run in their own sessions) once checkpoint
+    ``watch`` holds ``min_epoch`` epochs; returns that epoch (None: it finished or timed out first)."""
+    import signal
+
+    import psutil
+    import torch
+
     deadline, killed_at = time.time() + timeout, None
     while time.time() < deadline and proc.poll() is None:
         if watch.exists():
@@ -265,11 +272,13 @@ def fit_killed_after(model: str, hparams: dict, train: Path, knowledge: Path, ch
             except Exception:  # noqa: BLE001  (being replaced right now)
                 ep = 0
             if ep >= min_epoch:
-                proc.send_signal(signal.SIGKILL)
+                for p in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+                    p.send_signal(signal.SIGKILL)
                 killed_at = ep
                 break
         time.sleep(0.05)
     proc.wait()
+    time.sleep(0.5)  # the killed workers are gone
     return killed_at
 
 

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import torch
 
@@ -21,7 +18,7 @@ from pertpipe.errors import ConfigError
 from pertpipe.models import distributed
 from pertpipe.models.distributed import DistConfig, Share, first_host, launch_command
 
-from conftest import REPO, TINY_DEMO, run_snakemake
+from conftest import REPO, TINY_DEMO, kill_at_checkpoint, run_snakemake
 
 HP = {
     "dygenept": {"epochs": 6, "steps_per_epoch": 5, "hidden": 32, "device": "cpu", "shrinkage": "none",
@@ -94,22 +91,8 @@ def test_a_killed_data_parallel_run_resumes_to_the_uninterrupted_weights(knowled
     assert _run(cmd(full)).returncode == 0
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt, killed_at, deadline = killed / "checkpoint.pt", None, time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists():
-            try:
-                ep = torch.load(ckpt, weights_only=False)["epoch"]
-            except Exception:  # noqa: BLE001  (being replaced right now)
-                ep = 0
-            if ep >= 3:
-                # torchrun and both workers (torch's elastic agent starts workers in their own sessions)
-                for p in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
-                    p.send_signal(signal.SIGKILL)
-                killed_at = ep
-                break
-        time.sleep(0.05)
-    proc.wait()
-    time.sleep(0.5)
+    ckpt = killed / "checkpoint.pt"
+    killed_at = kill_at_checkpoint(proc, ckpt, min_epoch=3)  # torchrun and both workers
     assert killed_at is not None and killed_at < HP_long["epochs"], "the run finished before it could be killed"
     assert not (killed / "model.pt").exists() and ckpt.exists()
     resumed = _run(cmd(killed))
