@@ -195,12 +195,6 @@ def all_mean(values: list[float]) -> list[float]:
     return (t / _STATE.world).cpu().tolist()
 
 
-def all_sum(value: int) -> int:
-    if not is_active():
-        return value
-    return int(round(all_mean([float(value)])[0] * _STATE.world))
-
-
 def barrier() -> None:
     if is_active():
         import torch.distributed as dist

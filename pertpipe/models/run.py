@@ -13,7 +13,7 @@ from pertpipe.io import write_json
 
 def train_to_files(model_class: str, hparams: dict[str, Any], *, seed: int, train: str, knowledge: str | None,
                    zscores: str | None, model_out: str, log_out: str, checkpoint: str, chunk_size: int,
-                   threads: int, backend: str = "auto", launch: dict[str, Any] | None = None) -> dict[str, Any] | None:
+                   threads: int, backend: str = "auto") -> dict[str, Any] | None:
     """Fit ``model_class`` on ``train`` and write ``model.pt`` + ``train_log.json`` (rank 0 only under
     torchrun; every rank trains its share). Resume checkpoints are removed once the model is written.
     Returns the training log on rank 0, None on the other ranks."""
@@ -38,7 +38,7 @@ def train_to_files(model_class: str, hparams: dict[str, Any], *, seed: int, trai
         for ckpt in checkpoint_files(checkpoint):  # training finished: resume checkpoints not needed
             os.remove(ckpt)
         record = train_log_record(model, fit_log, hparams=hparams, wall_s=time.perf_counter() - t0)
-        record["distributed"] = {"world_size": state.world, "backend": state.backend, **(launch or {})}
+        record["distributed"] = {"world_size": state.world, "backend": state.backend}
         write_json(record, log_out)
         dist.barrier()
         return record
