@@ -34,6 +34,12 @@ def stage1_path(name, dataset="{dataset}"):
     return f"{RESULTS}/{dataset}/stage1/{name}"
 
 
+def stage1_intermediate(name):
+    """standardized/aligned copies: temporary unless stage1.keep_intermediates (the default) keeps them."""
+    path = stage1_path(name)
+    return path if S1["keep_intermediates"] else temp(path)
+
+
 def log_path(rule_name, dataset="{dataset}"):
     return f"{RESULTS}/{dataset}/logs/{rule_name}.log"
 

@@ -52,7 +52,7 @@ rule standardize:
     input:
         unpack(standardize_inputs),
     output:
-        h5ad=stage1_path("standardized.h5ad"),
+        h5ad=stage1_intermediate("standardized.h5ad"),
         summary=stage1_path("standardize.json"),
     params:
         dataset=lambda wc: wc.dataset,
@@ -84,7 +84,7 @@ rule align_genes:
             else []
         ),
     output:
-        h5ad=stage1_path("aligned.h5ad"),
+        h5ad=stage1_intermediate("aligned.h5ad"),
         summary=stage1_path("align.json"),
     params:
         universe=S1["universe"],

@@ -222,14 +222,32 @@ class RowReader:
             np.log1p(out.data, out=out.data)
         return out
 
+    def dense(self, idx) -> np.ndarray:
+        """Rows of a dense-stored ('array') matrix as an ndarray, in the order given: for dense data half the
+        memory of a CSR and no conversion (the scorer reads predicted cells this way)."""
+        if self.encoding != "array":
+            raise ValueError(f"{self.path}: RowReader.dense reads dense-stored matrices; this one is {self.encoding}")
+        idx = np.atleast_1d(np.asarray(idx)).astype(np.int64)
+        file_rows = idx if self.rows is None else self.rows[idx]
+        uniq, inverse = np.unique(file_rows, return_inverse=True)
+        out = np.empty((len(uniq), self.n_vars), self.dtype)
+        starts = np.flatnonzero(np.diff(uniq, prepend=-2) != 1)
+        for a, b in zip(starts, np.append(starts[1:], len(uniq))):
+            self._elem.read_direct(out, np.s_[int(uniq[a]):int(uniq[b - 1]) + 1], np.s_[a:b])
+        if self.transform == "log1p":
+            np.log1p(out, out=out)
+        return out if np.array_equal(uniq, file_rows) else out[inverse]
+
     def _read_sorted(self, uniq: np.ndarray) -> sp.csr_matrix:
         if not len(uniq):
             return sp.csr_matrix((0, self.n_vars), dtype=self.dtype)
-        if self.encoding == "array":  # runs of consecutive rows are read as slices
+        if self.encoding == "array":  # runs of consecutive rows are read as slices, converted a few rows at a time
             starts = np.flatnonzero(np.diff(uniq, prepend=-2) != 1)
             ends = np.append(starts[1:], len(uniq))
-            return sp.csr_matrix(np.vstack([self._elem[int(uniq[a]):int(uniq[b - 1]) + 1]
-                                            for a, b in zip(starts, ends)]))
+            step = max(1, (1 << 20) // max(self.n_vars, 1))
+            parts = [sp.csr_matrix(self._elem[int(r):int(min(uniq[b - 1] + 1, r + step))])
+                     for a, b in zip(starts, ends) for r in range(int(uniq[a]), int(uniq[b - 1]) + 1, step)]
+            return sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
         ip = self.indptr
         lo, hi = ip[uniq], ip[uniq + 1]
         # runs: rows whose stored entries lie within `gap` of the previous row's are read in one slice

@@ -59,6 +59,12 @@ class Expression:
             genes = np.asarray(r.var_names, dtype=str)
         return cls(RowReader(path), labels, genes)
 
+    def rows(self, idx: np.ndarray) -> np.ndarray | sp.csr_matrix:
+        """The given rows: an ndarray for a dense-stored file (predictions), else a CSR."""
+        if getattr(self.X, "encoding", None) == "array":
+            return self.X.dense(idx)
+        return self.X[idx]
+
     def groups(self) -> dict[str, np.ndarray]:
         uniq, inv = np.unique(self.labels, return_inverse=True)
         order = np.argsort(inv, kind="stable")
@@ -70,65 +76,63 @@ def _tie_sum(counts: np.ndarray) -> np.ndarray:
     return counts ** 3 - counts
 
 
+#: entries (cells x genes) of one gene block of a group's test: bounds the scorer's temporaries whatever the group size
+BLOCK_ENTRIES = 1 << 21
+
+
 class ReferenceIndex:
     """The control cells of a Mann-Whitney U comparison, sorted once per gene and reused for every group.
 
     Against a group x (non-negative, zeros tied), per gene:
     ``U1 = sum_i [#ref < x_i + 0.5 #ref == x_i]``; the tie term of the pooled sample is
     ``T_ref + T_x + sum_v 3 a_v b_v (a_v + b_v)`` over values v shared by x (a_v) and the reference (b_v).
+
+    Memory: the reference's non-zero values (float32 for float32 data), sorted by (gene, value), and per gene
+    where its values start; every computation runs on a block of genes (``block_entries`` cells x genes at a time), so temporaries do
+    not grow with the group or the reference.
     """
 
-    def __init__(self, y: sp.spmatrix) -> None:
-        yc = sp.csc_matrix(y, dtype=np.float64)
-        yc.eliminate_zeros()
-        yc.sort_indices()
-        self.n2, self.G = yc.shape
-        genes = np.repeat(np.arange(self.G), np.diff(yc.indptr))
-        order = np.lexsort((yc.data, genes))
-        self.vals = yc.data[order]
-        self.genes = genes[order]
-        self.scale = 2.0 * (float(self.vals.max()) if self.vals.size else 1.0) + 2.0
-        self.keys = self.genes * self.scale + self.vals  # sortable (gene, value) keys
-        nnz = np.bincount(self.genes, minlength=self.G)
-        self.gene_start = np.cumsum(nnz) - nnz
+    def __init__(self, y: sp.spmatrix, block_entries: int = BLOCK_ENTRIES) -> None:
+        y = y if isinstance(y, np.ndarray) else sp.csr_matrix(y)
+        dtype = np.result_type(y.dtype, np.float32)  # float32 files stay float32; float64 input is kept exact
+        self.n2, self.G = y.shape
+        self.block_entries = int(block_entries)
+        nnz = np.zeros(self.G, np.int64)
+        self.tie = np.zeros(self.G)
+        vals = []
+        for g0, g1 in self._blocks(max(self.n2, 1)):
+            yc = sp.csc_matrix(y[:, g0:g1], dtype=dtype)
+            yc.eliminate_zeros()
+            g = np.repeat(np.arange(g0, g1, dtype=np.int32), np.diff(yc.indptr))
+            order = np.lexsort((yc.data, g))
+            v, g = yc.data[order], g[order]
+            nnz[g0:g1] = np.diff(yc.indptr)
+            run = np.ones(len(v), bool)
+            run[1:] = (g[1:] != g[:-1]) | (v[1:] != v[:-1])
+            run_len = np.diff(np.append(np.flatnonzero(run), len(v))).astype(np.float64)
+            self.tie += np.bincount(g[run], weights=_tie_sum(run_len), minlength=self.G)
+            vals.append(v)
+        self.vals = np.concatenate(vals) if vals else np.zeros(0, dtype)  # gene by gene, each gene's sorted
+        self.gene_start = np.concatenate([[0], np.cumsum(nnz)])  # gene j's values: vals[start[j]:start[j+1]]
         self.nzero = (self.n2 - nnz).astype(np.float64)
-        run = np.ones(len(self.vals), bool)
-        if len(self.vals) > 1:
-            run[1:] = (self.genes[1:] != self.genes[:-1]) | (self.vals[1:] != self.vals[:-1])
-        run_len = np.diff(np.append(np.flatnonzero(run), len(self.vals))).astype(np.float64)
-        self.tie = np.bincount(self.genes[run], weights=_tie_sum(run_len), minlength=self.G) + _tie_sum(self.nzero)
+        self.tie += _tie_sum(self.nzero)
+        self.vmax = float(self.vals.max()) if self.vals.size else 0.0
+
+    def _blocks(self, n_rows: int):
+        width = max(1, min(self.G, self.block_entries // max(n_rows, 1)))
+        for g0 in range(0, self.G, width):
+            yield g0, min(self.G, g0 + width)
 
     def test(self, x: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
         """U statistic of ``x`` and the two-sided asymptotic p-value (tie and continuity corrected), per gene."""
-        xc = sp.csc_matrix(x, dtype=np.float64)
-        xc.eliminate_zeros()
-        n1, n2, G = xc.shape[0], self.n2, self.G
+        x = x if isinstance(x, np.ndarray) else sp.csr_matrix(x)
+        n1, n2, G = x.shape[0], self.n2, self.G
+        if x.shape[1] != G:
+            raise ValueError(f"group has {x.shape[1]} genes, the reference {G}")
+        U1, tie = np.empty(G), np.empty(G)
+        for g0, g1 in self._blocks(max(n1, n2)):
+            U1[g0:g1], tie[g0:g1] = self._block(sp.csc_matrix(x[:, g0:g1], dtype=np.float64), g0, g1)
         n = n1 + n2
-        gx = np.repeat(np.arange(G), np.diff(xc.indptr))
-        vx = xc.data
-        if vx.size and vx.max() * 2 + 2 > self.scale:  # keep keys ordered beyond the reference's range
-            scale = 2.0 * vx.max() + 2.0
-            ref_keys = self.genes * scale + self.vals
-        else:
-            scale, ref_keys = self.scale, self.keys
-        qk = gx * scale + vx
-        order = np.argsort(qk, kind="stable")
-        qk, gx, vx = qk[order], gx[order], vx[order]
-        left = np.searchsorted(ref_keys, qk, side="left")
-        less = left - self.gene_start[gx]
-        equal = np.searchsorted(ref_keys, qk, side="right") - left
-        nzero_x = (n1 - np.bincount(gx, minlength=G)).astype(np.float64)
-        U1 = np.bincount(gx, weights=self.nzero[gx] + less + 0.5 * equal, minlength=G) + 0.5 * nzero_x * self.nzero
-        # ties of the pooled sample
-        run = np.ones(len(vx), bool)
-        if len(vx) > 1:
-            run[1:] = (gx[1:] != gx[:-1]) | (vx[1:] != vx[:-1])
-        starts = np.flatnonzero(run)
-        a = np.diff(np.append(starts, len(vx))).astype(np.float64)
-        b = equal[starts].astype(np.float64)
-        g_run = gx[starts]
-        tie = (self.tie + np.bincount(g_run, weights=_tie_sum(a) + 3 * a * b * (a + b), minlength=G)
-               + _tie_sum(nzero_x) + 3 * nzero_x * self.nzero * (nzero_x + self.nzero))
         U = np.maximum(U1, n1 * n2 - U1)
         s_sq = n1 * n2 / 12.0 * ((n + 1.0) - tie / (n * (n - 1.0)))
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -137,14 +141,50 @@ class ReferenceIndex:
         p[s_sq <= 0] = 1.0
         return U1, p
 
+    def _block(self, xc: sp.csc_matrix, g0: int, g1: int) -> tuple[np.ndarray, np.ndarray]:
+        """U1 and the pooled tie term of genes g0..g1-1 (``xc``: the group's columns g0..g1-1)."""
+        xc.eliminate_zeros()
+        n1, B = xc.shape[0], g1 - g0
+        lo, hi = int(self.gene_start[g0]), int(self.gene_start[g1])
+        ref_g = np.repeat(np.arange(B), np.diff(self.gene_start[g0:g1 + 1]))
+        ref_v = self.vals[lo:hi].astype(np.float64)
+        gx = np.repeat(np.arange(B), np.diff(xc.indptr))
+        vx = xc.data
+        scale = 2.0 * max(self.vmax, float(vx.max()) if vx.size else 0.0) + 2.0  # (gene, value) keys stay ordered
+        ref_keys = ref_g * scale + ref_v
+        qk = gx * scale + vx
+        order = np.argsort(qk, kind="stable")
+        qk, gx, vx = qk[order], gx[order], vx[order]
+        left = np.searchsorted(ref_keys, qk, side="left")
+        less = left - (self.gene_start[g0:g1][gx] - lo)
+        equal = np.searchsorted(ref_keys, qk, side="right") - left
+        nzero_ref = self.nzero[g0:g1]
+        nzero_x = (n1 - np.bincount(gx, minlength=B)).astype(np.float64)
+        U1 = np.bincount(gx, weights=nzero_ref[gx] + less + 0.5 * equal, minlength=B) + 0.5 * nzero_x * nzero_ref
+        run = np.ones(len(vx), bool)
+        if len(vx) > 1:
+            run[1:] = (gx[1:] != gx[:-1]) | (vx[1:] != vx[:-1])
+        starts = np.flatnonzero(run)
+        a = np.diff(np.append(starts, len(vx))).astype(np.float64)
+        b = equal[starts].astype(np.float64)
+        tie = (self.tie[g0:g1] + np.bincount(gx[starts], weights=_tie_sum(a) + 3 * a * b * (a + b), minlength=B)
+               + _tie_sum(nzero_x) + 3 * nzero_x * nzero_ref * (nzero_x + nzero_ref))
+        return U1, tie
+
 
 def mannwhitneyu_sparse(x: sp.spmatrix, y: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
     """Per column: U statistic of ``x`` and two-sided p-value vs ``y`` (non-negative data, zeros tied)."""
     return ReferenceIndex(y).test(x)
 
 
-def _geo_bulk(X: sp.csr_matrix) -> np.ndarray:
-    return np.expm1(np.asarray(X.mean(axis=0), dtype=np.float64).ravel())
+def _col_mean(X: np.ndarray | sp.spmatrix) -> np.ndarray:
+    if isinstance(X, np.ndarray):
+        return X.mean(axis=0, dtype=np.float64)
+    return np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+
+
+def _geo_bulk(X: np.ndarray | sp.spmatrix) -> np.ndarray:
+    return np.expm1(_col_mean(X))
 
 
 def de_table(expr: Expression) -> dict[str, dict[str, np.ndarray]]:
@@ -152,14 +192,15 @@ def de_table(expr: Expression) -> dict[str, dict[str, np.ndarray]]:
     groups = expr.groups()
     if CONTROL_LABEL not in groups:
         raise ValueError(f"no '{CONTROL_LABEL}' cells")
-    ref = expr.X[groups[CONTROL_LABEL]]
+    ref = expr.rows(groups[CONTROL_LABEL])
     ref_bulk = _geo_bulk(ref)
     index = ReferenceIndex(ref)
+    del ref  # the index holds the reference compactly
     out = {}
     for p, rows in groups.items():
         if p == CONTROL_LABEL:
             continue
-        g = expr.X[rows]
+        g = expr.rows(rows)
         with np.errstate(divide="ignore", invalid="ignore"):
             lfc = np.log2(_geo_bulk(g) / ref_bulk)
         lfc[np.isnan(lfc)] = 0.0
@@ -196,7 +237,7 @@ def _means(expr: Expression) -> pd.DataFrame:
     if expr._means is None:
         groups = expr.groups()
         names = sorted(groups)
-        M = np.vstack([np.asarray(expr.X[groups[g]].mean(axis=0), dtype=np.float64).ravel() for g in names])
+        M = np.vstack([_col_mean(expr.rows(groups[g])) for g in names])
         expr._means = pd.DataFrame(M, index=names, columns=expr.genes)
     return expr._means
 
@@ -239,9 +280,13 @@ def score_local(pred: str | os.PathLike, truth: str | os.PathLike, *,
     return table, agg
 
 
-def _mean_gene_variance(X: sp.csr_matrix) -> float:
-    m = np.asarray(X.mean(0)).ravel()
-    return float((np.asarray(X.multiply(X).mean(0)).ravel() - m ** 2).mean())
+def _mean_gene_variance(X: np.ndarray | sp.spmatrix) -> float:
+    m = _col_mean(X)
+    if sp.issparse(X):
+        sq = _col_mean(X.multiply(X))
+    else:
+        sq = np.einsum("ij,ij->j", X, X, dtype=np.float64) / max(X.shape[0], 1)
+    return float((sq - m ** 2).mean())
 
 
 def variance_ratios(real: Expression, pred: Expression) -> dict[str, float]:
@@ -251,9 +296,9 @@ def variance_ratios(real: Expression, pred: Expression) -> dict[str, float]:
     for p in sorted(set(rg) & set(pg)):
         if p == CONTROL_LABEL or len(rg[p]) < 2 or len(pg[p]) < 2:
             continue
-        v_real = _mean_gene_variance(real.X[rg[p]])
+        v_real = _mean_gene_variance(real.rows(rg[p]))
         if v_real > 0:
-            ratios[p] = _mean_gene_variance(pred.X[pg[p]]) / v_real
+            ratios[p] = _mean_gene_variance(pred.rows(pg[p])) / v_real
     return ratios
 
 

@@ -7,7 +7,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import mannwhitneyu
 
-from pertpipe.evaluation.metrics import des_scores, mae_pds_scores, mannwhitneyu_sparse, Expression, top_de_genes
+from pertpipe.evaluation.metrics import (Expression, ReferenceIndex, des_scores, mae_pds_scores, mannwhitneyu_sparse,
+                                         top_de_genes)
 
 
 def test_mwu_matches_scipy_with_ties_and_zeros():
@@ -22,6 +23,25 @@ def test_mwu_matches_scipy_with_ties_and_zeros():
     np.testing.assert_allclose(u[1:], ref.statistic)
     np.testing.assert_allclose(p[1:], ref.pvalue, rtol=1e-12)
     assert p[0] == 1.0
+
+
+@pytest.mark.parametrize("block_entries", [1, 70 * 7, 10 ** 6])
+def test_mwu_gene_blocks_give_the_same_test(block_entries):
+    """The reference is sorted and tested a block of genes at a time (1 gene, 7 genes, all 30): same U and p."""
+    rng = np.random.default_rng(1)
+    x = (rng.poisson(0.8, size=(40, 30)) * rng.integers(0, 2, size=(40, 30))).astype(np.float32)
+    y = np.log1p(rng.poisson(1.2, size=(70, 30))).astype(np.float32)  # float32 data, as read from a file
+    x[:, 3] = y[:40, 3]  # values shared with the reference: pooled ties
+    x[:, 7] += 9.0
+    index = ReferenceIndex(sp.csr_matrix(y), block_entries=block_entries)
+    assert index.vals.dtype == np.float32 and len(index.vals) == np.count_nonzero(y)
+    u, p = index.test(sp.csr_matrix(x))
+    ref = mannwhitneyu(x.astype(np.float64), y.astype(np.float64), axis=0, method="asymptotic",
+                       use_continuity=True)
+    np.testing.assert_allclose(u, ref.statistic)
+    np.testing.assert_allclose(p, ref.pvalue, rtol=1e-10)
+    with pytest.raises(ValueError, match="group has 29 genes, the reference 30"):
+        index.test(sp.csr_matrix(x[:, :29]))
 
 
 def _expr(rows: dict[str, list[list[float]]], genes: list[str]) -> Expression:

@@ -88,6 +88,24 @@ def test_same_config_same_files(demo_run, tmp_path):
         assert sha256_file(src / "results/demo" / f) == sha256_file(wd / "results/demo" / f), f
 
 
+def test_intermediates_can_be_temporary(tmp_path):
+    """keep_intermediates: false deletes standardized/aligned once split has read them; a split change re-makes
+    them (and deletes them again)."""
+    cfg = {**CFG, "stage1": {"chunk_size": 500, "keep_intermediates": False}}
+    first = run_snakemake(tmp_path, cfg, "stage1")
+    s1 = tmp_path / "results/demo/stage1"
+    assert rules_run(first.stdout + first.stderr) >= set(RULES)
+    assert not (s1 / "standardized.h5ad").exists() and not (s1 / "aligned.h5ad").exists()
+    assert ad.read_h5ad(s1 / "train.h5ad").n_vars == TINY_DEMO["n_genes"] and (s1 / "truth.h5ad").exists()
+    again = run_snakemake(tmp_path, cfg, "stage1")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    cfg["stage1"]["split"] = {"fraction": 0.4}
+    proc = run_snakemake(tmp_path, cfg, "stage1")
+    assert {"standardize", "align_genes", "split"} <= rules_run(proc.stdout + proc.stderr)
+    assert not (s1 / "aligned.h5ad").exists()
+    assert json.loads((s1 / "split.json").read_text())["params"]["fraction"] == 0.4
+
+
 @pytest.mark.parametrize("cfg, words", [
     ({"stage1": {"chunksize": 5}}, "chunksize"),
     ({"stage1": {"chunk_size": "big"}}, "chunk_size"),
