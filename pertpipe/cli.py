@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--train", required=True)
     tr.add_argument("--knowledge")
     tr.add_argument("--zscores")
+    tr.add_argument("--annotations", default="{}", help="GO annotation files as JSON {gene2go, gene_info} (peers)")
     tr.add_argument("--model-out", required=True)
     tr.add_argument("--log-out", required=True)
     tr.add_argument("--checkpoint", required=True)
@@ -61,7 +62,7 @@ def _train(args: argparse.Namespace) -> int:
         train_to_files(args.model_class, json.loads(args.hparams), seed=args.seed, train=args.train,
                        knowledge=args.knowledge, zscores=args.zscores, model_out=args.model_out,
                        log_out=args.log_out, checkpoint=args.checkpoint, chunk_size=args.chunk_size,
-                       threads=args.threads, backend=args.backend)
+                       threads=args.threads, backend=args.backend, annotations=json.loads(args.annotations))
     except PertpipeError as exc:
         print(f"pertpipe train: {exc}", file=sys.stderr)
         return 2

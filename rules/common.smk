@@ -233,6 +233,11 @@ def annotation_paths(dataset):
     return {k: resource_path(k) for k in ("gene_info", "gene2go", "go_obo")}
 
 
+def model_annotation(name, dataset, kind):
+    """The GO annotation file ``kind`` (gene2go, gene_info) for models that read it (GEARS's GO graph), else []."""
+    return annotation_paths(dataset)[kind] if getattr(model_class(name), "reads_annotations", False) else []
+
+
 def knowledge_targets(dataset):
     return [knowledge_path("facet_embeddings.pt", dataset), knowledge_path("coverage.json", dataset)]
 

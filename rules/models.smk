@@ -9,6 +9,8 @@ for _model in MODEL_NAMES:
             train=stage1_path("train.h5ad"),
             knowledge=knowledge_path("facet_embeddings.pt") if model_needs_knowledge(_model) else [],
             zscores=stage1_path("zscores.h5ad") if getattr(model_class(_model), "reads_context_stats", False) else [],
+            gene2go=lambda wc, m=_model: model_annotation(m, wc.dataset, "gene2go"),
+            gene_info=lambda wc, m=_model: model_annotation(m, wc.dataset, "gene_info"),
         output:
             model=stage2_path("model.pt", model=_model),
             log=stage2_path("train_log.json", model=_model),

@@ -124,6 +124,16 @@ def _plot_deltas(pred_bulks: dict[str, pd.DataFrame], truth_bulk: pd.DataFrame, 
     return _fig_to_img(fig)
 
 
+def _peers_section(train_logs: dict[str, dict]) -> list[str]:
+    """Peer models (trained by their authors' packages): package, version, licence and source, from train_log.json."""
+    rows = [{"model": m, **tl["peer"]} for m, tl in sorted(train_logs.items()) if isinstance(tl.get("peer"), dict)]
+    if not rows:
+        return []
+    return ["<h2>Peer models</h2>",
+            "<p>Trained by their own packages on this split (the wrapper converts our data and reads their "
+            "predictions back); their licences apply to their code.</p>", _table(pd.DataFrame(rows))]
+
+
 def _plot_losses(train_logs: dict[str, dict]) -> str:
     import matplotlib
     matplotlib.use("Agg")
@@ -207,6 +217,7 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
         "correlation of the two.</p>",
         _plot_deltas(pred_bulks, truth_bulk),
         "<h2>Training</h2>", _plot_losses(train_logs),
+        *_peers_section(train_logs),
         "<h2>Facet attention</h2>",
         "<p>Mean attention over sampled control cells, per held-out target and cell type: which functional "
         "facets of the target gene the model uses in that cellular context (exact zeros from sparsemax).</p>",

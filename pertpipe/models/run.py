@@ -13,7 +13,8 @@ from pertpipe.io import write_json
 
 def train_to_files(model_class: str, hparams: dict[str, Any], *, seed: int, train: str, knowledge: str | None,
                    zscores: str | None, model_out: str, log_out: str, checkpoint: str, chunk_size: int,
-                   threads: int, backend: str = "auto") -> dict[str, Any] | None:
+                   threads: int, backend: str = "auto", annotations: dict[str, str] | None = None
+                   ) -> dict[str, Any] | None:
     """Fit ``model_class`` on ``train`` and write ``model.pt`` + ``train_log.json`` (rank 0 only under
     torchrun; every rank trains its share). Resume checkpoints are removed once the model is written.
     Returns the training log on rank 0, None on the other ranks."""
@@ -30,7 +31,8 @@ def train_to_files(model_class: str, hparams: dict[str, Any], *, seed: int, trai
         torch.set_num_threads(max(1, threads // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
         model = build_model(model_class, hparams, seed=seed)
         fit_log = model.fit(train, knowledge, {"chunk_size": chunk_size, "threads": threads,
-                                               "checkpoint": checkpoint, "zscores": zscores})
+                                               "checkpoint": checkpoint, "zscores": zscores,
+                                               "annotations": annotations or {}})
         if not dist.is_main():
             dist.barrier()
             return None
@@ -48,7 +50,7 @@ def train_to_files(model_class: str, hparams: dict[str, Any], *, seed: int, trai
 
 def train_args(model_class: str, hparams: dict[str, Any], *, seed: int, train: str, knowledge: str | None,
                zscores: str | None, model_out: str, log_out: str, checkpoint: str, chunk_size: int,
-               threads: int, backend: str = "auto") -> list[str]:
+               threads: int, backend: str = "auto", annotations: dict[str, str] | None = None) -> list[str]:
     """The ``python -m pertpipe train`` arguments for :func:`train_to_files` (what torchrun starts)."""
     import json
 
@@ -59,6 +61,8 @@ def train_args(model_class: str, hparams: dict[str, Any], *, seed: int, train: s
         args += ["--knowledge", knowledge]
     if zscores:
         args += ["--zscores", zscores]
+    if annotations:
+        args += ["--annotations", json.dumps(annotations)]
     return args
 
 
