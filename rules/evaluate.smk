@@ -43,6 +43,9 @@ rule prep:
     output:
         vcc=stage3_path("{model}.vcc"),
         summary=stage3_path("prep.json"),
+    params:
+        engine=config["evaluation"]["prep_engine"],
+        chunk_size=S1["chunk_size"],
     log:
         f"{RESULTS}/{{dataset}}/logs/prep_{{model}}.log",
     benchmark:

@@ -124,8 +124,7 @@ class H5adReader:
         elem = self._elem(layer)
         enc = self.encoding(layer)
         if enc == "array":
-            block = np.asarray(elem[start:stop])
-            return sp.csr_matrix(block)
+            return dense_to_csr(np.asarray(elem[start:stop]))
         if enc != "csr_matrix":
             raise ContractError(self.path, "X" if layer is None else f"layers['{layer}']",
                                 f"stored as {enc}; chunked row access needs CSR",
@@ -158,6 +157,27 @@ class H5adReader:
         if not blocks:
             return sp.csr_matrix((0, self.n_vars), dtype=self.dtype(layer))
         return sp.vstack(blocks).tocsr()
+
+
+def dense_to_csr(block: np.ndarray, *, rows_per_step: int = 256) -> sp.csr_matrix:
+    """CSR of a dense block (zeros dropped) built into preallocated arrays a few rows at a time: the dense block
+    plus the CSR (scipy's conversion goes through int64 COO, ~20 bytes an entry, twice the dense block again)."""
+    block = np.asarray(block)
+    if block.ndim != 2:
+        raise ValueError(f"dense_to_csr needs a 2-d block, got shape {block.shape}")
+    counts = np.count_nonzero(block, axis=1)
+    indptr = np.zeros(len(block) + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    index_dtype = np.int32 if block.shape[1] < 2**31 else np.int64
+    data = np.empty(int(indptr[-1]), block.dtype)
+    indices = np.empty(int(indptr[-1]), index_dtype)
+    for a in range(0, len(block), rows_per_step):
+        sub = block[a:a + rows_per_step]
+        r, c = np.nonzero(sub)
+        lo, hi = indptr[a], indptr[min(a + rows_per_step, len(block))]
+        data[lo:hi] = sub[r, c]
+        indices[lo:hi] = c
+    return sp.csr_matrix((data, indices, indptr), shape=block.shape)
 
 
 class RowReader:
@@ -230,24 +250,25 @@ class RowReader:
         idx = np.atleast_1d(np.asarray(idx)).astype(np.int64)
         file_rows = idx if self.rows is None else self.rows[idx]
         uniq, inverse = np.unique(file_rows, return_inverse=True)
-        out = np.empty((len(uniq), self.n_vars), self.dtype)
-        starts = np.flatnonzero(np.diff(uniq, prepend=-2) != 1)
-        for a, b in zip(starts, np.append(starts[1:], len(uniq))):
-            self._elem.read_direct(out, np.s_[int(uniq[a]):int(uniq[b - 1]) + 1], np.s_[a:b])
+        out = self._raw_dense(uniq).astype(self.dtype, copy=False)
         if self.transform == "log1p":
             np.log1p(out, out=out)
         return out if np.array_equal(uniq, file_rows) else out[inverse]
 
+    def _raw_dense(self, uniq: np.ndarray) -> np.ndarray:
+        """Sorted unique file rows of a dense-stored matrix, as stored (runs of rows read as slices)."""
+        ds = self._elem
+        out = np.empty((len(uniq), self.n_vars), ds.dtype)
+        starts = np.flatnonzero(np.diff(uniq, prepend=-2) != 1)
+        for a, b in zip(starts, np.append(starts[1:], len(uniq))):
+            ds.read_direct(out, np.s_[int(uniq[a]):int(uniq[b - 1]) + 1], np.s_[a:b])
+        return out
+
     def _read_sorted(self, uniq: np.ndarray) -> sp.csr_matrix:
         if not len(uniq):
             return sp.csr_matrix((0, self.n_vars), dtype=self.dtype)
-        if self.encoding == "array":  # runs of consecutive rows are read as slices, converted a few rows at a time
-            starts = np.flatnonzero(np.diff(uniq, prepend=-2) != 1)
-            ends = np.append(starts[1:], len(uniq))
-            step = max(1, (1 << 20) // max(self.n_vars, 1))
-            parts = [sp.csr_matrix(self._elem[int(r):int(min(uniq[b - 1] + 1, r + step))])
-                     for a, b in zip(starts, ends) for r in range(int(uniq[a]), int(uniq[b - 1]) + 1, step)]
-            return sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
+        if self.encoding == "array":  # runs of consecutive rows are read as slices
+            return dense_to_csr(self._raw_dense(uniq))
         ip = self.indptr
         lo, hi = ip[uniq], ip[uniq + 1]
         # runs: rows whose stored entries lie within `gap` of the previous row's are read in one slice

@@ -98,7 +98,7 @@ def check_predictions(pred: str | os.PathLike, *, genes: list[str], truth: str |
         if CONTROL_LABEL not in labels:
             raise ContractError(pred, "obs['target_gene']", f"no '{CONTROL_LABEL}' block",
                                 "include the control cells of the template")
-        for start, _stop, block in r.iter_chunks(chunk_size):
+        for start, _stop, block in r.iter_chunks(max(1, min(chunk_size, STREAM_ENTRIES // max(r.n_vars, 1)))):
             if block.nnz and not np.all(np.isfinite(block.data)):
                 raise ContractError(pred, "X", f"NaN/inf values near row {start}", "fix the model's output")
             if block.nnz and block.data.min() < 0:
@@ -118,19 +118,82 @@ def check_predictions(pred: str | os.PathLike, *, genes: list[str], truth: str |
     return {"cells": int(len(obs)), "perturbations": len(labels) - 1}
 
 
+#: stored matrix entries (cells x genes of a dense file) above which ``prep(engine="auto")`` streams: cell-eval prep
+#: holds the file, a float32 copy and a CSR built through COO (~20 bytes an entry: 22.5 GB and killed at 1.17e9)
+PREP_STREAM_ENTRIES = 400_000_000
+PREP_ENGINES = ("auto", "cell-eval", "streaming")
+STREAM_ENTRIES = 1 << 25  # matrix entries per chunk where a dense file is streamed (prediction checks, prep)
+
+
 def prep(pred: str | os.PathLike, genes_file: str | os.PathLike, dest: str | os.PathLike, *,
-         log_file: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``cell-eval prep`` -> ``.vcc``; the archive is opened and checked before it is moved into place."""
+         log_file: str | os.PathLike | None = None, engine: str = "auto",
+         chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
+    """``.vcc`` archive of ``pred``, opened and checked before it is moved into place.
+
+    ``engine``: ``cell-eval`` runs ``cell-eval prep``; ``streaming`` writes the same archive chunk by chunk
+    (:func:`prep_streaming`); ``auto`` runs cell-eval up to :data:`PREP_STREAM_ENTRIES` stored entries and
+    streams above (VCC-size dense predictions)."""
+    if engine not in PREP_ENGINES:
+        raise PertpipeError(f"evaluation.prep_engine '{engine}': use one of {PREP_ENGINES}")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if engine == "auto":
+        with H5adReader(pred) as r:
+            entries = r.n_obs * r.n_vars if r.encoding() == "array" else int(r.nnz())
+        engine = "streaming" if entries > PREP_STREAM_ENTRIES else "cell-eval"
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         out = Path(tmp) / dest.name
-        _run(["prep", "-i", str(pred), "-g", str(genes_file), "-o", str(out)], "prep", log_file)
+        if engine == "streaming":
+            prep_streaming(pred, genes_file, out, chunk_size=chunk_size)
+        else:
+            _run(["prep", "-i", str(pred), "-g", str(genes_file), "-o", str(out)], "prep", log_file)
         if not out.exists():
             raise CellEvalError(f"cell-eval prep wrote no archive at {out}")
         info = inspect_vcc(out)
         os.replace(out, dest)
-    return info
+    return {**info, "engine": engine}
+
+
+def prep_streaming(pred: str | os.PathLike, genes_file: str | os.PathLike, dest: str | os.PathLike, *,
+                   chunk_size: int = DEFAULT_CHUNK) -> None:
+    """What ``cell-eval prep`` (0.8.2, default 32-bit encoding) writes, without holding the matrix: ``pred.h5ad``
+    with X as float32 CSR (explicit zeros dropped), obs = ``target_gene`` only with index "0".."n-1", var = the
+    gene names; zstd-compressed (``zstd -T0``) and tarred with ``watermark.txt`` ('vcc-prep'). Like cell-eval,
+    it refuses data whose values are all integers (counts: cell-eval would normalise them, pertpipe's predictions
+    are log1p) or outside log1p's range. The gene order is checked before (:func:`check_predictions`)."""
+    from pertpipe.data.genes import load_universe
+
+    dest = Path(dest)
+    genes = load_universe(genes_file)
+    with H5adReader(pred) as r:
+        names = [str(g) for g in r.var_names]
+        if names != genes:
+            raise ContractError(pred, "var_names", "genes differ from the gene list (names or order)",
+                                f"write genes in the order of {genes_file}")
+        labels = r.obs["target_gene"].to_numpy()
+        obs = pd.DataFrame({"target_gene": labels}, index=np.arange(r.n_obs).astype(str))
+        has_decimals, vmax = False, 0.0
+        chunk_size = max(1, min(chunk_size, STREAM_ENTRIES // max(r.n_vars, 1)))
+        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+            h5 = Path(tmp) / "pred.h5ad"
+            with H5adWriter(h5, obs=obs, var=pd.DataFrame(index=pd.Index(genes)), dtype=np.float32) as w:
+                for start, _stop, block in r.iter_chunks(chunk_size):
+                    block = block.astype(np.float32)
+                    block.eliminate_zeros()
+                    if block.nnz:
+                        has_decimals |= bool(np.any(np.modf(block.data)[0] > 1e-3))
+                        vmax = max(vmax, float(block.data.max()))
+                        if block.data.min() < 0:
+                            raise ContractError(pred, "X", f"negative values near row {start}",
+                                                "predictions are log1p, >= 0")
+                    w.append(block)
+            if not has_decimals or vmax >= 15.0:
+                raise ContractError(pred, "X", "values are all integers (counts)" if not has_decimals else
+                                    f"max value {vmax:.2f} is beyond log1p's range (< 15)",
+                                    "predictions are log1p-normalised expression")
+            subprocess.run(["zstd", "-T0", "-q", "-f", "--rm", str(h5)], check=True)
+            (Path(tmp) / "watermark.txt").write_text("vcc-prep")
+            subprocess.run(["tar", "-cf", str(dest), "-C", tmp, "pred.h5ad.zst", "watermark.txt"], check=True)
 
 
 def inspect_vcc(path: str | os.PathLike) -> dict[str, Any]:

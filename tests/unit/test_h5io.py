@@ -66,3 +66,15 @@ def test_atomic_outputs_follow_the_process_umask(tmp_path, umask, mode):
         os.umask(old)
     assert (tmp_path / "out.txt").stat().st_mode & 0o777 == mode
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (1, 7), (300, 40), (513, 3)])
+def test_dense_to_csr_equals_scipy(shape):
+    """Dense rows become CSR through preallocated arrays (a few rows at a time): scipy's result, exactly."""
+    from pertpipe.data.h5io import dense_to_csr
+
+    rng = np.random.default_rng(0)
+    x = (rng.random(shape) * (rng.random(shape) < 0.3)).astype(np.float32)
+    a, b = dense_to_csr(x, rows_per_step=7), sp.csr_matrix(x)
+    assert a.shape == b.shape and a.dtype == np.float32 and a.indices.dtype == np.int32
+    assert a.nnz == b.nnz and (a != b).nnz == 0 and np.array_equal(a.indptr, b.indptr)

@@ -70,8 +70,8 @@ def test_good_predictions_pass(tmp_path, truth):
 
 
 def test_unknown_model_and_hyperparameter():
-    with pytest.raises(ConfigError, match="unknown model 'gears'"):
-        build_model("gears")
+    with pytest.raises(ConfigError, match="unknown model 'cpa'"):
+        build_model("cpa")
     with pytest.raises(ConfigError, match=r"model_params.linear: unknown hyperparameter\(s\) \['depth'\]"):
         build_model("linear", {"depth": 3})
 
@@ -86,3 +86,57 @@ def test_cell_eval_prep_refusal_surfaces_its_own_message(tmp_path):
         prep(pred, genes, tmp_path / "out" / "m.vcc")
     assert "cell-eval prep failed" in str(err.value) and "Provided gene list does not match" in str(err.value)
     assert not (tmp_path / "out" / "m.vcc").exists()
+
+
+def _unpack_vcc(vcc, dest):
+    import subprocess
+    import tarfile
+
+    dest.mkdir()
+    with tarfile.open(vcc) as tf:
+        names = tf.getnames()
+        watermark = tf.extractfile("watermark.txt").read()
+        tf.extract("pred.h5ad.zst", dest, filter="data")
+    subprocess.run(["zstd", "-d", "-q", str(dest / "pred.h5ad.zst")], check=True)
+    return names, watermark, ad.read_h5ad(dest / "pred.h5ad")
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_streaming_prep_writes_what_cell_eval_prep_writes(tmp_path, dense):
+    """The streaming .vcc writer (VCC-size files) against the real `cell-eval prep` on the same predictions."""
+    from pertpipe.data.h5io import H5adWriter
+    from pertpipe.evaluation.celleval import prep
+
+    rng = np.random.default_rng(3)
+    genes = [f"G{i}" for i in range(40)]
+    labels = np.array(["non-targeting", "G1", "G2+G3", "G5"])[rng.integers(0, 4, 130)]
+    X = np.log1p(rng.poisson(1.0, size=(130, 40)) * rng.random((130, 40))).astype(np.float32)
+    pred = tmp_path / "pred.h5ad"
+    obs = pd.DataFrame({"target_gene": labels, "cell_type": "x"}, index=[f"p{i}" for i in range(130)])
+    with H5adWriter(pred, obs=obs, var=pd.DataFrame(index=pd.Index(genes)), dense=dense) as w:
+        for a in range(0, 130, 50):
+            w.append(sp.csr_matrix(X[a:a + 50]))
+    (tmp_path / "genes.txt").write_text("\n".join(genes) + "\n")
+    ref = prep(pred, tmp_path / "genes.txt", tmp_path / "ref.vcc", engine="cell-eval")
+    ours = prep(pred, tmp_path / "genes.txt", tmp_path / "ours.vcc", engine="streaming", chunk_size=17)
+    assert ref["engine"] == "cell-eval" and ours["engine"] == "streaming"
+    assert {k: v for k, v in ref.items() if k != "engine"} == {k: v for k, v in ours.items() if k != "engine"}
+    n1, w1, a = _unpack_vcc(tmp_path / "ref.vcc", tmp_path / "a")
+    n2, w2, b = _unpack_vcc(tmp_path / "ours.vcc", tmp_path / "b")
+    assert n1 == n2 == ["pred.h5ad.zst", "watermark.txt"] and w1 == w2 == b"vcc-prep"
+    assert sp.issparse(a.X) and sp.issparse(b.X) and a.X.dtype == b.X.dtype == np.float32
+    assert (a.X != b.X).nnz == 0 and a.X.nnz == b.X.nnz == np.count_nonzero(X)
+    assert list(a.obs.index) == list(b.obs.index) == [str(i) for i in range(130)]
+    assert list(a.obs.columns) == list(b.obs.columns) == ["target_gene"]
+    assert list(a.obs["target_gene"].astype(str)) == list(b.obs["target_gene"].astype(str)) == list(labels)
+    assert list(a.var_names) == list(b.var_names) == genes and list(a.var.columns) == list(b.var.columns) == []
+
+
+def test_streaming_prep_refuses_counts(tmp_path):
+    from pertpipe.evaluation.celleval import prep
+
+    pred = _write(tmp_path / "pred.h5ad", ["non-targeting", "G1"] * 3, X=np.arange(24).reshape(6, 4))
+    (tmp_path / "genes.txt").write_text("\n".join(GENES) + "\n")
+    with pytest.raises(ContractError, match=r"pred.h5ad.*values are all integers.*log1p"):
+        prep(pred, tmp_path / "genes.txt", tmp_path / "out.vcc", engine="streaming")
+    assert not (tmp_path / "out.vcc").exists()

@@ -111,7 +111,7 @@ def test_intermediates_can_be_temporary(tmp_path):
     ({"stage1": {"chunk_size": "big"}}, "chunk_size"),
     ({"stage1": {"split": {"strategy": "lucky"}}}, "lucky"),
     ({"dataset": "norman2020"}, "unknown dataset 'norman2020'"),
-    ({"models": ["cell_mean", "gears"]}, "unknown model 'gears'"),
+    ({"models": ["cell_mean", "cpa"]}, "unknown model 'cpa'"),
     ({"model_params": {"linear": {"depth": 3}}}, "unknown hyperparameter(s) ['depth']"),
 ])
 def test_invalid_config_stops_with_the_key(tmp_path, cfg, words):
