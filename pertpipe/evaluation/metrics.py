@@ -76,7 +76,7 @@ def _tie_sum(counts: np.ndarray) -> np.ndarray:
     return counts ** 3 - counts
 
 
-#: entries (cells x genes) of one gene block of a group's test: bounds the scorer's temporaries whatever the group size
+#: entries (cells x genes) of one gene block of a group's test: bounds the temporaries whatever the group size
 BLOCK_ENTRIES = 1 << 21
 
 
@@ -88,8 +88,8 @@ class ReferenceIndex:
     ``T_ref + T_x + sum_v 3 a_v b_v (a_v + b_v)`` over values v shared by x (a_v) and the reference (b_v).
 
     Memory: the reference's non-zero values (float32 for float32 data), sorted by (gene, value), and per gene
-    where its values start; every computation runs on a block of genes (``block_entries`` cells x genes at a time), so temporaries do
-    not grow with the group or the reference.
+    where its values start; every computation runs on a block of genes (``block_entries`` cells x genes at a
+    time), so temporaries do not grow with the group or the reference.
     """
 
     def __init__(self, y: sp.spmatrix, block_entries: int = BLOCK_ENTRIES) -> None:
