@@ -5,7 +5,9 @@ size, ~4,500 detected genes and ~50k UMI per cell, 40,000 controls, 150 training
 targets, one cell line, cells in random order) is written chunk by chunk, then the pipeline runs on it as a
 user's file (adapter ``vcc``) with the ``vcc`` split: standardize, align, split, ground truth, knowledge (its
 embedding cache kept between runs), each model's training (a fixed small number of epochs), prediction of the
-validation template, the cell-eval baseline, ``cell-eval prep`` / ``run`` / ``score`` and the local scorer.
+validation template, the cell-eval baseline, ``cell-eval prep`` / ``run`` / ``score`` and the local scorer
+(prep and run by the engines ``evaluation.prep_engine`` / ``run_engine: auto`` pick for the size; ``engines``
+in the output says which ran).
 
 The validation template's cell counts are the VCC's (``pert_counts_Validation.csv``) times ``--scale``, so at
 ``--scale 1`` the prediction files are the challenge's size. Per rule it prints wall seconds and peak RSS from
@@ -113,6 +115,9 @@ def run_scale(root: Path, scale: float, models: list[str], cache: Path, epochs: 
     else:
         board = pd.read_csv(res / "leaderboard.csv")
         out["leaderboard"] = board.round(4).to_dict(orient="records")
+    out["engines"] = {str(f.parent.relative_to(res)): {k: json.loads(f.read_text()).get(k)
+                                                       for k in ("engine", "pred_entries", "wall_s")}
+                      for f in sorted(res.glob("stage3/*/run.json")) + sorted(res.glob("stage3/*/prep.json"))}
     out["peak_rss_mb"] = max((r["max_rss_mb"] for r in out["rules"].values()), default=None)
     out["sizes_mb"] = {str(p.relative_to(wd)): round(p.stat().st_size / 2**20, 1)
                        for p in sorted(wd.rglob("*.h5ad"))}
@@ -145,8 +150,8 @@ def main(argv: list[str] | None = None) -> None:
                 growth[rule] = round(fig["max_rss_mb"] / small["rules"][rule]["max_rss_mb"], 3)
         result["rss_growth"] = {"from_scale": small["scale"], "to_scale": big["scale"], "per_rule": growth,
                                 "streaming_rules": {k: v for k, v in growth.items() if k.startswith(STREAMING)}}
-    result["every_rule_under_16gb"] = all(r["peak_rss_mb"] is not None and r["peak_rss_mb"] <= 16 * 1024
-                                          for r in runs)
+    result["every_rule_under_16gb"] = all("error" not in r and r["peak_rss_mb"] is not None
+                                          and r["peak_rss_mb"] <= 16 * 1024 for r in runs)
     print(json.dumps(result, indent=1))
 
 

@@ -20,8 +20,10 @@ rule celleval_baseline:
         baseline=f"{RESULTS}/{{dataset}}/stage3/_baseline/baseline.h5ad",
         agg=f"{RESULTS}/{{dataset}}/stage3/_baseline/agg_results.csv",
         results=f"{RESULTS}/{{dataset}}/stage3/_baseline/results.csv",
+        run_info=f"{RESULTS}/{{dataset}}/stage3/_baseline/run.json",
     params:
         profile=config["evaluation"]["profile"],
+        engine=config["evaluation"]["run_engine"],
         chunk_size=S1["chunk_size"],
     threads: config["evaluation"]["threads"]
     log:
@@ -66,8 +68,10 @@ rule celleval_run:
         agg=stage3_path("agg_results.csv"),
         pred_de=stage3_path("pred_de.csv"),
         real_de=stage3_path("real_de.csv"),
+        run_info=stage3_path("run.json"),
     params:
         profile=config["evaluation"]["profile"],
+        engine=config["evaluation"]["run_engine"],
     threads: config["evaluation"]["threads"]
     log:
         f"{RESULTS}/{{dataset}}/logs/celleval_run_{{model}}.log",
@@ -101,6 +105,7 @@ rule local_metrics:
         predictions=stage2_path("predictions.h5ad"),
         truth=stage1_path("truth.h5ad"),
         results=stage3_path("results.csv"),
+        run_info=stage3_path("run.json"),
     output:
         metrics=stage3_path("local_metrics.json"),
         table=stage3_path("local_results.csv"),

@@ -1,4 +1,5 @@
-"""Rule celleval_baseline: the VCC cell-mean baseline (cell-eval's definition), then cell-eval run on it."""
+"""Rule celleval_baseline: the VCC cell-mean baseline (cell-eval's definition), then cell-eval run on it (or the
+local engine above a size, config evaluation.run_engine)."""
 import shutil
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import pandas as pd
 
 from pertpipe.data.h5io import read_uns
 from pertpipe.evaluation import celleval
-from pertpipe.io import script_step
+from pertpipe.io import script_step, write_json
 
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], "celleval_baseline") as log:
@@ -16,7 +17,10 @@ with script_step(sm.log[0], "celleval_baseline") as log:
                                    uns={"pertpipe": {"model": "celleval_baseline", "split_id": split_id}})
     log.info("%s", info)
     out = Path(sm.output.agg).parent
-    files = celleval.run(sm.output.baseline, sm.input.truth, out / "run", profile=sm.params.profile,
-                         threads=sm.threads, log_file=sm.log[0])
+    run = celleval.run(sm.output.baseline, sm.input.truth, out / "run", profile=sm.params.profile,
+                       threads=sm.threads, log_file=sm.log[0], engine=sm.params.engine)
+    files = run.pop("files")
     shutil.move(files["agg_results.csv"], sm.output.agg)
     shutil.move(files["results.csv"], sm.output.results)
+    write_json({**info, **run, "versions": celleval.versions()}, sm.output.run_info)
+    log.info("%s engine: %s", run["engine"], run)

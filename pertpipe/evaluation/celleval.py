@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,10 @@ def check_predictions(pred: str | os.PathLike, *, genes: list[str], truth: str |
 #: holds the file, a float32 copy and a CSR built through COO (~20 bytes an entry: 22.5 GB and killed at 1.17e9)
 PREP_STREAM_ENTRIES = 400_000_000
 PREP_ENGINES = ("auto", "cell-eval", "streaming")
+RUN_ENGINES = ("auto", "cell-eval", "local")
+RUN_LOCAL_ENTRIES = 600_000_000  # auto: stored predicted entries above which the local engine runs
+RUN_FILES = ("results.csv", "agg_results.csv", "pred_de.csv", "real_de.csv")
+VCC_COLUMNS = ("overlap_at_N", "mae", "discrimination_score_l1")  # cell-eval run --profile vcc, in its order
 STREAM_ENTRIES = 1 << 25  # matrix entries per chunk where a dense file is streamed (prediction checks, prep)
 
 
@@ -138,9 +143,7 @@ def prep(pred: str | os.PathLike, genes_file: str | os.PathLike, dest: str | os.
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if engine == "auto":
-        with H5adReader(pred) as r:
-            entries = r.n_obs * r.n_vars if r.encoding() == "array" else int(r.nnz())
-        engine = "streaming" if entries > PREP_STREAM_ENTRIES else "cell-eval"
+        engine = "streaming" if _stored_entries(pred) > PREP_STREAM_ENTRIES else "cell-eval"
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         out = Path(tmp) / dest.name
         if engine == "streaming":
@@ -220,23 +223,77 @@ def inspect_vcc(path: str | os.PathLike) -> dict[str, Any]:
     return {"members": members, "watermark": watermark, "pred_shape": shape, "pred_obs": cols}
 
 
+def _stored_entries(path: str | os.PathLike) -> int:
+    """Matrix entries a reader of ``path`` holds: cells x genes for a dense file, the non-zeros of a sparse one."""
+    with H5adReader(path) as r:
+        return r.n_obs * r.n_vars if r.encoding() == "array" else int(r.nnz())
+
+
 def run(pred: str | os.PathLike, truth: str | os.PathLike, outdir: str | os.PathLike, *, profile: str = "vcc",
-        threads: int = 1, log_file: str | os.PathLike | None = None) -> dict[str, Path]:
-    """``cell-eval run`` into a temporary folder, then its files are moved into ``outdir``."""
+        threads: int = 1, log_file: str | os.PathLike | None = None, engine: str = "cell-eval",
+        local_above_entries: int = RUN_LOCAL_ENTRIES) -> dict[str, Any]:
+    """``cell-eval run`` (or the local engine, :func:`run_local`) into a temporary folder; its four files are then
+    moved into ``outdir``. Returns ``{"files": {name: path}, "engine": ..., "entries": ..., "wall_s": ...}``.
+
+    ``engine``: ``cell-eval``; ``local`` (the vcc profile's metrics and pdex's DE tables from the local scorer,
+    streamed); ``auto``: cell-eval up to ``local_above_entries`` stored entries of the predictions, local
+    above (``cell-eval run`` holds both files and their polars copies, ~15 bytes a predicted entry: 17.1 GB at
+    VCC size)."""
+    if engine not in RUN_ENGINES:
+        raise PertpipeError(f"evaluation.run_engine '{engine}': use one of {RUN_ENGINES}")
+    entries = _stored_entries(pred)
+    if engine == "auto":
+        engine = "local" if profile == "vcc" and entries > local_above_entries else "cell-eval"
+    if engine == "local" and profile != "vcc":
+        raise PertpipeError(f"evaluation.run_engine 'local' computes the vcc profile's metrics only, and "
+                            f"evaluation.profile is '{profile}': set evaluation.profile: vcc or "
+                            "evaluation.run_engine: cell-eval")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=outdir) as tmp:
-        _run(["run", "-ap", str(pred), "-ar", str(truth), "-o", tmp, "--profile", profile,
-              "--num-threads", str(threads), "--control-pert", CONTROL_LABEL, "--pert-col", "target_gene"],
-             "run", log_file)
-        out = {}
-        for name in ("results.csv", "agg_results.csv", "pred_de.csv", "real_de.csv"):
+        if engine == "local":
+            run_local(pred, truth, tmp)
+        else:
+            _run(["run", "-ap", str(pred), "-ar", str(truth), "-o", tmp, "--profile", profile,
+                  "--num-threads", str(threads), "--control-pert", CONTROL_LABEL, "--pert-col", "target_gene"],
+                 "run", log_file)
+        files = {}
+        for name in RUN_FILES:
             src = Path(tmp) / name
             if not src.exists():
                 raise CellEvalError(f"cell-eval run wrote no {name} (in {tmp})")
             os.replace(src, outdir / name)
-            out[name] = outdir / name
-    return out
+            files[name] = outdir / name
+    return {"files": files, "engine": engine, "profile": profile, "pred_entries": entries,
+            "local_above_entries": local_above_entries, "wall_s": round(time.perf_counter() - t0, 3)}
+
+
+def run_local(pred: str | os.PathLike, truth: str | os.PathLike, outdir: str | os.PathLike) -> None:
+    """What ``cell-eval run --profile vcc`` writes, from the local scorer (files read a group at a time):
+    ``results.csv`` (overlap_at_N, mae, discrimination_score_l1 per perturbation), ``agg_results.csv`` (polars'
+    ``describe`` of it, as cell-eval writes it) and pdex's ``real_de.csv`` / ``pred_de.csv``."""
+    import polars as pl
+
+    from pertpipe.evaluation.metric_registry import ScoringContext, metrics
+    from pertpipe.evaluation.metrics import Expression, de_frame
+
+    real, pr = Expression.read(truth), Expression.read(pred)
+    if not np.array_equal(real.genes, pr.genes):
+        raise ContractError(pred, "var_names", f"gene order differs from the truth {truth}",
+                            "predict again with the stage-1 genes.txt order")
+    ctx = ScoringContext(real, pr)
+    perts = ctx.perturbations
+    by_col = {m.column: m for m in metrics(in_cell_eval=True)}
+    table = pd.DataFrame({"perturbation": perts})
+    for col in VCC_COLUMNS:
+        values = by_col[col].local(ctx)
+        table[col] = [float(values.get(p, by_col[col].missing)) for p in perts]
+    out = Path(outdir)
+    table.to_csv(out / "results.csv", index=False)
+    pl.from_pandas(table.drop(columns="perturbation")).describe().write_csv(out / "agg_results.csv")
+    for name, de, expr in (("real_de.csv", ctx.de_real, real), ("pred_de.csv", ctx.de_pred, pr)):
+        de_frame(de, expr.genes).to_csv(out / name, index=False)
 
 
 def build_baseline(train: str | os.PathLike, template: pd.DataFrame, dest: str | os.PathLike, *,

@@ -187,8 +187,10 @@ def _geo_bulk(X: np.ndarray | sp.spmatrix) -> np.ndarray:
     return np.expm1(_col_mean(X))
 
 
-def de_table(expr: Expression) -> dict[str, dict[str, np.ndarray]]:
-    """Per perturbation: log2FC, p-value and FDR of every gene vs the control cells (pdex ``ref`` mode)."""
+def de_table(expr: Expression) -> dict[str, dict[str, Any]]:
+    """Per perturbation, every gene vs the control cells as pdex's ``ref`` mode computes it: ``lfc`` (log2 fold
+    change of the pseudobulks, 0/0 -> 0), ``p``, ``fdr``, the U statistic ``u``, the pseudobulks ``mean`` and
+    ``ref_mean`` (``expm1`` of the mean of X) and the cell counts ``n`` and ``n_ref``."""
     groups = expr.groups()
     if CONTROL_LABEL not in groups:
         raise ValueError(f"no '{CONTROL_LABEL}' cells")
@@ -201,12 +203,34 @@ def de_table(expr: Expression) -> dict[str, dict[str, np.ndarray]]:
         if p == CONTROL_LABEL:
             continue
         g = expr.rows(rows)
+        bulk = _geo_bulk(g)
         with np.errstate(divide="ignore", invalid="ignore"):
-            lfc = np.log2(_geo_bulk(g) / ref_bulk)
+            lfc = np.log2(bulk / ref_bulk)
         lfc[np.isnan(lfc)] = 0.0
-        _u, pval = index.test(g)
-        out[p] = {"lfc": lfc, "p": pval, "fdr": false_discovery_control(pval)}
+        u, pval = index.test(g)
+        out[p] = {"lfc": lfc, "p": pval, "fdr": false_discovery_control(pval), "u": u, "mean": bulk,
+                  "ref_mean": ref_bulk, "n": len(rows), "n_ref": index.n2}
     return out
+
+
+def de_frame(de: dict[str, dict[str, Any]], genes: np.ndarray) -> pd.DataFrame:
+    """:func:`de_table` in pdex's long layout (cell-eval's ``real_de.csv`` / ``pred_de.csv``): one row per
+    (target, gene), targets sorted, genes in file order."""
+    perts = sorted(de)
+    G = len(genes)
+    cat = {k: np.concatenate([de[p][k] for p in perts]) if perts else np.zeros(0)
+           for k in ("mean", "ref_mean", "lfc", "p", "u", "fdr")}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pc = (cat["mean"] - cat["ref_mean"]) / cat["ref_mean"]
+    pc[np.isnan(pc)] = 0.0
+    return pd.DataFrame({
+        "target": np.repeat(np.asarray(perts, dtype=object), G),
+        "feature": np.tile(np.asarray(genes, dtype=object), len(perts)),
+        "target_mean": cat["mean"], "ref_mean": cat["ref_mean"],
+        "target_membership": np.repeat([de[p]["n"] for p in perts], G).astype(np.int64),
+        "ref_membership": np.repeat([de[p]["n_ref"] for p in perts], G).astype(np.int64),
+        "log2_fold_change": cat["lfc"], "percent_change": pc, "p_value": cat["p"], "statistic": cat["u"],
+        "fdr": cat["fdr"]})
 
 
 def top_de_genes(de: dict[str, np.ndarray], threshold: float = FDR_THRESHOLD) -> np.ndarray:

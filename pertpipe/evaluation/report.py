@@ -200,7 +200,8 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
         ("gene order match", f"{chk['gene_order_match']:.2%}"),
         ("held-out perturbations in train", str(chk["train_val_target_overlap"])),
     ], columns=["stage 1", "value"])
-    cons = pd.DataFrame([{"model": m, **{f"{k} max |Δ|": v["max_abs_diff"] for k, v in c["metrics"].items()}}
+    cons = pd.DataFrame([{"model": m, "cell-eval run by": c.get("engine", "cell-eval"),
+                          **{f"{k} max |Δ|": v["max_abs_diff"] for k, v in c["metrics"].items()}}
                          for m, c in consistency.items()])
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -223,6 +224,8 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
         "facets of the target gene the model uses in that cellular context (exact zeros from sparsemax).</p>",
         _plot_attention(attention or {}),
         "<h2>Local scorer vs cell-eval</h2>", _table(cons) if len(cons) else "<p>-</p>",
+        "<p>'local' in the first column: the predictions were above <code>evaluation.run_engine</code>'s size, so "
+        "results.csv is the local scorer's own and there is nothing to compare (empty cells).</p>",
         "<h2>Stage 1</h2>", _table(s1),
         "<h2>Versions</h2>", _table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])),
         "</body></html>",

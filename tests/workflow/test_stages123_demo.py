@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tarfile
 
@@ -70,6 +71,29 @@ def test_local_scorer_agrees_with_cell_eval(full_run):
         c = json.loads((full_run / f"stage3/{m}/consistency.json").read_text())["metrics"]
         assert c["MAE"]["max_abs_diff"] < 1e-6 and c["PDS"]["max_abs_diff"] < 1e-6
         assert c["DES"]["max_abs_diff"] <= 0.02
+
+
+def test_local_run_engine_through_snakemake(full_run, tmp_path):
+    """evaluation.run_engine: local re-runs cell-eval run's rules with the local engine (a params change), and
+    cell-eval score scores its files: the same scores as cell-eval's run within DES's tolerance."""
+    wd = tmp_path / "wd"
+    shutil.copytree(full_run.parent.parent, wd, symlinks=True)
+    run_snakemake(wd, {**CFG, "evaluation": {"run_engine": "local"}}, "results/demo/stage3/linear/score.json",
+                  "results/demo/stage3/linear/consistency.json")
+    res = wd / "results" / "demo" / "stage3"
+    for run_json in (res / "linear/run.json", res / "_baseline/run.json"):
+        assert json.loads(run_json.read_text())["engine"] == "local"
+    assert json.loads((full_run / "stage3/linear/run.json").read_text())["engine"] == "cell-eval"
+    cons = json.loads((res / "linear/consistency.json").read_text())
+    assert cons["engine"] == "local" and cons["metrics"] == {}
+    before = json.loads((full_run / "stage3/linear/score.json").read_text())
+    after = json.loads((res / "linear/score.json").read_text())
+    for k in ("MAE", "PDS"):
+        assert after["raw"][k] == pytest.approx(before["raw"][k], abs=1e-6)
+    assert after["raw"]["DES"] == pytest.approx(before["raw"]["DES"], abs=0.02)
+    assert after["avg_score"] == pytest.approx(before["avg_score"], abs=0.02)
+    real_de = pd.read_csv(res / "linear/real_de.csv")
+    assert list(real_de.columns) == list(pd.read_csv(full_run / "stage3/linear/real_de.csv").columns)
 
 
 def test_report_is_self_contained(full_run):

@@ -1,0 +1,70 @@
+"""The local run engine writes what `cell-eval run --profile vcc` writes (results, agg_results, pdex DE tables)."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from pertpipe.errors import PertpipeError
+from pertpipe.evaluation import celleval
+
+GENES = [f"G{i}" for i in range(40)]
+FLOAT32_COLUMNS = {"target_mean", "ref_mean", "log2_fold_change", "percent_change"}
+
+
+def _pair(tmp_path):
+    """Truth (CSR-like log1p counts) and predictions (dense) with 5 perturbations of graded strength."""
+    paths = {}
+    for name, seed in (("real", 0), ("pred", 1)):
+        rng = np.random.default_rng(seed)
+        labels = ["non-targeting"] * 60 + [g for g in GENES[:5] for _ in range(30)]
+        X = np.log1p(rng.poisson(1.0, size=(len(labels), len(GENES)))).astype(np.float32)
+        for i, lab in enumerate(labels):
+            if lab != "non-targeting":
+                k = GENES.index(lab)
+                X[i, k] = 0.0  # knocked-down target: -inf log2FC, as pdex reports it
+                X[i, 10:14] += (k + 1) * 0.5 * (seed + 1)
+        obs = pd.DataFrame({"target_gene": labels}, index=[f"c{i}" for i in range(len(labels))])
+        paths[name] = tmp_path / f"{name}.h5ad"
+        ad.AnnData(X, obs=obs, var=pd.DataFrame(index=GENES)).write_h5ad(paths[name])
+    return paths["pred"], paths["real"]
+
+
+def test_local_engine_writes_cell_evals_files(tmp_path):
+    pred, real = _pair(tmp_path)
+    ce = celleval.run(pred, real, tmp_path / "cell-eval", engine="cell-eval")
+    lo = celleval.run(pred, real, tmp_path / "local", engine="local")
+    assert ce["engine"] == "cell-eval" and lo["engine"] == "local" and lo["pred_entries"] == 210 * 40
+    for name in celleval.RUN_FILES:
+        a, b = pd.read_csv(ce["files"][name]), pd.read_csv(lo["files"][name])
+        assert list(a.columns) == list(b.columns) and a.shape == b.shape, name
+        for col in a.columns:
+            if a[col].dtype.kind in "fi":
+                x, y = a[col].to_numpy(float), b[col].to_numpy(float)
+                assert np.array_equal(np.isinf(x), np.isinf(y)), (name, col)
+                fin = np.isfinite(x)
+                # pdex keeps pseudobulks (and so log2FC, percent change) in float32; U, p-values, FDR and the
+                # three metrics agree to round-off
+                tol = (1e-4, 1e-5) if col in FLOAT32_COLUMNS else (1e-7, 1e-7)
+                np.testing.assert_allclose(y[fin], x[fin], rtol=tol[0], atol=tol[1], err_msg=f"{name}:{col}")
+            else:
+                assert (a[col].astype(str) == b[col].astype(str)).all(), (name, col)
+    res = pd.read_csv(lo["files"]["results.csv"])
+    assert res["perturbation"].tolist() == GENES[:5]
+    de = pd.read_csv(lo["files"]["real_de.csv"])
+    assert len(de) == 5 * 40 and de.loc[0, ["target", "feature"]].tolist() == ["G0", "G0"]
+    assert de.loc[0, "log2_fold_change"] == -np.inf and de["ref_membership"].eq(60).all()
+
+
+def test_auto_engine_switches_on_size_and_local_needs_the_vcc_profile(tmp_path):
+    pred, real = _pair(tmp_path)
+    small = celleval.run(pred, real, tmp_path / "a", engine="auto", local_above_entries=8400)
+    big = celleval.run(pred, real, tmp_path / "b", engine="auto", local_above_entries=8399)
+    assert (small["engine"], big["engine"]) == ("cell-eval", "local")
+    assert celleval.run(pred, real, tmp_path / "c", engine="auto", profile="minimal",
+                        local_above_entries=0)["engine"] == "cell-eval"  # auto never runs local on another profile
+    with pytest.raises(PertpipeError, match="computes the vcc profile's metrics only.*evaluation.profile is 'full'"):
+        celleval.run(pred, real, tmp_path / "d", engine="local", profile="full")
+    with pytest.raises(PertpipeError, match="evaluation.run_engine 'fast': use one of"):
+        celleval.run(pred, real, tmp_path / "e", engine="fast")
+    assert not (tmp_path / "d" / "results.csv").exists()
