@@ -1,10 +1,12 @@
-"""Local scorer vs `cell-eval run --profile vcc` on the same predictions: wall time and agreement.
+"""Local scorer and cell-eval2 vs `cell-eval run --profile vcc` on the same predictions: wall time and agreement.
 
 Runs the whole pipeline (stages 1-3, for the leaderboard) for each dataset (the demo, and the Norman part of the perturbench file
 through the ../shared/data mirror, aligned to the VCC 18,080 genes), then scores every model's predictions
 both ways in one process each, and prints JSON: wall seconds (cell-eval as a CLI process, as the pipeline
 runs it; the local scorer in-process, and again as a fresh process to include interpreter start-up),
-their ratio, and the largest per-perturbation |local - cell-eval| per metric.
+their ratio, and the largest per-perturbation |local - cell-eval| per metric. `cell-eval2` (PyPI, a
+reimplementation of cell-eval) runs beside them as a CLI process with its `v1` preset (upstream cell-eval's
+rules and metric names) and profile `vcc`: its wall seconds and its largest |cell-eval2 - cell-eval| per metric.
 
     python benchmarks/bench_scoring.py [--datasets demo perturbench_norman] [--models control cell_mean linear]
 """
@@ -46,6 +48,30 @@ def run_pipeline(workdir: Path, cfg: dict, models: list[str]) -> Path:
     return workdir / "results" / cfg["dataset"]
 
 
+def cell_eval2(pred: Path, truth: Path, ce) -> tuple[float | None, dict[str, float] | str]:
+    """`cell-eval2 run --preset v1 --profile vcc` as a process: wall seconds and max |cell-eval2 - cell-eval| per
+    metric (cell-eval2 writes results.csv long: perturbation, metric, value)."""
+    import shutil
+
+    import pandas as pd
+
+    from pertpipe.evaluation.metric_registry import metrics
+
+    exe = shutil.which("cell-eval2")
+    if exe is None:
+        return None, "cell-eval2 not installed (pip install cell-eval2==0.20.0)"
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        subprocess.run([exe, "run", "-ap", str(pred), "-ar", str(truth), "-o", tmp, "--preset", "v1", "--profile",
+                        "vcc", "--input-type", "lognorm", "--pert-col", "target_gene", "--control", "non-targeting",
+                        "--set", "de.backend=pdex"], check=True, capture_output=True)
+        wall = time.perf_counter() - t0
+        long = pd.read_csv(Path(tmp) / "results.csv")
+    wide = long.pivot(index="perturbation", columns="metric", values="value").loc[ce.index]
+    return round(wall, 2), {mt.name: float((wide[mt.column] - ce[mt.column]).abs().max())
+                            for mt in metrics(in_cell_eval=True)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--datasets", nargs="+", default=["demo", "perturbench_norman"])
@@ -76,6 +102,7 @@ def main() -> None:
                                check=True, capture_output=True)
                 ce_s = time.perf_counter() - t0
                 ce = pd.read_csv(Path(tmp) / "results.csv").set_index("perturbation")
+            ce2_s, ce2_diffs = cell_eval2(pred, truth, ce)
             t0 = time.perf_counter()
             table, _agg = score_local(pred, truth)
             local_s = time.perf_counter() - t0
@@ -90,6 +117,7 @@ def main() -> None:
                    "cell_eval_s": round(ce_s, 2), "local_s": round(local_s, 3),
                    "local_process_s": round(local_proc_s, 2), "speedup": round(ce_s / local_s, 1),
                    "speedup_process": round(ce_s / local_proc_s, 1), "max_abs_diff": diffs,
+                   "cell_eval2_s": ce2_s, "cell_eval2_max_abs_diff": ce2_diffs,
                    "targets_met": {"speedup>=10": ce_s / local_s >= 10, "MAE<=1e-6": diffs["MAE"] <= 1e-6,
                                    "PDS<=1e-6": diffs["PDS"] <= 1e-6, "DES<=0.02": diffs["DES"] <= 0.02}}
             import anndata as ad

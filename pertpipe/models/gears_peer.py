@@ -40,33 +40,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pertpipe import CONTROL_LABEL, perturbation_genes
+from pertpipe import perturbation_genes
 from pertpipe.errors import ConfigError
 from pertpipe.models.base import PerturbationModel, register_model
+from pertpipe.models.peers import peer_record, require_peer, training_cells
 
-PEERS_EXTRA = "pip install 'pertpipe[peers]'"
 PREDICT_BATCH = 300  # GEARS.predict's batch of control cells
-
-
-def require_peer(model: str, modules: tuple[str, ...], packages: str) -> None:
-    """Raise a ConfigError saying how to install a peer's packages when one of ``modules`` is not importable."""
-    import importlib.util
-
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(f"model '{model}' needs {packages} (missing modules: {missing}). Fix: install with "
-                          f"{PEERS_EXTRA} (or pip install {packages}), or remove '{model}' from config models:")
-
-
-def peer_record(distribution: str, licence: str, source: str) -> dict[str, str]:
-    """Package, version, licence and source of a peer, for train_log.json and the report."""
-    import importlib.metadata
-
-    try:
-        version = importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        version = "not installed"
-    return {"package": distribution, "version": version, "licence": licence, "source": source}
 
 
 def gene2go_sets(gene2go: pd.DataFrame, gene_info: pd.DataFrame) -> dict[str, set[str]]:
@@ -177,7 +156,7 @@ class GearsModel(PerturbationModel):
         left out for lack of GO annotation."""
         import anndata as ad
 
-        from pertpipe.data.h5io import H5adReader, RowReader
+        from pertpipe.data.h5io import H5adReader
 
         p = self.params
         with H5adReader(train) as r:
@@ -185,25 +164,9 @@ class GearsModel(PerturbationModel):
         target = obs["target_gene"].astype(str).to_numpy()
         has_go = np.array([all(g in go_sets for g in perturbation_genes(t)) for t in target])
         dropped = sorted(set(target[~has_go]))
-        rows = np.flatnonzero(has_go)
-        rng = np.random.default_rng(self.seed)
-        if p.max_cells and len(rows) > p.max_cells:
-            ctrl = rows[target[rows] == CONTROL_LABEL]
-            pert = rows[target[rows] != CONTROL_LABEL]
-            n_ctrl = min(len(ctrl), max(p.max_cells // 5, p.max_cells - len(pert)))
-            rows = np.sort(np.concatenate([rng.choice(ctrl, n_ctrl, replace=False),
-                                           rng.choice(pert, min(len(pert), p.max_cells - n_ctrl), replace=False)]))
-        X = RowReader(train)[rows].astype(np.float32)
+        X, rows, keep = training_cells(train, self.genes, target, has_go, max_cells=p.max_cells,
+                                       n_genes=p.n_genes, seed=self.seed)
         genes = np.asarray(self.genes)
-        keep = np.arange(len(genes))
-        if p.n_genes and p.n_genes < len(genes):
-            mean = np.asarray(X.mean(axis=0)).ravel()
-            var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
-            top = set(np.argsort(-var, kind="stable")[: p.n_genes].tolist())
-            gidx = {g: i for i, g in enumerate(genes)}
-            top |= {gidx[g] for t in set(target[rows]) for g in perturbation_genes(t) if g in gidx}
-            keep = np.array(sorted(top))
-        X = X[:, keep].tocsr()
         cond = np.array([_condition(t) for t in target[rows]], dtype=object)
         cell_type = obs["cell_type"].astype(str).to_numpy()[rows] if "cell_type" in obs else np.full(len(rows), "cell")
         a = ad.AnnData(X=X, obs=pd.DataFrame({"condition": cond, "cell_type": cell_type},

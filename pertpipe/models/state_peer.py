@@ -1,0 +1,275 @@
+"""STATE (Adduri et al. 2025, Arc Institute; PyPI ``arc-state``) as a registered peer model, trained by its own
+code on our split.
+
+What the wrapper does, and what it leaves to STATE:
+
+* **Data.** The training split's log1p cells (at most ``max_cells``, controls kept) on the ``n_genes`` most
+  variable genes plus every training target among the genes (:func:`pertpipe.models.peers.training_cells`),
+  written as the h5ad cell-load reads (categorical ``target_gene`` / ``cell_type`` / ``batch``, CSR X,
+  ``uns["log1p"]``), and a cell-load TOML: the whole file is training data, and in each cell type
+  ``val_fraction`` of the training targets are its few-shot validation perturbations. Our held-out
+  perturbations never reach STATE (the TOML has no test perturbations).
+* **Unseen targets.** STATE's one-hot perturbation encoding cannot name a target it has not seen. As STATE does
+  for genetic perturbations with ESM2 gene embeddings, the wrapper hands it a ``perturbation_features_file``:
+  each gene's vector from our knowledge stage (the facet embeddings averaged over the facets that have text),
+  the sum of both genes' vectors for a combination, zeros for the control. Held-out targets get their vectors at
+  prediction time the same way; a target without knowledge is predicted from the zero vector (noted).
+* **Training.** ``state tx train`` (its hydra CLI, in a subprocess) with the ``state_sm`` architecture at the
+  configured sizes: a set of ``cell_set_len`` control cells goes through STATE's transformer to the
+  perturbed set, trained with its energy-distance loss; ``max_steps`` optimiser steps on CPU or CUDA.
+* **Prediction.** STATE's ``predict_step`` (as ``state tx infer`` calls it) on the drawn control cells, in sets
+  of ``cell_set_len``, one perturbation per set; genes outside the trained genes keep the control cell's value.
+
+Licence: arc-state's code is CC BY-NC-SA 4.0 (non-commercial): an optional extra (``peers``), never a default
+dependency; ``train_log.json`` and the report record the package, version and licence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from pertpipe import CONTROL_LABEL, perturbation_genes
+from pertpipe.errors import ConfigError, PertpipeError
+from pertpipe.models.base import PerturbationModel, register_model
+from pertpipe.models.peers import peer_record, require_peer, training_cells
+
+STATE_PACKAGES = "arc-state==0.11.1"
+
+
+class StateTrainingError(PertpipeError):
+    """``state tx train`` failed; the message carries the end of its log."""
+
+
+def gene_vectors(knowledge: Any) -> tuple[list[str], np.ndarray]:
+    """Per knowledge-stage gene: its facet embeddings averaged over the facets that have text ([G, D] float32)."""
+    from pertpipe.models.facet_lookup import FacetLookup
+
+    lk = FacetLookup.load(knowledge)
+    w = lk.mask[:, :, None]
+    vec = (lk.tensor * w).sum(axis=1) / np.maximum(w.sum(axis=1), 1.0)
+    return list(lk.genes), vec.astype(np.float32)
+
+
+def _toml(dataset_dir: str, cell_val: dict[str, list[str]]) -> str:
+    def q(s: str) -> str:
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["[datasets]", f"pertpipe = {q(dataset_dir)}", "", "[training]", 'pertpipe = "train"', "", "[fewshot]"]
+    for ct, val in cell_val.items():
+        lines.append(f"{q('pertpipe.' + ct)} = {{ val = [{', '.join(q(v) for v in val)}], test = [] }}")
+    return "\n".join(lines) + "\n"
+
+
+@register_model("state")
+class StateModel(PerturbationModel):
+    """STATE trained by its own code (``state tx train``) on the training split (peer; optional extra ``peers``)."""
+
+    needs_knowledge: ClassVar[bool] = True  # perturbation features for targets STATE has not seen
+    peer: ClassVar[dict[str, str]] = {"distribution": "arc-state", "licence": "CC BY-NC-SA 4.0 (non-commercial)",
+                                      "source": "https://github.com/ArcInstitute/state"}
+
+    @dataclass
+    class Params:
+        n_genes: int = 2000  # most variable genes modelled (0: all); training targets are always included
+        max_cells: int = 20000  # training cells handed to STATE (random, seeded; controls kept)
+        cell_set_len: int = 64  # cells per set (STATE's "cell sentence")
+        hidden_dim: int = 128
+        n_layers: int = 4
+        n_heads: int = 4
+        intermediate_size: int = 512
+        max_steps: int = 2000
+        batch_size: int = 16  # sets per step
+        lr: float = 1e-4
+        val_fraction: float = 0.1  # training targets per cell type STATE validates on
+        val_freq: int = 500
+        device: str = "auto"  # auto: CUDA when present (STATE's own choice); cpu: hide the GPUs
+
+    def __init__(self, params: Any, *, seed: int = 0) -> None:
+        require_peer("state", ("state", "cell_load"), STATE_PACKAGES)
+        super().__init__(params, seed=seed)
+        p = self.params
+        if p.hidden_dim % p.n_heads:
+            raise ConfigError(f"model_params.state: hidden_dim {p.hidden_dim} is not a multiple of n_heads "
+                              f"{p.n_heads}. Fix: choose sizes with hidden_dim = n_heads x head size")
+        if p.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"model_params.state.device '{p.device}': use auto, cpu or cuda")
+        self._module = None
+
+    # -- training -----------------------------------------------------------------------------------------
+    def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+        if knowledge is None:
+            raise ConfigError("model 'state' needs the facet tensor (knowledge stage: facet_embeddings.pt) for its "
+                              "perturbation features. Fix: run it through the train_state rule")
+        from pertpipe.data.h5io import H5adReader
+
+        t0 = time.perf_counter()
+        p = self.params
+        self._summarise(train, config)
+        names, vec = gene_vectors(knowledge)
+        self.vec_genes, self.vec = names, vec
+        with H5adReader(train) as r:
+            obs = r.obs[["target_gene", "cell_type", "batch"]].astype(str)
+        target = obs["target_gene"].to_numpy()
+        X, rows, keep = training_cells(train, self.genes, target, np.ones(len(target), bool),
+                                       max_cells=p.max_cells, n_genes=p.n_genes, seed=self.seed)
+        self.gene_idx = keep
+        sub = obs.iloc[rows].reset_index(drop=True)
+        rng = np.random.default_rng(self.seed)
+        cell_val = {}
+        for ct, tg in sub.groupby("cell_type")["target_gene"]:
+            perts = sorted(set(tg) - {CONTROL_LABEL})
+            if len(perts) < 2:
+                raise ConfigError(f"{train}: STATE needs at least 2 training perturbations in cell type '{ct}', "
+                                  f"found {len(perts)}. Fix: use a dataset with more perturbations, or leave 'state' out")
+            n_val = max(1, int(round(p.val_fraction * len(perts))))
+            cell_val[str(ct)] = sorted(rng.choice(perts, n_val, replace=False).tolist())
+        missing = sorted({t for t in set(sub["target_gene"]) - {CONTROL_LABEL} if not self._known(t)})
+        with tempfile.TemporaryDirectory(prefix="state-") as tmp:
+            ckpt, log = self._train_state(X, sub, keep, cell_val, tmp)
+        self.ckpt = ckpt
+        self._module = None
+        log.update({"fit_s": round(time.perf_counter() - t0, 3), "state_genes": int(len(keep)),
+                    "train_cells": int(len(rows)), "state_val_perturbations": cell_val,
+                    "train_targets_without_knowledge": missing, "peer": peer_record(**self.peer)})
+        return log
+
+    def _known(self, target: str) -> bool:
+        idx = {g: i for i, g in enumerate(self.vec_genes)}
+        return all(g in idx and np.any(self.vec[idx[g]]) for g in perturbation_genes(target))
+
+    def pert_vector(self, target: str) -> np.ndarray:
+        """The perturbation feature of a label: the sum of its genes' knowledge vectors (zeros for the control
+        and for genes without knowledge)."""
+        if not hasattr(self, "_vec_index"):
+            self._vec_index = {g: i for i, g in enumerate(self.vec_genes)}
+        out = np.zeros(self.vec.shape[1], np.float32)
+        for g in perturbation_genes(target):
+            i = self._vec_index.get(g)
+            if i is not None:
+                out += self.vec[i]
+        return out
+
+    def _train_state(self, X, obs: pd.DataFrame, keep: np.ndarray, cell_val: dict[str, list[str]], tmp: str):
+        import anndata as ad
+        import torch
+
+        p = self.params
+        data_dir = os.path.join(tmp, "data")
+        os.makedirs(data_dir)
+        cat = {c: pd.Categorical(obs[c].to_numpy()) for c in ("target_gene", "cell_type", "batch")}
+        a = ad.AnnData(X=X, obs=pd.DataFrame(cat, index=[f"c{i}" for i in range(len(obs))]),
+                       var=pd.DataFrame(index=pd.Index(np.asarray(self.genes)[keep])), uns={"log1p": {"base": None}})
+        a.write_h5ad(os.path.join(data_dir, "pertpipe.h5ad"))
+        toml = os.path.join(tmp, "split.toml")
+        with open(toml, "w") as fh:
+            fh.write(_toml(data_dir, cell_val))
+        feats = {t: torch.from_numpy(self.pert_vector(t)) for t in sorted(set(obs["target_gene"]))}
+        feat_path = os.path.join(tmp, "pert_features.pt")
+        torch.save(feats, feat_path)
+        heads = p.n_heads
+        overrides = [
+            "model=state_sm", f"data.kwargs.toml_config_path={toml}", f"data.kwargs.perturbation_features_file={feat_path}",
+            "data.kwargs.pert_col=target_gene", "data.kwargs.cell_type_key=cell_type", "data.kwargs.batch_col=batch",
+            f"data.kwargs.control_pert={CONTROL_LABEL}", "data.kwargs.output_space=all", "data.kwargs.embed_key=null",
+            "data.kwargs.num_workers=0", "data.kwargs.pin_memory=false", f"+data.kwargs.random_seed={self.seed}",
+            f"model.kwargs.cell_set_len={p.cell_set_len}", f"model.kwargs.hidden_dim={p.hidden_dim}",
+            f"model.kwargs.n_encoder_layers={p.n_layers}", f"model.kwargs.n_decoder_layers={p.n_layers}",
+            f"model.kwargs.transformer_backbone_kwargs.num_hidden_layers={p.n_layers}",
+            f"model.kwargs.transformer_backbone_kwargs.intermediate_size={p.intermediate_size}",
+            f"model.kwargs.transformer_backbone_kwargs.num_attention_heads={heads}",
+            f"model.kwargs.transformer_backbone_kwargs.num_key_value_heads={heads}",
+            f"model.kwargs.transformer_backbone_kwargs.head_dim={p.hidden_dim // heads}",
+            f"training.max_steps={p.max_steps}", f"training.batch_size={p.batch_size}", f"training.lr={p.lr}",
+            f"training.train_seed={self.seed}", f"training.val_freq={min(p.val_freq, p.max_steps)}",
+            f"training.ckpt_every_n_steps={max(p.max_steps, 1)}", "+training.log_every_n_steps=10",
+            "use_wandb=false", f"output_dir={os.path.join(tmp, 'run')}", "name=pertpipe",
+        ]
+        env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONHASHSEED": str(self.seed)}
+        if p.device == "cpu":
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        log_path = os.path.join(tmp, "state_train.log")
+        t0 = time.perf_counter()
+        with open(log_path, "w") as fh:
+            proc = subprocess.run([sys.executable, "-m", "state", "tx", "train", *overrides], cwd=tmp, env=env,
+                                  stdout=fh, stderr=subprocess.STDOUT)
+        train_s = time.perf_counter() - t0
+        run_dir = os.path.join(tmp, "run", "pertpipe")
+        ckpt_path = os.path.join(run_dir, "checkpoints", "final.ckpt")
+        if proc.returncode != 0 or not os.path.exists(ckpt_path):
+            with open(log_path) as fh:
+                tail = fh.read()[-3000:]
+            raise StateTrainingError(f"state tx train failed (exit {proc.returncode}); the end of its log:\n{tail}")
+        with open(ckpt_path, "rb") as fh:
+            ckpt = fh.read()
+        log: dict[str, Any] = {"state_train_s": round(train_s, 3), "steps": p.max_steps,
+                               "device": "cuda" if "CUDA_VISIBLE_DEVICES" not in env and torch.cuda.is_available()
+                               else "cpu"}
+        metrics = os.path.join(run_dir, "version_0", "metrics.csv")
+        if os.path.exists(metrics):
+            m = pd.read_csv(metrics)
+            for col, key in (("train_loss", "loss"), ("val_loss", "val_loss")):
+                if col in m:
+                    s = m[["step", col]].dropna()
+                    log[key] = [float(v) for v in s[col]]
+                    log[f"{key}_steps"] = [int(v) for v in s["step"]]
+        if self.params.max_steps:
+            log["cells_seen"] = int(p.max_steps * p.batch_size * p.cell_set_len)
+            log["cells_per_s"] = round(log["cells_seen"] / max(train_s, 1e-9), 1)
+        return ckpt, log
+
+    # -- prediction ---------------------------------------------------------------------------------------
+    def _net(self):
+        if self._module is None:
+            from state.tx.models.state_transition import StateTransitionPerturbationModel
+
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints the whole module
+                m = StateTransitionPerturbationModel.load_from_checkpoint(io.BytesIO(self.ckpt), map_location="cpu",
+                                                                          weights_only=False)
+            m.eval()
+            self._module = m
+        return self._module
+
+    def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
+        raise NotImplementedError("STATE predicts cells from control sets (predict_cells), not a mean shift")
+
+    def predict_cells(self, target, cell_type, batch, controls, pick, rng) -> np.ndarray:
+        import torch
+
+        dense = controls.x[pick].toarray().astype(np.float32)
+        if not self._known(target):
+            self.notes[target] = "no knowledge vector for its gene(s): STATE was given the zero (control) feature"
+        net = self._net()
+        vec = torch.from_numpy(self.pert_vector(target))
+        out = dense.astype(np.float64)
+        x_in = dense[:, self.gene_idx]
+        step = self.params.cell_set_len
+        with torch.no_grad():
+            for s in range(0, len(pick), step):
+                win = torch.from_numpy(np.ascontiguousarray(x_in[s:s + step]))
+                batch_in = {"ctrl_cell_emb": win, "pert_emb": vec.unsqueeze(0).repeat(len(win), 1),
+                            "pert_name": [target] * len(win)}
+                pred = net.predict_step(batch_in, batch_idx=0, padded=False)["preds"]
+                out[s:s + step, self.gene_idx] = pred.cpu().numpy()
+        return np.clip(out, 0, None, out=out)
+
+    def state(self) -> dict[str, Any]:
+        return {"ckpt": self.ckpt, "gene_idx": self.gene_idx, "vec_genes": self.vec_genes, "vec": self.vec}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.ckpt = state["ckpt"]
+        self.gene_idx = np.asarray(state["gene_idx"])
+        self.vec_genes = list(state["vec_genes"])
+        self.vec = np.asarray(state["vec"], dtype=np.float32)
+        self._module = None
