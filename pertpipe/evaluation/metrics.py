@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,8 @@ def _tie_sum(counts: np.ndarray) -> np.ndarray:
 
 #: entries (cells x genes) of one gene block of a group's test: bounds the temporaries whatever the group size
 BLOCK_ENTRIES = 1 << 21
+#: entries (cells x genes) of one chunk of control rows read to build the reference (two passes)
+REF_CHUNK_ENTRIES = 1 << 24
 
 
 class ReferenceIndex:
@@ -89,31 +92,72 @@ class ReferenceIndex:
 
     Memory: the reference's non-zero values (float32 for float32 data), sorted by (gene, value), and per gene
     where its values start; every computation runs on a block of genes (``block_entries`` cells x genes at a
-    time), so temporaries do not grow with the group or the reference.
+    time), so temporaries do not grow with the group or the reference. :meth:`from_chunks` builds it from row
+    chunks read twice (counts, then values), so the whole reference is never held as a matrix; it also keeps
+    the reference's column sums (``col_sum``) for its pseudobulk.
     """
 
-    def __init__(self, y: sp.spmatrix, block_entries: int = BLOCK_ENTRIES) -> None:
-        y = y if isinstance(y, np.ndarray) else sp.csr_matrix(y)
-        dtype = np.result_type(y.dtype, np.float32)  # float32 files stay float32; float64 input is kept exact
-        self.n2, self.G = y.shape
+    def __init__(self, y: Any, block_entries: int = BLOCK_ENTRIES) -> None:
+        """From an in-memory reference (ndarray or sparse); :meth:`from_chunks` for one read from disk."""
+        self._build(lambda: iter([y]), block_entries)
+
+    @classmethod
+    def from_chunks(cls, chunks: Callable[[], Iterator[Any]], block_entries: int = BLOCK_ENTRIES) -> ReferenceIndex:
+        """``chunks()`` yields the reference's rows as consecutive blocks (ndarray or sparse); it is called twice."""
+        index = cls.__new__(cls)
+        index._build(chunks, block_entries)
+        return index
+
+    @staticmethod
+    def _csr(block: Any, dtype: np.dtype | None) -> sp.csr_matrix:
+        from pertpipe.data.h5io import dense_to_csr
+
+        if isinstance(block, np.ndarray):
+            out = dense_to_csr(block)
+        else:
+            out = sp.csr_matrix(block, copy=True)
+            out.eliminate_zeros()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def _build(self, chunks: Callable[[], Iterator[Any]], block_entries: int) -> None:
         self.block_entries = int(block_entries)
-        nnz = np.zeros(self.G, np.int64)
-        self.tie = np.zeros(self.G)
-        vals = []
-        for g0, g1 in self._blocks(max(self.n2, 1)):
-            yc = sp.csc_matrix(y[:, g0:g1], dtype=dtype)
-            yc.eliminate_zeros()
-            g = np.repeat(np.arange(g0, g1, dtype=np.int32), np.diff(yc.indptr))
-            order = np.lexsort((yc.data, g))
-            v, g = yc.data[order], g[order]
-            nnz[g0:g1] = np.diff(yc.indptr)
+        nnz, col_sum, n2, G, dtype = None, None, 0, None, None
+        for block in chunks():  # pass 1: shape, dtype, non-zeros per gene, column sums
+            c = self._csr(block, None)
+            if G is None:
+                G = c.shape[1]
+                nnz, col_sum = np.zeros(G, np.int64), np.zeros(G)
+                dtype = np.result_type(c.dtype, np.float32)  # float32 stays float32; float64 stays exact
+            elif c.shape[1] != G:
+                raise ValueError(f"reference chunk has {c.shape[1]} genes, the first {G}")
+            n2 += c.shape[0]
+            nnz += np.bincount(c.indices, minlength=G)
+            col_sum += np.bincount(c.indices, weights=c.data.astype(np.float64), minlength=G)
+        if G is None:
+            raise ValueError("empty reference: no chunks")
+        self.n2, self.G, self.col_sum = n2, G, col_sum
+        self.gene_start = np.concatenate([[0], np.cumsum(nnz)])  # gene j's values: vals[start[j]:start[j+1]]
+        self.vals = np.empty(int(self.gene_start[-1]), dtype)
+        fill = self.gene_start[:-1].copy()
+        for block in chunks():  # pass 2: each value into its gene's slot
+            c = self._csr(block, dtype)
+            order = np.argsort(c.indices, kind="stable")
+            g = c.indices[order]
+            counts = np.bincount(g, minlength=G)
+            first = np.cumsum(counts) - counts
+            self.vals[fill[g] + (np.arange(len(g)) - first[g])] = c.data[order]
+            fill += counts
+        self.tie = np.zeros(G)
+        for g0, g1 in self._blocks(max(self.n2, 1)):  # sort each gene's values; ties
+            lo, hi = int(self.gene_start[g0]), int(self.gene_start[g1])
+            g = np.repeat(np.arange(g0, g1, dtype=np.int32), nnz[g0:g1])
+            seg = self.vals[lo:hi]
+            v = seg[np.lexsort((seg, g))]
+            self.vals[lo:hi] = v
             run = np.ones(len(v), bool)
             run[1:] = (g[1:] != g[:-1]) | (v[1:] != v[:-1])
             run_len = np.diff(np.append(np.flatnonzero(run), len(v))).astype(np.float64)
-            self.tie += np.bincount(g[run], weights=_tie_sum(run_len), minlength=self.G)
-            vals.append(v)
-        self.vals = np.concatenate(vals) if vals else np.zeros(0, dtype)  # gene by gene, each gene's sorted
-        self.gene_start = np.concatenate([[0], np.cumsum(nnz)])  # gene j's values: vals[start[j]:start[j+1]]
+            self.tie += np.bincount(g[run], weights=_tie_sum(run_len), minlength=G)
         self.nzero = (self.n2 - nnz).astype(np.float64)
         self.tie += _tie_sum(self.nzero)
         self.vmax = float(self.vals.max()) if self.vals.size else 0.0
@@ -194,10 +238,10 @@ def de_table(expr: Expression) -> dict[str, dict[str, Any]]:
     groups = expr.groups()
     if CONTROL_LABEL not in groups:
         raise ValueError(f"no '{CONTROL_LABEL}' cells")
-    ref = expr.rows(groups[CONTROL_LABEL])
-    ref_bulk = _geo_bulk(ref)
-    index = ReferenceIndex(ref)
-    del ref  # the index holds the reference compactly
+    ref_rows = groups[CONTROL_LABEL]
+    step = max(1, REF_CHUNK_ENTRIES // max(len(expr.genes), 1))
+    index = ReferenceIndex.from_chunks(lambda: (expr.rows(ref_rows[i:i + step]) for i in range(0, len(ref_rows), step)))
+    ref_bulk = np.expm1(index.col_sum / index.n2)
     out = {}
     for p, rows in groups.items():
         if p == CONTROL_LABEL:

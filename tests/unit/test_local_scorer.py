@@ -44,6 +44,27 @@ def test_mwu_gene_blocks_give_the_same_test(block_entries):
         index.test(sp.csr_matrix(x[:, :29]))
 
 
+@pytest.mark.parametrize("dense", [True, False])
+def test_reference_built_from_row_chunks_is_the_same_index(dense):
+    """Two passes over uneven row chunks (dense predicted cells or CSR truth) = the index of the whole matrix."""
+    rng = np.random.default_rng(2)
+    y = np.log1p(rng.poisson(0.7, size=(53, 25))).astype(np.float32)
+    y[:, 4] = 0.0  # a gene with no values
+    whole = ReferenceIndex(sp.csr_matrix(y))
+    cuts = [0, 1, 20, 21, 53]
+    blocks = [y[a:b] if dense else sp.csr_matrix(y[a:b]) for a, b in zip(cuts, cuts[1:])]
+    chunked = ReferenceIndex.from_chunks(lambda: iter(blocks), block_entries=53 * 3)
+    for attr in ("vals", "gene_start", "tie", "nzero"):
+        np.testing.assert_array_equal(getattr(chunked, attr), getattr(whole, attr), err_msg=attr)
+    np.testing.assert_allclose(chunked.col_sum, y.sum(axis=0, dtype=np.float64), rtol=1e-12)
+    assert chunked.n2 == 53 and chunked.vals.dtype == np.float32
+    x = sp.csr_matrix(np.log1p(rng.poisson(1.1, size=(17, 25))).astype(np.float32))
+    for a, b in zip(chunked.test(x), whole.test(x)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="reference chunk has 24 genes, the first 25"):
+        ReferenceIndex.from_chunks(lambda: iter([y[:5], y[5:, :24]]))
+
+
 def _expr(rows: dict[str, list[list[float]]], genes: list[str]) -> Expression:
     labels, X = [], []
     for lab, cells in rows.items():
