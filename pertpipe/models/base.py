@@ -29,6 +29,8 @@ from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ConfigError, ContractError
 
+PREDICT_BLOCK_ENTRIES = 1 << 23  # cells x genes the writer predicts at a time (~460 cells at 18,080 genes)
+
 
 MODELS: dict[str, type[PerturbationModel]] = {}
 
@@ -164,6 +166,9 @@ class PerturbationModel(ABC):
 
     uses_counts: ClassVar[bool] = False  # predict_cells reads the drawn controls' raw counts (when present)
     uses_spatial: ClassVar[bool] = False  # ... and their obsm["spatial"] (when present)
+    # predict_cells treats each drawn control cell on its own (the default: control + per-cell shift), so the
+    # writer may call it on blocks of a template row's cells; False where a row's cells are generated together.
+    cells_independent: ClassVar[bool] = True
 
     def predict_cells(self, target: str, cell_type: str, batch: str, controls: ControlCells, pick: np.ndarray,
                       rng: np.random.Generator) -> np.ndarray:
@@ -171,8 +176,8 @@ class PerturbationModel(ABC):
 
         Default: each drawn control cell plus :meth:`predict_cell_shifts`, clipped at 0.
         """
-        dense = controls.x[pick].toarray().astype(np.float64)
-        x = dense + self.predict_cell_shifts(target, cell_type, dense)
+        x = controls.x[pick].toarray().astype(np.float64)
+        x += self.predict_cell_shifts(target, cell_type, x)
         return np.clip(x, 0, None, out=x)
 
     @abstractmethod
@@ -217,9 +222,11 @@ class PerturbationModel(ABC):
 
     # -- prediction -----------------------------------------------------------------------------------
     def predict(self, template: pd.DataFrame, train: str | os.PathLike, dest: str | os.PathLike, *,
-                uns: dict[str, Any] | None = None, chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
+                uns: dict[str, Any] | None = None, chunk_size: int = DEFAULT_CHUNK,
+                block_entries: int = PREDICT_BLOCK_ENTRIES) -> dict[str, Any]:
         """Write ``predictions.h5ad`` for ``template`` (rows target_gene, cell_type, batch, n_cells)."""
-        return write_predictions(self, template, train, dest, seed=self.seed, uns=uns, chunk_size=chunk_size)
+        return write_predictions(self, template, train, dest, seed=self.seed, uns=uns, chunk_size=chunk_size,
+                                 block_entries=block_entries)
 
 
 def train_log_record(model: PerturbationModel, fit_log: dict[str, Any], *, hparams: dict[str, Any],
@@ -273,8 +280,14 @@ class ControlCells:
 
 def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: str | os.PathLike,
                       dest: str | os.PathLike, *, seed: int, uns: dict[str, Any] | None = None,
-                      chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
-    """Cells for every template row: sampled training controls (same cell type and batch) + the model's shift."""
+                      chunk_size: int = DEFAULT_CHUNK, block_entries: int = PREDICT_BLOCK_ENTRIES) -> dict[str, Any]:
+    """Cells for every template row: sampled training controls (same cell type and batch) + the model's shift.
+
+    Rows are written as they are predicted; a row's cells are predicted ``block_entries // genes`` at a time where
+    the model treats cells independently (:attr:`PerturbationModel.cells_independent`), so memory follows the
+    block, not the largest perturbation. The control draw is made for the whole row first, so the file is the same
+    whatever the block size.
+    """
     t0 = time.perf_counter()
     for col in ("target_gene", "cell_type", "batch", "n_cells"):
         if col not in template.columns:
@@ -282,6 +295,7 @@ def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: s
     controls = ControlCells.load(train, counts=model.uses_counts, spatial=model.uses_spatial, chunk_size=chunk_size)
     ctrl_obs, ctrl_x = controls.obs, controls.x
     genes = model.genes
+    block_rows = max(1, int(block_entries) // max(1, len(genes)))
     by_ctb = {k: np.asarray(v) for k, v in ctrl_obs.groupby(["cell_type", "batch"]).indices.items()}
     by_ct = {k: np.asarray(v) for k, v in ctrl_obs.groupby("cell_type").indices.items()}
     rows = template.sort_values(["target_gene", "cell_type", "batch"]).reset_index(drop=True)
@@ -308,18 +322,22 @@ def write_predictions(model: PerturbationModel, template: pd.DataFrame, train: s
             if pool is None or len(pool) == 0:
                 pool = np.arange(ctrl_x.shape[0])
             pick = pick_rng.choice(pool, size=n, replace=len(pool) < n)
-            base = ctrl_x[pick]
-            if r.target_gene == CONTROL_LABEL:
-                w.append(base.astype(np.float32))
-                continue
-            x = model.predict_cells(r.target_gene, r.cell_type, r.batch, controls, pick, rng)
-            if model.shrinkage is not None:
-                x = model.shrinkage.apply(np.asarray(x, dtype=np.float64), base.toarray().astype(np.float64),
-                                          r.cell_type)
-            w.append(sp.csr_matrix(np.asarray(x, dtype=np.float32)))
+            control = r.target_gene == CONTROL_LABEL
+            step = block_rows if (control or model.cells_independent) else max(n, 1)
+            for s in range(0, n, step):
+                part = pick[s:s + step]
+                base = ctrl_x[part]
+                if control:
+                    w.append(base.astype(np.float32))
+                    continue
+                x = model.predict_cells(r.target_gene, r.cell_type, r.batch, controls, part, rng)
+                if model.shrinkage is not None:
+                    x = model.shrinkage.apply(np.asarray(x, dtype=np.float64), base.toarray().astype(np.float64),
+                                              r.cell_type)
+                w.append(np.asarray(x, dtype=np.float32))
     return {"cells": int(len(obs)), "targets": int(rows.loc[rows.target_gene != CONTROL_LABEL, "target_gene"].nunique()),
             "control_pool_fallbacks": fallback, "predict_s": round(time.perf_counter() - t0, 3),
-            "notes": dict(model.notes)}
+            "block_cells": block_rows, "notes": dict(model.notes)}
 
 
 def attention_table(model: PerturbationModel, template: pd.DataFrame, train: str | os.PathLike, *,

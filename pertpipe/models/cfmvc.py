@@ -200,6 +200,7 @@ class CFMVCModel(PerturbationModel):
     needs_knowledge = True
     uses_counts = True
     uses_spatial = True
+    cells_independent = False  # a row's latents come from one flow draw and its change from the row's mean
 
     @dataclass
     class Params:

@@ -77,6 +77,7 @@ class StateModel(PerturbationModel):
     """STATE trained by its own code (``state tx train``) on the training split (peer; optional extra ``peers``)."""
 
     needs_knowledge: ClassVar[bool] = True  # perturbation features for targets STATE has not seen
+    cells_independent: ClassVar[bool] = False  # STATE predicts sets of cell_set_len cells together
     peer: ClassVar[dict[str, str]] = {"distribution": "arc-state", "licence": "CC BY-NC-SA 4.0 (non-commercial)",
                                       "source": "https://github.com/ArcInstitute/state"}
 
