@@ -115,8 +115,8 @@ def run_scale(root: Path, scale: float, models: list[str], cache: Path, epochs: 
     else:
         board = pd.read_csv(res / "leaderboard.csv")
         out["leaderboard"] = board.round(4).to_dict(orient="records")
-    out["engines"] = {str(f.parent.relative_to(res)): {k: json.loads(f.read_text()).get(k)
-                                                       for k in ("engine", "pred_entries", "wall_s")}
+    out["engines"] = {str(f.relative_to(res).with_suffix("")): {k: json.loads(f.read_text()).get(k)
+                                                                for k in ("engine", "pred_entries", "wall_s")}
                       for f in sorted(res.glob("stage3/*/run.json")) + sorted(res.glob("stage3/*/prep.json"))}
     out["peak_rss_mb"] = max((r["max_rss_mb"] for r in out["rules"].values()), default=None)
     out["sizes_mb"] = {str(p.relative_to(wd)): round(p.stat().st_size / 2**20, 1)
