@@ -98,6 +98,11 @@ class StateModel(PerturbationModel):
         lr: float = 1e-4
         val_fraction: float = 0.1  # training targets per cell type STATE validates on
         val_freq: int = 500
+        # final: the last step (what `state tx predict` loads by default); best: the checkpoint STATE's own
+        # ModelCheckpoint keeps (lowest val_loss on its val perturbations, checked every val_freq steps). On
+        # Papalexi STATE's eval-mode val_loss rose after step 500 (2.16 -> 3.05 by step 2,000) while its
+        # train-mode loss fell to 0.82
+        checkpoint: str = "final"
         device: str = "auto"  # auto: CUDA when present (STATE's own choice); cpu: hide the GPUs
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:
@@ -107,6 +112,8 @@ class StateModel(PerturbationModel):
         if p.hidden_dim % p.n_heads:
             raise ConfigError(f"model_params.state: hidden_dim {p.hidden_dim} is not a multiple of n_heads "
                               f"{p.n_heads}. Fix: choose sizes with hidden_dim = n_heads x head size")
+        if p.checkpoint not in ("best", "final"):
+            raise ConfigError(f"model_params.state.checkpoint '{p.checkpoint}': use best or final")
         if p.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"model_params.state.device '{p.device}': use auto, cpu or cuda")
         self._module = None
@@ -216,9 +223,12 @@ class StateModel(PerturbationModel):
             with open(log_path) as fh:
                 tail = fh.read()[-3000:]
             raise StateTrainingError(f"state tx train failed (exit {proc.returncode}); the end of its log:\n{tail}")
-        with open(ckpt_path, "rb") as fh:
+        best_path = os.path.join(run_dir, "checkpoints", "best.ckpt")
+        chosen = best_path if p.checkpoint == "best" and os.path.exists(best_path) else ckpt_path
+        with open(chosen, "rb") as fh:
             ckpt = fh.read()
         log: dict[str, Any] = {"state_train_s": round(train_s, 3), "steps": p.max_steps,
+                               "checkpoint": os.path.basename(chosen),
                                "device": "cuda" if "CUDA_VISIBLE_DEVICES" not in env and torch.cuda.is_available()
                                else "cpu"}
         metrics = os.path.join(run_dir, "version_0", "metrics.csv")
@@ -229,6 +239,8 @@ class StateModel(PerturbationModel):
                     s = m[["step", col]].dropna()
                     log[key] = [float(v) for v in s[col]]
                     log[f"{key}_steps"] = [int(v) for v in s["step"]]
+        if chosen == best_path:
+            log["checkpoint_step"] = int(torch.load(best_path, map_location="cpu", weights_only=False)["global_step"])
         if self.params.max_steps:
             log["cells_seen"] = int(p.max_steps * p.batch_size * p.cell_set_len)
             log["cells_per_s"] = round(log["cells_seen"] / max(train_s, 1e-9), 1)

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.workflow
 
 GEARS_PARAMS = {"epochs": 2, "hidden_size": 16, "batch_size": 16, "n_genes": 0}
 STATE_PARAMS = {"n_genes": 200, "cell_set_len": 16, "hidden_dim": 32, "n_layers": 2, "n_heads": 2,
-                "intermediate_size": 64, "max_steps": 40, "batch_size": 4, "val_freq": 20, "device": "cpu"}
+                "intermediate_size": 64, "max_steps": 40, "batch_size": 4, "val_freq": 20, "device": "cpu",
+                "checkpoint": "best"}
 CFG = {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500}, "models": ["cell_mean", "gears", "state"],
        "model_params": {"gears": GEARS_PARAMS, "state": STATE_PARAMS}}
 PEER_MODULES = ("gears", "torch_geometric", "state", "cell_load")
@@ -95,6 +96,8 @@ def test_state_trains_predicts_and_is_scored(peer_run):
     target_genes = {g for t in train_targets for g in t.split("+")}
     # the 200 most variable genes plus the training targets' genes not among them
     assert 200 <= log["state_genes"] <= 200 + len(target_genes) and log["steps"] == 40 and len(log["val_loss"]) == 2
+    # checkpoint best: STATE's ModelCheckpoint file, saved at a validation step
+    assert log["checkpoint"] == "best.ckpt" and log["checkpoint_step"] in (20, 40), log["checkpoint_step"]
     held_out = set(tpl["target_gene"]) - {"non-targeting"}
     val = {t for v in log["state_val_perturbations"].values() for t in v}
     assert val <= train_targets and not val & held_out  # STATE validates on training targets, never on ours
@@ -150,3 +153,18 @@ def test_missing_peer_package_says_how_to_install():
     with pytest.raises(ConfigError, match=r"model 'gears' needs no-such-package.*install with pip install "
                                           r"'pertpipe\[peers\]'"):
         require_peer("gears", ("no_such_module_xyz",), "no-such-package")
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"hidden_dim": 30, "n_heads": 4}, ["hidden_dim 30", "n_heads 4", "Fix"]),
+    ({"checkpoint": "last"}, ["checkpoint 'last'", "best or final"]),
+    ({"device": "gpu"}, ["device 'gpu'", "auto, cpu or cuda"]),
+])
+def test_state_settings_are_checked_before_training(params, words):
+    need_peers()
+    from pertpipe.errors import ConfigError
+    from pertpipe.models import build_model
+
+    with pytest.raises(ConfigError) as err:
+        build_model("state", params, seed=0)
+    assert all(w in str(err.value) for w in words), str(err.value)
