@@ -126,11 +126,22 @@ def test_state_prediction_is_states_own_forward_pass(peer_run):
              "pert_emb": torch.from_numpy(m.pert_vector(held[0])).repeat(10, 1), "pert_name": [held[0]] * 10}
     with torch.no_grad():
         direct = m._net().predict_step(batch, batch_idx=0, padded=False)["preds"].numpy()
-    np.testing.assert_allclose(a[:, m.gene_idx], np.clip(direct, 0, None), rtol=1e-5, atol=1e-6)
+    # the training cells' maximum over STATE's genes bounds the prediction (tiny demo: every cell trains)
+    train_x = ad.read_h5ad(peer_run / "stage1/train.h5ad").X[:, m.gene_idx]
+    assert m.x_max == pytest.approx(float(train_x.max()))
+    np.testing.assert_allclose(a[:, m.gene_idx], np.clip(direct, 0, m.x_max), rtol=1e-5, atol=1e-6)
     other = np.setdiff1d(np.arange(x.shape[1]), m.gene_idx)
     np.testing.assert_array_equal(a[:, other], x[:, other])
     assert np.abs(m.pert_vector(held[0]) - m.pert_vector(held[1])).max() > 0
     assert np.abs(a - b).max() > 0
+    # an unbounded output above the training range is clipped to it, and the note says how many values
+    cap = float(np.quantile(direct, 0.9))
+    m.x_max = cap
+    c = m.predict_cells(held[0], "typeA", "b0", controls, pick, rng)
+    n_above = int((direct > cap).sum())
+    assert c[:, m.gene_idx].max() == pytest.approx(cap) and n_above > 0
+    np.testing.assert_array_equal(a[:, other], c[:, other])
+    assert f"{n_above} predicted values above" in m.notes["clipped_above_training_max"]
 
 
 def test_go_graph_matches_gears_own_edge_function():
