@@ -104,6 +104,11 @@ def check_predictions(pred: str | os.PathLike, *, genes: list[str], truth: str |
                 raise ContractError(pred, "X", f"NaN/inf values near row {start}", "fix the model's output")
             if block.nnz and block.data.min() < 0:
                 raise ContractError(pred, "X", f"negative values near row {start}", "predictions are log1p, >= 0")
+            if block.nnz and block.data.max() >= LOG1P_LIMIT:
+                raise ContractError(pred, "X", f"value {block.data.max():.2f} near row {start}: cell-eval refuses "
+                                    f"log1p data at or above {LOG1P_LIMIT:g} (raw counts, or an unbounded model "
+                                    "output)", "predict log1p of normalised counts (bound the model's output, "
+                                    "e.g. to the training cells' range)")
     ref = template if template is not None else truth
     truth_labels = (set(pd.read_csv(template)["target_gene"].astype(str)) if template is not None
                     else set(read_obs(truth)["target_gene"].astype(str)))
@@ -119,6 +124,8 @@ def check_predictions(pred: str | os.PathLike, *, genes: list[str], truth: str |
     return {"cells": int(len(obs)), "perturbations": len(labels) - 1}
 
 
+#: cell-eval's guess_is_lognorm: a maximum at or above this is not log1p data (it refuses to prep or score it)
+LOG1P_LIMIT = 15.0
 #: stored matrix entries (cells x genes of a dense file) above which ``prep(engine="auto")`` streams: cell-eval prep
 #: holds the file, a float32 copy and a CSR built through COO (~20 bytes an entry: 22.5 GB and killed at 1.17e9)
 PREP_STREAM_ENTRIES = 400_000_000

@@ -34,6 +34,7 @@ def truth(tmp_path):
     ("order", "another order"),
     ("no_control", "no 'non-targeting' block"),
     ("nan", "NaN/inf"),
+    ("above_log1p", "value 17.30 near row 0: cell-eval refuses log1p data at or above 15"),
     ("too_many", "at most 5"),
     ("other_perts", "perturbations differ from the truth"),
     ("other_split", "truth is from split s1 but the predictions are for split s2"),
@@ -52,6 +53,10 @@ def test_bad_predictions(tmp_path, truth, case, words):
     elif case == "nan":
         X = np.ones((9, 4))
         X[4, 2] = np.nan
+        kw["X"] = X
+    elif case == "above_log1p":
+        X = np.ones((9, 4))
+        X[6, 1] = 17.3
         kw["X"] = X
     elif case == "other_perts":
         labels = ["non-targeting", "G1", "G3"] * 3
