@@ -86,7 +86,7 @@ def main() -> None:
 
     from pertpipe.evaluation.celleval import versions
     from pertpipe.evaluation.metric_registry import metrics
-    from pertpipe.evaluation.metrics import score_local
+    from pertpipe.evaluation.scoring import score_local
 
     out = {"benchmark": "local scorer vs cell-eval run --profile vcc", "versions": versions(), "runs": []}
     base = Path(args.workdir or tempfile.mkdtemp(prefix="bench_scoring_"))
@@ -110,7 +110,7 @@ def main() -> None:
             table, _agg = score_local(pred, truth)
             local_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "import sys; from pertpipe.evaluation.metrics import score_local; "
+            subprocess.run([sys.executable, "-c", "import sys; from pertpipe.evaluation.scoring import score_local; "
                             "score_local(sys.argv[1], sys.argv[2])", str(pred), str(truth)], check=True,
                            env={**os.environ, "PYTHONPATH": str(REPO)})
             local_proc_s = time.perf_counter() - t0

@@ -2,7 +2,7 @@
 import time
 
 from pertpipe.evaluation import celleval
-from pertpipe.evaluation.metrics import score_local
+from pertpipe.evaluation.scoring import score_local
 from pertpipe.evaluation.report import consistency
 from pertpipe.io import atomic_path, read_json, script_step, write_json
 

@@ -1,73 +1,33 @@
-"""The metric table: every metric the pipeline reports, in one place.
+"""The metric table: every metric the pipeline reports, for every task, in one place.
 
-An entry names the metric (leaderboard name), its column (cell-eval's ``results.csv`` column where cell-eval
-reports it), its best value and direction, a description, and the local implementation: a function of a
-:class:`ScoringContext` returning a value per perturbation. Scoring (:func:`pertpipe.evaluation.metrics.score_local`),
-the consistency check against cell-eval, ``cell-eval score``'s read-out, the leaderboard, the report and
-``bench_scoring`` all read this table, so adding a metric is one :func:`register_metric` call.
+An entry names the metric (leaderboard name), its task (``cells``: cell-eval's metrics and the effect metrics;
+``signatures``: DeepCE's signature metrics; ``spatial``: SpatialBenchmarking's per-gene metrics), its column
+(cell-eval's ``results.csv`` column where cell-eval reports it), its best value and direction, a description, and
+the local implementation: a function of the task's scoring context returning a value per scored unit
+(perturbation, signature or gene). Scoring (:mod:`pertpipe.evaluation.scoring`, the signature scorer, the spatial
+evaluation), the consistency check against cell-eval, ``cell-eval score``'s read-out, the leaderboards, the report
+and ``bench_scoring`` all read this table, so adding a metric is one :func:`register_metric` call.
+
+Contexts: cells :class:`pertpipe.evaluation.scoring.ScoringContext`; signatures
+:class:`pertpipe.evaluation.signatures.SignatureContext`; spatial :class:`pertpipe.spatial.metrics.GeneColumns`.
 
 ``in_cell_eval``: cell-eval's run reports the column too (the consistency check compares the two).
 ``in_avg_score``: part of cell-eval score's avg_score (DES, PDS, MAE), so score.json has its scaled value.
+
+This module imports the computations it registers and nothing that reads the table, so the layering is one-way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from pertpipe import CONTROL_LABEL
+from pertpipe.spatial import metrics as spatial_metrics
 
-
-@dataclass
-class ScoringContext:
-    """Truth and predictions of one model, with the intermediate results metrics share (computed once)."""
-
-    real: Any  # pertpipe.evaluation.metrics.Expression
-    pred: Any
-    de_real_given: dict[str, dict] | None = None
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @cached_property
-    def de_real(self) -> dict[str, dict]:
-        from pertpipe.evaluation.metrics import de_table
-
-        return self.de_real_given if self.de_real_given is not None else de_table(self.real)
-
-    @cached_property
-    def de_pred(self) -> dict[str, dict]:
-        from pertpipe.evaluation.metrics import de_table
-
-        return de_table(self.pred)
-
-    @cached_property
-    def mae_pds(self) -> tuple[dict[str, float], dict[str, float]]:
-        from pertpipe.evaluation.metrics import mae_pds_scores
-
-        return mae_pds_scores(self.real, self.pred)
-
-    @cached_property
-    def effect_scores(self) -> dict[str, dict[str, float]]:
-        """Signature metrics (Pearson, Spearman, precision@k) of each perturbation's predicted vs real effect
-        (pseudobulk mean - control mean): the L1000 field's view, beside cell-eval's."""
-        from pertpipe.evaluation.metrics import _means
-        from pertpipe.evaluation.signatures import signature_scores
-
-        mr, mp = _means(self.real), _means(self.pred)
-        out: dict[str, dict[str, float]] = {}
-        for p in self.perturbations:
-            s = signature_scores(mr.loc[p].to_numpy() - mr.loc[CONTROL_LABEL].to_numpy(),
-                                 mp.loc[p].to_numpy() - mp.loc[CONTROL_LABEL].to_numpy(), ks=(50,))
-            for k, v in s.items():
-                out.setdefault(k, {})[p] = v
-        return out
-
-    @property
-    def perturbations(self) -> list[str]:
-        return sorted(self.mae_pds[0])
+TASK_UNITS = {"cells": "perturbation", "signatures": "signature", "spatial": "gene"}
 
 
 @dataclass(frozen=True)
@@ -77,46 +37,73 @@ class Metric:
     best: float
     higher_is_better: bool
     description: str
-    local: Callable[[ScoringContext], dict[str, float]]
+    local: Callable[[Any], dict[str, float]]
     in_cell_eval: bool = True
     in_avg_score: bool = False
-    aggregate: Callable[[np.ndarray], float] = np.mean  # over perturbations
-    missing: float = float("nan")  # a perturbation the local function gives no value for
+    aggregate: Callable[[np.ndarray], float] = np.mean  # over the task's units
+    missing: float = float("nan")  # a unit the local function gives no value for
+    task: str = "cells"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_UNITS:
+            raise ValueError(f"metric {self.name}: unknown task {self.task!r} (one of {sorted(TASK_UNITS)})")
 
 
 METRICS: dict[str, Metric] = {}
 
 
+def _key(task: str, name: str) -> str:
+    return name if task == "cells" else f"{task}:{name}"
+
+
 def register_metric(metric: Metric) -> Metric:
-    """Add ``metric`` to the table (its name and column must be new)."""
-    if metric.name in METRICS or any(m.column == metric.column for m in METRICS.values()):
+    """Add ``metric`` to the table (its name and column must be new within its task)."""
+    same_task = [m for m in METRICS.values() if m.task == metric.task]
+    if _key(metric.task, metric.name) in METRICS or any(m.column == metric.column for m in same_task):
         raise ValueError(f"metric {metric.name} / column {metric.column} is registered already")
-    METRICS[metric.name] = metric
+    METRICS[_key(metric.task, metric.name)] = metric
     return metric
 
 
-def unregister_metric(name: str) -> None:
-    METRICS.pop(name, None)
+def unregister_metric(name: str, task: str = "cells") -> None:
+    METRICS.pop(_key(task, name), None)
 
 
-def metrics(*, in_cell_eval: bool | None = None, in_avg_score: bool | None = None) -> list[Metric]:
-    """Registered metrics in registration order, optionally only those cell-eval reports / scores."""
-    return [m for m in METRICS.values() if (in_cell_eval is None or m.in_cell_eval == in_cell_eval)
+def metrics(*, in_cell_eval: bool | None = None, in_avg_score: bool | None = None, task: str = "cells"
+            ) -> list[Metric]:
+    """Registered metrics of ``task`` in registration order, optionally only those cell-eval reports / scores."""
+    return [m for m in METRICS.values() if m.task == task and (in_cell_eval is None or m.in_cell_eval == in_cell_eval)
             and (in_avg_score is None or m.in_avg_score == in_avg_score)]
 
 
-def legend() -> str:
+def score_context(ctx: Any, keys: list[str], *, task: str, key_column: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Every registered metric of ``task`` on ``ctx``: a table (one row per key: perturbation, signature, gene)
+    and each metric's aggregate over the keys."""
+    import pandas as pd
+
+    table = pd.DataFrame({key_column: keys})
+    agg: dict[str, Any] = {}
+    for m in metrics(task=task):
+        values = m.local(ctx)
+        table[m.column] = [values.get(k, m.missing) for k in keys]
+        col = table[m.column].dropna().to_numpy()
+        agg[m.column] = float(m.aggregate(col)) if len(col) else None
+    return table, agg
+
+
+def legend(task: str = "cells") -> str:
     """One line for leaderboards: what each column means."""
-    return "; ".join(f"{m.name} = {m.column} ({m.description})" for m in METRICS.values())
+    return "; ".join(f"{m.name} = {m.column} ({m.description})" for m in metrics(task=task))
 
 
-def _des(ctx: ScoringContext) -> dict[str, float]:
+# -- cells: cell-eval's VCC metrics and the effect (signature-style) view of single-cell predictions ------------
+def _des(ctx: Any) -> dict[str, float]:
     from pertpipe.evaluation.metrics import des_scores
 
     return des_scores(ctx.de_real, ctx.de_pred)
 
 
-def _variance_ratio(ctx: ScoringContext) -> dict[str, float]:
+def _variance_ratio(ctx: Any) -> dict[str, float]:
     from pertpipe.evaluation.metrics import variance_ratios
 
     return variance_ratios(ctx.real, ctx.pred)
@@ -144,3 +131,29 @@ register_metric(Metric(
 register_metric(Metric(
     "precision50_delta", "precision_at_50_delta", 1.0, True, "precision@50 of the top up- and down-regulated genes "
     "of the effect (mean of the two)", lambda ctx: ctx.effect_scores["precision@50"], in_cell_eval=False))
+
+
+# -- signatures: DeepCE's metrics, per true signature against the prediction for its (perturbation, context) ------
+def _signature_metric(name: str, best: float, higher: bool, description: str) -> None:
+    register_metric(Metric(name, name, best, higher, description, lambda ctx: ctx.per_signature(name),
+                           in_cell_eval=False, task="signatures"))
+
+
+_signature_metric("pearson", 1.0, True, "Pearson correlation of predicted and true signature over genes")
+_signature_metric("spearman", 1.0, True, "Spearman correlation of predicted and true signature")
+_signature_metric("rmse", 0.0, False, "root mean squared error of the z-scores")
+for _k in (10, 20, 50, 100):
+    _signature_metric(f"precision@{_k}", 1.0, True, f"precision@{_k} of the top up- and down-regulated genes "
+                      "(mean of the two)")
+
+
+# -- spatial: SpatialBenchmarking's per-gene metrics of held-out genes -------------------------------------------
+def _spatial_metric(name: str, fn: Callable, best: float, higher: bool, description: str) -> None:
+    register_metric(Metric(name, name, best, higher, description, lambda ctx: ctx.per_gene(fn), in_cell_eval=False,
+                           aggregate=np.median, task="spatial"))
+
+
+_spatial_metric("pcc", spatial_metrics.pcc, 1.0, True, "Pearson correlation across spots")
+_spatial_metric("ssim", spatial_metrics.ssim, 1.0, True, "structural similarity of the max-scaled vectors")
+_spatial_metric("rmse", spatial_metrics.rmse, 0.0, False, "RMSE of the vectors z-scored across spots")
+_spatial_metric("js", spatial_metrics.js, 0.0, False, "Jensen-Shannon divergence of the vectors as distributions")

@@ -1,7 +1,7 @@
 """Fast local scorer for the three VCC metrics, written to agree with the installed cell-eval/pdex.
 
 The metrics themselves are entries of :mod:`pertpipe.evaluation.metric_registry`; this module holds their
-implementations (and :func:`score_local`, which runs every registered metric).
+implementations (:func:`pertpipe.evaluation.scoring.score_local` runs every registered metric). It imports neither.
 
 * **MAE** (cell-eval ``mae``): mean over genes of |pred pseudobulk - real pseudobulk| (arithmetic means of X).
 * **PDS** (``discrimination_score_l1``): for perturbation p, L1 distances from p's predicted effect
@@ -300,7 +300,7 @@ def des_scores(de_real: dict[str, dict], de_pred: dict[str, dict]) -> dict[str, 
     return out
 
 
-def _means(expr: Expression) -> pd.DataFrame:
+def group_means(expr: Expression) -> pd.DataFrame:
     """Per-perturbation mean of X (one group read at a time), computed once per file."""
     if expr._means is None:
         groups = expr.groups()
@@ -311,7 +311,7 @@ def _means(expr: Expression) -> pd.DataFrame:
 
 
 def mae_pds_scores(real: Expression, pred: Expression) -> tuple[dict[str, float], dict[str, float]]:
-    mr, mp = _means(real), _means(pred)
+    mr, mp = group_means(real), group_means(pred)
     if list(mr.index) != list(mp.index):
         raise ValueError(f"perturbations differ: real {list(mr.index)[:5]} vs pred {list(mp.index)[:5]}")
     perts = [p for p in mr.index if p != CONTROL_LABEL]
@@ -326,26 +326,6 @@ def mae_pds_scores(real: Expression, pred: Expression) -> tuple[dict[str, float]
         rank = int(np.flatnonzero(np.argsort(d) == i)[0])
         pds[p] = 1.0 - rank / len(perts)
     return mae, pds
-
-
-def score_local(pred: str | os.PathLike, truth: str | os.PathLike, *,
-                de_real: dict[str, dict] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Per-perturbation values of every registered metric (results.csv layout) and their aggregates."""
-    from pertpipe.evaluation.metric_registry import METRICS, ScoringContext
-
-    real, pr = Expression.read(truth), Expression.read(pred)
-    if not np.array_equal(real.genes, pr.genes):
-        raise ValueError("gene order differs between truth and predictions")
-    ctx = ScoringContext(real, pr, de_real)
-    perts = ctx.perturbations
-    table = pd.DataFrame({"perturbation": perts})
-    agg = {}
-    for m in METRICS.values():
-        values = m.local(ctx)
-        table[m.column] = [values.get(p, m.missing) for p in perts]
-        col = table[m.column].dropna().to_numpy()
-        agg[m.column] = float(m.aggregate(col)) if len(col) else None
-    return table, agg
 
 
 def _mean_gene_variance(X: np.ndarray | sp.spmatrix) -> float:

@@ -13,6 +13,8 @@ for its (perturbation, context), averaged over signatures and reported per held-
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,30 @@ from scipy.stats import rankdata
 from pertpipe.data.h5io import H5adReader
 
 KS = (10, 20, 50, 100)
-METRICS = ("pearson", "spearman", "rmse", *(f"precision@{k}" for k in KS))
+
+
+def signature_metric_names() -> list[str]:
+    """The signatures task's metrics, from the metric table (task ``signatures``)."""
+    from pertpipe.evaluation.metric_registry import metrics
+
+    return [m.column for m in metrics(task="signatures")]
+
+
+@dataclass
+class SignatureContext:
+    """What a signatures metric reads: each scored signature's true and predicted vector (rows of ``truth`` and
+    ``pred``) under its key; the scores of :func:`signature_scores` are computed once per signature."""
+
+    keys: list[str]
+    truth: np.ndarray
+    pred: np.ndarray
+
+    @cached_property
+    def scores(self) -> list[dict[str, float]]:
+        return [signature_scores(y, yh) for y, yh in zip(self.truth, self.pred)]
+
+    def per_signature(self, name: str) -> dict[str, float]:
+        return {k: s[name] for k, s in zip(self.keys, self.scores)}
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -67,17 +92,25 @@ def score_signature_files(truth: str | os.PathLike, predictions: str | os.PathLi
         if [str(g) for g in r.var_names] != genes:
             raise ContractError(predictions, "var_names", "gene order differs from the truth", "re-run predict")
     pred_mean = {k: P[v].mean(0) for k, v in p_obs.groupby(["target_gene", "cell_type"]).indices.items()}
-    rows = []
+    rows, keys, truth_rows, pred_rows = [], [], [], []
     for j, (t, c) in enumerate(zip(t_obs.target_gene, t_obs.cell_type)):
         if t == CONTROL_LABEL:
             continue
         if (t, c) not in pred_mean:
             raise ContractError(predictions, "obs", f"no prediction for ({t}, {c})", "re-run predict on the template")
-        rows.append({"target_gene": t, "cell_type": c, **signature_scores(Y[j], pred_mean[(t, c)])})
-    table = pd.DataFrame(rows)
-    if table.empty:
+        rows.append({"target_gene": t, "cell_type": c})
+        keys.append(str(j))
+        truth_rows.append(Y[j])
+        pred_rows.append(pred_mean[(t, c)])
+    if not rows:
         raise ContractError(truth, "obs['target_gene']", "no perturbed signature to score", "check the split")
-    main = list(METRICS)
+    from pertpipe.evaluation.metric_registry import score_context
+
+    ctx = SignatureContext(keys, np.vstack(truth_rows), np.vstack(pred_rows))
+    scored, _agg = score_context(ctx, keys, task="signatures", key_column="signature")
+    extra = pd.DataFrame([{k: v for k, v in s.items() if k.endswith(("_up", "_down"))} for s in ctx.scores])
+    table = pd.concat([pd.DataFrame(rows), scored.drop(columns="signature"), extra], axis=1)
+    main = signature_metric_names()
     summary = {"n_signatures": int(len(table)), "n_contexts": int(table.cell_type.nunique()),
                **{m: float(table[m].mean()) for m in main},
                "per_context": {c: {m: float(g[m].mean()) for m in main} | {"n": int(len(g))}
@@ -87,7 +120,7 @@ def score_signature_files(truth: str | os.PathLike, predictions: str | os.PathLi
 
 def signature_leaderboard(summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """One row per model, best Pearson first."""
-    rows = [{"model": m, **{k: s[k] for k in METRICS}, "n_signatures": s["n_signatures"], "n_contexts": s["n_contexts"]}
+    rows = [{"model": m, **{k: s[k] for k in signature_metric_names()}, "n_signatures": s["n_signatures"], "n_contexts": s["n_contexts"]}
             for m, s in summaries.items()]
     return pd.DataFrame(rows).sort_values("pearson", ascending=False).reset_index(drop=True)
 
@@ -100,7 +133,7 @@ def write_signature_leaderboard(board: pd.DataFrame, summaries: dict[str, dict[s
     with atomic_path(csv) as tmp:
         board.to_csv(tmp, index=False)
     fmt = board.copy()
-    for c in METRICS:
+    for c in signature_metric_names():
         fmt[c] = fmt[c].map(lambda v: f"{v:.4f}")
     lines = [f"# {title}", "", "Mean over held-out signatures (DeepCE's metrics; precision@k = mean of the top-k "
              "up- and down-regulated genes' precision).", "", _markdown(fmt), "", "## Per held-out context",

@@ -1,10 +1,7 @@
 """Evaluation of spatial imputation (SpatialBenchmarking, Li et al. 2022 Nat Methods) and communication recovery.
 
-Per held-out gene, truth = the spot's measured log1p-normalised expression (counts per 10k over all genes):
-* PCC across spots;
-* SSIM of the two vectors scaled to [0, 1] by their maxima (C1 = 0.01^2, C2 = 0.03^2, one global window);
-* RMSE of the two vectors z-scored across spots;
-* JS divergence (natural log) of the two vectors normalised to distributions over spots.
+Per held-out gene, truth = the spot's measured log1p-normalised expression (counts per 10k over all genes), and
+the metrics are the metric table's ``spatial`` entries (PCC, SSIM, RMSE, JS: :mod:`pertpipe.spatial.metrics`).
 Accuracy score (AS): per metric, methods ranked by their median (best -> 1, worst -> 0, linear), averaged over
 the four metrics (higher is better; relative to the methods in the table).
 
@@ -21,50 +18,32 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from pertpipe.spatial.metrics import scaled
 from pertpipe.spatial.model import SpatialParams, columns, log_normalize, nearest
 from pertpipe.spatial.pipeline import Priors, run_methods
 
 log = logging.getLogger("pertpipe.spatial")
 
-METRICS = {"pcc": True, "ssim": True, "rmse": False, "js": False}  # name -> higher is better
+def spatial_metric_names() -> dict[str, bool]:
+    """name -> higher is better, for the spatial task's metrics in the metric table."""
+    from pertpipe.evaluation.metric_registry import metrics
 
-
-def _scaled(v: np.ndarray) -> np.ndarray:
-    m = np.max(v)
-    return v / m if m > 0 else np.zeros_like(v)
+    return {m.name: m.higher_is_better for m in metrics(task="spatial")}
 
 
 def gene_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
-    if pred.std() > 0 and truth.std() > 0:
-        pcc = float(np.corrcoef(pred, truth)[0, 1])
-    else:
-        pcc = 0.0
-    x, y = _scaled(pred), _scaled(truth)
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    mx, my = x.mean(), y.mean()
-    cov = ((x - mx) * (y - my)).mean()
-    ssim = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx ** 2 + my ** 2 + c1) * (x.var() + y.var() + c2))
+    """Every spatial metric of the metric table on one gene's imputed vs measured vector."""
+    from pertpipe.evaluation.metric_registry import metrics
+    from pertpipe.spatial.metrics import GeneColumns
 
-    def z(v: np.ndarray) -> np.ndarray:
-        return (v - v.mean()) / v.std() if v.std() > 0 else np.zeros_like(v)
-
-    rmse = float(np.sqrt(np.mean((z(pred) - z(truth)) ** 2)))
-    p = pred / pred.sum() if pred.sum() > 0 else np.full_like(pred, 1 / len(pred))
-    q = truth / truth.sum() if truth.sum() > 0 else np.full_like(truth, 1 / len(truth))
-    mid = (p + q) / 2
-
-    def kl(a: np.ndarray, b: np.ndarray) -> float:
-        nz = a > 0
-        return float(np.sum(a[nz] * np.log(a[nz] / b[nz])))
-
-    return {"pcc": pcc, "ssim": float(ssim), "rmse": rmse, "js": 0.5 * kl(p, mid) + 0.5 * kl(q, mid)}
+    ctx = GeneColumns(np.asarray(pred)[:, None], np.asarray(truth)[:, None], ["g"])
+    return {m.name: m.local(ctx)["g"] for m in metrics(task="spatial")}
 
 
 def accuracy_scores(summary: pd.DataFrame) -> pd.Series:
     """AS per method from a (method x metric medians) frame."""
     parts = []
-    for metric, higher in METRICS.items():
+    for metric, higher in spatial_metric_names().items():
         r = summary[metric].rank(ascending=not higher, method="average")  # 1 = best
         n = len(summary)
         parts.append((n - r) / (n - 1) if n > 1 else r * 0 + 1.0)
@@ -123,7 +102,7 @@ def kfold_evaluate(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], 
                 rows.append({"method": m, "gene": g, "fold": f, **gene_metrics(pred[:, j], truth[:, gcol[g]])})
         log.info("fold %d/%d: %d held-out genes", f + 1, len(fold_list), len(held))
     per_gene = pd.DataFrame(rows)
-    summary = per_gene.groupby("method")[list(METRICS)].median()
+    summary = per_gene.groupby("method")[list(spatial_metric_names())].median()
     summary["as"] = accuracy_scores(summary)
     return {"per_gene": per_gene, "summary": summary, "genes": genes, "folds": fold_list,
             "predictions": {m: p for m, p in preds.items() if m in out or m not in unavailable},
@@ -149,11 +128,11 @@ def _pair_activity(expr: dict[str, np.ndarray], genes: list[str]) -> np.ndarray 
 def communication(pairs: list[dict[str, Any]], edges: np.ndarray, expr: dict[str, np.ndarray]) -> np.ndarray:
     """Score of each LR pair: mean over neighbouring spot pairs (i -> j) of ligand(i) x receptor(j), with every
     gene scaled to [0, 1] by its maximum (0 where a subunit is not available)."""
-    scaled = {g: _scaled(np.asarray(v, np.float64)) for g, v in expr.items()}
+    unit = {g: scaled(np.asarray(v, np.float64)) for g, v in expr.items()}
     out = np.zeros(len(pairs))
     for p, pr in enumerate(pairs):
-        lig = _pair_activity(scaled, pr["ligand_genes"])
-        rec = _pair_activity(scaled, pr["receptor_genes"])
+        lig = _pair_activity(unit, pr["ligand_genes"])
+        rec = _pair_activity(unit, pr["receptor_genes"])
         if lig is not None and rec is not None:
             out[p] = float(np.mean(lig[edges[:, 0]] * rec[edges[:, 1]]))
     return out

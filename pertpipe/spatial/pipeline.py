@@ -111,7 +111,7 @@ def choose_k(prep: Prepared, params: SpatialParams) -> tuple[int, dict[str, floa
     """``k: auto``: hold a random ``val_fraction`` of the visible shared genes out of a second latent fit and take
     the k whose kNN mean predicts them best (median PCC across spots). Only visible genes are used, so a k-fold's
     held-out genes never inform the choice."""
-    from pertpipe.spatial.evaluate import gene_metrics
+    from pertpipe.spatial.metrics import pcc
 
     rng = np.random.default_rng(params.seed + 7)
     n = len(prep.input_genes)
@@ -129,7 +129,7 @@ def choose_k(prep: Prepared, params: SpatialParams) -> tuple[int, dict[str, floa
     for k in sorted({min(k, len(z_sc)) for k in params.k_candidates}):
         idx, _ = match_cells(z_sp, z_sc, k, metric=params.match)
         pred, _ = knn_labels(idx, y, y)
-        scores[str(k)] = float(np.median([gene_metrics(pred[:, j], truth[:, j])["pcc"] for j in range(len(val))]))
+        scores[str(k)] = float(np.median([pcc(pred[:, j], truth[:, j]) for j in range(len(val))]))
     best = max(scores, key=lambda k_: (scores[k_], -int(k_)))
     return int(best), scores
 

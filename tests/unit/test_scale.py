@@ -16,7 +16,8 @@ import scipy.sparse as sp
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import H5adReader, H5adWriter, RowReader
 from pertpipe.data.simulate import ScreenParams, count_statistics, write_screen
-from pertpipe.evaluation.metrics import Expression, score_local
+from pertpipe.evaluation.metrics import Expression
+from pertpipe.evaluation.scoring import score_local
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -118,7 +119,8 @@ def _scored_pair(tmp_path):
 
 
 def test_local_scorer_reads_files_group_by_group_and_agrees_with_in_memory(tmp_path):
-    from pertpipe.evaluation.metric_registry import METRICS, ScoringContext
+    from pertpipe.evaluation.metric_registry import metrics
+    from pertpipe.evaluation.scoring import ScoringContext
 
     pred, truth = _scored_pair(tmp_path)
     real, pr = Expression.read(truth), Expression.read(pred)
@@ -129,7 +131,7 @@ def test_local_scorer_reads_files_group_by_group_and_agrees_with_in_memory(tmp_p
     with H5adReader(pred) as r:
         mem_pred = Expression(r.read_masked(), r.obs["target_gene"].astype(str).to_numpy(), np.asarray(r.var_names))
     ctx = ScoringContext(mem_real, mem_pred)
-    for m in METRICS.values():
+    for m in metrics():
         values = m.local(ctx)
         for p, v in values.items():
             got = table.set_index("perturbation").loc[p, m.column]

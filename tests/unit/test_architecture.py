@@ -1,0 +1,147 @@
+"""The package's shape, checked from its source: no import circle (module-level or inside functions), no private
+name reached across modules, no function over 100 lines, and no model whose prediction path raises
+NotImplementedError. Each check reads the code with ``ast``, so it fails the moment a change breaks the rule."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[2] / "pertpipe"
+MAX_LINES = 100
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _resolve(name: str) -> str | None:
+    """The pertpipe module an imported name belongs to (a module itself, or the module holding a symbol)."""
+    while name:
+        if name in MODULES:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _imports(mod: str, path: Path) -> list[tuple[str, list[str], int]]:
+    """(imported module, names imported from it, line) for every pertpipe import in the file, at any depth."""
+    tree = ast.parse(path.read_text())
+    is_pkg = path.name == "__init__.py"
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                parent = parent[: len(parent) - (node.level - 1)]
+                base = ".".join(parent + ([base] if base else []))
+            if not base.startswith("pertpipe"):
+                continue
+            names = [a.name for a in node.names]
+            for n in names:  # `from pertpipe.models import base` imports the module pertpipe.models.base
+                target = _resolve(f"{base}.{n}") if f"{base}.{n}" in MODULES else _resolve(base)
+                if target:
+                    out.append((target, [n], node.lineno))
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("pertpipe") and _resolve(a.name):
+                    out.append((_resolve(a.name), [], node.lineno))
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    g: dict[str, set[str]] = {m: set() for m in MODULES}
+    for mod, path in MODULES.items():
+        for target, _, _ in _imports(mod, path):
+            # a package's __init__ importing its own submodules (re-exports, discovery) is not a circle
+            if target != mod and not mod.startswith(target + ".") and not target.startswith(mod + "."):
+                g[mod].add(target)
+    return g
+
+
+def _cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(g[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(g):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_cycle_finder_finds_a_circle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_circle():
+    assert _cycles(_graph()) == []
+
+
+def test_no_private_name_imported_across_modules():
+    bad = []
+    for mod, path in MODULES.items():
+        for target, names, line in _imports(mod, path):
+            bad += [f"{path.relative_to(PKG.parent)}:{line} imports {n} from {target}" for n in names
+                    if n.startswith("_") and not n.startswith("__") and target != mod]
+    assert bad == []
+
+
+def test_no_function_over_100_lines():
+    long = []
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                n = node.end_lineno - start + 1
+                if n > MAX_LINES:
+                    long.append(f"{path.relative_to(PKG.parent)}:{node.lineno} {node.name} ({n} lines)")
+    assert long == []
+
+
+def test_no_model_prediction_raises_not_implemented():
+    hits = []
+    for path in (PKG / "models").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                if isinstance(exc, ast.Name) and exc.id == "NotImplementedError":
+                    hits.append(f"{path.relative_to(PKG.parent)}:{node.lineno}")
+    assert hits == []
+
+
+def test_checks_read_the_real_package():
+    # guard against an empty walk (a moved package would make every check above pass vacuously)
+    assert len(MODULES) > 50 and "pertpipe.models.base" in MODULES
