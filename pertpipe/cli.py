@@ -24,9 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--hparams", default="{}", help="hyperparameters as JSON")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--train", required=True)
-    tr.add_argument("--knowledge")
-    tr.add_argument("--zscores")
-    tr.add_argument("--annotations", default="{}", help="GO annotation files as JSON {gene2go, gene_info} (peers)")
+    tr.add_argument("--input", action="append", default=[], metavar="FIELD=PATH",
+                    help="a declared input file (pertpipe.models.inputs: knowledge, context_stats, gene2go, gene_info)")
     tr.add_argument("--model-out", required=True)
     tr.add_argument("--log-out", required=True)
     tr.add_argument("--checkpoint", required=True)
@@ -59,14 +58,24 @@ def _train(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        train_to_files(args.model_class, json.loads(args.hparams), seed=args.seed, train=args.train,
-                       knowledge=args.knowledge, zscores=args.zscores, model_out=args.model_out,
-                       log_out=args.log_out, checkpoint=args.checkpoint, chunk_size=args.chunk_size,
-                       threads=args.threads, backend=args.backend, annotations=json.loads(args.annotations))
+        files = dict(_field_path(item) for item in args.input)
+        train_to_files(args.model_class, json.loads(args.hparams), seed=args.seed, train=args.train, files=files,
+                       model_out=args.model_out, log_out=args.log_out, checkpoint=args.checkpoint,
+                       chunk_size=args.chunk_size, threads=args.threads, backend=args.backend)
     except PertpipeError as exc:
         print(f"pertpipe train: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _field_path(item: str) -> tuple[str, str]:
+    from pertpipe.errors import ConfigError
+    from pertpipe.models.inputs import file_fields
+
+    name, sep, path = item.partition("=")
+    if not sep or name not in file_fields():
+        raise ConfigError(f"pertpipe train --input {item!r}. Fix: use FIELD=PATH with FIELD one of {file_fields()}")
+    return name, path
 
 
 if __name__ == "__main__":

@@ -127,7 +127,9 @@ def stage1_targets(dataset):
     return [stage1_path("stage1_report.json", dataset), stage1_path("stage1_report.txt", dataset)]
 
 
-from pertpipe.models import build_model, get_model_class  # noqa: E402  (registers the models)
+from pertpipe.models import MODELS, build_model, get_model_class  # noqa: E402  (registers the models)
+from pertpipe.models.inputs import INPUT_KINDS  # noqa: E402
+from pertpipe.tasks import task_of_dataset  # noqa: E402
 from pertpipe.models.distributed import DistConfig  # noqa: E402
 
 MODEL_NAMES = list(config["models"])
@@ -158,22 +160,37 @@ except PertpipeError as exc:
     raise WorkflowError(f"invalid configuration: {exc}")
 
 
+# The run's task (pertpipe.tasks): what the data is, which models serve it, what stage 3 makes.
+TASK = task_of_dataset(DATASET_ENTRY)
+try:
+    TASK.check_models({m: model_class(m) for m in MODEL_NAMES}, dataset=DATASET, registry=MODELS)
+except PertpipeError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}")
+
+
+def model_reads(name):
+    """The input kinds configured model ``name`` reads (its declaration, and its hyperparameters)."""
+    return MODEL_OBJECTS[name].reads()
+
+
 # the knowledge stage (NCBI/GO downloads, embeddings) runs by default only when a configured model reads it
-def model_needs_knowledge(name):
-    """Whether configured model ``name`` reads the facet tensor (its class, or its hyperparameters)."""
-    return MODEL_OBJECTS[name].needs_knowledge_now
+NEEDS_KNOWLEDGE = any("knowledge" in model_reads(m) for m in MODEL_NAMES)
 
 
-NEEDS_KNOWLEDGE = any(model_needs_knowledge(m) for m in MODEL_NAMES)
+def input_file(field, dataset):
+    """Where each ModelInputs file field comes from in this pipeline (pertpipe.models.inputs.INPUT_KINDS)."""
+    if field in ("gene2go", "gene_info"):
+        return annotation_paths(dataset)[field]
+    return {"knowledge": knowledge_path("facet_embeddings.pt", dataset),
+            "context_stats": stage1_path("zscores.h5ad", dataset)}[field]
 
-# signature datasets (L1000 z-scores): models that predict signatures, scored by the signature metrics
-IS_SIGNATURES = DATASET_ENTRY.adapter == "l1000"
-if IS_SIGNATURES:
-    _cells_only = [m for m in MODEL_NAMES if not getattr(model_class(m), "supports_signatures", False)]
-    if _cells_only:
-        raise WorkflowError(f"invalid configuration: dataset '{DATASET}' holds L1000 signatures (z-scores), but "
-                            f"models {_cells_only} predict cells. Fix: set `models:` to models that support "
-                            "signatures (context_mean, ctxfusion)")
+
+def model_input_files(name):
+    """The train rule's input files of configured model ``name``: one per field of each input kind it reads."""
+    def files(wc):
+        return {f: input_file(f, wc.dataset) for kind in model_reads(name) for f in INPUT_KINDS[kind].fields}
+
+    return files
 
 
 def model_gpu(name):
@@ -211,10 +228,7 @@ SUBMISSION = bool(S1["split"].get("submission"))
 def stage3_targets(dataset):
     if SUBMISSION:  # no truth for the targets: each model's cell-eval prep archive is the product
         return [stage3_path(f, dataset=dataset, model=m) for m in MODEL_NAMES for f in (f"{m}.vcc", "prep.json")]
-    if IS_SIGNATURES:
-        return [f"{RESULTS}/{dataset}/signature_leaderboard.csv", f"{RESULTS}/{dataset}/signature_leaderboard.md"]
-    return [f"{RESULTS}/{dataset}/leaderboard.csv", f"{RESULTS}/{dataset}/leaderboard.md",
-            f"{RESULTS}/{dataset}/report.html"]
+    return TASK.stage3_targets(RESULTS, dataset)
 
 
 KN = config["knowledge"]
@@ -231,11 +245,6 @@ def annotation_paths(dataset):
         return {"gene_info": f"{base}/Homo_sapiens.gene_info.gz", "gene2go": f"{base}/gene2go.gz",
                 "go_obo": f"{base}/go-basic.obo"}
     return {k: resource_path(k) for k in ("gene_info", "gene2go", "go_obo")}
-
-
-def model_annotation(name, dataset, kind):
-    """The GO annotation file ``kind`` (gene2go, gene_info) for models that read it (GEARS's GO graph), else []."""
-    return annotation_paths(dataset)[kind] if getattr(model_class(name), "reads_annotations", False) else []
 
 
 def knowledge_targets(dataset):

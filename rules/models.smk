@@ -1,4 +1,5 @@
 # Stage 2: one train_<model> and predict_<model> rule per name in config `models:` (params: `model_params:`).
+# A model's extra inputs come from its declaration (`inputs`, pertpipe.models.inputs); nothing here names a model.
 
 for _model in MODEL_NAMES:
 
@@ -6,11 +7,8 @@ for _model in MODEL_NAMES:
         name:
             f"train_{_model}"
         input:
+            unpack(model_input_files(_model)),  # the input kinds the model declares (pertpipe.models.inputs)
             train=stage1_path("train.h5ad"),
-            knowledge=knowledge_path("facet_embeddings.pt") if model_needs_knowledge(_model) else [],
-            zscores=stage1_path("zscores.h5ad") if getattr(model_class(_model), "reads_context_stats", False) else [],
-            gene2go=lambda wc, m=_model: model_annotation(m, wc.dataset, "gene2go"),
-            gene_info=lambda wc, m=_model: model_annotation(m, wc.dataset, "gene_info"),
         output:
             model=stage2_path("model.pt", model=_model),
             log=stage2_path("train_log.json", model=_model),

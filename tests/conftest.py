@@ -246,9 +246,9 @@ def fit_killed_after(model: str, hparams: dict, train: Path, knowledge: Path, ch
     """Fit ``model`` in a subprocess and SIGKILL it once checkpoint ``watch`` (default ``checkpoint``) holds
     ``min_epoch`` epochs; returns the epoch it was killed at (None: it finished or timed out first)."""
     code = ("import sys, torch; torch.set_num_threads(1)\n"
-            "from pertpipe.models import build_model\n"
+            "from pertpipe.models import build_model\nfrom pertpipe.models.inputs import ModelInputs\n"
             f"m = build_model({model!r}, {hparams!r}, seed=0)\n"
-            "m.fit(sys.argv[1], sys.argv[2], {'checkpoint': sys.argv[3]})\n")
+            "m.fit(ModelInputs(sys.argv[1], knowledge=sys.argv[2], checkpoint=sys.argv[3]))\n")
     watch = watch or checkpoint
     proc = subprocess.Popen([sys.executable, "-c", code, str(train), str(knowledge), str(checkpoint)],
                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
@@ -297,10 +297,11 @@ def knowledge_demo(tmp_path_factory) -> dict[str, Path]:
 def predict_reloaded(model, demo: dict[str, Path], tmp_path: Path):
     """Save ``model``, load it back, predict the template; checks the prediction contract, returns (AnnData, template)."""
     from pertpipe.models import load_model
+    from pertpipe.models.predict import write_predictions
 
     model.save(tmp_path / "model.pt")
     tpl = pd.read_csv(demo["template"])
-    load_model(tmp_path / "model.pt").predict(tpl, demo["train"], tmp_path / "pred.h5ad")
+    write_predictions(load_model(tmp_path / "model.pt"), tpl, demo["train"], tmp_path / "pred.h5ad")
     p = ad.read_h5ad(tmp_path / "pred.h5ad")
     assert p.X.dtype == np.float32 and p.X.min() >= 0 and np.isfinite(p.X).all()
     assert list(p.var_names) == list(ad.read_h5ad(demo["train"], backed="r").var_names)

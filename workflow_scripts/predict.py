@@ -3,7 +3,7 @@ import pandas as pd
 
 from pertpipe.io import atomic_path, provenance, read_json, script_step, write_json
 from pertpipe.models import load_model
-from pertpipe.models.base import predict_to_file
+from pertpipe.models.predict import predict_to_file
 
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], f"predict_{sm.params.model}") as log:

@@ -6,10 +6,10 @@ from pertpipe.models.run import train_distributed, train_to_files
 
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], f"train_{sm.params.model}") as log:
-    job = dict(seed=sm.params.seed, train=sm.input.train, knowledge=sm.input.knowledge or None,
-               zscores=sm.input.zscores or None, model_out=sm.output.model, log_out=sm.output.log,
-               checkpoint=sm.params.checkpoint, chunk_size=sm.params.chunk_size, threads=sm.threads,
-               annotations={k: sm.input[k] for k in ("gene2go", "gene_info") if sm.input[k]} or None)
+    files = {k: str(v) for k, v in sm.input.items() if k != "train"}  # the model's declared inputs (rules/models.smk)
+    job = dict(seed=sm.params.seed, train=sm.input.train, files=files, model_out=sm.output.model,
+               log_out=sm.output.log, checkpoint=sm.params.checkpoint, chunk_size=sm.params.chunk_size,
+               threads=sm.threads)
     dist = DistConfig.from_config(sm.params.distributed)
     if dist.applies_to(sm.params.model_class):
         log.info("data-parallel: %d node(s) x %d process(es)", dist.nnodes, dist.nproc_per_node)

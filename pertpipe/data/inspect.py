@@ -18,7 +18,7 @@ import pandas as pd
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.adapters import Adapter
 from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
-from pertpipe.data.standardize import LOG1P_MAX, _is_integer_valued
+from pertpipe.data.standardize import LOG1P_MAX, is_integer_valued
 from pertpipe.errors import ContractError
 
 _PERT_NAMES = re.compile(r"(target|perturb|guide|grna|sgrna|condition|gene|knock|treatment|pert)", re.I)
@@ -77,7 +77,7 @@ def _cell_figures(reader: H5adReader, chunk_size: int) -> dict[str, Any]:
         detected.append(np.diff(block.indptr))
     tot = np.concatenate(totals) if totals else np.zeros(0)
     det = np.concatenate(detected) if detected else np.zeros(0)
-    x_int = sample is not None and _is_integer_valued(sample)
+    x_int = sample is not None and is_integer_valued(sample)
     x_max = float(sample.data.max()) if sample is not None and sample.nnz else 0.0
     scale = "counts" if x_int and x_max >= 1 else ("log1p" if x_max <= LOG1P_MAX else "unknown (not counts, not log1p)")
     q = lambda a: {k: float(np.quantile(a, p)) if len(a) else 0.0 for k, p in  # noqa: E731

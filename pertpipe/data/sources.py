@@ -29,7 +29,7 @@ SOURCE_FORMATS = ("h5ad", "sceptre_rda")
 _SCEPTRE_FIELDS = ("response_matrix", "grna_matrix", "grna_target_data_frame")
 
 
-def _r_sparse(obj: Any, *, path: object, field: str) -> tuple[sp.csr_matrix, list[str], list[str] | None]:
+def r_sparse_matrix(obj: Any, *, path: object, field: str) -> tuple[sp.csr_matrix, list[str], list[str] | None]:
     """A Matrix-package sparse matrix (dgCMatrix / dgTMatrix / dgRMatrix) as CSR, with its row/column names."""
     cls = str(np.asarray(getattr(obj, "class", [""]))[0]) if hasattr(obj, "class") else type(obj).__name__
     if sp.issparse(obj):
@@ -80,8 +80,8 @@ def read_sceptre_rda(path: str | os.PathLike, *, object_name: str | None = None)
     if missing:
         raise ContractError(path, f"{object_name}${missing[0]}", f"missing (the list has {sorted(obj)})",
                             f"a sceptre_rda source needs {list(_SCEPTRE_FIELDS)}")
-    expr, genes, cells = _r_sparse(obj["response_matrix"], path=path, field="response_matrix")
-    grna, guides, _ = _r_sparse(obj["grna_matrix"], path=path, field="grna_matrix")
+    expr, genes, cells = r_sparse_matrix(obj["response_matrix"], path=path, field="response_matrix")
+    grna, guides, _ = r_sparse_matrix(obj["grna_matrix"], path=path, field="grna_matrix")
     if expr.shape[1] != grna.shape[1]:
         raise ContractError(path, "grna_matrix", f"{grna.shape[1]} cells but response_matrix has {expr.shape[1]}",
                             "give both matrices over the same cells")

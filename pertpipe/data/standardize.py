@@ -35,7 +35,7 @@ class ScaleDecision:
     counts_source: str | None  # None, "X" or "layers/counts"
 
 
-def _is_integer_valued(block: sp.csr_matrix) -> bool:
+def is_integer_valued(block: sp.csr_matrix) -> bool:
     d = block.data
     return bool(d.size == 0 or np.all(np.equal(np.mod(d, 1), 0)))
 
@@ -62,7 +62,7 @@ def decide_scale(reader: H5adReader, requested: str, *, sample_rows: int = 2000)
         raise ConfigError(f"stage1.input_scale is '{requested}'. Fix: use one of {list(_SCALES)}")
     sample = reader.read_rows(0, min(sample_rows, reader.n_obs))
     check_values(sample, path=reader.path, field="X", row_offset=0)
-    x_int = _is_integer_valued(sample)
+    x_int = is_integer_valued(sample)
     x_max = float(sample.data.max()) if sample.nnz else 0.0
     counts_layer = "counts" in reader.layers()
     if requested == "log1p":
@@ -205,7 +205,7 @@ def _standardize_h5ad(src: Path, dest: str | os.PathLike, *, adapter: Adapter, o
                 block = block[:, col_keep] if dup_mask.any() else block
                 counts = None
                 if decision.counts_source == "X":
-                    if not _is_integer_valued(block):
+                    if not is_integer_valued(block):
                         raise ContractError(src, "X", f"non-integer values in rows {start}.. although the first rows "
                                             "were counts", "check the source; set stage1.input_scale explicitly")
                     counts = block

@@ -76,7 +76,7 @@ def metrics(*, in_cell_eval: bool | None = None, in_avg_score: bool | None = Non
             and (in_avg_score is None or m.in_avg_score == in_avg_score)]
 
 
-def score_context(ctx: Any, keys: list[str], *, task: str, key_column: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+def score_context(ctx: Any, keys: list[str], *, task: str, key_column: str) -> tuple[Any, dict[str, Any]]:
     """Every registered metric of ``task`` on ``ctx``: a table (one row per key: perturbation, signature, gene)
     and each metric's aggregate over the keys."""
     import pandas as pd

@@ -20,7 +20,7 @@ import pandas as pd
 
 from pertpipe.errors import ConfigError
 from pertpipe.io import atomic_path, pick_device
-from pertpipe.knowledge.facets import NONE
+from pertpipe.knowledge.types import NONE
 
 DEFAULT_ENCODER = "minilm"
 

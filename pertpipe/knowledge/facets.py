@@ -9,7 +9,6 @@ whose ancestors (is_a, part_of, regulates family) include one of facet k's roots
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,10 @@ import yaml
 
 from pertpipe.errors import ConfigError
 from pertpipe.knowledge.annotations import Ontology
+from pertpipe.knowledge.types import NONE, Facet
 
-NONE = "<NONE>"
+__all__ = ["NONE", "Facet", "coverage", "extract_facets", "go_facets", "load_facets"]
 
-
-@dataclass(frozen=True)
-class Facet:
-    name: str
-    description: str
-    roots: tuple[str, ...]
 
 
 def load_facets(path: str | os.PathLike, ontology: Ontology | None = None) -> list[Facet]:

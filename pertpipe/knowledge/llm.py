@@ -29,7 +29,7 @@ from pertpipe.http_session import RETRY_STATUS, retrying_session
 
 from pertpipe.errors import PertpipeError
 from pertpipe.io import atomic_path
-from pertpipe.knowledge.facets import NONE, Facet
+from pertpipe.knowledge.types import NONE, Facet
 
 
 

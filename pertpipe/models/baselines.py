@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import numpy as np
 
-from pertpipe.models.base import PerturbationModel, register_model
+from pertpipe.models.base import PredictsShift, register_model
+from pertpipe.models.inputs import ModelInputs
 
 
 @register_model("control")
-class ControlModel(PerturbationModel):
+class ControlModel(PredictsShift):
     """No change: every target is predicted as training control cells of its cell type and batch."""
 
-    def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
-            ) -> dict[str, Any]:
+    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         t0 = time.perf_counter()
-        s = self._summarise(train, config)
+        s = self._summarise(inputs)
         return {"fit_s": round(time.perf_counter() - t0, 3), "train_targets": int(s.target_deltas().shape[0])}
 
     def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
@@ -32,7 +31,7 @@ class ControlModel(PerturbationModel):
 
 
 @register_model("cell_mean")
-class CellMeanModel(PerturbationModel):
+class CellMeanModel(PredictsShift):
     """The VCC cell-mean baseline as a shift: the mean over training perturbations of their mean effect.
 
     cell-eval's baseline (``cell-eval baseline``) predicts the mean of the per-perturbation mean profiles
@@ -40,10 +39,9 @@ class CellMeanModel(PerturbationModel):
     the same for every target and cell type.
     """
 
-    def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
-            ) -> dict[str, Any]:
+    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         t0 = time.perf_counter()
-        deltas = self._summarise(train, config).target_deltas()
+        deltas = self._summarise(inputs).target_deltas()
         self.shift = deltas.to_numpy().mean(axis=0)
         return {"fit_s": round(time.perf_counter() - t0, 3), "train_targets": int(deltas.shape[0])}
 

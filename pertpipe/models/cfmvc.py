@@ -42,11 +42,13 @@ import numpy as np
 import pandas as pd
 
 from pertpipe import CONTROL_LABEL, perturbation_genes
-from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
-from pertpipe.errors import ConfigError, ContractError
+from pertpipe.data.h5io import H5adReader
+from pertpipe.errors import ContractError
 from pertpipe.io import pick_device
 from pertpipe.models import distributed
-from pertpipe.models.base import ControlCells, PerturbationModel, register_model
+from pertpipe.models.base import GeneratesCells, register_model
+from pertpipe.models.inputs import ModelInputs
+from pertpipe.models.summary import ControlCells
 from pertpipe.models.distances import energy_distance
 from pertpipe.models.facet_lookup import MAX_TARGETS, FacetLookup
 from pertpipe.models.params import fraction, positive
@@ -196,11 +198,12 @@ class _Feeder:
 
 
 @register_model("cfmvc")
-class CFMVCModel(PerturbationModel):
-    needs_knowledge = True
+class CFMVCModel(GeneratesCells):
+    """Generates a row's cells together: its latents come from one flow draw and its change from the row's mean."""
+
+    inputs = ("knowledge",)
     uses_counts = True
     uses_spatial = True
-    cells_independent = False  # a row's latents come from one flow draw and its change from the row's mean
 
     @dataclass
     class Params:
@@ -318,8 +321,7 @@ class CFMVCModel(PerturbationModel):
         val_targets = validation_targets(targets, self.params.val_fraction, rng, model="cfmvc", path=train_path)
         return groups, ctrl_by_ct, targets, val_targets
 
-    def fit(self, train_path: str | os.PathLike, knowledge: Any | None = None,
-            config: dict[str, Any] | None = None) -> dict[str, Any]:
+    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         """Data preparation, then three stages on the shared loop: the VAE, the flow on its detached latents,
         and (``joint_epochs`` > 0) a joint fine-tune; the networks and their losses live in
         :mod:`pertpipe.models.modules.cfmvc`."""
@@ -328,15 +330,13 @@ class CFMVCModel(PerturbationModel):
         from pertpipe.models.modules.cfmvc import CFMVCModule
 
         self._check()
-        if knowledge is None:
-            raise ConfigError("cfmvc needs the facet tensor (knowledge stage: facet_embeddings.pt)")
-        config = dict(config or {})
+        train_path, knowledge = inputs.train, inputs.need("knowledge", "cfmvc")
         p = self.params
         t0 = time.perf_counter()
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         self.lookup = FacetLookup.load(knowledge)
-        d = self._read(train_path, rng, config.get("chunk_size", DEFAULT_CHUNK))
+        d = self._read(train_path, rng, inputs.chunk_size)
         self.device = dev = distributed.device_for(pick_device(p.device, field="model_params.cfmvc.device"))
         groups, ctrl_by_ct, targets, val_targets = self._groups(d, train_path, rng)
         fit_groups = [g for g in groups if g[0] not in val_targets]
@@ -347,7 +347,7 @@ class CFMVCModel(PerturbationModel):
         self.net = CFMVCModule(len(self.genes), len(self.batches), len(self.cell_types), self.spatial_dim,
                                self.lookup.dim, len(self.seen), p, self.likelihood).to(dev)
         feed = _Feeder(self, d, ctrl_by_ct, {g[0]: self._target_arrays(g[0]) for g in groups}, dev)
-        ckpt = config.get("checkpoint")
+        ckpt = inputs.checkpoint
         vae_fit, vae_log = self._fit_vae(feed, rng, ckpt)
         self.net.vae.eval()
         Z = self._encode_rows(d, np.arange(len(d.obs)), dev)
@@ -357,7 +357,7 @@ class CFMVCModel(PerturbationModel):
         joint_log = self._fit_joint(feed, vae_fit, fit_groups, val_groups, ckpt) if p.joint_epochs > 0 else None
         self.net.eval()
         self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=p.shrinkage,
-                                       chunk_size=config.get("chunk_size", DEFAULT_CHUNK))
+                                       chunk_size=inputs.chunk_size)
         stages = {"vae": vae_log, "flow": flow_log, **({"joint": joint_log} if joint_log else {})}
         wall = sum(s["train_wall_s"] for s in stages.values())
         cells = sum(s["cells_seen"] for s in stages.values())
@@ -595,9 +595,6 @@ class CFMVCModel(PerturbationModel):
                       - self.decode_cells(z_int, z_tech, batch, lib, rng, "sample").mean(0))
             return np.clip(controls.x[pick].toarray() + change, 0, None)
         return self.decode_cells(z1, z_tech, batch, lib, rng)
-
-    def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
-        raise NotImplementedError("cfmvc generates cells (predict_cells), not one shift per target")
 
     # -- persistence ----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

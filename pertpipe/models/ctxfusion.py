@@ -34,24 +34,25 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
+from pertpipe.data.h5io import H5adReader
 from pertpipe.data.zscores import ContextStats, context_stats
 from pertpipe.errors import ConfigError, ContractError
-from pertpipe.models.base import PerturbationModel, register_model
+from pertpipe.models.base import PredictsShift, PredictsSignatures, register_model
+from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.params import fraction, positive
 
 Z_CLIP = 10.0
 
 
-def load_stats(train: str | os.PathLike, config: dict[str, Any] | None, *, robust: bool = False) -> ContextStats:
-    """Stage 1's ``zscores.h5ad`` when the rule passes it (config ``zscores``), else computed from ``train``."""
-    config = config or {}
-    path = config.get("zscores")
+def load_stats(inputs: ModelInputs, *, robust: bool = False) -> ContextStats:
+    """Stage 1's ``zscores.h5ad`` when the rule passes it (input kind ``context_stats``), else computed from the
+    training split."""
+    path = inputs.context_stats
     if path and os.path.exists(path):
         s = ContextStats.read(path)
         if robust != s.robust and s.value_kind == "log1p":
@@ -60,12 +61,17 @@ def load_stats(train: str | os.PathLike, config: dict[str, Any] | None, *, robus
                               f"set stage1.zscores.robust: {str(robust).lower()} (stage 1 computes them) or "
                               f"robust_z: {str(s.robust).lower()}")
         return s
-    return context_stats(train, robust=robust, chunk_size=config.get("chunk_size", DEFAULT_CHUNK))
+    return context_stats(inputs.train, robust=robust, chunk_size=inputs.chunk_size)
 
 
-class _ContextModel(PerturbationModel):
-    reads_context_stats: ClassVar[bool] = True
-    supports_signatures: ClassVar[bool] = True
+class _ContextModel(PredictsShift, PredictsSignatures):
+    """Serves single cells (a shift added to the target context's controls) and signatures (the signature itself)."""
+
+    tasks = ("cells", "signatures")
+    inputs = ("context_stats",)
+
+    def predict_signature(self, target: str, cell_type: str) -> np.ndarray:
+        return self.predict_shift(target, cell_type)
 
     def _setup(self, stats: ContextStats) -> None:
         self.genes = list(stats.genes)
@@ -107,10 +113,9 @@ class _ContextModel(PerturbationModel):
 class ContextMeanModel(_ContextModel):
     """The target context's control + the perturbation's mean shift over the training contexts."""
 
-    def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
-            ) -> dict[str, Any]:
+    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         t0 = time.perf_counter()
-        self._setup(load_stats(train, config))
+        self._setup(load_stats(inputs))
         per = self.has.sum(1)
         return {"fit_s": round(time.perf_counter() - t0, 3), "train_targets": len(self.perts),
                 "contexts": len(self.contexts), "contexts_per_target": {"min": int(per.min()), "max": int(per.max())},
@@ -164,9 +169,9 @@ class CtxFusionModel(_ContextModel):
         device: Literal["auto", "cpu", "cuda"] = "auto"
         gpu: bool = False
 
-    @property
-    def needs_knowledge_now(self) -> bool:
-        return bool(self.params.knowledge_fallback)
+    def reads(self) -> tuple[str, ...]:
+        """The context statistics, and the facet tensor with ``knowledge_fallback``."""
+        return self.inputs + (("knowledge",) if self.params.knowledge_fallback else ())
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:
         super().__init__(params, seed=seed)
@@ -195,13 +200,13 @@ class CtxFusionModel(_ContextModel):
                     m[idx] = True
                     feats[k] = enc.embed(r.read_masked(m, chunk_size=chunk).toarray()).mean(0)
             return feats
-        from pertpipe.models.linear import pca_gene_embedding
+        from pertpipe.models.pca import pca_gene_embedding, top_components
 
         if self.value_kind == "log1p":
             G = pca_gene_embedding(train, k=p.pca_dim, max_cells=p.pca_cells, seed=self.seed)
         else:  # signatures: PCA axes of the signatures themselves
             Zs = stats.z - stats.z.mean(0)
-            G = np.linalg.svd(Zs, full_matrices=False)[2][: min(p.pca_dim, max(1, min(Zs.shape) - 1))].T
+            G = top_components(Zs, p.pca_dim, fix_signs=False).T
         base = stats.baseline
         centre = base[self.has_controls].mean(0) if self.has_controls.any() else np.zeros(base.shape[1])
         f = (base - centre) @ G
@@ -250,30 +255,29 @@ class CtxFusionModel(_ContextModel):
             b["y"] = torch.tensor(self.shift[P_, C_], device=dev)
         return b
 
-    def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
-            ) -> dict[str, Any]:
+    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         torch = _torch()
         from pertpipe.io import pick_device
         from pertpipe.models.modules.ctxfusion import CtxFusionModule
         from pertpipe.models.training import TrainConfig, train as train_loop, validation_targets
 
-        config = dict(config or {})
+        train = inputs.train
         p = self.params
         t0 = time.perf_counter()
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        stats = load_stats(train, config, robust=p.robust_z)
+        stats = load_stats(inputs, robust=p.robust_z)
         self._setup(stats)
         self.lookup = None
         if p.knowledge_fallback:
-            if knowledge is None:
+            if inputs.knowledge is None:
                 raise ConfigError("model_params.ctxfusion.knowledge_fallback is true but no facet tensor was given. "
                                   "Fix: run the knowledge stage (the rule passes it) or set knowledge_fallback: false")
             from pertpipe.models.facet_lookup import FacetLookup
 
-            self.lookup = FacetLookup.load(knowledge)
+            self.lookup = FacetLookup.load(inputs.knowledge)
         self.device = pick_device(p.device, field="model_params.ctxfusion.device")
-        self.ctx_feat = self._context_features(train, stats, rng, config.get("chunk_size", DEFAULT_CHUNK))
+        self.ctx_feat = self._context_features(train, stats, rng, inputs.chunk_size)
         self.context_fallbacks = [c for c, ok in zip(self.contexts, self.has_controls) if not ok]
         self.ctx_feat[~self.has_controls] = (self.ctx_feat[self.has_controls].mean(0) if self.has_controls.any()
                                              else 0.0)
@@ -318,7 +322,7 @@ class CtxFusionModel(_ContextModel):
         cfg = TrainConfig.from_params(p)
         cfg.amp = False
         log = train_loop(self.net, param_groups=groups, step=step, validate=validate if len(va) else None, cfg=cfg,
-                         seed=self.seed, device=self.device, checkpoint=config.get("checkpoint"), desc="ctxfusion")
+                         seed=self.seed, device=self.device, checkpoint=inputs.checkpoint, desc="ctxfusion")
         self.net.eval()
         gate = self.gate_summary()
         return {**log, "fit_s": round(time.perf_counter() - t0, 3), "train_targets": len(self.perts),

@@ -32,10 +32,12 @@ import numpy as np
 import pandas as pd
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
+from pertpipe.data.h5io import H5adReader
 from pertpipe.errors import ConfigError
 from pertpipe.models import distributed
-from pertpipe.models.base import PerturbationModel, TrainingSummary, register_model
+from pertpipe.models.base import PredictsCellShifts, register_model
+from pertpipe.models.inputs import ModelInputs
+from pertpipe.models.summary import TrainingSummary
 from pertpipe.models.facet_lookup import FacetLookup
 from pertpipe.models.params import fraction, positive
 from pertpipe.models.pca import top_components
@@ -53,8 +55,8 @@ def _torch():
 
 
 @register_model("dygenept")
-class DyGenePTModel(PerturbationModel):
-    needs_knowledge = True
+class DyGenePTModel(PredictsCellShifts):
+    inputs = ("knowledge",)
 
     @dataclass
     class Params:
@@ -187,23 +189,20 @@ class DyGenePTModel(PerturbationModel):
             return [{"params": rest, "lr": p.lr}, {"params": querier, "lr": p.lr * scale}]
         return groups
 
-    def fit(self, train_path: str | os.PathLike, knowledge: Any | None = None,
-            config: dict[str, Any] | None = None) -> dict[str, Any]:
+    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         """Data preparation (PCA, groups, the knowledge prior) and the shared training loop on the module's loss."""
         torch = _torch()
         from pertpipe.models.modules.dygenept import DyGenePTModule, GroupSampler
         from pertpipe.models.training import epoch_generator
 
         self._check()
-        if knowledge is None:
-            raise ConfigError("dygenept needs the facet tensor (knowledge stage: facet_embeddings.pt)")
-        config = dict(config or {})
+        train_path, knowledge = inputs.train, inputs.need("knowledge", "dygenept")
         p = self.params
         t0 = time.perf_counter()
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         self._load_knowledge(knowledge)
-        chunk = config.get("chunk_size", DEFAULT_CHUNK)
+        chunk = inputs.chunk_size
         summary = TrainingSummary.from_h5ad(train_path, chunk_size=chunk)
         self.genes = summary.genes
         obs, Z, Zq = self._encode_cells(train_path, rng, chunk)
@@ -239,7 +238,7 @@ class DyGenePTModel(PerturbationModel):
 
         tlog = train(self.net, param_groups=self._param_groups(), step=step,
                      validate=validate if val_groups else None, cfg=TrainConfig.from_params(p), seed=self.seed,
-                     device=device, checkpoint=config.get("checkpoint"), desc="dygenept")
+                     device=device, checkpoint=inputs.checkpoint, desc="dygenept")
         self.net.eval()
         self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=p.shrinkage, summary=summary,
                                        chunk_size=chunk)
@@ -269,9 +268,6 @@ class DyGenePTModel(PerturbationModel):
         if target == CONTROL_LABEL:
             return np.zeros_like(x_ctrl)
         return self._forward_cells(target, x_ctrl)[0] + self._prior(target, cell_type)
-
-    def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
-        raise NotImplementedError("dygenept predicts per cell (predict_cell_shifts)")
 
     def attention(self, target: str, x_ctrl: np.ndarray) -> np.ndarray:
         """Mean attention [K] over cells and heads for the (first) target gene."""

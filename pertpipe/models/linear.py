@@ -14,7 +14,6 @@ of the universe, seen or unseen, has an embedding; b is the mean shift. W is rid
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,27 +21,16 @@ from typing import Any, Literal
 import numpy as np
 
 from pertpipe import CONTROL_LABEL, perturbation_genes
-from pertpipe.data.h5io import H5adReader
-from pertpipe.models.base import PerturbationModel, register_model
+from pertpipe.models.base import PredictsShift, register_model
+from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.params import positive
-
-
-def pca_gene_embedding(train: str | os.PathLike, *, k: int, max_cells: int, seed: int) -> np.ndarray:
-    """Gene loadings [genes x k] of a PCA of (a seeded subsample of) the training cells' log1p X."""
-    rng = np.random.default_rng(seed)
-    with H5adReader(train) as r:
-        n = r.n_obs
-        take = np.zeros(n, dtype=bool)
-        take[rng.choice(n, size=min(n, max_cells), replace=False)] = True
-        x = r.read_masked(take).toarray().astype(np.float64)
-    x -= x.mean(axis=0, keepdims=True)
-    k = max(1, min(k, min(x.shape) - 1))
-    _u, _s, vt = np.linalg.svd(x, full_matrices=False)
-    return vt[:k].T  # genes x k, orthonormal columns
+from pertpipe.models.pca import pca_gene_embedding, top_components
 
 
 @register_model("linear")
-class LinearModel(PerturbationModel):
+class LinearModel(PredictsShift):
+    """Reads only the training split (no facet tensor): its gene embedding comes from the responses or the cells."""
+
     @dataclass
     class Params:
         rank: int = positive(10)
@@ -50,18 +38,16 @@ class LinearModel(PerturbationModel):
         embedding: Literal["pseudobulk", "cells"] = "pseudobulk"
         max_cells: int = positive(5000)
 
-    def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
-            ) -> dict[str, Any]:
+    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         t0 = time.perf_counter()
-        Y = self._summarise(train, config).target_deltas()  # targets x genes
+        Y = self._summarise(inputs).target_deltas()  # targets x genes
         self.gene_index = {g: i for i, g in enumerate(self.genes)}
         Y = self._mask_own_genes(Y)
         if self.params.embedding == "pseudobulk":
             Yc = (Y.to_numpy() - Y.to_numpy().mean(axis=0, keepdims=True)).T  # genes x targets
-            k = max(1, min(self.params.rank, Yc.shape[1] - 1))
-            self.G = np.linalg.svd(Yc, full_matrices=False)[0][:, :k]
+            self.G = top_components(Yc.T, self.params.rank, fix_signs=False).T  # genes x k
         elif self.params.embedding == "cells":
-            self.G = pca_gene_embedding(train, k=self.params.rank, max_cells=self.params.max_cells, seed=self.seed)
+            self.G = pca_gene_embedding(inputs.train, k=self.params.rank, max_cells=self.params.max_cells, seed=self.seed)
         else:
             from pertpipe.errors import ConfigError
             raise ConfigError(f"model_params.linear.embedding is '{self.params.embedding}'. Fix: use pseudobulk or "

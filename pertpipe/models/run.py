@@ -11,18 +11,18 @@ from typing import Any
 from pertpipe.io import write_json
 
 
-def train_to_files(model_class: str, hparams: dict[str, Any], *, seed: int, train: str, knowledge: str | None,
-                   zscores: str | None, model_out: str, log_out: str, checkpoint: str, chunk_size: int,
-                   threads: int, backend: str = "auto", annotations: dict[str, str] | None = None
-                   ) -> dict[str, Any] | None:
-    """Fit ``model_class`` on ``train`` and write ``model.pt`` + ``train_log.json`` (rank 0 only under
-    torchrun; every rank trains its share). Resume checkpoints are removed once the model is written.
-    Returns the training log on rank 0, None on the other ranks."""
+def train_to_files(model_class: str, hparams: dict[str, Any], *, seed: int, train: str, files: dict[str, str],
+                   model_out: str, log_out: str, checkpoint: str, chunk_size: int, threads: int,
+                   backend: str = "auto") -> dict[str, Any] | None:
+    """Fit ``model_class`` on ``train`` (and ``files``: the declared inputs, field -> path) and write ``model.pt`` +
+    ``train_log.json`` (rank 0 only under torchrun; every rank trains its share). Resume checkpoints are removed
+    once the model is written. Returns the training log on rank 0, None on the other ranks."""
     import torch
 
     from pertpipe.models import build_model
     from pertpipe.models import distributed as dist
     from pertpipe.models.base import train_log_record
+    from pertpipe.models.inputs import ModelInputs
     from pertpipe.models.training import checkpoint_files
 
     t0 = time.perf_counter()
@@ -30,9 +30,8 @@ def train_to_files(model_class: str, hparams: dict[str, Any], *, seed: int, trai
     try:
         torch.set_num_threads(max(1, threads // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
         model = build_model(model_class, hparams, seed=seed)
-        fit_log = model.fit(train, knowledge, {"chunk_size": chunk_size, "threads": threads,
-                                               "checkpoint": checkpoint, "zscores": zscores,
-                                               "annotations": annotations or {}})
+        inputs = ModelInputs(train, **files, chunk_size=chunk_size, threads=threads, checkpoint=checkpoint)
+        fit_log = model.fit(inputs)
         if not dist.is_main():
             dist.barrier()
             return None
@@ -48,21 +47,17 @@ def train_to_files(model_class: str, hparams: dict[str, Any], *, seed: int, trai
         dist.shutdown()
 
 
-def train_args(model_class: str, hparams: dict[str, Any], *, seed: int, train: str, knowledge: str | None,
-               zscores: str | None, model_out: str, log_out: str, checkpoint: str, chunk_size: int,
-               threads: int, backend: str = "auto", annotations: dict[str, str] | None = None) -> list[str]:
+def train_args(model_class: str, hparams: dict[str, Any], *, seed: int, train: str, files: dict[str, str],
+               model_out: str, log_out: str, checkpoint: str, chunk_size: int, threads: int,
+               backend: str = "auto") -> list[str]:
     """The ``python -m pertpipe train`` arguments for :func:`train_to_files` (what torchrun starts)."""
     import json
 
     args = ["--model-class", model_class, "--hparams", json.dumps(hparams), "--seed", str(seed), "--train", train,
             "--model-out", model_out, "--log-out", log_out, "--checkpoint", checkpoint, "--chunk-size",
             str(chunk_size), "--threads", str(threads), "--backend", backend]
-    if knowledge:
-        args += ["--knowledge", knowledge]
-    if zscores:
-        args += ["--zscores", zscores]
-    if annotations:
-        args += ["--annotations", json.dumps(annotations)]
+    for name, path in sorted(files.items()):
+        args += ["--input", f"{name}={path}"]
     return args
 
 

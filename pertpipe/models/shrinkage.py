@@ -126,8 +126,8 @@ def choose_shrinkage(model: Any, summary: Any, val_targets: set[str], controls: 
     """Pick the anchor (global or per cell type) and λ for ``model`` (already fitted) on its held-out training
     targets ``val_targets``, by the one-standard-error rule in the order global λ = 0 ... 1, then per cell type.
 
-    ``summary`` is the training :class:`~pertpipe.models.base.TrainingSummary`, ``controls`` the training
-    :class:`~pertpipe.models.base.ControlCells`. With no held-out targets ``auto`` keeps λ = 1 and says so.
+    ``summary`` is the training :class:`~pertpipe.models.summary.TrainingSummary`, ``controls`` the training
+    :class:`~pertpipe.models.summary.ControlCells`. With no held-out targets ``auto`` keeps λ = 1 and says so.
     """
     if setting != "auto":  # nothing is chosen: the anchor is cell_mean's shift over every training perturbation
         anchor, default = anchor_shifts(summary, set(), "global")
@@ -167,7 +167,7 @@ def fit_shrinkage(model: Any, train_path: Any, val_targets: set[str], *, setting
                   chunk_size: int | None = None) -> Shrinkage:
     """:func:`choose_shrinkage` reading what it needs from the training split (the fitted model's end of ``fit``)."""
     from pertpipe.data.h5io import DEFAULT_CHUNK
-    from pertpipe.models.base import ControlCells, TrainingSummary
+    from pertpipe.models.summary import ControlCells, TrainingSummary
 
     chunk_size = chunk_size or DEFAULT_CHUNK
     summary = summary if summary is not None else TrainingSummary.from_h5ad(train_path, chunk_size=chunk_size)

@@ -118,15 +118,8 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
             (len(g["params"]), g.get("lr", cfg.lr)) for g in groups)
 
     if ckpt and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        module.load_state_dict(state["module"])
-        start_epoch, history, best, bad = state["epoch"], state["history"], state["best"], state["bad"]
-        best_state = state["best_state"]
-        wall_before, cells_seen = state.get("wall_s", 0.0), state.get("cells_seen", 0)
-        opt, layout = make_opt(start_epoch)
-        if state.get("layout") == list(map(list, layout)):
-            opt.load_state_dict(state["optimizer"])
-        log.info("resumed from %s at epoch %d", ckpt, start_epoch)
+        (start_epoch, history, best, bad, best_state, wall_before, cells_seen), opt, layout = _resume(
+            ckpt, module, make_opt, device)
     use_amp = cfg.amp and str(device).startswith("cuda")
     t0 = time.perf_counter()
     stopped_early = False
@@ -179,11 +172,10 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
             bad += 1
         bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", val=f"{val:.4f}", refresh=False)
         if ckpt and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs) and dist.is_main():
-            with atomic_path(ckpt) as tmp:
-                torch.save({"module": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                            "history": history, "best": best, "bad": bad, "best_state": best_state,
-                            "layout": list(map(list, layout)), "wall_s": wall_before + time.perf_counter() - t0,
-                            "cells_seen": cells_seen}, tmp)
+            _save_checkpoint(ckpt, {"module": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                                    "history": history, "best": best, "bad": bad, "best_state": best_state,
+                                    "layout": list(map(list, layout)), "cells_seen": cells_seen,
+                                    "wall_s": wall_before + time.perf_counter() - t0})
     dist.barrier()  # every process past the last checkpoint before any goes on
     if best_state is not None:
         module.load_state_dict(best_state)
@@ -193,6 +185,29 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
             "train_wall_s": round(wall, 3), "cells_seen": cells_seen,
             "cells_per_s": round(cells_seen / wall, 1) if wall > 0 else None, "device": device,
             "world_size": dist.world_size(), "train_config": asdict(cfg)}
+
+
+def _resume(ckpt: Path, module, make_opt: Callable, device: str):
+    """Restore module, optimiser (when its group layout is the same) and loop state from checkpoint ``ckpt``."""
+    import torch
+
+    state = torch.load(ckpt, map_location=device, weights_only=False)
+    module.load_state_dict(state["module"])
+    start_epoch = state["epoch"]
+    opt, layout = make_opt(start_epoch)
+    if state.get("layout") == list(map(list, layout)):
+        opt.load_state_dict(state["optimizer"])
+    log.info("resumed from %s at epoch %d", ckpt, start_epoch)
+    loop = (start_epoch, state["history"], state["best"], state["bad"], state["best_state"],
+            state.get("wall_s", 0.0), state.get("cells_seen", 0))
+    return loop, opt, layout
+
+
+def _save_checkpoint(ckpt: Path, state: dict[str, Any]) -> None:
+    import torch
+
+    with atomic_path(ckpt) as tmp:
+        torch.save(state, tmp)
 
 
 def _wrap_ddp(module, step, device):

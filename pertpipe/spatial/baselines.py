@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from pertpipe.spatial.model import SpatialParams, _mlp
+from pertpipe.spatial.model import SpatialParams, relu_mlp
 
 log = logging.getLogger("pertpipe.spatial")
 
@@ -34,8 +34,8 @@ def peer_missing(method: str) -> str | None:
 class HVGAutoencoder(nn.Module):
     def __init__(self, n_in: int, hidden: int, latent: int, n_out: int) -> None:
         super().__init__()
-        self.enc = _mlp(n_in, hidden, latent)
-        self.dec = _mlp(latent, hidden, n_out)
+        self.enc = relu_mlp(n_in, hidden, latent)
+        self.dec = relu_mlp(latent, hidden, n_out)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return ((self.dec(self.enc(x)) - y) ** 2).mean()

@@ -47,14 +47,14 @@ def _read_rds(path: str | os.PathLike, field: str) -> Any:
 
 def _matrix(obj: Any, path, field: str) -> tuple[sp.csr_matrix, list[str], list[str]]:
     """genes x cells R matrix (sparse Matrix-package or dense) -> (cells x genes CSR, genes, cells)."""
-    from pertpipe.data.sources import _r_sparse
+    from pertpipe.data.sources import r_sparse_matrix
 
     if hasattr(obj, "values") and hasattr(obj, "dims"):  # xarray DataArray (a dense R matrix)
         m = sp.csr_matrix(np.asarray(obj.values, dtype=np.float32))
         genes = [str(v) for v in obj.coords[obj.dims[0]].values]
         cells = [str(v) for v in obj.coords[obj.dims[1]].values]
     else:
-        m, genes, cells = _r_sparse(obj, path=path, field=field)
+        m, genes, cells = r_sparse_matrix(obj, path=path, field=field)
     if cells is None:
         raise ContractError(path, field, "the matrix has no column (cell/spot) names", "give a matrix with dimnames")
     return sp.csr_matrix(m.T, dtype=np.float32), genes, cells

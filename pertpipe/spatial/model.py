@@ -23,6 +23,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from pertpipe.models.modules.layers import mlp
+
 from pertpipe.errors import ConfigError
 
 
@@ -99,8 +101,9 @@ def standardize(x: np.ndarray) -> np.ndarray:
     return ((x - mu) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
 
 
-def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+def relu_mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    """The spatial networks' MLP (one ReLU hidden layer), from the shared helper."""
+    return mlp(n_in, hidden, n_out, activation="relu")
 
 
 class LatentModule(nn.Module):
@@ -113,8 +116,8 @@ class LatentModule(nn.Module):
         super().__init__()
         self.lin_sp = nn.Linear(n_genes, latent_dim, bias=False)
         self.lin_sc = nn.Linear(n_genes, latent_dim, bias=False)
-        self.res_sp = _mlp(n_genes, hidden, latent_dim)
-        self.res_sc = _mlp(n_genes, hidden, latent_dim)
+        self.res_sp = relu_mlp(n_genes, hidden, latent_dim)
+        self.res_sc = relu_mlp(n_genes, hidden, latent_dim)
         self.dec = nn.Linear(latent_dim, n_genes)
         if basis is not None:  # genes x latent_dim, orthonormal columns
             with torch.no_grad():
@@ -221,8 +224,9 @@ def _generator(seed: int) -> torch.Generator:
 
 def pca_basis(x: np.ndarray, n: int) -> np.ndarray:
     """genes x n principal axes of ``x`` (rows = observations)."""
-    _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
-    basis = vt[:n].T
+    from pertpipe.models.pca import top_components
+
+    basis = top_components(x - x.mean(0), n, fix_signs=False).T
     if basis.shape[1] < n:  # fewer observations/genes than latent dims: pad with zeros
         basis = np.pad(basis, ((0, 0), (0, n - basis.shape[1])))
     return basis.astype(np.float32)
@@ -275,7 +279,7 @@ class LRImputeModule(nn.Module):
 
     def __init__(self, latent_dim: int, hidden: int, n_out: int) -> None:
         super().__init__()
-        self.net = _mlp(latent_dim, hidden, n_out)
+        self.net = relu_mlp(latent_dim, hidden, n_out)
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 

@@ -12,6 +12,7 @@ import torch
 
 from conftest import fit_killed_after
 from pertpipe import CONTROL_LABEL
+from pertpipe.models.inputs import ModelInputs
 from pertpipe.data.zscores import ContextStats, context_stats
 from pertpipe.models import build_model, load_model
 from pertpipe.models.modules.ctxfusion import CtxFusionModule
@@ -66,7 +67,7 @@ def test_zscores_by_hand(tmp_path):
 def test_context_mean_averages_the_other_contexts(tmp_path):
     write_contexts(tmp_path / "t.h5ad", drop=("G3", "ctx2"))
     m = build_model("context_mean", {})
-    m.fit(tmp_path / "t.h5ad")
+    m.fit(ModelInputs(tmp_path / "t.h5ad"))
     s = context_stats(tmp_path / "t.h5ad")
     rows = s.shift[((s.groups.target_gene == "G3") & (s.groups.cell_type != "ctx2")).to_numpy()]
     np.testing.assert_allclose(m.predict_shift("G3", "ctx2"), rows.mean(0), rtol=1e-5)
@@ -97,7 +98,7 @@ def test_unseen_context_gets_predictions_and_reloads(tmp_path):
              for t in [f"G{i}" for i in range(5)]}
     a[~held.to_numpy()].copy().write_h5ad(tmp_path / "train.h5ad")
     m = build_model("ctxfusion", {**FAST, "epochs": 40, "steps_per_epoch": 10}, seed=0)
-    log = m.fit(tmp_path / "train.h5ad")
+    log = m.fit(ModelInputs(tmp_path / "train.h5ad"))
     assert log["gate"] is not None and 0 < log["gate"]["mean"] < 1 and log["train_examples"] > 0
     pred = {t: m.predict_shift(t, "ctx2") for t in truth}
     assert all(p.shape == (20,) and np.isfinite(p).all() for p in pred.values())
@@ -121,7 +122,7 @@ def test_scgpt_heads_run_on_a_checkpoint_in_scgpts_format(tmp_path):
     write_tiny_checkpoint(tmp_path / "ck", [f"g{i}" for i in range(20)])
     for hp in ({"context_encoder": "scgpt"}, {"signal_encoder": "scgpt_binned_z"}):
         m = build_model("ctxfusion", {**FAST, **hp, "scgpt_checkpoint": str(tmp_path / "ck")})
-        m.fit(tmp_path / "t.h5ad")
+        m.fit(ModelInputs(tmp_path / "t.h5ad"))
         assert m.ctx_feat.shape[1] == (16 if "context_encoder" in hp else 4) and np.isfinite(
             m.predict_shift("G3", "ctx2")).all()
 
@@ -134,9 +135,9 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     assert killed is not None and ckpt.exists()
     torch.set_num_threads(1)
     resumed = build_model("ctxfusion", hp, seed=0)
-    log = resumed.fit(tmp_path / "t.h5ad", None, {"checkpoint": ckpt})
+    log = resumed.fit(ModelInputs(tmp_path / "t.h5ad", checkpoint=ckpt))
     fresh = build_model("ctxfusion", hp, seed=0)
-    fresh.fit(tmp_path / "t.h5ad")
+    fresh.fit(ModelInputs(tmp_path / "t.h5ad"))
     assert log["epochs_run"] == 12
     for k, v in fresh.net.state_dict().items():
         torch.testing.assert_close(resumed.net.state_dict()[k], v)
@@ -152,7 +153,7 @@ def test_knowledge_fallback_borrows_the_facet_nearest_perturbations(tmp_path):
     blob = {"genes": genes, "facets": ["f0", "f1"], "tensor": tensor, "mask": torch.tensor([[1.0, 0.0]] * 7)}
     m = build_model("ctxfusion", {**FAST, "knowledge_fallback": True, "fallback_k": 2})
     assert m.needs_knowledge_now and not build_model("ctxfusion", FAST).needs_knowledge_now
-    m.fit(tmp_path / "t.h5ad", blob)
+    m.fit(ModelInputs(tmp_path / "t.h5ad", knowledge=blob))
     pred = m.predict_shift("NEW", "ctx1")
     assert "['G0', 'G4']" in m.notes["NEW"] and np.isfinite(pred).all()
     # the residual of the borrowed signal is the neighbours' mean shift over the other contexts (decoder ~ small)
@@ -161,7 +162,7 @@ def test_knowledge_fallback_borrows_the_facet_nearest_perturbations(tmp_path):
     expected = m.shift[np.ix_(near, other)].mean(axis=(0, 1))
     assert np.corrcoef(pred, expected)[0, 1] > 0.9
     plain = build_model("ctxfusion", FAST)
-    plain.fit(tmp_path / "t.h5ad")
+    plain.fit(ModelInputs(tmp_path / "t.h5ad"))
     np.testing.assert_allclose(plain.predict_shift("NEW", "ctx1"), plain.global_shift)
     assert "mean training shift" in plain.notes["NEW"]
     m.save(tmp_path / "m.pt")
@@ -172,7 +173,7 @@ def test_two_phases_context_head_frozen_then_trained(tmp_path):
     write_contexts(tmp_path / "t.h5ad", n_pert=8)
     hp = {**FAST, "epochs": 3, "patience": 100, "dropout": 0.0}
     frozen = build_model("ctxfusion", {**hp, "freeze_context_epochs": 5}, seed=0)
-    log = frozen.fit(tmp_path / "t.h5ad")
+    log = frozen.fit(ModelInputs(tmp_path / "t.h5ad"))
     torch.manual_seed(0)
     init = CtxFusionModule(len(frozen.genes), frozen.ctx_feat.shape[1], frozen.sig_in.shape[2], d=8, hidden=16,
                            dropout=0.0)
@@ -180,6 +181,6 @@ def test_two_phases_context_head_frozen_then_trained(tmp_path):
         torch.testing.assert_close(a, b, msg=f"ctx.{name} moved while frozen")
     assert log["epochs_run"] == 3
     trained = build_model("ctxfusion", {**hp, "freeze_context_epochs": 1, "context_lr_scale": 0.5}, seed=0)
-    trained.fit(tmp_path / "t.h5ad")
+    trained.fit(ModelInputs(tmp_path / "t.h5ad"))
     moved = [not torch.equal(a, b) for a, b in zip(trained.net.ctx.state_dict().values(), init.ctx.state_dict().values())]
     assert any(moved)

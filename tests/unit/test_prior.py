@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pertpipe.models.base import TrainingSummary
+from pertpipe.models.summary import TrainingSummary
 from pertpipe.models.facet_lookup import FacetLookup
 from pertpipe.models.prior import FacetKNNPrior
 

@@ -18,6 +18,8 @@ from pertpipe.data.h5io import H5adReader, H5adWriter, RowReader
 from pertpipe.data.simulate import ScreenParams, count_statistics, write_screen
 from pertpipe.evaluation.metrics import Expression
 from pertpipe.evaluation.scoring import score_local
+from pertpipe.models.inputs import ModelInputs
+from pertpipe.models.predict import write_predictions
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -147,6 +149,7 @@ _CHILD = r"""
 import json, resource, sys
 import numpy as np, torch
 from pertpipe.models import build_model
+from pertpipe.models.inputs import ModelInputs
 path, model = sys.argv[1], sys.argv[2]
 from pertpipe.data.h5io import H5adReader
 with H5adReader(path) as r:
@@ -160,7 +163,7 @@ params = {"dygenept": {"epochs": 2, "steps_per_epoch": 3, "hidden": 32, "device"
           "cfmvc": {"vae_epochs": 2, "flow_epochs": 2, "steps_per_epoch": 3, "hidden": 32, "flow_hidden": 32,
                     "d_int": 8, "vae_batch": 128, "device": "cpu", "shrinkage": "none"}}[model]
 m = build_model(model, params, seed=0)
-log = m.fit(path, knowledge, {"chunk_size": 2000})
+log = m.fit(ModelInputs(path, knowledge=knowledge, chunk_size=2000))
 print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "cells": log.get("cells")}))
 """
 
@@ -221,11 +224,13 @@ _PREDICT_CHILD = r"""
 import json, resource, sys
 import pandas as pd
 from pertpipe.models import build_model
+from pertpipe.models.inputs import ModelInputs
+from pertpipe.models.predict import write_predictions
 path, dest, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 m = build_model("cell_mean", {}, seed=0)
-m.fit(path, None, {"chunk_size": 2000})
+m.fit(ModelInputs(path, chunk_size=2000))
 tpl = pd.DataFrame({"target_gene": ["G12"], "cell_type": ["H1"], "batch": ["b0"], "n_cells": [n]})
-log = m.predict(tpl, path, dest, block_entries=int(sys.argv[4]))
+log = write_predictions(m, tpl, path, dest, block_entries=int(sys.argv[4]))
 print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "block_cells": log["block_cells"]}))
 """
 
@@ -266,9 +271,9 @@ def test_prediction_file_is_the_same_whatever_the_block_size(tmp_path):
     tpl = pd.DataFrame({"target_gene": ["G40", "G41", CONTROL_LABEL], "cell_type": "H1", "batch": batch,
                         "n_cells": [40, 25, 30]})
     m = build_model("linear", {}, seed=0)
-    m.fit(path, None, {"chunk_size": 500})
-    whole = m.predict(tpl, path, tmp_path / "whole.h5ad")
-    small = m.predict(tpl, path, tmp_path / "small.h5ad", block_entries=3 * len(m.genes))
+    m.fit(ModelInputs(path, chunk_size=500))
+    whole = write_predictions(m, tpl, path, tmp_path / "whole.h5ad")
+    small = write_predictions(m, tpl, path, tmp_path / "small.h5ad", block_entries=3 * len(m.genes))
     assert small["block_cells"] == 3 and whole["block_cells"] > 40
     a, b = ad.read_h5ad(tmp_path / "whole.h5ad"), ad.read_h5ad(tmp_path / "small.h5ad")
     assert a.shape == b.shape == (95, 300)

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from pertpipe.errors import ConfigError
-from pertpipe.models.base import ControlCells, TrainingSummary
+from pertpipe.models.summary import ControlCells, TrainingSummary
 from pertpipe.models.shrinkage import Shrinkage, check_setting, choose_shrinkage
 
 G = 4

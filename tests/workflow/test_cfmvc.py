@@ -13,6 +13,8 @@ import torch
 from scipy import stats
 
 from pertpipe.errors import ConfigError, ContractError
+from pertpipe.models.inputs import ModelInputs
+from pertpipe.models.predict import write_predictions
 from pertpipe.models import build_model, load_model
 from pertpipe.models.modules.cfmvc import Hurdle, NegativeBinomialMu, NormalLogVar
 from pertpipe.models.distances import energy_distance
@@ -86,7 +88,7 @@ def demo(knowledge_demo):
 def fitted(demo, tmp_path_factory):
     torch.set_num_threads(1)
     m = build_model("cfmvc", FAST, seed=0)
-    log = m.fit(demo["train"], demo["knowledge"], {"checkpoint": str(tmp_path_factory.mktemp("ck") / "c.pt")})
+    log = m.fit(ModelInputs(demo["train"], knowledge=demo["knowledge"], checkpoint=str(tmp_path_factory.mktemp("ck") / "c.pt")))
     return m, log
 
 
@@ -148,7 +150,7 @@ def test_predictions_follow_the_contract_and_unseen_targets_differ(demo, fitted,
     m, _ = fitted
     p, tpl = predict_reloaded(m, demo, tmp_path)
     # reproducible: the same model and seed give the same cells
-    load_model(tmp_path / "model.pt").predict(tpl, demo["train"], tmp_path / "pred2.h5ad")
+    write_predictions(load_model(tmp_path / "model.pt"), tpl, demo["train"], tmp_path / "pred2.h5ad")
     np.testing.assert_array_equal(ad.read_h5ad(tmp_path / "pred2.h5ad").X, p.X)
     train_targets = set(ad.read_h5ad(demo["train"], backed="r").obs["target_gene"])
     unseen = [t for t in tpl.target_gene.unique() if t != "non-targeting" and t not in train_targets]
@@ -178,9 +180,9 @@ def test_killed_and_resumed_gives_the_same_weights(demo, tmp_path):
     assert (tmp_path / "killed.vae.pt").exists()
     torch.set_num_threads(1)
     resumed = build_model("cfmvc", hp, seed=0)
-    rlog = resumed.fit(demo["train"], demo["knowledge"], {"checkpoint": str(ckpt)})
+    rlog = resumed.fit(ModelInputs(demo["train"], knowledge=demo["knowledge"], checkpoint=str(ckpt)))
     straight = build_model("cfmvc", hp, seed=0)
-    slog = straight.fit(demo["train"], demo["knowledge"], {"checkpoint": str(tmp_path / "straight.pt")})
+    slog = straight.fit(ModelInputs(demo["train"], knowledge=demo["knowledge"], checkpoint=str(tmp_path / "straight.pt")))
     a, b = resumed.net.state_dict(), straight.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert rlog["stage_curves"] == slog["stage_curves"]
@@ -191,11 +193,11 @@ def test_mmd_term_and_joint_fine_tune(demo, tmp_path):
     torch.set_num_threads(1)
     hp = dict(FAST, vae_epochs=4, flow_epochs=3, joint_epochs=2, mmd_weight=0.1, mmd_steps=2)
     m = build_model("cfmvc", hp, seed=0)
-    log = m.fit(demo["train"], demo["knowledge"], {"checkpoint": str(tmp_path / "c.pt")})
+    log = m.fit(ModelInputs(demo["train"], knowledge=demo["knowledge"], checkpoint=str(tmp_path / "c.pt")))
     assert set(log["stage_curves"]) == {"vae", "flow", "joint"} and len(log["stage_curves"]["joint"]["loss"]) == 2
     assert (tmp_path / "c.joint.pt").exists() and log["stages"]["joint"]["cells_per_s"] > 0
     flow_only = build_model("cfmvc", dict(hp, joint_epochs=0), seed=0)
-    flow_only.fit(demo["train"], demo["knowledge"], {})
+    flow_only.fit(ModelInputs(demo["train"], knowledge=demo["knowledge"]))
     # the joint stage moves the encoder (stage 2 alone never touches the VAE)
     a, b = m.net.vae.state_dict(), flow_only.net.vae.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
@@ -217,17 +219,17 @@ def test_log1p_only_data_use_a_log1p_likelihood(demo, tmp_path, fallback):
     train = tmp_path / "train_log1p.h5ad"
     _without_counts(demo["train"], train)
     with pytest.raises(ContractError, match=r"layers\['counts'\].*likelihood: auto"):
-        build_model("cfmvc", dict(FAST, likelihood="nb")).fit(train, demo["knowledge"], {})
+        build_model("cfmvc", dict(FAST, likelihood="nb")).fit(ModelInputs(train, knowledge=demo["knowledge"]))
     torch.set_num_threads(1)
     hp = dict(FAST, vae_epochs=6, flow_epochs=4) if fallback == "hurdle" else dict(FAST, vae_epochs=6, flow_epochs=4,
                                                                                    log1p_fallback="gaussian")
     m = build_model("cfmvc", hp, seed=0)
-    log = m.fit(train, demo["knowledge"], {})
+    log = m.fit(ModelInputs(train, knowledge=demo["knowledge"]))
     assert log["likelihood"] == fallback and log["decode"] == "sample"  # decode: auto -> sample for log1p data
     vae = log["stage_curves"]["vae"]["val"]
     assert min(vae) < 0.9 * vae[0]
     tpl = pd.read_csv(demo["template"])
-    m.predict(tpl, train, tmp_path / "pred.h5ad")
+    write_predictions(m, tpl, train, tmp_path / "pred.h5ad")
     p = ad.read_h5ad(tmp_path / "pred.h5ad")
     assert p.X.min() >= 0 and np.isfinite(p.X).all() and p.n_obs == int(tpl.n_cells.sum())
     pert = p[p.obs.target_gene != "non-targeting"].X
@@ -246,7 +248,7 @@ def test_spatial_coordinates_enter_the_context(demo, tmp_path):
     a.write_h5ad(train)
     torch.set_num_threads(1)
     m = build_model("cfmvc", dict(FAST, vae_epochs=3, flow_epochs=3), seed=0)
-    log = m.fit(train, demo["knowledge"], {})
+    log = m.fit(ModelInputs(train, knowledge=demo["knowledge"]))
     assert log["spatial_dim"] == 2 and m.net.context.spatial is not None
     z_ctrl = rng.normal(size=(6, m.params.d_int))
     near = m.generate_latent("CCY1", "typeA", "batch1", z_ctrl, seed=1, xy=np.full((6, 2), 5.0))
@@ -254,10 +256,10 @@ def test_spatial_coordinates_enter_the_context(demo, tmp_path):
     assert not np.allclose(near, far)
     m.save(tmp_path / "m.pt")
     tpl = pd.read_csv(demo["template"])
-    load_model(tmp_path / "m.pt").predict(tpl, train, tmp_path / "pred.h5ad")
+    write_predictions(load_model(tmp_path / "m.pt"), tpl, train, tmp_path / "pred.h5ad")
     assert ad.read_h5ad(tmp_path / "pred.h5ad").n_obs == int(tpl.n_cells.sum())
     m_off = build_model("cfmvc", dict(FAST, vae_epochs=1, flow_epochs=1, use_spatial=False), seed=0)
-    assert m_off.fit(train, demo["knowledge"], {})["spatial_dim"] == 0
+    assert m_off.fit(ModelInputs(train, knowledge=demo["knowledge"]))["spatial_dim"] == 0
 
 
 @pytest.mark.workflow

@@ -33,8 +33,8 @@ RTOL = 1e-3  # stated tolerance: per-epoch losses of 2 processes vs 1 (measured:
 def _train_cmd(model, demo, out: Path, nproc: int) -> list[str]:
     from pertpipe.models.run import train_args
 
-    args = train_args(model, HP[model], seed=0, train=str(demo["train"]), knowledge=str(demo["knowledge"]),
-                      zscores=None, model_out=str(out / "model.pt"), log_out=str(out / "train_log.json"),
+    args = train_args(model, HP[model], seed=0, train=str(demo["train"]),
+                      files={"knowledge": str(demo["knowledge"])}, model_out=str(out / "model.pt"), log_out=str(out / "train_log.json"),
                       checkpoint=str(out / "checkpoint.pt"), chunk_size=500, threads=nproc, backend="gloo")
     if nproc == 1:
         return [sys.executable, "-m", "pertpipe", "train", *args]
@@ -81,7 +81,7 @@ def test_a_killed_data_parallel_run_resumes_to_the_uninterrupted_weights(knowled
 
     def cmd(out):
         args = train_args(model, HP_long, seed=0, train=str(knowledge_demo["train"]),
-                          knowledge=str(knowledge_demo["knowledge"]), zscores=None, model_out=str(out / "model.pt"),
+                          files={"knowledge": str(knowledge_demo["knowledge"])}, model_out=str(out / "model.pt"),
                           log_out=str(out / "train_log.json"), checkpoint=str(out / "checkpoint.pt"), chunk_size=500,
                           threads=2, backend="gloo")
         return launch_command(DistConfig(enabled=True, nproc_per_node=2, backend="gloo"), args)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pertpipe.models import build_model, load_model
+from pertpipe.models.inputs import ModelInputs
 
 from conftest import TINY_DEMO, fit_killed_after, predict_reloaded, run_snakemake
 
@@ -27,7 +28,7 @@ def demo(knowledge_demo):
 def _fit(demo, tmp_path, **kw):
     torch.set_num_threads(1)
     m = build_model("dygenept", {**FAST, **kw}, seed=0)
-    log = m.fit(demo["train"], demo["knowledge"], {"checkpoint": str(tmp_path / "ckpt.pt")})
+    log = m.fit(ModelInputs(demo["train"], knowledge=demo["knowledge"], checkpoint=str(tmp_path / "ckpt.pt")))
     return m, log
 
 
@@ -70,9 +71,9 @@ def test_killed_and_resumed_gives_the_same_weights(demo, tmp_path):
     assert killed_at is not None and killed_at < 8, "the run was not killed mid-training"
     torch.set_num_threads(1)
     resumed = build_model("dygenept", dict(FAST, epochs=8), seed=0)
-    rlog = resumed.fit(demo["train"], demo["knowledge"], {"checkpoint": str(ckpt)})
+    rlog = resumed.fit(ModelInputs(demo["train"], knowledge=demo["knowledge"], checkpoint=str(ckpt)))
     straight = build_model("dygenept", dict(FAST, epochs=8), seed=0)
-    slog = straight.fit(demo["train"], demo["knowledge"], {"checkpoint": str(tmp_path / "straight.pt")})
+    slog = straight.fit(ModelInputs(demo["train"], knowledge=demo["knowledge"], checkpoint=str(tmp_path / "straight.pt")))
     a, b = resumed.net.state_dict(), straight.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert rlog["loss_curve"] == slog["loss_curve"]

@@ -70,7 +70,7 @@ def test_gears_prediction_is_control_plus_a_perturbation_shift(peer_run):
     from torch_geometric.data import Batch, Data
 
     from pertpipe.models import load_model
-    from pertpipe.models.gears_peer import PREDICT_BATCH
+    from pertpipe.models.peers.gears import PREDICT_BATCH
 
     m = load_model(peer_run / "stage2/gears/model.pt")
     target = next(t for t in pd.read_csv(peer_run / "stage1/template.csv")["target_gene"] if "+" not in t)
@@ -113,7 +113,7 @@ def test_state_prediction_is_states_own_forward_pass(peer_run):
     import torch
 
     from pertpipe.models import load_model
-    from pertpipe.models.base import ControlCells
+    from pertpipe.models.summary import ControlCells
 
     m = load_model(peer_run / "stage2/state/model.pt")
     controls = ControlCells.load(peer_run / "stage1/train.h5ad")
@@ -148,7 +148,7 @@ def test_go_graph_matches_gears_own_edge_function():
     need_peers()
     from gears.utils import get_GO_edge_list
 
-    from pertpipe.models.gears_peer import go_jaccard_edges
+    from pertpipe.models.peers.gears import go_jaccard_edges
 
     rng = np.random.default_rng(0)
     go = {f"G{i}": {f"GO:{t:07d}" for t in rng.choice(30, size=rng.integers(1, 8), replace=False)} for i in range(40)}
@@ -159,7 +159,7 @@ def test_go_graph_matches_gears_own_edge_function():
 
 def test_missing_peer_package_says_how_to_install():
     from pertpipe.errors import ConfigError
-    from pertpipe.models.peers import require_peer
+    from pertpipe.models.peers.common import require_peer
 
     with pytest.raises(ConfigError, match=r"model 'gears' needs no-such-package.*install with pip install "
                                           r"'pertpipe\[peers\]'"):

@@ -16,6 +16,7 @@ from torch.distributions import Distribution, Normal, constraints, kl_divergence
 
 from pertpipe.models.distances import mmd_rbf
 from pertpipe.models.facet_lookup import MAX_TARGETS
+from pertpipe.models.modules.layers import mlp
 
 _EPS = 1e-8
 
@@ -90,9 +91,9 @@ class Hurdle(Distribution):
             return nz * self.nonzero.sample(sample_shape).clamp(min=0)
 
 
-def _mlp(i: int, h: int, o: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(i, h), nn.LayerNorm(h), nn.SiLU(), nn.Linear(h, h), nn.LayerNorm(h), nn.SiLU(),
-                         nn.Linear(h, o))
+def _block_mlp(i: int, h: int, o: int) -> nn.Sequential:
+    """CFM-VC's MLP: two LayerNorm + SiLU hidden layers."""
+    return mlp(i, h, o, activation="silu", hidden_layers=2, norm=True)
 
 
 # -- networks ---------------------------------------------------------------------------------------------
@@ -105,10 +106,10 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.batch_emb = nn.Embedding(n_batches + 1, e)
         self.ct_emb = nn.Embedding(n_cell_types + 1, e)
-        self.enc_int = _mlp(n_genes + e, p.hidden, 2 * p.d_int)
-        self.enc_tech = _mlp(n_genes + e, max(16, p.hidden // 2), 2 * p.d_tech)
+        self.enc_int = _block_mlp(n_genes + e, p.hidden, 2 * p.d_int)
+        self.enc_tech = _block_mlp(n_genes + e, max(16, p.hidden // 2), 2 * p.d_tech)
         # NB: logits; gaussian: means; hurdle: [non-zero logits, means of the non-zero part]
-        self.dec = _mlp(p.d_int + p.d_tech + e, p.hidden, n_genes * (2 if likelihood == "hurdle" else 1))
+        self.dec = _block_mlp(p.d_int + p.d_tech + e, p.hidden, n_genes * (2 if likelihood == "hurdle" else 1))
         self.log_theta = nn.Parameter(torch.full((n_genes,), 1.0))  # NB: θ = exp(.) per gene
         self.log_var = nn.Parameter(torch.full((n_genes,), -1.0))  # log1p fallbacks: per-gene variance
 
@@ -160,7 +161,7 @@ class Context(nn.Module):
         self.batch_emb = nn.Embedding(n_batches + 1, e)
         self.ct_emb = nn.Embedding(n_cell_types + 1, e)
         self.spatial = nn.Linear(spatial_dim, e) if spatial_dim else None
-        self.out = _mlp(e * (3 if spatial_dim else 2), p.flow_hidden, p.c_dim)
+        self.out = _block_mlp(e * (3 if spatial_dim else 2), p.flow_hidden, p.c_dim)
 
     def forward(self, b, ct, xy=None):
         parts = [self.batch_emb(b), self.ct_emb(ct)]
@@ -181,7 +182,7 @@ class Perturbation(nn.Module):
         with torch.no_grad():
             self.seen.weight.normal_(0, 0.02)
             self.seen.weight[0].zero_()
-        self.combine = _mlp(p.p_dim + MAX_TARGETS + 1, p.flow_hidden, p.p_dim)
+        self.combine = _block_mlp(p.p_dim + MAX_TARGETS + 1, p.flow_hidden, p.p_dim)
 
     def forward(self, facets, fmask, slots, seen_idx, keep_seen=None):
         """facets [B, T, K, D], fmask [B, T, K], slots [B, T], seen_idx [B, T] -> [B, p_dim]."""
@@ -206,10 +207,10 @@ class Flow(nn.Module):
         self.n_basis, self.d = p.n_basis, p.d_int
         self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(1000.0), 16)))
         self.time = nn.Sequential(nn.Linear(32, p.flow_hidden), nn.SiLU())
-        self.trunk = _mlp(p.d_int + p.flow_hidden + p.c_dim, p.flow_hidden, p.flow_hidden)
+        self.trunk = _block_mlp(p.d_int + p.flow_hidden + p.c_dim, p.flow_hidden, p.flow_hidden)
         self.base = nn.Linear(p.flow_hidden, p.d_int)
         self.basis = nn.Linear(p.flow_hidden, p.n_basis * p.d_int)
-        self.alpha = _mlp(p.p_dim + p.c_dim, p.flow_hidden, p.n_basis)
+        self.alpha = _block_mlp(p.p_dim + p.c_dim, p.flow_hidden, p.n_basis)
 
     def forward(self, z, t, c, pe):
         """z [N, d], t [N, 1], c [N, c_dim], pe [N, p_dim] -> velocity [N, d]."""

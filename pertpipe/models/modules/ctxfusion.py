@@ -19,9 +19,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pertpipe.models.modules.layers import mlp
 
-def mlp(d_in: int, d_hidden: int, d_out: int, *, dropout: float = 0.0) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_out))
+
+def gelu_mlp(d_in: int, d_hidden: int, d_out: int, *, dropout: float = 0.0) -> nn.Sequential:
+    """ctxfusion's MLP: one GELU hidden layer with dropout."""
+    return mlp(d_in, d_hidden, d_out, dropout=dropout)
 
 
 class SignalHead(nn.Module):
@@ -29,7 +32,7 @@ class SignalHead(nn.Module):
 
     def __init__(self, d_in: int, d: int, hidden: int, *, pool: str, dropout: float) -> None:
         super().__init__()
-        self.net = mlp(d_in, hidden, d, dropout=dropout)
+        self.net = gelu_mlp(d_in, hidden, d, dropout=dropout)
         self.pool = pool
         if pool == "attention":
             self.query = nn.Linear(d, d, bias=False)
@@ -69,13 +72,13 @@ class CtxFusionModule(nn.Module):
                  fusion: str = "gated", pool: str = "mean", dropout: float = 0.1) -> None:
         super().__init__()
         self.fusion = fusion
-        self.ctx = mlp(ctx_dim, hidden, d, dropout=dropout)
+        self.ctx = gelu_mlp(ctx_dim, hidden, d, dropout=dropout)
         self.signal = SignalHead(sig_dim, d, hidden, pool=pool, dropout=dropout)
         if fusion == "gated":
             self.fuse = Gate(d)
         else:
-            self.fuse = mlp(2 * d, hidden, d, dropout=dropout)
-        self.decoder = mlp(d, hidden, n_genes, dropout=dropout)
+            self.fuse = gelu_mlp(2 * d, hidden, d, dropout=dropout)
+        self.decoder = gelu_mlp(d, hidden, n_genes, dropout=dropout)
         nn.init.zeros_(self.decoder[-1].weight)  # starts at the residual (context_mean) and learns the change
         nn.init.zeros_(self.decoder[-1].bias)
 

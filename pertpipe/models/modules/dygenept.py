@@ -14,10 +14,7 @@ import torch
 from torch import nn
 
 from pertpipe.models.distances import energy_distance, mmd_rbf
-
-
-def _mlp(i: int, h: int, o: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(i, h), nn.GELU(), nn.Linear(h, o))
+from pertpipe.models.modules.layers import mlp
 
 
 @dataclass
@@ -75,15 +72,15 @@ class DyGenePTModule(nn.Module):
         super().__init__()
         self.heads, self.attn_dim, self.normaliser = heads, attn_dim, normaliser
         ha = heads * attn_dim
-        self.querier = _mlp(latent_dim, hidden, hidden)
+        self.querier = mlp(latent_dim, hidden, hidden)
         self.W_Q = nn.Linear(hidden, ha)
         self.q_norm = nn.LayerNorm(ha)
         self.W_K = nn.Linear(facet_dim, ha, bias=False)
         self.W_V = nn.Linear(facet_dim, ha, bias=False)
         self.unknown = nn.Parameter(torch.zeros(ha))
-        self.shift = _mlp(2 * ha, hidden, hidden)
-        self.interact = _mlp(2 * ha, hidden, hidden)
-        self.decoder = _mlp(hidden, hidden, n_genes)
+        self.shift = mlp(2 * ha, hidden, hidden)
+        self.interact = mlp(2 * ha, hidden, hidden)
+        self.decoder = mlp(hidden, hidden, n_genes)
 
     def normalise(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # a bounded large negative: finfo.min would overflow sparsemax's cumulative sums to -inf/NaN

@@ -42,8 +42,9 @@ import scipy.sparse as sp
 
 from pertpipe import perturbation_genes
 from pertpipe.errors import ConfigError
-from pertpipe.models.base import PerturbationModel, register_model
-from pertpipe.models.peers import peer_record, require_peer, training_cells
+from pertpipe.models.base import PredictsShift, register_model
+from pertpipe.models.inputs import ModelInputs
+from pertpipe.models.peers.common import peer_record, require_peer, training_cells
 
 PREDICT_BATCH = 300  # GEARS.predict's batch of control cells
 
@@ -86,10 +87,10 @@ def _condition(label: str) -> str:
 
 
 @register_model("gears")
-class GearsModel(PerturbationModel):
+class GearsModel(PredictsShift):
     """GEARS trained by its own code on the training split (peer; optional extra ``peers``)."""
 
-    reads_annotations: ClassVar[bool] = True  # fit() reads config["annotations"]: gene_info + gene2go
+    inputs = ("annotations",)  # gene_info + gene2go: GEARS's GO graph
     peer: ClassVar[dict[str, str]] = {"distribution": "cell-gears", "licence": "MIT",
                                       "source": "https://github.com/snap-stanford/GEARS"}
 
@@ -118,20 +119,16 @@ class GearsModel(PerturbationModel):
         self._net = None
 
     # -- training -----------------------------------------------------------------------------------------
-    def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
-            ) -> dict[str, Any]:
-        config = config or {}
-        ann = config.get("annotations") or {}
-        if not ann.get("gene2go") or not ann.get("gene_info"):
-            raise ConfigError("model 'gears' needs the GO annotation (config annotations: gene2go and gene_info). "
-                              "Fix: run it through the train_gears rule, which passes the knowledge stage's files")
+    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
+        train = inputs.train
+        ann = {"gene2go": inputs.need("gene2go", "gears"), "gene_info": inputs.need("gene_info", "gears")}
         import torch
 
         from pertpipe.knowledge.annotations import read_gene2go, read_gene_info
 
         t0 = time.perf_counter()
         p = self.params
-        self._summarise(train, config)
+        self._summarise(inputs)
         random.seed(self.seed)
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)

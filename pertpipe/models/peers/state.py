@@ -5,7 +5,7 @@ What the wrapper does, and what it leaves to STATE:
 
 * **Data.** The training split's log1p cells (at most ``max_cells``, default 9,000 so that cell-load's 10,000-row
   cache holds them all; controls kept) on the ``n_genes`` most
-  variable genes plus every training target among the genes (:func:`pertpipe.models.peers.training_cells`),
+  variable genes plus every training target among the genes (:func:`pertpipe.models.peers.common.training_cells`),
   written as the h5ad cell-load reads (categorical ``target_gene`` / ``cell_type`` / ``batch``, CSR X,
   ``uns["log1p"]``), and a cell-load TOML: the whole file is training data, and in each cell type
   ``val_fraction`` of the training targets are its few-shot validation perturbations. Our held-out
@@ -42,8 +42,9 @@ import pandas as pd
 
 from pertpipe import CONTROL_LABEL, perturbation_genes
 from pertpipe.errors import ConfigError, PertpipeError
-from pertpipe.models.base import PerturbationModel, register_model
-from pertpipe.models.peers import peer_record, require_peer, training_cells
+from pertpipe.models.base import GeneratesCells, register_model
+from pertpipe.models.inputs import ModelInputs
+from pertpipe.models.peers.common import peer_record, require_peer, training_cells
 
 STATE_PACKAGES = "arc-state==0.11.1"
 
@@ -73,11 +74,11 @@ def _toml(dataset_dir: str, cell_val: dict[str, list[str]]) -> str:
 
 
 @register_model("state")
-class StateModel(PerturbationModel):
+class StateModel(GeneratesCells):
     """STATE trained by its own code (``state tx train``) on the training split (peer; optional extra ``peers``)."""
 
-    needs_knowledge: ClassVar[bool] = True  # perturbation features for targets STATE has not seen
-    cells_independent: ClassVar[bool] = False  # STATE predicts sets of cell_set_len cells together
+    inputs = ("knowledge",)  # perturbation features for targets STATE has not seen
+    # GeneratesCells: STATE predicts sets of cell_set_len cells together
     peer: ClassVar[dict[str, str]] = {"distribution": "arc-state", "licence": "CC BY-NC-SA 4.0 (non-commercial)",
                                       "source": "https://github.com/ArcInstitute/state"}
 
@@ -120,16 +121,13 @@ class StateModel(PerturbationModel):
         self.clipped: dict[str, int] = {}
 
     # -- training -----------------------------------------------------------------------------------------
-    def fit(self, train: str | os.PathLike, knowledge: Any | None = None, config: dict[str, Any] | None = None
-            ) -> dict[str, Any]:
-        if knowledge is None:
-            raise ConfigError("model 'state' needs the facet tensor (knowledge stage: facet_embeddings.pt) for its "
-                              "perturbation features. Fix: run it through the train_state rule")
+    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
+        train, knowledge = inputs.train, inputs.need("knowledge", "state")
         from pertpipe.data.h5io import H5adReader
 
         t0 = time.perf_counter()
         p = self.params
-        self._summarise(train, config)
+        self._summarise(inputs)
         names, vec = gene_vectors(knowledge)
         self.vec_genes, self.vec = names, vec
         with H5adReader(train) as r:
@@ -262,8 +260,6 @@ class StateModel(PerturbationModel):
             self._module = m
         return self._module
 
-    def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
-        raise NotImplementedError("STATE predicts cells from control sets (predict_cells), not a mean shift")
 
     def predict_cells(self, target, cell_type, batch, controls, pick, rng) -> np.ndarray:
         import torch

@@ -1,0 +1,99 @@
+"""Views of the training split that models and the prediction writer share, read chunk by chunk.
+
+* :class:`TrainingSummary`: per (target, cell type) and per control cell type the pseudobulk means, and group sizes
+  (what the baselines and the shrinkage validation need);
+* :class:`ControlCells`: the training control cells predictions start from, read row by row on demand.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pertpipe import CONTROL_LABEL
+from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
+from pertpipe.errors import ContractError
+
+
+@dataclass
+class TrainingSummary:
+    """Pseudobulk view of the training split, computed chunk by chunk (enough for the baselines)."""
+
+    genes: list[str]
+    target_ct_means: pd.DataFrame  # index (target_gene, cell_type), columns genes; perturbed groups
+    target_ct_counts: pd.Series
+    control_ct_means: pd.DataFrame  # index cell_type
+    control_ctb_counts: pd.Series  # index (cell_type, batch)
+    cell_types: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_h5ad(cls, path: str | os.PathLike, *, chunk_size: int = DEFAULT_CHUNK) -> TrainingSummary:
+        with H5adReader(path) as r:
+            obs = r.obs[["target_gene", "cell_type", "batch"]].astype(str)
+            genes = [str(g) for g in r.var_names]
+            keys = obs["target_gene"] + "\x1f" + obs["cell_type"]
+            names, codes = np.unique(keys.to_numpy(), return_inverse=True)
+            sums = np.zeros((len(names), len(genes)))
+            for start, stop, block in r.iter_chunks(chunk_size):
+                c = codes[start:stop]
+                ind = sp.csr_matrix((np.ones(len(c)), (c, np.arange(len(c)))), shape=(len(names), len(c)))
+                sums += (ind @ block.astype(np.float64)).toarray()
+        n = np.bincount(codes, minlength=len(names))
+        idx = pd.MultiIndex.from_tuples([tuple(k.split("\x1f")) for k in names], names=["target_gene", "cell_type"])
+        means = pd.DataFrame(sums / n[:, None], index=idx, columns=genes)
+        counts = pd.Series(n, index=idx)
+        is_ctrl = idx.get_level_values(0) == CONTROL_LABEL
+        if not is_ctrl.any():
+            raise ContractError(path, "obs['target_gene']", "no 'non-targeting' cells in the training split",
+                                "stage 1 divides controls between train and val; check split.control_val_fraction")
+        ctrl = means[is_ctrl].droplevel(0)
+        ctb = obs[obs["target_gene"] == CONTROL_LABEL].groupby(["cell_type", "batch"]).size()
+        return cls(genes, means[~is_ctrl], counts[~is_ctrl], ctrl, ctb, sorted(ctrl.index))
+
+    def target_deltas(self) -> pd.DataFrame:
+        """Per training target: mean over cell types (cell-weighted) of (target mean - control mean)."""
+        rows, names = [], []
+        for target, grp in self.target_ct_means.groupby(level=0, sort=True):
+            cts = grp.index.get_level_values(1)
+            w = self.target_ct_counts.loc[grp.index].to_numpy(dtype=float)
+            d = grp.to_numpy() - self.control_ct_means.loc[cts].to_numpy()
+            rows.append((d * w[:, None]).sum(0) / w.sum())
+            names.append(target)
+        return pd.DataFrame(np.vstack(rows) if rows else np.zeros((0, len(self.genes))), index=names,
+                            columns=self.genes)
+
+
+@dataclass
+class ControlCells:
+    """The training control cells predictions start from: obs (cell_type, batch), log1p X, and optionally raw
+    counts (``layers["counts"]``) and ``obsm["spatial"]`` (None where the file has none or nobody asked).
+
+    ``x`` and ``counts`` are row sources indexed by control number: read from the file on demand
+    (:class:`~pertpipe.data.h5io.RowReader`, so memory follows the rows drawn, not the control pool) or, in
+    tests, in-memory CSR matrices; ``x[pick]`` is a CSR either way.
+    """
+
+    obs: pd.DataFrame
+    x: Any
+    counts: Any = None
+    spatial: np.ndarray | None = None
+
+    @classmethod
+    def load(cls, train: str | os.PathLike, *, counts: bool = False, spatial: bool = False,
+             chunk_size: int = DEFAULT_CHUNK) -> ControlCells:
+        from pertpipe.data.h5io import RowReader
+
+        with H5adReader(train) as r:
+            obs = r.obs[["target_gene", "cell_type", "batch"]].astype(str)
+            mask = (obs["target_gene"] == CONTROL_LABEL).to_numpy()
+            has_counts = counts and "counts" in r.layers()
+            xy = r.obsm("spatial")[mask] if spatial and "spatial" in r.obsm_keys() else None
+        rows = np.flatnonzero(mask)
+        x = RowReader(train, rows=rows)
+        c = RowReader(train, "counts", rows=rows) if has_counts else None
+        return cls(obs[mask].reset_index(drop=True), x, c, xy)
