@@ -27,7 +27,7 @@ test: setup lint
 	$(PYTHON) -m pytest -q -ra
 
 test-fast: setup
-	$(PYTHON) -m pytest -q -ra -m "not workflow"
+	$(PYTHON) -m pytest -q -ra -m "not workflow and not slow"
 
 bench: setup
 	$(PYTHON) benchmarks/bench_stage1.py

@@ -40,6 +40,8 @@ rule lr_genes:
         lr=SPATIAL["lr"],
     log:
         spatial_log("lr_genes"),
+    benchmark:
+        spatial_bench("lr_genes")
     conda:
         "../envs/pertpipe.yaml"
     script:
@@ -119,6 +121,8 @@ rule impute:
         spatial_path("imputed.h5ad"),
     log:
         spatial_log("impute"),
+    benchmark:
+        spatial_bench("impute")
     conda:
         "../envs/pertpipe.yaml"
     script:
@@ -165,6 +169,8 @@ rule communication:
         neighbors=SPATIAL["neighbors"],
     log:
         spatial_log("communication"),
+    benchmark:
+        spatial_bench("communication")
     conda:
         "../envs/pertpipe.yaml"
     script:
@@ -192,6 +198,8 @@ rule spatial_report:
         n_genes=SPATIAL["report_genes"],
     log:
         spatial_log("report"),
+    benchmark:
+        spatial_bench("report")
     conda:
         "../envs/pertpipe.yaml"
     script:

@@ -51,7 +51,7 @@ from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.summary import ControlCells
 from pertpipe.models.distances import energy_distance
 from pertpipe.models.facet_lookup import MAX_TARGETS, FacetLookup
-from pertpipe.models.params import fraction, positive
+from pertpipe.models.params import TrainingParams, fraction, positive
 from pertpipe.models.shrinkage import check_setting as check_shrinkage
 from pertpipe.models.shrinkage import fit_shrinkage
 from pertpipe.models.training import TrainConfig, epoch_generator, stage_checkpoint, train, validation_targets
@@ -206,7 +206,7 @@ class CFMVCModel(GeneratesCells):
     uses_spatial = True
 
     @dataclass
-    class Params:
+    class Params(TrainingParams):
         likelihood: Literal["auto", "nb", "hurdle", "gaussian"] = "auto"  # auto: nb when layers["counts"] exists
         log1p_fallback: Literal["hurdle", "gaussian"] = "hurdle"  # what auto picks for log1p-only data
         d_int: int = positive(16)
@@ -235,18 +235,8 @@ class CFMVCModel(GeneratesCells):
         n_steps: int = positive(20)
         solver: Literal["euler", "midpoint"] = "midpoint"
         decode: Literal["auto", "sample", "mean", "delta"] = "auto"  # auto: delta for NB, sample for log1p data
-        steps_per_epoch: int = positive(20)
-        lr: float = field(default=1e-3, metadata={"gt": 0})
-        weight_decay: float = field(default=1e-4, metadata={"ge": 0})
-        warmup_epochs: int = field(default=2, metadata={"ge": 0})
-        patience: int = positive(10)
-        checkpoint_every: int = positive(1)
-        amp: bool = True
-        val_fraction: float = fraction(0.15)
         max_cells: int = positive(100_000)
         use_spatial: bool = True
-        device: Literal["auto", "cpu", "cuda"] = "auto"
-        gpu: bool = False  # request a GPU from the scheduler (Snakemake resources)
         shrinkage: Any = "auto"  # auto | none | λ in [0, 1]: toward the training mean shift (models.shrinkage)
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:

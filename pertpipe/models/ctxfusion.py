@@ -44,7 +44,7 @@ from pertpipe.data.zscores import ContextStats, context_stats
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.models.base import PredictsShift, PredictsSignatures, register_model
 from pertpipe.models.inputs import ModelInputs
-from pertpipe.models.params import fraction, positive
+from pertpipe.models.params import TrainingParams, fraction, positive
 
 Z_CLIP = 10.0
 
@@ -138,7 +138,7 @@ class ContextMeanModel(_ContextModel):
 @register_model("ctxfusion")
 class CtxFusionModel(_ContextModel):
     @dataclass
-    class Params:
+    class Params(TrainingParams):
         fusion: Literal["gated", "concat"] = "gated"
         signal_encoder: Literal["mlp", "scgpt_binned_z"] = "mlp"
         context_encoder: Literal["pca_mlp", "scgpt"] = "pca_mlp"
@@ -152,12 +152,7 @@ class CtxFusionModel(_ContextModel):
         dropout: float = fraction(0.1)
         batch_size: int = positive(32)
         epochs: int = positive(60)
-        steps_per_epoch: int = positive(20)
-        lr: float = field(default=1e-3, metadata={"gt": 0})
         weight_decay: float = field(default=1e-3, metadata={"ge": 0})
-        warmup_epochs: int = field(default=2, metadata={"ge": 0})
-        patience: int = positive(10)
-        checkpoint_every: int = positive(1)
         val_fraction: float = fraction(0.2)
         freeze_context_epochs: int = field(default=0, metadata={"ge": 0})  # phase 1: the context MLP frozen
         context_lr_scale: float = field(default=0.1, metadata={"ge": 0})  # phase 2's learning rate, relative
@@ -166,8 +161,6 @@ class CtxFusionModel(_ContextModel):
         knowledge_fallback: bool = False  # unseen everywhere: its facet-nearest training perturbations' signal
         fallback_k: int = positive(5)
         fallback_tau: float = field(default=0.05, metadata={"gt": 0})
-        device: Literal["auto", "cpu", "cuda"] = "auto"
-        gpu: bool = False
 
     def reads(self) -> tuple[str, ...]:
         """The context statistics, and the facet tensor with ``knowledge_fallback``."""

@@ -39,7 +39,7 @@ from pertpipe.models.base import PredictsCellShifts, register_model
 from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.summary import TrainingSummary
 from pertpipe.models.facet_lookup import FacetLookup
-from pertpipe.models.params import fraction, positive
+from pertpipe.models.params import TrainingParams, positive
 from pertpipe.models.pca import top_components
 from pertpipe.models.prior import FacetKNNPrior
 from pertpipe.io import pick_device
@@ -59,7 +59,7 @@ class DyGenePTModel(PredictsCellShifts):
     inputs = ("knowledge",)
 
     @dataclass
-    class Params:
+    class Params(TrainingParams):
         latent_dim: int = positive(32)
         hidden: int = positive(128)
         attn_dim: int = positive(32)
@@ -68,16 +68,10 @@ class DyGenePTModel(PredictsCellShifts):
         cells_per_group: int = positive(24)
         groups_per_step: int = positive(16)
         epochs: int = positive(40)
-        steps_per_epoch: int = positive(20)
         lr: float = field(default=2e-3, metadata={"gt": 0})
-        weight_decay: float = field(default=1e-4, metadata={"ge": 0})
-        warmup_epochs: int = field(default=2, metadata={"ge": 0})
-        patience: int = positive(10)
-        checkpoint_every: int = positive(1)
         dist_loss: Literal["mmd", "energy", "none"] = "mmd"
         dist_weight: float = field(default=0.05, metadata={"ge": 0})
         attn_sparsity: float = field(default=1e-3, metadata={"ge": 0})
-        val_fraction: float = fraction(0.15)
         freeze_querier_epochs: int = field(default=0, metadata={"ge": 0})  # two-phase: a frozen querier first
         querier_lr_scale: float = field(default=0.1, metadata={"ge": 0})
         querier: Literal["pca_mlp", "scgpt"] = "pca_mlp"  # scgpt: a frozen scGPT encoder from scgpt_checkpoint
@@ -85,8 +79,6 @@ class DyGenePTModel(PredictsCellShifts):
         scgpt_max_len: int = positive(1200)
         max_cells: int = positive(100_000)
         pca_cells: int = positive(5000)
-        device: Literal["auto", "cpu", "cuda"] = "auto"
-        gpu: bool = False  # request a GPU from the scheduler (Snakemake resources)
         shrinkage: Any = "auto"  # auto | none | λ in [0, 1]: toward the training mean shift (models.shrinkage)
         prior: Literal["knn", "none"] = "knn"  # the network learns a residual over the facet-kNN prior
         prior_k: int = positive(5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import types
 import typing
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from pertpipe.errors import ConfigError
@@ -43,21 +43,24 @@ def _fits(value: Any, tp: Any) -> tuple[bool, str]:
     return True, str(tp)
 
 
-def check_params(model: str, params_cls: type, values: dict[str, Any]) -> None:
-    """Raise :class:`ConfigError` for unknown keys, wrong types, choices outside a Literal, or bounds."""
+def check_params(model: str, params_cls: type, values: dict[str, Any], *, where: str | None = None) -> None:
+    """Raise :class:`ConfigError` for unknown keys, wrong types, choices outside a Literal, or bounds.
+
+    Messages name ``<where>.<field>`` (default ``model_params.<model>``; the spatial branch passes ``spatial.model``).
+    """
+    where = where or f"model_params.{model}"
     known = {f.name: f for f in fields(params_cls)}
     bad = sorted(set(values) - set(known))
     if bad:
-        raise ConfigError(f"config model_params.{model}: unknown hyperparameter(s) {bad}. Fix: use {sorted(known)}")
+        raise ConfigError(f"config {where}: unknown hyperparameter(s) {bad}. Fix: use {sorted(known)}")
     hints = typing.get_type_hints(params_cls)
     for name, value in values.items():
         ok, wanted = _fits(value, hints.get(name, Any))
         if not ok:
-            raise ConfigError(f"model_params.{model}.{name} is {value!r}. Fix: use {wanted}")
+            raise ConfigError(f"{where}.{name} is {value!r}. Fix: use {wanted}")
         for key, bound in known[name].metadata.items():
             if key in _BOUNDS and value is not None and not _BOUNDS[key][0](value, bound):
-                raise ConfigError(f"model_params.{model}.{name} is {value!r}. Fix: use a value {_BOUNDS[key][1]} "
-                                  f"{bound}")
+                raise ConfigError(f"{where}.{name} is {value!r}. Fix: use a value {_BOUNDS[key][1]} {bound}")
 
 
 def positive(default: Any) -> Any:
@@ -72,3 +75,20 @@ def fraction(default: float) -> Any:
     from dataclasses import field
 
     return field(default=default, metadata={"ge": 0.0, "lt": 1.0})
+
+
+@dataclass
+class TrainingParams:
+    """The shared training loop's settings (:class:`pertpipe.models.training.TrainConfig` reads the fields of the
+    same name), inherited by every model trained with it; a model redeclares a field to change its default."""
+
+    steps_per_epoch: int = positive(20)
+    lr: float = field(default=1e-3, metadata={"gt": 0})
+    weight_decay: float = field(default=1e-4, metadata={"ge": 0})
+    warmup_epochs: int = field(default=2, metadata={"ge": 0})
+    patience: int = positive(10)
+    checkpoint_every: int = positive(1)
+    amp: bool = True  # bfloat16 autocast on CUDA
+    val_fraction: float = fraction(0.15)  # training targets held out for early stopping (and shrinkage)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    gpu: bool = False  # request a GPU from the scheduler (Snakemake resources)

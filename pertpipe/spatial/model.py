@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -25,7 +25,6 @@ from torch import nn
 
 from pertpipe.models.modules.layers import mlp
 
-from pertpipe.errors import ConfigError
 
 
 @dataclass
@@ -57,11 +56,12 @@ class SpatialParams:
 
     @classmethod
     def from_config(cls, values: dict[str, Any] | None, *, seed: int = 0, where: str = "spatial.model") -> SpatialParams:
+        from pertpipe.models.params import check_params
+
         values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        bad = sorted(set(values) - known)
-        if bad:
-            raise ConfigError(f"config {where}: unknown setting(s) {bad}. Fix: use {sorted(known)}")
+        if isinstance(values.get("k_candidates"), list):
+            values["k_candidates"] = tuple(values["k_candidates"])
+        check_params("spatial", cls, values, where=where)  # the models' checker: names, types, choices, bounds
         values.setdefault("seed", seed)
         if "k_candidates" in values:
             values["k_candidates"] = tuple(int(v) for v in values["k_candidates"])

@@ -152,7 +152,7 @@ def test_knowledge_fallback_borrows_the_facet_nearest_perturbations(tmp_path):
     tensor[6, 0, 0] = 1.0  # NEW's facet text is like G0's and G4's
     blob = {"genes": genes, "facets": ["f0", "f1"], "tensor": tensor, "mask": torch.tensor([[1.0, 0.0]] * 7)}
     m = build_model("ctxfusion", {**FAST, "knowledge_fallback": True, "fallback_k": 2})
-    assert m.needs_knowledge_now and not build_model("ctxfusion", FAST).needs_knowledge_now
+    assert "knowledge" in m.reads() and "knowledge" not in build_model("ctxfusion", FAST).reads()
     m.fit(ModelInputs(tmp_path / "t.h5ad", knowledge=blob))
     pred = m.predict_shift("NEW", "ctx1")
     assert "['G0', 'G4']" in m.notes["NEW"] and np.isfinite(pred).all()

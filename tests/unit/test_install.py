@@ -7,11 +7,14 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
-SUBPACKAGES = ["pertpipe.data", "pertpipe.knowledge", "pertpipe.models", "pertpipe.evaluation"]
+SUBPACKAGES = ["pertpipe.data", "pertpipe.knowledge", "pertpipe.models", "pertpipe.models.modules",
+               "pertpipe.models.peers", "pertpipe.evaluation", "pertpipe.spatial"]
 
 
+@pytest.mark.slow
 def test_wheel_installs_every_subpackage_and_the_console_command(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     src = tmp_path / "src"  # build from a copy: setuptools writes build/ and *.egg-info beside the sources
@@ -34,7 +37,8 @@ def test_wheel_installs_every_subpackage_and_the_console_command(tmp_path):
     file, mods = out.stdout.splitlines()
     assert file.startswith(str(tmp_path / "venv")), file  # the installed copy, not the checkout
     for sub in SUBPACKAGES + ["pertpipe.data.inspect", "pertpipe.data.sources", "pertpipe.models.shrinkage",
-                              "pertpipe.models.prior", "pertpipe.cli"]:
+                              "pertpipe.models.prior", "pertpipe.models.peers.gears", "pertpipe.tasks",
+                              "pertpipe.spatial.metrics", "pertpipe.cli"]:
         assert sub in mods.split()
     cli = subprocess.run([str(tmp_path / "venv" / "bin" / "pertpipe"), "inspect", "--help"], capture_output=True,
                          text=True, env=env, cwd=tmp_path)

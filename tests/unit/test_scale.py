@@ -183,6 +183,7 @@ def _training_split(path: Path, n_cells: int, n_genes: int = 2000) -> None:
     raw.unlink()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cfmvc", "dygenept"])
 def test_training_memory_does_not_grow_with_the_number_of_cells(tmp_path, model):
     """2x the training cells -> <= 1.2x the training process's peak RSS. The split is big enough that holding
@@ -235,6 +236,7 @@ print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
 """
 
 
+@pytest.mark.slow
 def test_prediction_writer_memory_follows_a_block_not_the_perturbation(tmp_path):
     """One perturbation of 4,000 then 8,000 predicted cells x 3,000 genes (a float64 copy of the larger is
     192 MB): the writer's peak RSS grows <= 1.1x, because the cells are predicted 500 at a time."""

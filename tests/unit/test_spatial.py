@@ -322,3 +322,17 @@ def test_nichenet_ligand_target_matrix_rds(tmp_path):
     got = read_ligand_target_matrix(tmp_path / "ligand_target_matrix.rds", ["Tgfb1", "Cxcl12", "Il6"],
                                     ["T3", "T2", "T9"])
     np.testing.assert_allclose(got, [[1.0, 0.2 / 0.9, 0], [0, 1.0, 0], [0, 0, 0]])  # mouse spelling, unknown genes 0
+
+
+@pytest.mark.parametrize("values,msg", [
+    ({"latent_dim": "big"}, "spatial.model.latent_dim is 'big'. Fix: use an integer"),
+    ({"match": "euclid"}, "spatial.model.match is 'euclid'. Fix: use one of ['cosine', 'csls']"),
+    ({"colour": 1}, "config spatial.model: unknown hyperparameter(s) ['colour']"),
+])
+def test_spatial_settings_use_the_models_checker(values, msg):
+    from pertpipe.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        SpatialParams.from_config(values)
+    assert msg in str(err.value)
+    assert SpatialParams.from_config({"k_candidates": [5, 10], "k": "auto"}).k_candidates == (5, 10)

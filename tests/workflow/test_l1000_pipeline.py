@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_snakemake
+from conftest import SHARED_DATA, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -53,7 +53,8 @@ def test_gctx_with_side_files_through_stage1(tmp_path, shared_data):
            "models": ["context_mean"], "stage1": {"split": {"strategy": "random_unseen", "fraction": 0.5}}}
     run_snakemake(tmp_path, cfg, "stage1")
     res = tmp_path / "results" / "l1000_slinky_mcf7"
-    assert (tmp_path / "resources/downloads/l1000_slinky_inst_info/slinky_demo_inst_info.txt").exists()
+    assert ((tmp_path / "resources/downloads/l1000_slinky_inst_info/slinky_demo_inst_info.txt").read_bytes()
+            == (SHARED_DATA / "l1000/slinky/slinky_demo_inst_info.txt").read_bytes())
     std = json.loads((res / "stage1" / "standardize.json").read_text())
     assert std["n_genes"] == 978 and std["n_plates"] == 10 and std["level_in"] == 3
     assert std["values"].startswith("level 3 -> level 4 robust z per plate")

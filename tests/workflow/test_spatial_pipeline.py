@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_snakemake
+from conftest import SHARED_DATA, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -25,8 +25,11 @@ def test_merfish_pair_end_to_end(tmp_path, shared_data):
                                                 "hvg_ae", "tangram"]}}}
     run_snakemake(tmp_path, cfg, "spatial")
     res = tmp_path / "results" / "hypothalamus_merfish" / "spatial"
-    assert (tmp_path / "resources/downloads/merfish_counts/counts.csv").exists()  # the original CSV, downloaded
-    assert (tmp_path / "resources/downloads/cellchatdb_mouse/CellChatDB.ligrec.mouse.csv").exists()
+    # the original files, downloaded through the mirror byte for byte
+    assert ((tmp_path / "resources/downloads/merfish_counts/counts.csv").read_bytes()
+            == (SHARED_DATA / "spatial/hypothalamus_merfish/spatialrna_counts.csv").read_bytes())
+    assert ((tmp_path / "resources/downloads/cellchatdb_mouse/CellChatDB.ligrec.mouse.csv").read_bytes()
+            == (SHARED_DATA / "priors/commot_LRdatabase/CellChat/CellChatDB.ligrec.mouse.csv").read_bytes())
     inputs = json.loads((res / "inputs.json").read_text())
     assert inputs["spatial"]["n_spots"] == 750 and inputs["scrna"]["n_cells"] == 1308 and inputs["shared_genes"] == 134
     lr = json.loads((res / "lr_genes.json").read_text())
@@ -48,7 +51,7 @@ def test_merfish_pair_end_to_end(tmp_path, shared_data):
     assert comm["after"]["n_pairs_scored"] >= comm["before"]["n_pairs_scored"]
     text = (res / "spatial_report.txt").read_text()
     assert "Held-out LR genes (6)" in text and "tangram" in text and "Communication recovery" in text
-    assert (res / "figures/maps.png").stat().st_size > 10_000 and (res / "figures/metrics.png").exists()
+    assert (res / "figures/maps.png").stat().st_size > 10_000 and (res / "figures/metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rep = json.loads((res / "spatial_report.json").read_text())
     assert set(rep["artifacts"]) >= {"imputed", "evaluation", "communication", "heldout"}
 
