@@ -69,3 +69,30 @@ def test_a_metric_is_one_entry(tmp_path, toy_metric):
     assert "toy" in leaderboard_columns() and board.loc[0, "toy"] == 4.0
     assert board.loc[0, "variance_ratio"] == pytest.approx(agg["variance_ratio"])
     assert "toy = toy_sum (toy: predicted pseudobulk sum)" in to_markdown(board, title="t")
+
+
+def test_a_spatial_or_signature_metric_is_one_entry_too(tmp_path):
+    """Each task's scorer runs its task's entries: one register_metric call adds a column to the spatial per-gene
+    metrics and to the signature table, and never to the cells task."""
+    from pertpipe.evaluation.signatures import score_signature_files
+    from pertpipe.spatial.evaluate import gene_metrics, spatial_metric_names
+
+    register_metric(Metric("toy_max", "toy_max", 0.0, False, "toy: largest prediction", lambda ctx: ctx.per_gene(
+        lambda p, t: float(np.max(p))), in_cell_eval=False, aggregate=np.median, task="spatial"))
+    register_metric(Metric("toy_first", "toy_first", 0.0, False, "toy: first predicted value",
+                           lambda ctx: {k: float(v[0]) for k, v in zip(ctx.keys, ctx.pred)}, in_cell_eval=False,
+                           task="signatures"))
+    try:
+        assert gene_metrics(np.array([1.0, 3.0, 2.0]), np.array([1.0, 2.0, 3.0]))["toy_max"] == 3.0
+        assert "toy_max" in spatial_metric_names() and "toy_max" not in [m.name for m in metrics()]
+        obs = {"target_gene": ["A", "B"], "cell_type": ["x", "x"]}
+        for name, rows in (("truth", [[1.0, 0.0, 2.0], [0.0, 1.0, 0.5]]), ("pred", [[4.0, 0.0, 2.0], [7.0, 1.0, 0.5]])):
+            a = ad.AnnData(np.array(rows, dtype=np.float32), obs=pd.DataFrame(obs, index=["c0", "c1"]),
+                           var=pd.DataFrame(index=["g1", "g2", "g3"]))
+            a.write_h5ad(tmp_path / f"{name}.h5ad")
+        table, summary = score_signature_files(tmp_path / "truth.h5ad", tmp_path / "pred.h5ad")
+        assert table["toy_first"].tolist() == [4.0, 7.0] and summary["toy_first"] == 5.5
+        assert table["pearson"].iloc[0] == pytest.approx(np.corrcoef([1, 0, 2], [4, 0, 2])[0, 1])
+    finally:
+        unregister_metric("toy_max", task="spatial")
+        unregister_metric("toy_first", task="signatures")
