@@ -67,7 +67,7 @@ def test_cell_models_are_refused_on_signatures(tmp_path, shared_data):
     proc = run_snakemake(tmp_path, cfg, extra=("-n",), check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    assert "holds L1000 signatures" in out and "['dygenept']" in out and "context_mean, ctxfusion" in out
+    assert "is a signatures task" in out and "['dygenept'] do not predict it" in out and "(context_mean, ctxfusion)" in out
 
 
 def test_own_gct_file_as_a_dataset(tmp_path, shared_data):
