@@ -24,7 +24,7 @@ from pertpipe import CONTROL_LABEL, perturbation_genes
 from pertpipe.models.base import PredictsShift, register_model
 from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.params import positive
-from pertpipe.models.pca import pca_gene_embedding, top_components
+from pertpipe.models.pca import left_axes, pca_gene_embedding
 
 
 @register_model("linear")
@@ -45,7 +45,7 @@ class LinearModel(PredictsShift):
         Y = self._mask_own_genes(Y)
         if self.params.embedding == "pseudobulk":
             Yc = (Y.to_numpy() - Y.to_numpy().mean(axis=0, keepdims=True)).T  # genes x targets
-            self.G = top_components(Yc.T, self.params.rank, fix_signs=False).T  # genes x k
+            self.G = left_axes(Yc, self.params.rank)  # genes x k
         elif self.params.embedding == "cells":
             self.G = pca_gene_embedding(inputs.train, k=self.params.rank, max_cells=self.params.max_cells, seed=self.seed)
         else:

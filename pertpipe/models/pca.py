@@ -39,6 +39,13 @@ def top_components(x: np.ndarray, d: int, *, seed: int = 0, oversample: int = 10
     return vt * np.where(flip == 0, 1.0, flip)[:, None]
 
 
+def left_axes(x: np.ndarray, d: int) -> np.ndarray:
+    """The first ``d`` left singular vectors of ``x`` as columns [rows x d] (exact SVD; ``d`` capped at
+    columns - 1), e.g. gene axes of a genes x perturbations response matrix."""
+    d = max(1, min(d, x.shape[1] - 1))
+    return np.linalg.svd(np.asarray(x, dtype=np.float64), full_matrices=False)[0][:, :d]
+
+
 def pca_gene_embedding(train: str | os.PathLike, *, k: int, max_cells: int, seed: int) -> np.ndarray:
     """Gene loadings [genes x k] of a PCA of (a seeded subsample of) the training cells' log1p X."""
     from pertpipe.data.h5io import H5adReader
