@@ -283,6 +283,12 @@ def spatial_input_files(wc):
     return {role: (resource_path(ref) if ref in REGISTRY.entries else ref) for role, ref in e.inputs.items()}
 
 
+def spatial_gpu():
+    """1 when the spatial training rules ask for a GPU (spatial.model.gpu, or device: cuda)."""
+    m = SPATIAL["model"]
+    return 1 if m.get("gpu") or m.get("device") == "cuda" else 0
+
+
 def spatial_species(sd):
     return SPATIAL_REGISTRY.get(sd, "spatial").species
 

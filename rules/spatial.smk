@@ -79,6 +79,9 @@ rule knn_labels:
     params:
         model=SPATIAL["model"],
         seed=config["seed"],
+        checkpoint=spatial_path("knn_labels.checkpoint.pt"),
+    resources:
+        gpu=spatial_gpu(),
     log:
         spatial_log("knn_labels"),
     benchmark:
@@ -101,6 +104,9 @@ rule train_lrimpute:
     params:
         model=SPATIAL["model"],
         seed=config["seed"],
+        checkpoint=spatial_path("lrimpute/checkpoint.pt"),
+    resources:
+        gpu=spatial_gpu(),
     log:
         spatial_log("train_lrimpute"),
     benchmark:

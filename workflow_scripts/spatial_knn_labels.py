@@ -7,4 +7,4 @@ sm = snakemake  # noqa: F821
 with script_step(sm.log[0], "knn_labels") as log:
     params = SpatialParams.from_config(sm.params.model, seed=sm.params.seed)
     log.info("%s", run_knn_labels(sm.input.spatial, sm.input.scrna, sm.input.lr_genes, params, sm.output.h5ad,
-                                  sm.output.summary))
+                                  sm.output.summary, checkpoint=sm.params.checkpoint))

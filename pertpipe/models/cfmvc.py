@@ -207,6 +207,7 @@ class CFMVCModel(GeneratesCells):
 
     @dataclass
     class Params(TrainingParams):
+        steps_per_epoch: int = positive(20)
         likelihood: Literal["auto", "nb", "hurdle", "gaussian"] = "auto"  # auto: nb when layers["counts"] exists
         log1p_fallback: Literal["hurdle", "gaussian"] = "hurdle"  # what auto picks for log1p-only data
         d_int: int = positive(16)

@@ -152,6 +152,7 @@ class CtxFusionModel(_ContextModel):
         dropout: float = fraction(0.1)
         batch_size: int = positive(32)
         epochs: int = positive(60)
+        steps_per_epoch: int = positive(20)
         weight_decay: float = field(default=1e-3, metadata={"ge": 0})
         val_fraction: float = fraction(0.2)
         freeze_context_epochs: int = field(default=0, metadata={"ge": 0})  # phase 1: the context MLP frozen

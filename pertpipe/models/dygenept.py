@@ -68,6 +68,7 @@ class DyGenePTModel(PredictsCellShifts):
         cells_per_group: int = positive(24)
         groups_per_step: int = positive(16)
         epochs: int = positive(40)
+        steps_per_epoch: int = positive(20)
         lr: float = field(default=2e-3, metadata={"gt": 0})
         dist_loss: Literal["mmd", "energy", "none"] = "mmd"
         dist_weight: float = field(default=0.05, metadata={"ge": 0})

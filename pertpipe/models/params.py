@@ -82,11 +82,10 @@ class TrainingParams:
     """The shared training loop's settings (:class:`pertpipe.models.training.TrainConfig` reads the fields of the
     same name), inherited by every model trained with it; a model redeclares a field to change its default."""
 
-    steps_per_epoch: int = positive(20)
     lr: float = field(default=1e-3, metadata={"gt": 0})
     weight_decay: float = field(default=1e-4, metadata={"ge": 0})
     warmup_epochs: int = field(default=2, metadata={"ge": 0})
-    patience: int = positive(10)
+    patience: int = positive(10)  # epochs without a better validation score before stopping
     checkpoint_every: int = positive(1)
     amp: bool = True  # bfloat16 autocast on CUDA
     val_fraction: float = fraction(0.15)  # training targets held out for early stopping (and shrinkage)

@@ -44,6 +44,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     amp: bool = True
     grad_clip: float = 1.0
+    restore_best: bool = True  # end on the best epoch's weights (False: the last epoch's, e.g. the spatial fits)
 
     @classmethod
     def from_params(cls, params: Any) -> TrainConfig:
@@ -90,8 +91,13 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
           step: Callable[[Any, int], tuple[Any, dict[str, float], int]],
           validate: Callable[[], float] | None, cfg: TrainConfig, seed: int, device: str,
           checkpoint: str | os.PathLike | None = None, on_epoch_start: Callable[[int], None] | None = None,
-          desc: str = "training") -> dict[str, Any]:
+          desc: str = "training", extra_state: tuple[Callable[[], Any], Callable[[Any], None]] | None = None
+          ) -> dict[str, Any]:
     """Train ``module``; returns the log. ``step(generator, epoch) -> (loss, parts, n_cells)``.
+
+    ``extra_state`` = (get, set): state the caller's step owns beyond the module and optimiser (e.g. a random
+    generator that runs across epochs), saved in every checkpoint and restored on resume. ``cfg.patience`` 0 turns
+    early stopping off.
 
     ``param_groups`` may be a function of the epoch (a new optimiser group layout starts a new phase, e.g. the
     unfrozen querier); the optimiser is rebuilt when the layout changes and its state restored on resume.
@@ -119,7 +125,7 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
 
     if ckpt and ckpt.exists():
         (start_epoch, history, best, bad, best_state, wall_before, cells_seen), opt, layout = _resume(
-            ckpt, module, make_opt, device)
+            ckpt, module, make_opt, device, extra_state)
     use_amp = cfg.amp and str(device).startswith("cuda")
     t0 = time.perf_counter()
     stopped_early = False
@@ -127,7 +133,7 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, mininterval=5, initial=start_epoch, total=cfg.epochs,
                disable=not dist.is_main())
     for epoch in bar:
-        if bad >= cfg.patience:
+        if cfg.patience and bad >= cfg.patience:
             stopped_early = True
             break
         if on_epoch_start:
@@ -175,9 +181,10 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
             _save_checkpoint(ckpt, {"module": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                                     "history": history, "best": best, "bad": bad, "best_state": best_state,
                                     "layout": list(map(list, layout)), "cells_seen": cells_seen,
-                                    "wall_s": wall_before + time.perf_counter() - t0})
+                                    "wall_s": wall_before + time.perf_counter() - t0,
+                                    "extra": extra_state[0]() if extra_state else None})
     dist.barrier()  # every process past the last checkpoint before any goes on
-    if best_state is not None:
+    if best_state is not None and cfg.restore_best:
         module.load_state_dict(best_state)
     wall = wall_before + time.perf_counter() - t0
     return {"loss_curve": history["loss"], "val_curve": history["val"], "loss_parts": history["parts"],
@@ -187,12 +194,15 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
             "world_size": dist.world_size(), "train_config": asdict(cfg)}
 
 
-def _resume(ckpt: Path, module, make_opt: Callable, device: str):
-    """Restore module, optimiser (when its group layout is the same) and loop state from checkpoint ``ckpt``."""
+def _resume(ckpt: Path, module, make_opt: Callable, device: str, extra_state=None):
+    """Restore module, optimiser (when its group layout is the same), the caller's extra state and the loop state
+    from checkpoint ``ckpt``."""
     import torch
 
     state = torch.load(ckpt, map_location=device, weights_only=False)
     module.load_state_dict(state["module"])
+    if extra_state and state.get("extra") is not None:
+        extra_state[1](state["extra"])
     start_epoch = state["epoch"]
     opt, layout = make_opt(start_epoch)
     if state.get("layout") == list(map(list, layout)):

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -24,17 +24,23 @@ import torch
 from torch import nn
 
 from pertpipe.models.modules.layers import mlp
+from pertpipe.models.params import TrainingParams, fraction
 
 
 
 @dataclass
-class SpatialParams:
-    """Settings of the latent space, the pseudo-labels and lrimpute (config ``spatial.model``)."""
+class SpatialParams(TrainingParams):
+    """Settings of the latent space, the pseudo-labels and lrimpute (config ``spatial.model``).
+
+    The training fields are the shared loop's (:class:`~pertpipe.models.params.TrainingParams`) with the spatial fits'
+    defaults: Adam (weight_decay 0), no warm-up, no early stopping (patience 0: every epoch runs) and the last
+    epoch's weights kept; ``val_fraction`` is the share of visible shared genes held out to choose k (``k: auto``).
+    """
 
     k: int | Literal["auto"] = "auto"  # matched cells per spot; auto = chosen on validation genes (k_candidates)
     k_candidates: tuple[int, ...] = (5, 10, 20, 50)
     align_k: int = 20  # matched items per spot/cell in the alignment pull while the encoders train
-    val_fraction: float = 0.2  # auto k: share of the visible shared genes held out of a validation latent fit
+    val_fraction: float = fraction(0.2)  # auto k: share of the visible shared genes held out of a validation latent fit
     match: Literal["cosine", "csls"] = "cosine"
     latent_dim: int = 32
     hidden: int = 128
@@ -43,7 +49,10 @@ class SpatialParams:
     align_start: float = 0.2  # fraction of the encoder epochs before the kNN pull starts
     decoder_epochs: int = 100
     max_targets: int = 300  # ligand -> target term: the targets with the most prior mass
-    lr: float = 1e-3
+    lr: float = field(default=1e-3, metadata={"gt": 0})
+    weight_decay: float = field(default=0.0, metadata={"ge": 0})
+    warmup_epochs: int = field(default=0, metadata={"ge": 0})
+    patience: int = field(default=0, metadata={"ge": 0})  # 0: no early stopping
     batch_size: int = 256
     w_obs: float = 1.0
     w_ppi: float = 0.1
@@ -232,45 +241,75 @@ def pca_basis(x: np.ndarray, n: int) -> np.ndarray:
     return basis.astype(np.float32)
 
 
-def fit_latent(x_sp: np.ndarray, x_sc: np.ndarray, params: SpatialParams) -> tuple[np.ndarray, np.ndarray, dict]:
+def _loop_config(params: SpatialParams, epochs: int, steps: int) -> Any:
+    """The shared loop's settings for a spatial fit: a full pass over the data per epoch (``steps`` batches), no
+    gradient clipping, the last epoch's weights kept."""
+    from dataclasses import replace
+
+    from pertpipe.models.training import TrainConfig
+
+    return replace(TrainConfig.from_params(params), epochs=epochs, steps_per_epoch=steps, grad_clip=0.0,
+                   restore_best=False)
+
+
+def _generator_state(g: torch.Generator) -> tuple:
+    """(get, set) of a generator that runs across epochs, for the shared loop's checkpoints (exact resume)."""
+    return (lambda: g.get_state(), lambda state: g.set_state(state))
+
+
+def fit_latent(x_sp: np.ndarray, x_sc: np.ndarray, params: SpatialParams, *, checkpoint: str | None = None
+               ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Latent codes (spots, cells) of the two standardised shared-gene matrices, aligned by kNN: every epoch each
     spot's k matched cells (and each cell's k matched spots: the pull goes both ways, so spots do not collapse onto
-    a few hub cells) give a fixed centroid that the code is pulled toward."""
+    a few hub cells) give a fixed centroid that the code is pulled toward. Trained by the shared loop
+    (:func:`pertpipe.models.training.train`), which checkpoints to ``checkpoint`` and resumes from it."""
+    from pertpipe.io import pick_device
+    from pertpipe.models.training import train
+
     torch.manual_seed(params.seed)
     g = _generator(params.seed)
-    model = LatentModule(x_sp.shape[1], params.hidden, params.latent_dim, pca_basis(x_sc, params.latent_dim))
-    opt = torch.optim.Adam(model.parameters(), lr=params.lr)
-    t_sp, t_sc = torch.from_numpy(x_sp), torch.from_numpy(x_sc)
+    dev = pick_device(params.device, field="spatial.model.device")
+    model = LatentModule(x_sp.shape[1], params.hidden, params.latent_dim, pca_basis(x_sc, params.latent_dim)).to(dev)
+    t_sp, t_sc = torch.from_numpy(x_sp).to(dev), torch.from_numpy(x_sc).to(dev)
     start = int(params.align_start * params.encoder_epochs)
     bs = params.batch_size
-    history = []
-    for epoch in range(params.encoder_epochs):
-        cen_sp = cen_sc = None
+    n_steps = max(1, int(np.ceil(max(len(t_sp), len(t_sc)) / bs)))
+    ep: dict[str, Any] = {}
+
+    def on_epoch_start(epoch: int) -> None:
+        ep.update(cen_sp=None, cen_sc=None, step=0)
         if epoch >= start and params.align_weight > 0:
             with torch.no_grad():
-                z_sp, z_sc = model.encode_sp(t_sp).numpy(), model.encode_sc(t_sc).numpy()
+                z_sp, z_sc = model.encode_sp(t_sp).cpu().numpy(), model.encode_sc(t_sc).cpu().numpy()
             idx, _ = match_cells(z_sp, z_sc, params.align_k, metric=params.match)
-            cen_sp = torch.from_numpy(_unit(z_sc)[idx].mean(1))
+            ep["cen_sp"] = torch.from_numpy(_unit(z_sc)[idx].mean(1)).to(dev)
             idx_c, _ = match_cells(z_sc, z_sp, params.align_k, metric=params.match)
-            cen_sc = torch.from_numpy(_unit(z_sp)[idx_c].mean(1))
-        perm_sp = torch.randperm(len(t_sp), generator=g)
-        perm_sc = torch.randperm(len(t_sc), generator=g)
-        n_steps = max(1, int(np.ceil(max(len(t_sp), len(t_sc)) / bs)))
-        total = 0.0
-        for step in range(n_steps):
-            b_sp = perm_sp[(step * bs) % len(t_sp):][:bs]
-            b_sc = perm_sc[(step * bs) % len(t_sc):][:bs]
-            loss = model.loss(t_sp[b_sp], t_sc[b_sc], cen_sp[b_sp] if cen_sp is not None else None,
-                              cen_sc[b_sc] if cen_sc is not None else None, params.align_weight)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-        history.append(total / n_steps)
+            ep["cen_sc"] = torch.from_numpy(_unit(z_sp)[idx_c].mean(1)).to(dev)
+        ep["perm_sp"] = torch.randperm(len(t_sp), generator=g).to(dev)
+        ep["perm_sc"] = torch.randperm(len(t_sc), generator=g).to(dev)
+
+    def step(_gen, _epoch):
+        k = ep["step"]
+        ep["step"] += 1
+        b_sp = ep["perm_sp"][(k * bs) % len(t_sp):][:bs]
+        b_sc = ep["perm_sc"][(k * bs) % len(t_sc):][:bs]
+        cen_sp, cen_sc = ep["cen_sp"], ep["cen_sc"]
+        loss = model.loss(t_sp[b_sp], t_sc[b_sc], cen_sp[b_sp] if cen_sp is not None else None,
+                          cen_sc[b_sc] if cen_sc is not None else None, params.align_weight)
+        return loss, {}, len(b_sp) + len(b_sc)
+
+    tlog = None
+    if params.encoder_epochs > 0:
+        tlog = train(model, param_groups=[{"params": list(model.parameters())}], step=step, validate=None,
+                     cfg=_loop_config(params, params.encoder_epochs, n_steps), seed=params.seed, device=str(dev),
+                     checkpoint=checkpoint, on_epoch_start=on_epoch_start, desc="spatial latent",
+                     extra_state=_generator_state(g))
     model.eval()
     with torch.no_grad():
-        z_sp, z_sc = model.encode_sp(t_sp).numpy(), model.encode_sc(t_sc).numpy()
-    return z_sp, z_sc, {"loss_first": history[0] if history else None, "loss_last": history[-1] if history else None}
+        z_sp, z_sc = model.encode_sp(t_sp).cpu().numpy(), model.encode_sc(t_sc).cpu().numpy()
+    curve = tlog["loss_curve"] if tlog else []
+    return z_sp, z_sc, {"loss_first": curve[0] if curve else None, "loss_last": curve[-1] if curve else None,
+                        "epochs_run": len(curve)}
 
 
 class LRImputeModule(nn.Module):
@@ -325,17 +364,53 @@ class ImputeInputs:
     targets: np.ndarray | None = None  # spots x target genes (log1p, spatial)
 
 
-def fit_lrimpute(inp: ImputeInputs, params: SpatialParams) -> tuple[LRImputeModule, dict[str, Any]]:
+def fit_lrimpute(inp: ImputeInputs, params: SpatialParams, *, checkpoint: str | None = None
+                 ) -> tuple[LRImputeModule, dict[str, Any]]:
+    """The LR-only decoder on one slide's inputs, trained by the shared loop (a full pass over the spots per epoch;
+    a last batch of one spot is skipped), checkpointed to ``checkpoint`` and resumed from it."""
+    from pertpipe.io import pick_device
+    from pertpipe.models.training import train
+
     torch.manual_seed(params.seed)
     g = _generator(params.seed + 1)
+    dev = pick_device(params.device, field="spatial.model.device")
     col = {gname: j for j, gname in enumerate(inp.out_genes)}
-    model = LRImputeModule(inp.z_sp.shape[1], params.hidden, len(inp.out_genes))
-    opt = torch.optim.Adam(model.parameters(), lr=params.lr)
-    z = torch.from_numpy(inp.z_sp.astype(np.float32))
+    model = LRImputeModule(inp.z_sp.shape[1], params.hidden, len(inp.out_genes)).to(dev)
+    t = {k_: v.to(dev) if isinstance(v, torch.Tensor) else v for k_, v in _impute_tensors(inp, params, col).items()}
+    bs = params.batch_size
+    starts = [s_ for s_ in range(0, len(t["z"]), bs) if min(bs, len(t["z"]) - s_) >= 2]
+    ep: dict[str, Any] = {}
+
+    def on_epoch_start(_epoch: int) -> None:
+        ep.update(perm=torch.randperm(len(t["z"]), generator=g).to(dev), step=0)
+
+    def step(_gen, _epoch):
+        b = ep["perm"][starts[ep["step"]]:starts[ep["step"]] + bs]
+        ep["step"] += 1
+        terms = model.loss(t["z"][b], t["labels"][b], t["mask"][b], t["obs"][b] if t["obs"] is not None else None,
+                           t["obs_cols"], t["mu"], t["sd"], w_obs=params.w_obs, laplacian=t["lap"], w_ppi=params.w_ppi,
+                           lig_cols=t["lig_cols"], prior=t["prior"],
+                           targets=t["targets"][b] if t["targets"] is not None else None, w_lt=params.w_lt)
+        return terms["total"], {k_: float(v.detach()) for k_, v in terms.items() if k_ != "total"}, len(b)
+
+    tlog = None
+    if params.decoder_epochs > 0 and starts:
+        tlog = train(model, param_groups=[{"params": list(model.parameters())}], step=step, validate=None,
+                     cfg=_loop_config(params, params.decoder_epochs, len(starts)), seed=params.seed + 1,
+                     device=str(dev), checkpoint=checkpoint, on_epoch_start=on_epoch_start, desc="lrimpute",
+                     extra_state=_generator_state(g))
+    model.cpu().eval()
+    curve, parts = (tlog["loss_curve"], tlog["loss_parts"]) if tlog else ([], [])
+    per_epoch = [{**p, "total": c} for p, c in zip(parts, curve)]
+    return model, {"loss_first": per_epoch[0] if per_epoch else {}, "loss_last": per_epoch[-1] if per_epoch else {},
+                   "epochs": params.decoder_epochs}
+
+
+def _impute_tensors(inp: ImputeInputs, params: SpatialParams, col: dict[str, int]) -> dict[str, Any]:
+    """lrimpute's training tensors: latent codes, pseudo-labels, mask, the spot's own measured LR genes (rescaled to
+    the labels' per-gene spread), and the prior matrices."""
     labels = torch.from_numpy(inp.labels)
-    mask = torch.from_numpy(inp.mask if params.mask else np.ones_like(inp.mask))
-    mu = labels.mean(0)
-    sd = labels.std(0).clamp(min=1e-3)
+    mu, sd = labels.mean(0), labels.std(0).clamp(min=1e-3)
     obs = obs_cols = None
     if inp.obs is not None and inp.obs_genes:
         cols = [col[gn] for gn in inp.obs_genes]
@@ -343,33 +418,15 @@ def fit_lrimpute(inp: ImputeInputs, params: SpatialParams) -> tuple[LRImputeModu
         o_std = (o - o.mean(0)) / np.where(o.std(0) > 0, o.std(0), 1.0)
         obs = torch.from_numpy((o_std * sd.numpy()[cols] + mu.numpy()[cols]).astype(np.float32))
         obs_cols = torch.tensor(cols, dtype=torch.long)
-    lap = torch.from_numpy(inp.laplacian.astype(np.float32)) if inp.laplacian is not None else None
-    prior = torch.from_numpy(inp.prior.astype(np.float32)) if inp.prior is not None else None
-    lig_cols = torch.tensor([col[x] for x in inp.ligands], dtype=torch.long) if inp.ligands else None
-    targets = torch.from_numpy(inp.targets.astype(np.float32)) if inp.targets is not None else None
-    bs = params.batch_size
-    history: list[dict[str, float]] = []
-    for _ in range(params.decoder_epochs):
-        perm = torch.randperm(len(z), generator=g)
-        sums: dict[str, float] = {}
-        n_b = 0
-        for s in range(0, len(z), bs):
-            b = perm[s:s + bs]
-            if len(b) < 2:
-                continue
-            terms = model.loss(z[b], labels[b], mask[b], obs[b] if obs is not None else None, obs_cols, mu, sd,
-                               w_obs=params.w_obs, laplacian=lap, w_ppi=params.w_ppi, lig_cols=lig_cols,
-                               prior=prior, targets=targets[b] if targets is not None else None, w_lt=params.w_lt)
-            opt.zero_grad()
-            terms["total"].backward()
-            opt.step()
-            for k_, v in terms.items():
-                sums[k_] = sums.get(k_, 0.0) + float(v.detach())
-            n_b += 1
-        history.append({k_: v / max(1, n_b) for k_, v in sums.items()})
-    model.eval()
-    return model, {"loss_first": history[0] if history else {}, "loss_last": history[-1] if history else {},
-                   "epochs": params.decoder_epochs}
+
+    def tensor(a: np.ndarray | None) -> torch.Tensor | None:
+        return torch.from_numpy(a.astype(np.float32)) if a is not None else None
+
+    return {"z": torch.from_numpy(inp.z_sp.astype(np.float32)), "labels": labels, "mu": mu, "sd": sd,
+            "mask": torch.from_numpy(inp.mask if params.mask else np.ones_like(inp.mask)), "obs": obs,
+            "obs_cols": obs_cols, "lap": tensor(inp.laplacian), "prior": tensor(inp.prior),
+            "lig_cols": torch.tensor([col[x] for x in inp.ligands], dtype=torch.long) if inp.ligands else None,
+            "targets": tensor(inp.targets)}
 
 
 def predict_lrimpute(model: LRImputeModule, z_sp: np.ndarray, labels: np.ndarray, mask: np.ndarray | None

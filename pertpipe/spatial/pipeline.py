@@ -107,7 +107,7 @@ class Latent:
     info: dict[str, Any]
 
 
-def choose_k(prep: Prepared, params: SpatialParams) -> tuple[int, dict[str, float]]:
+def choose_k(prep: Prepared, params: SpatialParams, *, checkpoint: str | None = None) -> tuple[int, dict[str, float]]:
     """``k: auto``: hold a random ``val_fraction`` of the visible shared genes out of a second latent fit and take
     the k whose kNN mean predicts them best (median PCC across spots). Only visible genes are used, so a k-fold's
     held-out genes never inform the choice."""
@@ -120,7 +120,7 @@ def choose_k(prep: Prepared, params: SpatialParams) -> tuple[int, dict[str, floa
         return params.align_k, {}
     val = np.sort(rng.choice(n, n_val, replace=False))
     keep = np.setdiff1d(np.arange(n), val)
-    z_sp, z_sc, _ = fit_latent(prep.x_sp[:, keep], prep.x_sc[:, keep], params)
+    z_sp, z_sc, _ = fit_latent(prep.x_sp[:, keep], prep.x_sc[:, keep], params, checkpoint=checkpoint)
     val_genes = [prep.input_genes[j] for j in val]
     y = columns(prep.sc_log, prep.sc_cols(val_genes))
     sp_col = {g: j for j, g in enumerate(prep.sp_genes)}
@@ -134,9 +134,14 @@ def choose_k(prep: Prepared, params: SpatialParams) -> tuple[int, dict[str, floa
     return int(best), scores
 
 
-def latent(prep: Prepared, params: SpatialParams) -> Latent:
-    k, k_scores = (params.k, {}) if params.k != "auto" else choose_k(prep, params)
-    z_sp, z_sc, info = fit_latent(prep.x_sp, prep.x_sc, params)
+def latent(prep: Prepared, params: SpatialParams, *, checkpoint: str | None = None) -> Latent:
+    """The shared latent space and each spot's k matched cells; with ``checkpoint`` both latent fits (the auto-k
+    validation fit and the final one) checkpoint and resume through the shared loop."""
+    from pertpipe.models.training import stage_checkpoint
+
+    k, k_scores = ((params.k, {}) if params.k != "auto"
+                   else choose_k(prep, params, checkpoint=stage_checkpoint(checkpoint, "auto_k")))
+    z_sp, z_sc, info = fit_latent(prep.x_sp, prep.x_sc, params, checkpoint=checkpoint)
     info.update({"k": int(k), "k_validation_pcc": k_scores})
     idx, score = match_cells(z_sp, z_sc, k, metric=params.match)
     info["median_match_score"] = float(np.median(score))

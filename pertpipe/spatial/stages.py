@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import logging
 from typing import Any
 
@@ -108,11 +110,13 @@ def load_priors(npz: str, *, use_ppi: bool = True, use_lt: bool = True) -> Prior
 
 
 def run_knn_labels(spatial_path: str, scrna_path: str, lr_json: str, params: SpatialParams, out_h5ad: str,
-                   out_json: str) -> dict[str, Any]:
+                   out_json: str, *, checkpoint: str | None = None) -> dict[str, Any]:
+    """Latent space + pseudo-labels; the latent fits checkpoint to ``checkpoint`` (resumed when a killed job runs
+    again), removed once the outputs are written."""
     spatial, scrna = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path)
     genes = read_json(lr_json)["lr_genes"]
     prep = prepare(spatial, scrna, max_input_genes=params.max_input_genes)
-    lat = latent(prep, params)
+    lat = latent(prep, params, checkpoint=checkpoint)
     labels, mask = knn_labels(lat.idx, prep.sc_log[:, prep.sc_cols(genes)], prep.sc_counts[:, prep.sc_cols(genes)])
     frac, types = cell_type_fractions(prep, lat)
     out = ad.AnnData(X=labels, obs=pd.DataFrame(index=spatial.obs_names), var=pd.DataFrame(index=pd.Index(genes)))
@@ -125,7 +129,16 @@ def run_knn_labels(spatial_path: str, scrna_path: str, lr_json: str, params: Spa
             "masked_fraction": float(1 - mask.mean()),
             "matched_cell_types": {t: float(frac[:, i].mean()) for i, t in enumerate(types)}}
     write_json(info, out_json)
+    _remove_checkpoints(checkpoint)
     return info
+
+
+def _remove_checkpoints(checkpoint: str | None) -> None:
+    """Training finished and its outputs are written: the resume checkpoints are not needed."""
+    from pertpipe.models.training import checkpoint_files
+
+    for ckpt in checkpoint_files(checkpoint) if checkpoint else []:
+        os.remove(ckpt)
 
 
 def _lat_from(knn: ad.AnnData) -> Latent:
@@ -133,18 +146,20 @@ def _lat_from(knn: ad.AnnData) -> Latent:
 
 
 def run_train(spatial_path: str, scrna_path: str, knn_path: str, priors_npz: str, params: SpatialParams,
-              out_model: str, out_json: str) -> dict[str, Any]:
+              out_model: str, out_json: str, *, checkpoint: str | None = None) -> dict[str, Any]:
+    """lrimpute on the slide; trained by the shared loop with resume checkpoints at ``checkpoint``."""
     spatial, scrna, knn = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path), ad.read_h5ad(knn_path)
     genes = list(knn.var_names)
     prep = prepare(spatial, scrna, max_input_genes=params.max_input_genes)
     inp = impute_inputs(prep, _lat_from(knn), genes, load_priors(priors_npz), params)
-    model, info = fit_lrimpute(inp, params)
+    model, info = fit_lrimpute(inp, params, checkpoint=checkpoint)
     with atomic_path(out_model, suffix=".pt") as tmp:
         torch.save({"state_dict": model.state_dict(), "out_genes": inp.out_genes,
                     "params": params.__dict__, "latent_dim": inp.z_sp.shape[1]}, tmp)
     info.update({"n_out_genes": len(inp.out_genes), "n_observed_lr_genes": len(inp.obs_genes or []),
                  "n_lt_targets": 0 if inp.targets is None else int(inp.targets.shape[1])})
     write_json(info, out_json)
+    _remove_checkpoints(checkpoint)
     return info
 
 

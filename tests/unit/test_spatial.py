@@ -7,6 +7,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import scipy.sparse as sp
 
 from pertpipe.data.registry import Registry
@@ -336,3 +337,59 @@ def test_spatial_settings_use_the_models_checker(values, msg):
         SpatialParams.from_config(values)
     assert msg in str(err.value)
     assert SpatialParams.from_config({"k_candidates": [5, 10], "k": "auto"}).k_candidates == (5, 10)
+
+
+# -- the spatial fits run on the shared training loop: killed mid-run, they resume to the same weights -------------
+_FIT = r'''
+import sys
+import numpy as np, torch
+torch.set_num_threads(1)
+from pertpipe.spatial.model import ImputeInputs, SpatialParams, fit_latent, fit_lrimpute
+
+
+def fit(which, checkpoint):
+    rng = np.random.default_rng(0)
+    if which == "latent":
+        p = SpatialParams(encoder_epochs=40, batch_size=32, latent_dim=8, hidden=32, align_start=0.1, seed=1)
+        x_sp, x_sc = (rng.normal(size=(n, 60)).astype(np.float32) for n in (600, 500))
+        return np.concatenate(fit_latent(x_sp, x_sc, p, checkpoint=checkpoint)[:2])
+    p = SpatialParams(decoder_epochs=60, batch_size=16, hidden=32, seed=1)
+    n, g = 2000, 30
+    inp = ImputeInputs(rng.normal(size=(n, 8)).astype(np.float32), rng.random((n, g)).astype(np.float32),
+                       rng.random((n, g)) > 0.2, [f"g{i}" for i in range(g)], obs=rng.random((n, 3)).astype(np.float32),
+                       obs_genes=["g0", "g1", "g2"], laplacian=np.eye(g, dtype=np.float32))
+    model, _ = fit_lrimpute(inp, p, checkpoint=checkpoint)
+    return torch.cat([t.flatten() for t in model.state_dict().values()]).numpy()
+
+
+if __name__ == "__main__":
+    fit(sys.argv[1], sys.argv[2])
+'''
+
+
+@pytest.mark.parametrize("which", ["latent", "lrimpute"])
+def test_spatial_training_resumes_after_sigkill(tmp_path, which):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO, kill_at_checkpoint
+
+    (tmp_path / "fit_spatial.py").write_text(_FIT)
+    ckpt = tmp_path / "checkpoint.pt"
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "fit_spatial.py"), which, str(ckpt)],
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    killed_at = kill_at_checkpoint(proc, ckpt, min_epoch=2, timeout=120)
+    assert killed_at is not None and killed_at < (40 if which == "latent" else 60), "not killed mid-training"
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import fit_spatial
+
+        resumed = fit_spatial.fit(which, str(ckpt))  # picks up at the killed run's last checkpoint
+        straight = fit_spatial.fit(which, None)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("fit_spatial", None)
+    np.testing.assert_array_equal(resumed, straight)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == (40 if which == "latent" else 60)
