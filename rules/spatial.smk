@@ -198,6 +198,7 @@ rule spatial_report:
     output:
         json=spatial_path("spatial_report.json"),
         txt=report(spatial_path("spatial_report.txt"), caption="../report/spatial.rst", category="Spatial"),
+        html=report(spatial_path("spatial_report.html"), caption="../report/spatial.rst", category="Spatial"),
         maps=report(spatial_path("figures/maps.png"), caption="../report/spatial.rst", category="Spatial"),
         metrics=report(spatial_path("figures/metrics.png"), caption="../report/spatial.rst", category="Spatial"),
     params:

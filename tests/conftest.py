@@ -282,9 +282,10 @@ def kill_at_checkpoint(proc: subprocess.Popen, watch: Path, *, min_epoch: int, t
     return killed_at
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def knowledge_demo(tmp_path_factory) -> dict[str, Path]:
-    """The tiny demo through stage 1 and the knowledge stage (the deep models' inputs), once per test module."""
+    """The tiny demo through stage 1 and the knowledge stage (the deep models' inputs), built once per test session
+    and shared by every workflow test that only reads its outputs (DyGenePT, CFM-VC, data-parallel tests)."""
     wd = tmp_path_factory.mktemp("kdemo")
     os.environ["HF_HUB_OFFLINE"] = "1"
     run_snakemake(wd, {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500},

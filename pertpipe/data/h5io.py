@@ -346,7 +346,7 @@ class _DenseSink:
     """A dense X (anndata's ``array`` encoding) filled row block by row block: for outputs that are dense anyway
     (predicted cells: every gene shifted), half the bytes of a CSR and what readers densify to in any case."""
 
-    def __init__(self, f: h5py.File, name: str, n_vars: int, dtype: np.dtype) -> None:
+    def __init__(self, f: h5py.File | h5py.Group, name: str, n_vars: int, dtype: np.dtype) -> None:
         rows_per_chunk = max(1, _DATA_CHUNK // max(1, n_vars))
         self.ds = f.create_dataset(name, shape=(0, n_vars), maxshape=(None, n_vars), dtype=np.dtype(dtype),
                                    chunks=(rows_per_chunk, n_vars))
@@ -373,13 +373,14 @@ class H5adWriter:
     >>> with H5adWriter(path, obs=obs, var=var, uns=uns, layers={"counts": np.int32}) as w:
     ...     w.append(x_block, counts=count_block)
 
-    ``dense=True`` stores X as a dense array (layers stay CSR).
+    ``dense=True`` stores X as a dense array; layers are CSR except those named in ``dense_layers``.
     """
 
     def __init__(self, path: str | os.PathLike, *, obs: pd.DataFrame, var: pd.DataFrame,
                  uns: dict[str, Any] | None = None, dtype: np.dtype | type = np.float32,
                  layers: dict[str, np.dtype | type] | None = None,
-                 obsm: dict[str, np.ndarray] | None = None, dense: bool = False) -> None:
+                 obsm: dict[str, np.ndarray] | None = None, dense: bool = False,
+                 dense_layers: tuple[str, ...] | list[str] = ()) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
@@ -404,7 +405,8 @@ class H5adWriter:
         layer_group = self._f.create_group("layers")
         layer_group.attrs["encoding-type"] = "dict"
         layer_group.attrs["encoding-version"] = "0.1.0"
-        self._layers = {name: _CSRSink(layer_group.create_group(name), n_vars, dt, index_dtype)
+        self._layers = {name: (_DenseSink(layer_group, name, n_vars, dt) if name in dense_layers
+                               else _CSRSink(layer_group.create_group(name), n_vars, dt, index_dtype))
                         for name, dt in (layers or {}).items()}
         self._closed = False
 
@@ -472,3 +474,36 @@ def read_var(path: str | os.PathLike) -> pd.DataFrame:
 def read_uns(path: str | os.PathLike) -> dict[str, Any]:
     with h5py.File(path, "r") as f:
         return read_elem(f["uns"]) if "uns" in f else {}
+
+
+def read_anndata(path: str | os.PathLike) -> Any:
+    """A whole (small) h5ad file as an AnnData, read through :class:`H5adReader`: X and every layer as stored (a
+    dense array stays dense, CSR stays CSR), obs, var, obsm and uns; a missing or broken file is a ContractError
+    naming it. For the spatial branch's own files (a slide and its reference fit in memory)."""
+    import anndata as ad
+
+    with H5adReader(path) as r:
+        def matrix(layer: str | None) -> Any:
+            if r.encoding(layer) == "array":
+                return np.asarray(r._elem(layer)[...])
+            return r.read_masked(layer=layer)
+
+        x = matrix(None)
+        layers = {name: matrix(name) for name in r.layers()}
+        obsm = {key: r.obsm(key) for key in r.obsm_keys()}
+        return ad.AnnData(X=x, obs=r.obs, var=r.var, layers=layers, obsm=obsm, uns=r.uns())
+
+
+def write_anndata(adata: Any, path: str | os.PathLike) -> None:
+    """Write an in-memory AnnData with :class:`H5adWriter` (atomic: the file appears only when complete), keeping
+    each matrix's dtype and storage (dense or CSR)."""
+    def stored(m: Any) -> tuple[Any, bool]:
+        return (m.tocsr(), False) if sp.issparse(m) else (np.asarray(m), True)
+
+    x, x_dense = stored(adata.X)
+    layers = {k: stored(v) for k, v in adata.layers.items()}
+    with H5adWriter(path, obs=adata.obs, var=adata.var, uns=dict(adata.uns), dtype=x.dtype, dense=x_dense,
+                    layers={k: m.dtype for k, (m, _d) in layers.items()},
+                    dense_layers=[k for k, (_m, d) in layers.items() if d],
+                    obsm={k: np.asarray(v) for k, v in adata.obsm.items()}) as w:
+        w.append(x, **{k: m for k, (m, _d) in layers.items()})

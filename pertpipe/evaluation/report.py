@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pertpipe import CONTROL_LABEL
+from pertpipe import CONTROL_LABEL, report_page
 from pertpipe.io import atomic_path, read_json, write_text
 
 def leaderboard_columns() -> list[str]:
@@ -62,12 +58,7 @@ def write_leaderboard(board: pd.DataFrame, csv_path: str | os.PathLike, md_path:
 
 
 def _fig_to_img(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
+    return report_page.figure(fig)
 
 
 def _plot_scores(board: pd.DataFrame) -> str:
@@ -181,7 +172,7 @@ def _plot_attention(attn: dict[str, pd.DataFrame]) -> str:
 
 
 def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, classes="t")
+    return report_page.table(df)
 
 
 def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], consistency: dict[str, dict],
@@ -204,12 +195,6 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
                           **{f"{k} max |Δ|": v["max_abs_diff"] for k, v in c["metrics"].items()}}
                          for m, c in consistency.items()])
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>pertpipe report: {html.escape(dataset)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:3px 8px;"
-        "border-bottom:1px solid #ddd;text-align:right}h2{margin-top:1.6em}</style></head><body>",
-        f"<h1>pertpipe report: {html.escape(dataset)}</h1>",
         "<h2>Leaderboard</h2>", _table(board), _plot_scores(board),
         "<p>Scaled scores come from <code>cell-eval score</code> against the cell-mean baseline "
         "(<code>cell-eval baseline</code>'s definition): 0 = baseline, 1 = perfect, clipped at 0.</p>",
@@ -228,9 +213,8 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
         "results.csv is the local scorer's own and there is nothing to compare (empty cells).</p>",
         "<h2>Stage 1</h2>", _table(s1),
         "<h2>Versions</h2>", _table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])),
-        "</body></html>",
     ]
-    return "\n".join(parts)
+    return report_page.page(f"pertpipe report: {dataset}", parts)
 
 
 def consistency(celleval_results: str | os.PathLike, local_results: pd.DataFrame) -> dict[str, Any]:
@@ -259,5 +243,4 @@ def read_bulk(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def write_report(path: str | os.PathLike, text: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_text(text, path)
+    report_page.write(path, text)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 
+from pertpipe import report_page
+from pertpipe.data.h5io import read_anndata
 from pertpipe.io import atomic_path, read_json, write_json, write_text
 
 
@@ -36,7 +37,7 @@ def maps_figure(heldout_path: str, imputed_path: str, genes: list[str], out_png:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    h, imp = ad.read_h5ad(heldout_path), ad.read_h5ad(imputed_path)
+    h, imp = read_anndata(heldout_path), read_anndata(imputed_path)
     xy = np.asarray(h.obsm["spatial"])
     methods = [m for m in ("lrimpute", "knn_mean", "tangram") if m in h.layers]
     unmeasured = [g for g in imp.var_names[~imp.var["measured_in_spatial"].to_numpy()]]
@@ -84,7 +85,9 @@ def metrics_figure(per_gene_csv: str, out_png: str) -> None:
 
 
 def spatial_report(dataset: str, artifacts: dict[str, str], *, n_genes: int, out_json: str, out_txt: str,
-                   out_maps: str, out_metrics: str) -> dict[str, Any]:
+                   out_maps: str, out_metrics: str, out_html: str | None = None) -> dict[str, Any]:
+    """The review as JSON and text, its two figures, and (``out_html``) one HTML page written by the report writer
+    every task uses (:mod:`pertpipe.report_page`)."""
     inputs, lr = read_json(artifacts["inputs_json"]), read_json(artifacts["lr_genes"])
     priors, knn = read_json(artifacts["priors_json"]), read_json(artifacts["knn_json"])
     train, evaluation = read_json(artifacts["train_json"]), read_json(artifacts["evaluation"])
@@ -106,7 +109,43 @@ def spatial_report(dataset: str, artifacts: dict[str, str], *, n_genes: int, out
     }
     write_json(rep, out_json)
     write_text(render_text(rep), out_txt)
+    if out_html:
+        report_page.write(out_html, render_html(rep))
     return rep
+
+
+def render_html(rep: dict[str, Any]) -> str:
+    """The spatial report as one page: the inputs, the metric table (medians over held-out LR genes; the metric
+    table's ``spatial`` entries), lrimpute against each method, communication recovery, the figures inlined."""
+    i, lr, ev, c = rep["inputs"], rep["lr_genes"], rep["evaluation"], rep["communication"]
+    facts = pd.DataFrame([
+        ("spatial", f"{i['spatial']['n_spots']} spots x {i['spatial']['n_genes']} genes"),
+        ("scRNA-seq", f"{i['scrna']['n_cells']} cells x {i['scrna']['n_genes']} genes, "
+                      f"{len(i['scrna']['cell_types'])} cell types"),
+        ("shared genes", str(i["shared_genes"])),
+        ("LR genes imputed", f"{lr['n_lr_genes_expressed']} ({lr['resource']}); {lr['measured_in_spatial']} measured "
+                             f"in the slide, {lr['heldout_eligible']} held out in k folds"),
+        ("priors", f"PPI {rep['priors'].get('ppi')} ({rep['priors'].get('ppi_edges', 0)} edges), ligand->target "
+                   f"{rep['priors'].get('ligand_target')}"),
+        ("kNN labels", f"k = {rep['knn_labels']['k']}, {rep['knn_labels']['n_distinct_matched_cells']} distinct "
+                       "matched cells"),
+    ], columns=["", "value"])
+    summary = pd.DataFrame([{"method": m, **s} for m, s in ev["summary"].items()])
+    versus = pd.DataFrame([{"method": m, **v} for m, v in ev["lrimpute_vs"].items()])
+    comm = pd.DataFrame([{"imputation": w, **{k: v for k, v in c[w].items() if not isinstance(v, (dict, list))}}
+                         for w in ("before", "after")])
+    parts = ["<h2>Inputs</h2>", report_page.table(facts),
+             f"<h2>Held-out LR genes ({ev['n_heldout_genes']}): medians per method</h2>", report_page.table(summary),
+             "<p>PCC, SSIM (higher is better), RMSE, JS (lower is better) per held-out gene, medians over genes; AS = "
+             "accuracy score (rank of each metric's median among the methods shown, averaged).</p>",
+             *([f"<p>Not run: {report_page.escape(', '.join(f'{m} ({w})' for m, w in ev['unavailable'].items()))}</p>"]
+               if ev["unavailable"] else []),
+             "<h2>lrimpute against each method</h2>", report_page.table(versus) if len(versus) else "<p>-</p>",
+             "<h2>Metrics per held-out gene</h2>", report_page.png_file(rep["figures"]["metrics"], "metrics"),
+             f"<h2>Maps ({report_page.escape(', '.join(rep['map_genes']))})</h2>",
+             report_page.png_file(rep["figures"]["maps"], "maps"),
+             f"<h2>Communication recovery ({c['n_pairs']} LR pairs)</h2>", report_page.table(comm)]
+    return report_page.page(f"pertpipe spatial report: {rep['dataset']}", parts)
 
 
 def render_text(rep: dict[str, Any]) -> str:

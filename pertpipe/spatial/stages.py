@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import logging
+import os
 from typing import Any
 
 import anndata as ad
@@ -13,6 +12,7 @@ import pandas as pd
 import torch
 
 from pertpipe.errors import ConfigError, ContractError
+from pertpipe.data.h5io import read_anndata, read_var, write_anndata
 from pertpipe.io import atomic_path, read_json, write_json
 from pertpipe.spatial import evaluate as ev
 from pertpipe.spatial.inputs import read_pair, summary
@@ -26,25 +26,20 @@ from pertpipe.spatial.resources import expressed_genes, read_lr_resource, select
 log = logging.getLogger("pertpipe.spatial")
 
 
-def _write_h5ad(a: ad.AnnData, path: str) -> None:
-    with atomic_path(path, suffix=".h5ad") as tmp:
-        a.write_h5ad(tmp)
-
-
 def run_inputs(adapter: str, files: dict[str, str], options: dict[str, Any], species: str, out_spatial: str,
                out_scrna: str, out_json: str, provenance: dict[str, Any]) -> dict[str, Any]:
     spatial, scrna = read_pair(adapter, files, options)
     spatial.uns["species"] = scrna.uns["species"] = species
     info = {**summary(spatial, scrna), "species": species, "adapter": adapter, "files": files, **provenance}
-    _write_h5ad(spatial, out_spatial)
-    _write_h5ad(scrna, out_scrna)
+    write_anndata(spatial, out_spatial)
+    write_anndata(scrna, out_scrna)
     write_json(info, out_json)
     return info
 
 
 def run_lr_genes(spatial_path: str, scrna_path: str, resource_path: str, resource: str, species: str, *,
                  min_mean: float, min_fraction: float, out_json: str) -> dict[str, Any]:
-    spatial, scrna = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path)
+    spatial, scrna = read_anndata(spatial_path), read_anndata(scrna_path)
     pairs = read_lr_resource(resource_path, resource, species)
     sc_log = log_normalize(scrna.X)
     expressed = expressed_genes(sc_log, scrna.X, list(scrna.var_names), scrna.obs["cell_type"].to_numpy(),
@@ -74,7 +69,7 @@ def run_priors(lr_json: str, spatial_path: str, *, ppi: str, ppi_path: str | Non
                out_json: str) -> dict[str, Any]:
     lr = read_json(lr_json)
     genes, ligands = lr["lr_genes"], lr["ligands"]
-    targets = list(ad.read_h5ad(spatial_path, backed="r").var_names)
+    targets = [str(g) for g in read_var(spatial_path).index]
     info: dict[str, Any] = {"ppi": ppi, "ligand_target": ligand_target, "species": lr["species"]}
     if lr["species"] != "human":
         info["species_note"] = ("human networks (PPI, NicheNet, DoRothEA) applied to mouse genes through symbols "
@@ -113,7 +108,7 @@ def run_knn_labels(spatial_path: str, scrna_path: str, lr_json: str, params: Spa
                    out_json: str, *, checkpoint: str | None = None) -> dict[str, Any]:
     """Latent space + pseudo-labels; the latent fits checkpoint to ``checkpoint`` (resumed when a killed job runs
     again), removed once the outputs are written."""
-    spatial, scrna = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path)
+    spatial, scrna = read_anndata(spatial_path), read_anndata(scrna_path)
     genes = read_json(lr_json)["lr_genes"]
     prep = prepare(spatial, scrna, max_input_genes=params.max_input_genes)
     lat = latent(prep, params, checkpoint=checkpoint)
@@ -124,7 +119,7 @@ def run_knn_labels(spatial_path: str, scrna_path: str, lr_json: str, params: Spa
     out.obsm["spatial"] = spatial.obsm["spatial"]
     out.obsm["z_sp"], out.obsm["knn"], out.obsm["cell_type_fractions"] = lat.z_sp, lat.idx, frac
     out.uns["z_sc"], out.uns["cell_types"], out.uns["input_genes"] = lat.z_sc, types, prep.input_genes
-    _write_h5ad(out, out_h5ad)
+    write_anndata(out, out_h5ad)
     info = {**lat.info, "n_input_genes": len(prep.input_genes), "n_lr_genes": len(genes),
             "masked_fraction": float(1 - mask.mean()),
             "matched_cell_types": {t: float(frac[:, i].mean()) for i, t in enumerate(types)}}
@@ -148,7 +143,7 @@ def _lat_from(knn: ad.AnnData) -> Latent:
 def run_train(spatial_path: str, scrna_path: str, knn_path: str, priors_npz: str, params: SpatialParams,
               out_model: str, out_json: str, *, checkpoint: str | None = None) -> dict[str, Any]:
     """lrimpute on the slide; trained by the shared loop with resume checkpoints at ``checkpoint``."""
-    spatial, scrna, knn = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path), ad.read_h5ad(knn_path)
+    spatial, scrna, knn = read_anndata(spatial_path), read_anndata(scrna_path), read_anndata(knn_path)
     genes = list(knn.var_names)
     prep = prepare(spatial, scrna, max_input_genes=params.max_input_genes)
     inp = impute_inputs(prep, _lat_from(knn), genes, load_priors(priors_npz), params)
@@ -164,7 +159,7 @@ def run_train(spatial_path: str, scrna_path: str, knn_path: str, priors_npz: str
 
 
 def run_impute(spatial_path: str, scrna_path: str, knn_path: str, model_path: str, out_h5ad: str) -> dict[str, Any]:
-    spatial, scrna, knn = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path), ad.read_h5ad(knn_path)
+    spatial, scrna, knn = read_anndata(spatial_path), read_anndata(scrna_path), read_anndata(knn_path)
     ck = torch.load(model_path, weights_only=False)
     params = SpatialParams(**ck["params"])
     genes = list(knn.var_names)
@@ -186,14 +181,14 @@ def run_impute(spatial_path: str, scrna_path: str, knn_path: str, model_path: st
     out.layers["measured"] = meas
     out.layers["knn_mean"] = knn.X
     out.obsm["spatial"] = spatial.obsm["spatial"]
-    _write_h5ad(out, out_h5ad)
+    write_anndata(out, out_h5ad)
     return {"n_spots": out.n_obs, "n_lr_genes": len(genes), "n_measured": int(sum(measured))}
 
 
 def run_evaluate(spatial_path: str, scrna_path: str, lr_json: str, priors_npz: str, params: SpatialParams,
                  settings: dict[str, Any], out_per_gene: str, out_summary: str, out_json: str,
                  out_heldout: str) -> dict[str, Any]:
-    spatial, scrna = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path)
+    spatial, scrna = read_anndata(spatial_path), read_anndata(scrna_path)
     genes = read_json(lr_json)["lr_genes"]
     methods = list(settings["methods"])
     if "lrimpute" not in methods:
@@ -212,7 +207,7 @@ def run_evaluate(spatial_path: str, scrna_path: str, lr_json: str, priors_npz: s
     for m, p in res["predictions"].items():
         h.layers[m] = p
     h.obsm["spatial"] = spatial.obsm["spatial"]
-    _write_h5ad(h, out_heldout)
+    write_anndata(h, out_heldout)
     base = summ.loc["lrimpute"]
     paired = {}
     pg = res["per_gene"].pivot_table(index="gene", columns="method", values="pcc")
@@ -231,8 +226,8 @@ def run_evaluate(spatial_path: str, scrna_path: str, lr_json: str, priors_npz: s
 
 def run_communication(spatial_path: str, scrna_path: str, lr_json: str, knn_path: str, imputed_path: str, *,
                       neighbors: int, out_json: str, out_csv: str) -> dict[str, Any]:
-    spatial, scrna = ad.read_h5ad(spatial_path), ad.read_h5ad(scrna_path)
-    lr, knn, imp = read_json(lr_json), ad.read_h5ad(knn_path), ad.read_h5ad(imputed_path)
+    spatial, scrna = read_anndata(spatial_path), read_anndata(scrna_path)
+    lr, knn, imp = read_json(lr_json), read_anndata(knn_path), read_anndata(imputed_path)
     sp_col = {g: j for j, g in enumerate(spatial.var_names)}
     have = [g for g in lr["lr_genes"] if g in sp_col]
     dense = columns(log_normalize(spatial.X), [sp_col[g] for g in have])

@@ -54,6 +54,15 @@ def test_merfish_pair_end_to_end(tmp_path, shared_data):
     assert (res / "figures/maps.png").stat().st_size > 10_000 and (res / "figures/metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rep = json.loads((res / "spatial_report.json").read_text())
     assert set(rep["artifacts"]) >= {"imputed", "evaluation", "communication", "heldout"}
+    page = (res / "spatial_report.html").read_text()  # the report writer every task uses
+    assert "<h1>pertpipe spatial report: hypothalamus_merfish</h1>" in page and "Held-out LR genes (6)" in page
+    assert page.count("data:image/png;base64,") == 2 and "tangram" in page and "Communication recovery" in page
+    assert not list(res.rglob("*checkpoint*.pt"))  # the shared loop's resume checkpoints, removed once done
+    bench = tmp_path / "results" / "hypothalamus_merfish" / "benchmarks"
+    for rule in ("inputs", "lr_genes", "priors", "knn_labels", "train_lrimpute", "impute", "evaluate",
+                 "communication", "report"):  # every spatial rule logs and benchmarks
+        assert pd.read_csv(bench / f"spatial_{rule}.tsv", sep="\t")["s"].iloc[0] >= 0
+        assert (tmp_path / "results" / "hypothalamus_merfish" / "logs" / f"spatial_{rule}.log").stat().st_size > 0
 
 
 def test_users_own_h5ad_pair(tmp_path, shared_data):
