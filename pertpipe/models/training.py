@@ -147,24 +147,10 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
         base = [g.get("lr", cfg.lr) for g in groups_fn(epoch)]
         for g, b in zip(opt.param_groups, base):
             g["lr"] = b * warm
-        gen = epoch_generator(seed, epoch)
         module.train()
-        losses, parts_acc = [], {}
-        for _ in range(cfg.steps_per_epoch):
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                loss, parts, n = ddp(gen, epoch) if ddp is not None else step(gen, epoch)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-            opt.step()
-            keys = sorted(parts)
-            # each process returns its share's loss x weight: their mean is the whole batch's loss
-            vals = dist.all_mean([float(loss.detach()), float(n), *[float(parts[k]) for k in keys]])
-            losses.append(vals[0])
-            cells_seen += int(round(vals[1] * dist.world_size()))
-            for k, v in zip(keys, vals[2:]):
-                parts_acc[k] = parts_acc.get(k, 0.0) + float(v) / cfg.steps_per_epoch
+        losses, parts_acc, cells = _run_epoch(module, opt, (lambda g, e: ddp(g, e)) if ddp is not None else step,
+                                              epoch_generator(seed, epoch), epoch, cfg, use_amp)
+        cells_seen += cells
         history["loss"].append(float(np.mean(losses)))
         history["parts"].append(parts_acc)
         module.eval()
@@ -192,6 +178,33 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
             "train_wall_s": round(wall, 3), "cells_seen": cells_seen,
             "cells_per_s": round(cells_seen / wall, 1) if wall > 0 else None, "device": device,
             "world_size": dist.world_size(), "train_config": asdict(cfg)}
+
+
+def _run_epoch(module, opt, step: Callable, gen, epoch: int, cfg: TrainConfig, use_amp: bool
+               ) -> tuple[list[float], dict[str, float], int]:
+    """One epoch's ``cfg.steps_per_epoch`` optimiser steps: (the whole batch's loss per step, the loss parts averaged
+    over the epoch, cells seen by all processes)."""
+    import torch
+
+    from pertpipe.models import distributed as dist
+
+    losses, parts_acc, cells = [], {}, 0
+    for _ in range(cfg.steps_per_epoch):
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+            loss, parts, n = step(gen, epoch)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+        opt.step()
+        keys = sorted(parts)
+        # each process returns its share's loss x weight: their mean is the whole batch's loss
+        vals = dist.all_mean([float(loss.detach()), float(n), *[float(parts[k]) for k in keys]])
+        losses.append(vals[0])
+        cells += int(round(vals[1] * dist.world_size()))
+        for k, v in zip(keys, vals[2:]):
+            parts_acc[k] = parts_acc.get(k, 0.0) + float(v) / cfg.steps_per_epoch
+    return losses, parts_acc, cells
 
 
 def _resume(ckpt: Path, module, make_opt: Callable, device: str, extra_state=None):
