@@ -179,3 +179,77 @@ def pick_device(device: str = "auto", *, field: str = "device") -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"{field} is 'cuda' but no GPU is visible. Fix: set {field} to auto or cpu")
     return device
+
+
+# -- torch files: plain data only, loaded with weights_only=True, byte-identical for identical content -----------
+_NDARRAY, _NDLIST = "__ndarray__", "__ndarray_list__"
+
+
+def _encode_plain(obj: Any, where: str) -> Any:
+    """``obj`` with numpy arrays as tensors (numeric) or lists (text), numpy scalars as Python numbers; anything that
+    is not a tensor, a number, a string, bytes, None, a list, tuple or dict is refused (it would need pickle)."""
+    import torch
+
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "biufc" and obj.dtype.kind != "u" or obj.dtype == np.uint8:
+            return {_NDARRAY: torch.from_numpy(np.array(obj, copy=True, order="C"))}
+        return {_NDLIST: obj.tolist(), "dtype": obj.dtype.str if obj.dtype.kind in "USu" else "object"}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _encode_plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        out = [_encode_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return out if isinstance(obj, list) else tuple(out)
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor, torch.dtype)):
+        return obj
+    raise TypeError(f"{where}: a {type(obj).__name__} cannot be saved as plain data (tensors, numbers, strings, "
+                    "lists, dicts); convert it in the model's state()")
+
+
+def _decode_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if len(obj) == 1 and _NDARRAY in obj:
+            return obj[_NDARRAY].cpu().numpy()
+        if set(obj) == {_NDLIST, "dtype"}:
+            return np.array(obj[_NDLIST], dtype=None if obj["dtype"] == "object" else obj["dtype"])
+        return {k: _decode_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode_plain(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_decode_plain(v) for v in obj)
+    return obj
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` (plain data: see :func:`load_torch`) as a torch file, atomically. The bytes depend only on the
+    content (serialised in memory, so no temporary name ends up inside the archive)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(_encode_plain(obj, Path(path).name), buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def load_torch(path: str | os.PathLike, *, map_location: Any = "cpu") -> Any:
+    """Read a torch file with ``weights_only=True``: tensors, numbers, strings, lists and dicts only (numpy arrays
+    as :func:`save_torch` stores them). A file that needs anything else (pickled code) is refused, never run."""
+    import pickle
+
+    import torch
+
+    from pertpipe.errors import ContractError
+
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if "nsupported" in ln and "GLOBAL" in ln.upper()]
+        first = (lines[0] if lines else type(exc).__name__)[:200]
+        raise ContractError(path, "pickle", "holds Python objects other than tensors and plain containers, which "
+                            f"loading would have to execute ({first})", "re-create the file with this version of "
+                            "pertpipe (delete it and re-run the rule that writes it); never load such a file from a "
+                            "source you do not trust") from None
+    return _decode_plain(blob)

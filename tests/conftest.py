@@ -268,7 +268,7 @@ def kill_at_checkpoint(proc: subprocess.Popen, watch: Path, *, min_epoch: int, t
     while time.time() < deadline and proc.poll() is None:
         if watch.exists():
             try:
-                ep = torch.load(watch, weights_only=False)["epoch"]
+                ep = torch.load(watch, weights_only=True)["epoch"]
             except Exception:  # noqa: BLE001  (being replaced right now)
                 ep = 0
             if ep >= min_epoch:

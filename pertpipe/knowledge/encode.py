@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pertpipe.errors import ConfigError
-from pertpipe.io import atomic_path, pick_device
+from pertpipe.io import pick_device
 from pertpipe.knowledge.types import NONE
 
 DEFAULT_ENCODER = "minilm"
@@ -92,9 +92,10 @@ class EmbeddingCache:
             key = hashlib.sha256(f"{encoder.location}|{encoder.max_length}".encode()).hexdigest()[:16]
             self.path = Path(cache_dir) / f"embeddings-{key}.pt"
             if self.path.exists():
-                import torch
 
-                blob = torch.load(self.path, map_location="cpu", weights_only=False)
+                from pertpipe.io import load_torch
+
+                blob = load_torch(self.path)  # a shared cache folder: plain data only, never pickled code
                 self.data = dict(zip(blob["hashes"], blob["vectors"].numpy()))
 
     def save(self) -> None:
@@ -102,9 +103,10 @@ class EmbeddingCache:
             return
         import torch
 
+        from pertpipe.io import save_torch
+
         hashes = sorted(self.data)
-        with atomic_path(self.path) as tmp:
-            torch.save({"hashes": hashes, "vectors": torch.from_numpy(np.stack([self.data[h] for h in hashes]))}, tmp)
+        save_torch({"hashes": hashes, "vectors": torch.from_numpy(np.stack([self.data[h] for h in hashes]))}, self.path)
 
 
 def facet_tensor(facet_table: pd.DataFrame, genes: list[str], facets: list[str], encoder: TextEncoder, *,
@@ -151,13 +153,13 @@ def facet_tensor(facet_table: pd.DataFrame, genes: list[str], facets: list[str],
 
 
 def save_tensor(blob: dict[str, Any], path: str | os.PathLike) -> None:
-    import torch
+    from pertpipe.io import save_torch
 
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    save_torch(blob, path)
 
 
 def load_facet_tensor(path: str | os.PathLike) -> dict[str, Any]:
-    import torch
 
-    return torch.load(path, map_location="cpu", weights_only=False)
+    from pertpipe.io import load_torch
+
+    return load_torch(path)

@@ -165,20 +165,18 @@ class PerturbationModel(ABC):
     # -- persistence ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """``model.pt``: a torch-serialised dict {name, params, seed, genes, state}, written atomically."""
-        import torch
-
-        from pertpipe.io import atomic_path
+        from pertpipe.io import save_torch
 
         blob = {"name": self.name, "params": asdict(self.params), "seed": self.seed, "genes": self.genes,
                 "state": self.state(), "shrinkage": self.shrinkage.state() if self.shrinkage else None}
-        with atomic_path(path) as tmp:
-            torch.save(blob, tmp)
+        save_torch(blob, path)  # plain data, the same bytes for the same model
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PerturbationModel:
-        import torch
 
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        from pertpipe.io import load_torch
+
+        blob = load_torch(path)  # weights_only: a model.pt from elsewhere cannot run code
         model = build_model(blob["name"], blob["params"], seed=blob["seed"])
         model.genes = list(blob["genes"])
         model.set_state(blob["state"])

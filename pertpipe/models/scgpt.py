@@ -108,7 +108,9 @@ class ScGPTEncoder:
                 return self.transformer_encoder(h, src_key_padding_mask=pad_mask)[:, 0, :]
 
         self.net = Net()
-        state = torch.load(folder / "best_model.pt", map_location="cpu", weights_only=False)
+        from pertpipe.io import load_torch
+
+        state = load_torch(folder / "best_model.pt")  # a third party's file: tensors only, never pickled code
         state = state.get("model_state_dict", state) if isinstance(state, dict) else state
         missing = [k for k in self.REQUIRED if k not in state]
         own = self.net.state_dict()

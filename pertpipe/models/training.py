@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from pertpipe.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +209,10 @@ def _run_epoch(module, opt, step: Callable, gen, epoch: int, cfg: TrainConfig, u
 def _resume(ckpt: Path, module, make_opt: Callable, device: str, extra_state=None):
     """Restore module, optimiser (when its group layout is the same), the caller's extra state and the loop state
     from checkpoint ``ckpt``."""
-    import torch
 
-    state = torch.load(ckpt, map_location=device, weights_only=False)
+    from pertpipe.io import load_torch
+
+    state = load_torch(ckpt, map_location=device)
     module.load_state_dict(state["module"])
     if extra_state and state.get("extra") is not None:
         extra_state[1](state["extra"])
@@ -227,10 +227,9 @@ def _resume(ckpt: Path, module, make_opt: Callable, device: str, extra_state=Non
 
 
 def _save_checkpoint(ckpt: Path, state: dict[str, Any]) -> None:
-    import torch
+    from pertpipe.io import save_torch
 
-    with atomic_path(ckpt) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, ckpt)
 
 
 def _wrap_ddp(module, step, device):

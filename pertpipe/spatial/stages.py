@@ -9,11 +9,10 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import pandas as pd
-import torch
 
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.data.h5io import read_anndata, read_var, write_anndata
-from pertpipe.io import atomic_path, read_json, write_json
+from pertpipe.io import atomic_path, load_torch, read_json, save_torch, write_json
 from pertpipe.spatial import evaluate as ev
 from pertpipe.spatial.inputs import read_pair, summary
 from pertpipe.spatial.model import (LRImputeModule, SpatialParams, columns, fit_lrimpute, knn_labels,
@@ -148,9 +147,8 @@ def run_train(spatial_path: str, scrna_path: str, knn_path: str, priors_npz: str
     prep = prepare(spatial, scrna, max_input_genes=params.max_input_genes)
     inp = impute_inputs(prep, _lat_from(knn), genes, load_priors(priors_npz), params)
     model, info = fit_lrimpute(inp, params, checkpoint=checkpoint)
-    with atomic_path(out_model, suffix=".pt") as tmp:
-        torch.save({"state_dict": model.state_dict(), "out_genes": inp.out_genes,
-                    "params": params.__dict__, "latent_dim": inp.z_sp.shape[1]}, tmp)
+    save_torch({"state_dict": model.state_dict(), "out_genes": inp.out_genes, "params": params.__dict__,
+                "latent_dim": inp.z_sp.shape[1]}, out_model)
     info.update({"n_out_genes": len(inp.out_genes), "n_observed_lr_genes": len(inp.obs_genes or []),
                  "n_lt_targets": 0 if inp.targets is None else int(inp.targets.shape[1])})
     write_json(info, out_json)
@@ -160,7 +158,7 @@ def run_train(spatial_path: str, scrna_path: str, knn_path: str, priors_npz: str
 
 def run_impute(spatial_path: str, scrna_path: str, knn_path: str, model_path: str, out_h5ad: str) -> dict[str, Any]:
     spatial, scrna, knn = read_anndata(spatial_path), read_anndata(scrna_path), read_anndata(knn_path)
-    ck = torch.load(model_path, weights_only=False)
+    ck = load_torch(model_path)
     params = SpatialParams(**ck["params"])
     genes = list(knn.var_names)
     prep = prepare(spatial, scrna, max_input_genes=params.max_input_genes)

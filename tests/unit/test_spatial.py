@@ -7,9 +7,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import scipy.sparse as sp
 
+from pertpipe.io import load_torch
 from pertpipe.data.registry import Registry
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.spatial import evaluate as ev
@@ -392,4 +392,4 @@ def test_spatial_training_resumes_after_sigkill(tmp_path, which):
         sys.path.remove(str(tmp_path))
         sys.modules.pop("fit_spatial", None)
     np.testing.assert_array_equal(resumed, straight)
-    assert torch.load(ckpt, weights_only=False)["epoch"] == (40 if which == "latent" else 60)
+    assert load_torch(ckpt)["epoch"] == (40 if which == "latent" else 60)

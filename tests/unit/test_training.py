@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from pertpipe.io import load_torch
 from pertpipe.models.training import TrainConfig, checkpoint_files, stage_checkpoint, train
 
 
@@ -21,7 +22,7 @@ def test_list_param_groups_reach_the_full_learning_rate_and_resume(tmp_path):
     train(lin, param_groups=groups, step=step, validate=None, cfg=cfg, seed=0, device="cpu",
           checkpoint=tmp_path / "c.pt", on_epoch_start=lambda e: seen_lr.append(e))
     assert groups == [{"params": list(lin.parameters())}]  # the caller's dicts are not written into
-    state = torch.load(tmp_path / "c.pt", weights_only=False)
+    state = load_torch(tmp_path / "c.pt")
     assert state["layout"] == [[2, 0.01]] and state["optimizer"]["param_groups"][0]["lr"] == 0.01
     assert stage_checkpoint(tmp_path / "c.pt", "flow") == tmp_path / "c.flow.pt"
     (tmp_path / "c.flow.pt").write_bytes(b"x")

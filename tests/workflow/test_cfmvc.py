@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy import stats
 
+from pertpipe.io import load_torch
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.predict import write_predictions
@@ -177,7 +178,7 @@ def test_killed_and_resumed_gives_the_same_weights(demo, tmp_path):
     killed_at = fit_killed_after("cfmvc", hp, demo["train"], demo["knowledge"], ckpt,
                                  watch=tmp_path / "killed.flow.pt", min_epoch=2)
     assert killed_at is not None and killed_at < 6, "the run was not killed inside the flow stage"
-    assert torch.load(tmp_path / "killed.vae.pt", weights_only=False)["epoch"] == hp["vae_epochs"]  # VAE stage done
+    assert load_torch(tmp_path / "killed.vae.pt")["epoch"] == hp["vae_epochs"]  # VAE stage done
     torch.set_num_threads(1)
     resumed = build_model("cfmvc", hp, seed=0)
     rlog = resumed.fit(ModelInputs(demo["train"], knowledge=demo["knowledge"], checkpoint=str(ckpt)))
@@ -195,7 +196,7 @@ def test_mmd_term_and_joint_fine_tune(demo, tmp_path):
     m = build_model("cfmvc", hp, seed=0)
     log = m.fit(ModelInputs(demo["train"], knowledge=demo["knowledge"], checkpoint=str(tmp_path / "c.pt")))
     assert set(log["stage_curves"]) == {"vae", "flow", "joint"} and len(log["stage_curves"]["joint"]["loss"]) == 2
-    assert torch.load(tmp_path / "c.joint.pt", weights_only=False)["epoch"] == 2 and log["stages"]["joint"]["cells_per_s"] > 0
+    assert load_torch(tmp_path / "c.joint.pt")["epoch"] == 2 and log["stages"]["joint"]["cells_per_s"] > 0
     flow_only = build_model("cfmvc", dict(hp, joint_epochs=0), seed=0)
     flow_only.fit(ModelInputs(demo["train"], knowledge=demo["knowledge"]))
     # the joint stage moves the encoder (stage 2 alone never touches the VAE)

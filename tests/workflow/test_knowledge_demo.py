@@ -10,6 +10,8 @@ import torch
 
 from conftest import TINY_DEMO, ChatServer, run_snakemake
 
+from pertpipe.io import load_torch
+
 pytestmark = pytest.mark.workflow
 
 CFG = {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500}}
@@ -20,7 +22,7 @@ def test_knowledge_offline_go_minilm(tmp_path, monkeypatch):
     cfg = {**CFG, "knowledge": {"cache_dir": str(tmp_path / "cache")}}
     run_snakemake(tmp_path, cfg, "knowledge")
     kn = tmp_path / "results/demo/knowledge"
-    blob = torch.load(kn / "facet_embeddings.pt", weights_only=False)
+    blob = load_torch(kn / "facet_embeddings.pt")
     genes = (tmp_path / "results/demo/stage1/genes.txt").read_text().split()
     assert blob["genes"] == genes and blob["tensor"].shape == (len(genes), 8, 384)
     assert blob["encoder"] == "minilm" and blob["mask"].sum() > 0
@@ -37,7 +39,7 @@ def test_knowledge_offline_go_minilm(tmp_path, monkeypatch):
     run_snakemake(tmp_path, cfg, "knowledge", extra=("--forcerun", "facets"))
     second = json.loads((kn / "facet_embeddings.json").read_text())
     assert first["embedded_now"] > 0 and second["embedded_now"] == 0
-    assert torch.equal(torch.load(kn / "facet_embeddings.pt", weights_only=False)["tensor"], blob["tensor"])
+    assert torch.equal(load_torch(kn / "facet_embeddings.pt")["tensor"], blob["tensor"])
 
 
 def test_llm_extractor_through_the_workflow(tmp_path, monkeypatch):
