@@ -123,8 +123,25 @@ def carry_provenance(uns: dict[str, Any], stage: str, *, params: Any = None, **e
     return {**uns, "pertpipe": prov}
 
 
+class RedactingFilter(logging.Filter):
+    """Removes credentials from every record a handler writes (:func:`pertpipe.errors.redact`): libraries log
+    request URLs (urllib3's retry warnings quote the query, ``api_key`` included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pertpipe.errors import redact
+
+        text = record.getMessage()
+        clean = redact(text)
+        if clean != text:
+            record.msg, record.args = clean, ()
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
 def setup_logging(log_file: str | os.PathLike | None = None, *, level: int = logging.INFO) -> logging.Logger:
-    """Send pertpipe's logging (and warnings) to ``log_file`` (a rule's ``log:``) and to stderr."""
+    """Send pertpipe's logging (and warnings) to ``log_file`` (a rule's ``log:``) and to stderr, credentials
+    redacted (:class:`RedactingFilter`)."""
     root = logging.getLogger()
     root.setLevel(level)
     for h in list(root.handlers):
@@ -136,6 +153,7 @@ def setup_logging(log_file: str | os.PathLike | None = None, *, level: int = log
         handlers.append(logging.FileHandler(log_file, mode="w"))
     for h in handlers:
         h.setFormatter(fmt)
+        h.addFilter(RedactingFilter())
         root.addHandler(h)
     logging.captureWarnings(True)
     return log

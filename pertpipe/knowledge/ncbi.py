@@ -44,7 +44,7 @@ def fetch_summaries(gene_ids: list[int], *, cache_path: str | os.PathLike, base_
         except (requests.RequestException, ValueError, KeyError) as exc:
             raise DownloadError(f"E-utilities esummary at {base_url} failed after {retries} retries ({exc}); "
                                 f"{len(cache)} summaries are cached in {cache_path}. Fix: retry later, or set "
-                                "knowledge.summaries.enabled: false") from exc
+                                "knowledge.summaries.enabled: false") from None  # the cause quotes the URL
         for g in ids:
             cache[str(g)] = (result.get(str(g)) or {}).get("summary", "") or ""
         with atomic_path(cache_path) as tmp:

@@ -38,3 +38,39 @@ def test_summaries_fetched_cached_and_rate_limited(file_server, tmp_path):
     n = len(calls)
     again = fetch_summaries([1, 5, 6], cache_path=cache, base_url=srv.url("eutils"), rate=3.0)
     assert again[1] == "summary of 1" and len(calls) == n + 1 and calls[-1][1] == ["6"]  # only the new id
+
+
+def test_an_api_key_never_reaches_the_message_or_the_log(file_server, tmp_path, monkeypatch):
+    """NCBI answers 500 with NCBI_API_KEY set: the error and the rule's log (urllib3's retry warnings quote the
+    request URL) name the endpoint but not the key."""
+    import logging
+
+    import pytest
+
+    from pertpipe.io import script_step
+
+    secret = "k3y-0123456789abcdef"
+    monkeypatch.setenv("NCBI_API_KEY", secret)
+    seen = []
+
+    def do_get(handler):
+        seen.append(handler.path)
+        handler.send_response(500)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+    file_server.httpd.RequestHandlerClass.do_GET = do_get
+    log_file = tmp_path / "knowledge.log"
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    try:
+        with pytest.raises(SystemExit), script_step(log_file, "gene_text"):
+            fetch_summaries([1, 2], cache_path=tmp_path / "s.json", base_url=file_server.url("eutils"), retries=1)
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved:
+            root.addHandler(h)
+    assert any(f"api_key={secret}" in p for p in seen)  # the key was sent to the server ...
+    text = log_file.read_text()
+    assert "E-utilities esummary" in text and "500" in text  # ... the failure is logged with its cause ...
+    assert secret not in text and "api_key=[REDACTED]" in text  # ... without the key
