@@ -16,6 +16,13 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
+from pertpipe.config_check import check_config
+from pertpipe.errors import PertpipeError
+
+try:  # one line per problem (closest key for a typo) before Snakemake's validation fills the defaults
+    check_config(config, os.path.join(workflow.basedir, "schemas/config.schema.yaml"))
+except PertpipeError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}")
 validate(config, os.path.join(workflow.basedir, "schemas/config.schema.yaml"))
 
 

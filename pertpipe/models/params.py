@@ -57,6 +57,11 @@ def check_params(model: str, params_cls: type, values: dict[str, Any], *, where:
     for name, value in values.items():
         ok, wanted = _fits(value, hints.get(name, Any))
         if not ok:
+            from pertpipe.config_check import text_number
+
+            if text_number(value, ["integer", "number", "boolean"]):
+                raise ConfigError(f"{where}.{name} is the text {value!r} (values nested in --config arrive as "
+                                  f"strings). Fix: use {wanted} in a YAML file passed with --configfile")
             raise ConfigError(f"{where}.{name} is {value!r}. Fix: use {wanted}")
         for key, bound in known[name].metadata.items():
             if key in _BOUNDS and value is not None and not _BOUNDS[key][0](value, bound):
