@@ -160,8 +160,11 @@ def setup_logging(log_file: str | os.PathLike | None = None, *, level: int = log
 
 
 @contextlib.contextmanager
-def script_step(log_file: str | os.PathLike | None, name: str) -> Iterator[logging.Logger]:
+def script_step(log_file: str | os.PathLike | None, name: str, *, verify: Any = None) -> Iterator[logging.Logger]:
     """Harness for a workflow script: log to the rule's log file; a user error exits 1 with its message.
+
+    ``verify`` (the rule's inputs): every input a producing rule recorded the sha256 of is checked first
+    (:func:`pertpipe.integrity.verify_inputs`).
 
     ``PertpipeError`` messages (which name the file, field and fix) are logged without a traceback;
     anything else is logged with its traceback and re-raised.
@@ -172,6 +175,12 @@ def script_step(log_file: str | os.PathLike | None, name: str) -> Iterator[loggi
     step_log = logging.getLogger(f"pertpipe.{name}")
     step_log.info("start %s", name)
     try:
+        if verify is not None:
+            from pertpipe.integrity import verify_inputs
+
+            checked = verify_inputs(verify)
+            if checked:
+                step_log.info("inputs match their recorded sha256: %s", ", ".join(sorted(checked)))
         yield step_log
     except PertpipeError as exc:
         step_log.error("%s failed: %s", name, exc)

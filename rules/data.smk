@@ -136,6 +136,7 @@ rule ground_truth:
         genes=stage1_path("genes.txt"),
         pert_counts=stage1_path("pert_counts.csv"),
         template=stage1_path("template.csv"),
+        record=stage1_path("ground_truth.json"),
     params:
         chunk_size=S1["chunk_size"],
     log:
@@ -151,6 +152,7 @@ rule ground_truth:
 rule zscores:
     input:
         train=stage1_path("train.h5ad"),
+        split=stage1_path("split.json"),  # train.h5ad's recorded sha256
     output:
         h5ad=stage1_path("zscores.h5ad"),
         summary=stage1_path("zscores.json"),
@@ -182,6 +184,7 @@ rule stage1_report:
         genes=stage1_path("genes.txt"),
         pert_counts=stage1_path("pert_counts.csv"),
         template=stage1_path("template.csv"),
+        ground_truth=stage1_path("ground_truth.json"),
     output:
         json=report(stage1_path("stage1_report.json"), caption="../report/stage1.rst", category="Stage 1"),
         txt=report(stage1_path("stage1_report.txt"), caption="../report/stage1.rst", category="Stage 1"),

@@ -16,6 +16,7 @@ rule celleval_baseline:
         train=stage1_path("train.h5ad"),
         template=stage1_path("template.csv"),
         truth=stage1_path("truth.h5ad"),
+        records=[stage1_path("split.json"), stage1_path("ground_truth.json")],
     output:
         baseline=f"{RESULTS}/{{dataset}}/stage3/_baseline/baseline.h5ad",
         agg=f"{RESULTS}/{{dataset}}/stage3/_baseline/agg_results.csv",
@@ -42,6 +43,7 @@ rule prep:
         genes=stage1_path("genes.txt"),
         truth=stage1_path("truth.h5ad"),
         template=stage1_path("template.csv"),
+        records=[stage2_path("predict.json"), stage1_path("ground_truth.json")],
     output:
         vcc=stage3_path("{model}.vcc"),
         summary=stage3_path("prep.json"),
@@ -63,6 +65,7 @@ rule celleval_run:
         vcc=stage3_path("{model}.vcc"),
         predictions=stage2_path("predictions.h5ad"),
         truth=stage1_path("truth.h5ad"),
+        records=[stage2_path("predict.json"), stage1_path("ground_truth.json")],
     output:
         results=stage3_path("results.csv"),
         agg=stage3_path("agg_results.csv"),
@@ -104,6 +107,7 @@ rule local_metrics:
     input:
         predictions=stage2_path("predictions.h5ad"),
         truth=stage1_path("truth.h5ad"),
+        records=[stage2_path("predict.json"), stage1_path("ground_truth.json")],
         results=stage3_path("results.csv"),
         run_info=stage3_path("run.json"),
     output:

@@ -9,6 +9,7 @@ for _model in MODEL_NAMES:
         input:
             unpack(model_input_files(_model)),  # the input kinds the model declares (pertpipe.models.inputs)
             train=stage1_path("train.h5ad"),
+            split=stage1_path("split.json"),  # train.h5ad's recorded sha256, checked before training
         output:
             model=stage2_path("model.pt", model=_model),
             log=stage2_path("train_log.json", model=_model),
@@ -40,6 +41,8 @@ for _model in MODEL_NAMES:
             train=stage1_path("train.h5ad"),
             template=stage1_path("template.csv"),
             split=stage1_path("split.json"),
+            train_log=stage2_path("train_log.json", model=_model),  # model.pt's recorded sha256
+            ground_truth=stage1_path("ground_truth.json"),
         output:
             predictions=stage2_path("predictions.h5ad", model=_model),
             summary=stage2_path("predict.json", model=_model),

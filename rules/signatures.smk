@@ -9,6 +9,7 @@ rule score_signatures:
     input:
         predictions=stage2_path("predictions.h5ad"),
         truth=stage1_path("truth.h5ad"),
+        records=[stage2_path("predict.json"), stage1_path("ground_truth.json")],
     output:
         metrics=report(stage3_path("signature_metrics.json"), caption="../report/signatures.rst", category="Stage 3"),
         table=stage3_path("signature_results.csv"),

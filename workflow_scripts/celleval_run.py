@@ -6,7 +6,7 @@ from pertpipe.evaluation import celleval
 from pertpipe.io import script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "celleval_run") as log:
+with script_step(sm.log[0], "celleval_run", verify=sm.input) as log:
     info = celleval.run(sm.input.predictions, sm.input.truth, Path(sm.output.results).parent,
                         profile=sm.params.profile, threads=sm.threads, log_file=sm.log[0], engine=sm.params.engine)
     files = info.pop("files")

@@ -7,7 +7,7 @@ from pertpipe.evaluation.report import consistency
 from pertpipe.io import atomic_path, read_json, script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "local_metrics") as log:
+with script_step(sm.log[0], "local_metrics", verify=sm.input) as log:
     t0 = time.perf_counter()
     table, agg = score_local(sm.input.predictions, sm.input.truth)
     wall = round(time.perf_counter() - t0, 3)

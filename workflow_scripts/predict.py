@@ -1,12 +1,13 @@
 """Rule predict_<model>: predictions.h5ad on the validation template (cells, or signatures for L1000 data)."""
 import pandas as pd
 
+from pertpipe.integrity import RECORD_KEY, record
 from pertpipe.io import atomic_path, provenance, read_json, script_step, write_json
 from pertpipe.models import load_model
 from pertpipe.models.predict import predict_to_file
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], f"predict_{sm.params.model}") as log:
+with script_step(sm.log[0], f"predict_{sm.params.model}", verify=sm.input) as log:
     model = load_model(sm.input.model)
     template = pd.read_csv(sm.input.template)
     split = read_json(sm.input.split)
@@ -17,5 +18,6 @@ with script_step(sm.log[0], f"predict_{sm.params.model}") as log:
     with atomic_path(sm.output.attention) as tmp:
         att.to_parquet(tmp, index=False)
     summary["attention_rows"] = int(len(att))
+    summary[RECORD_KEY] = record([sm.output.predictions], f"predict_{sm.params.model}")
     write_json(summary, sm.output.summary)
     log.info("%s", summary)

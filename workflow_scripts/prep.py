@@ -5,7 +5,7 @@ from pertpipe.evaluation import celleval
 from pertpipe.io import script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "prep") as log:
+with script_step(sm.log[0], "prep", verify=sm.input) as log:
     checks = celleval.check_predictions(sm.input.predictions, genes=load_universe(sm.input.genes),
                                         truth=sm.input.truth, template=sm.input.template)
     info = celleval.prep(sm.input.predictions, sm.input.genes, sm.output.vcc, log_file=sm.log[0],

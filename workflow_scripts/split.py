@@ -2,6 +2,7 @@
 from pertpipe.data.h5io import read_obs, read_uns
 from pertpipe.data.split import (check_no_leakage, make_split, min_cells_for, read_val_counts, split_summary,
                                  write_split)
+from pertpipe.integrity import RECORD_KEY, record
 from pertpipe.io import carry_provenance, script_step, write_json
 
 sm = snakemake  # noqa: F821
@@ -23,5 +24,6 @@ with script_step(sm.log[0], "split") as log:
                            split_id=summary["split_id"])
     write_split(sm.input.h5ad, sm.output.train, sm.output.val, result, chunk_size=sm.params.chunk_size,
                 uns=uns)
+    summary[RECORD_KEY] = record([sm.output.train, sm.output.val], "split")  # consumers verify against it
     write_json(summary, sm.output.split)
     log.info("val perturbations: %d; cells %s", len(result.val_targets), summary["n_cells"])

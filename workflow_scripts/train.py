@@ -1,12 +1,14 @@
 """Rule train_<model>: fit one registered model on the training split; model.pt + train_log.json.
 With `distributed.enabled` (and the model in `distributed.models`) the fit runs under torchrun."""
-from pertpipe.io import script_step
+from pertpipe.integrity import RECORD_KEY, record
+from pertpipe.io import read_json, script_step, write_json
+from pertpipe.models.inputs import file_fields
 from pertpipe.models.distributed import DistConfig
 from pertpipe.models.run import train_distributed, train_to_files
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], f"train_{sm.params.model}") as log:
-    files = {k: str(v) for k, v in sm.input.items() if k != "train"}  # the model's declared inputs (rules/models.smk)
+with script_step(sm.log[0], f"train_{sm.params.model}", verify=sm.input) as log:
+    files = {k: str(sm.input[k]) for k in file_fields() if k in sm.input.keys()}  # the declared inputs (models.smk)
     job = dict(seed=sm.params.seed, train=sm.input.train, files=files, model_out=sm.output.model,
                log_out=sm.output.log, checkpoint=sm.params.checkpoint, chunk_size=sm.params.chunk_size,
                threads=sm.threads)
@@ -17,4 +19,6 @@ with script_step(sm.log[0], f"train_{sm.params.model}") as log:
                                       hparams=sm.params.hparams, **job)
     else:
         train_log = train_to_files(sm.params.model_class, sm.params.hparams, **job)
+    train_log = {**read_json(sm.output.log), RECORD_KEY: record([sm.output.model], f"train_{sm.params.model}")}
+    write_json(train_log, sm.output.log)  # predict verifies model.pt against it
     log.info("%s", train_log)

@@ -1,0 +1,57 @@
+"""Verify what you read, through Snakemake: a stage-1 file or a model overwritten after its rule made it (same size,
+other values) stops the next rule with the file, the recorded and the actual sha256, and the fix; nothing
+downstream is re-scored from it."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from conftest import TINY_DEMO, run_snakemake
+
+from pertpipe.io import sha256_file
+
+pytestmark = pytest.mark.workflow
+
+
+def test_a_changed_file_stops_the_next_rule(tmp_path):
+    cfg = {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500}, "models": ["cell_mean"]}
+    run_snakemake(tmp_path, cfg)
+    res = tmp_path / "results/demo"
+    board = (res / "leaderboard.csv").read_bytes()
+    split = json.loads((res / "stage1/split.json").read_text())
+    assert split["outputs_sha256"]["files"]["train.h5ad"] == sha256_file(res / "stage1/train.h5ad")
+    assert "model.pt" in json.loads((res / "stage2/cell_mean/train_log.json").read_text())["outputs_sha256"]["files"]
+    assert "predictions.h5ad" in json.loads((res / "stage2/cell_mean/predict.json").read_text())["outputs_sha256"][
+        "files"]
+
+    # a model file replaced by another of the same size: predict refuses it
+    model = res / "stage2/cell_mean/model.pt"
+    original = model.read_bytes()
+    recorded = sha256_file(model)
+    model.write_bytes(original[:-8] + bytes(8))
+    proc = run_snakemake(tmp_path, cfg, check=False)
+    out = proc.stdout + proc.stderr + (res / "logs/predict_cell_mean.log").read_text()
+    assert proc.returncode != 0
+    assert f"model.pt: field 'sha256': is {sha256_file(model)} but rule train_cell_mean recorded {recorded}" in out
+    assert "snakemake --forcerun train_cell_mean" in out
+    assert (res / "leaderboard.csv").read_bytes() == board
+    model.write_bytes(original)
+
+    # 2,000 values of the training split overwritten in place (same size): every consumer refuses it
+    train = res / "stage1/train.h5ad"
+    size = train.stat().st_size
+    with h5py.File(train, "r+") as f:
+        data = f["X/data"]
+        data[:2000] = np.asarray(data[:2000]) * 1.5 + 0.25
+    assert train.stat().st_size == size
+    proc = run_snakemake(tmp_path, cfg, check=False)
+    assert proc.returncode != 0
+    logs = "".join(p.read_text() for p in (res / "logs").glob("*.log"))
+    assert f"train.h5ad: field 'sha256': is {sha256_file(train)} but rule split recorded" in logs
+    assert "snakemake --forcerun split" in logs
+    assert (res / "leaderboard.csv").read_bytes() == board  # nothing re-scored from the changed file
+    report = res / "stage1/stage1_report.json"
+    assert not report.exists() or json.loads(report.read_text())["sha256"]["train"] != sha256_file(train)
