@@ -280,3 +280,69 @@ def load_torch(path: str | os.PathLike, *, map_location: Any = "cpu") -> Any:
                             "pertpipe (delete it and re-run the rule that writes it); never load such a file from a "
                             "source you do not trust") from None
     return _decode_plain(blob)
+
+
+# -- child processes and work folders: nothing outlives a killed job ------------------------------------------------
+TMP_PREFIX = ".pertpipe-tmp-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def work_dir(parent: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder in ``parent`` (the same filesystem, so results move into place atomically) named
+    ``.pertpipe-tmp-<pid>-...``: removed on any exit the process sees; one left by a killed process (its pid is
+    gone) is removed the next time a job works in ``parent``."""
+    import shutil
+    import tempfile
+
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(f"{TMP_PREFIX}*"):
+        pid = stale.name[len(TMP_PREFIX):].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=parent, prefix=f"{TMP_PREFIX}{os.getpid()}-") as tmp:
+        yield Path(tmp)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGKILL it when its parent dies (PR_SET_PDEATHSIG), so a job killed
+    by the scheduler or the OOM killer takes its children (cell-eval, zstd, torchrun) along."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))
+    except (OSError, AttributeError):  # not Linux: the process group still carries the job's signals
+        pass
+
+
+def child_options() -> dict[str, Any]:
+    """``subprocess`` keyword arguments for a child that must not outlive this process."""
+    return {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
+
+
+def explain_exit(what: str, returncode: int) -> str:
+    """``what`` failed with ``returncode``, in words: a negative code is a signal (SIGKILL: most often the kernel's
+    out-of-memory killer)."""
+    import signal
+
+    if returncode >= 0:
+        return f"{what} failed (exit {returncode})"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    hint = (": perhaps out of memory (the kernel's OOM killer sends SIGKILL). Fix: give the job more memory "
+            "(resources mem_mb / the profile), or use the streaming engines (evaluation.run_engine / prep_engine: "
+            "auto)") if -returncode == signal.SIGKILL else ""
+    return f"{what} was killed ({returncode}: {name}){hint}"

@@ -27,6 +27,7 @@ import pandas as pd
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter, read_obs, read_uns
 from pertpipe.errors import ContractError, PertpipeError
+from pertpipe.io import child_options, explain_exit, work_dir
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,12 @@ def _cell_eval_cmd() -> list[str]:
 def _run(args: list[str], what: str, log_file: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
     cmd = _cell_eval_cmd() + args
     log.info("running: %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, **child_options())
     if log_file:
         with open(log_file, "a") as fh:
             fh.write(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}\n")
+    if proc.returncode < 0:  # a signal: cell-eval's own last words (a half-written folder) would mislead
+        raise CellEvalError(explain_exit(f"cell-eval {what}", proc.returncode))
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
         raise CellEvalError(f"cell-eval {what} failed (exit {proc.returncode}). cell-eval said:\n{tail}")
@@ -151,7 +154,7 @@ def prep(pred: str | os.PathLike, genes_file: str | os.PathLike, dest: str | os.
     dest.parent.mkdir(parents=True, exist_ok=True)
     if engine == "auto":
         engine = "streaming" if _stored_entries(pred) > PREP_STREAM_ENTRIES else "cell-eval"
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+    with work_dir(dest.parent) as tmp:
         out = Path(tmp) / dest.name
         if engine == "streaming":
             prep_streaming(pred, genes_file, out, chunk_size=chunk_size)
@@ -184,7 +187,7 @@ def prep_streaming(pred: str | os.PathLike, genes_file: str | os.PathLike, dest:
         obs = pd.DataFrame({"target_gene": labels}, index=np.arange(r.n_obs).astype(str))
         has_decimals, vmax = False, 0.0
         chunk_size = max(1, min(chunk_size, STREAM_ENTRIES // max(r.n_vars, 1)))
-        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        with work_dir(dest.parent) as tmp:
             h5 = Path(tmp) / "pred.h5ad"
             with H5adWriter(h5, obs=obs, var=pd.DataFrame(index=pd.Index(genes)), dtype=np.float32) as w:
                 for start, _stop, block in r.iter_chunks(chunk_size):
@@ -201,9 +204,10 @@ def prep_streaming(pred: str | os.PathLike, genes_file: str | os.PathLike, dest:
                 raise ContractError(pred, "X", "values are all integers (counts)" if not has_decimals else
                                     f"max value {vmax:.2f} is beyond log1p's range (< 15)",
                                     "predictions are log1p-normalised expression")
-            subprocess.run(["zstd", "-T0", "-q", "-f", "--rm", str(h5)], check=True)
+            subprocess.run(["zstd", "-T0", "-q", "-f", "--rm", str(h5)], check=True, **child_options())
             (Path(tmp) / "watermark.txt").write_text("vcc-prep")
-            subprocess.run(["tar", "-cf", str(dest), "-C", tmp, "pred.h5ad.zst", "watermark.txt"], check=True)
+            subprocess.run(["tar", "-cf", str(dest), "-C", str(tmp), "pred.h5ad.zst", "watermark.txt"], check=True,
+                           **child_options())
 
 
 def inspect_vcc(path: str | os.PathLike) -> dict[str, Any]:
@@ -258,11 +262,11 @@ def run(pred: str | os.PathLike, truth: str | os.PathLike, outdir: str | os.Path
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=outdir) as tmp:
+    with work_dir(outdir) as tmp:
         if engine == "local":
             run_local(pred, truth, tmp)
         else:
-            _run(["run", "-ap", str(pred), "-ar", str(truth), "-o", tmp, "--profile", profile,
+            _run(["run", "-ap", str(pred), "-ar", str(truth), "-o", str(tmp), "--profile", profile,
                   "--num-threads", str(threads), "--control-pert", CONTROL_LABEL, "--pert-col", "target_gene"],
                  "run", log_file)
         files = {}

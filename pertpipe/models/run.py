@@ -69,13 +69,15 @@ def train_distributed(dist_cfg, log, **kwargs: Any) -> dict[str, Any]:
     import json
 
     from pertpipe.errors import PertpipeError
+    from pertpipe.io import child_options, explain_exit
     from pertpipe.models.distributed import launch_command, quote
 
     cmd = launch_command(dist_cfg, train_args(backend=dist_cfg.backend, **kwargs))
     log.info("$ %s", quote(cmd))
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, kwargs["threads"] // dist_cfg.nproc_per_node))}
     tail: collections.deque[str] = collections.deque(maxlen=15)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          **child_options()) as proc:
         for line in proc.stdout:  # type: ignore[union-attr]
             line = line.rstrip()
             if line:
@@ -84,8 +86,8 @@ def train_distributed(dist_cfg, log, **kwargs: Any) -> dict[str, Any]:
     if proc.returncode != 0:
         for out in (kwargs["model_out"], kwargs["log_out"]):
             Path(out).unlink(missing_ok=True)
-        raise PertpipeError(f"distributed training ({dist_cfg.world_size} processes) failed with exit code "
-                            f"{proc.returncode}; its last lines:\n" + "\n".join(tail))
+        raise PertpipeError(explain_exit(f"distributed training ({dist_cfg.world_size} processes)", proc.returncode)
+                            + "; its last lines:\n" + "\n".join(tail))
     record = json.loads(Path(kwargs["log_out"]).read_text())
     record["distributed"]["launcher"] = quote(cmd)
     write_json(record, kwargs["log_out"])

@@ -68,3 +68,76 @@ def test_auto_engine_switches_on_size_and_local_needs_the_vcc_profile(tmp_path):
     with pytest.raises(PertpipeError, match="evaluation.run_engine 'fast': use one of"):
         celleval.run(pred, real, tmp_path / "e", engine="fast")
     assert not (tmp_path / "d" / "results.csv").exists()
+
+
+def _cell_eval_children(pid: int) -> list:
+    import psutil
+
+    try:
+        procs = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [p for p in procs if "cell-eval" in " ".join(p.cmdline()) or "cell_eval" in " ".join(p.cmdline())]
+
+
+def test_a_killed_cell_eval_is_explained_and_leaves_no_folder(tmp_path):
+    """cell-eval SIGKILLed mid-run (what the OOM killer does): the error says so, not cell-eval's last words, and
+    the work folder in the output directory is gone."""
+    import os
+    import signal
+    import threading
+    import time
+
+    pred, real = _pair(tmp_path)
+    out = tmp_path / "run"
+
+    def killer():
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            kids = _cell_eval_children(os.getpid())
+            if kids:
+                time.sleep(0.5)
+                for k in kids:
+                    k.send_signal(signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    with pytest.raises(celleval.CellEvalError) as err:
+        celleval.run(pred, real, out, engine="cell-eval")
+    t.join()
+    assert "cell-eval run was killed (-9: SIGKILL): perhaps out of memory" in str(err.value)
+    assert list(out.iterdir()) == []
+
+
+def test_a_killed_job_takes_cell_eval_along_and_its_folder_is_cleaned_next_time(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    pred, real = _pair(tmp_path)
+    out = tmp_path / "run"
+    code = ("import sys; from pertpipe.evaluation import celleval; "
+            "celleval.run(sys.argv[1], sys.argv[2], sys.argv[3], engine='cell-eval')")
+    job = subprocess.Popen([sys.executable, "-c", code, str(pred), str(real), str(out)],
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline, kids = time.time() + 60, []
+    while time.time() < deadline and not kids:
+        kids = _cell_eval_children(job.pid)
+        time.sleep(0.05)
+    assert kids, "cell-eval never started"
+    os.kill(job.pid, signal.SIGKILL)  # the scheduler kills the job's process, not its group
+    job.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(k.is_running() and k.status() != "zombie" for k in kids):
+        time.sleep(0.1)
+    assert not any(k.is_running() and k.status() != "zombie" for k in kids), "cell-eval outlived its job"
+    stale = [p.name for p in out.iterdir()]
+    assert len(stale) == 1 and stale[0].startswith(f".pertpipe-tmp-{job.pid}-")
+    celleval.run(pred, real, out, engine="local")  # the next job in that folder
+    assert sorted(p.name for p in out.iterdir()) == sorted(celleval.RUN_FILES)
