@@ -159,6 +159,43 @@ def setup_logging(log_file: str | os.PathLike | None = None, *, level: int = log
     return log
 
 
+def os_error_message(exc: BaseException) -> str | None:
+    """One line (the path, what is wrong, the fix) for the operating-system failures a user causes: permission
+    denied, a read-only disk, a folder where a file belongs (or the reverse), a full disk or quota. h5py reports
+    them inside its own message (``errno = 28``), which is read too. None for anything else."""
+    import errno as E
+    import re
+
+    if not isinstance(exc, OSError):
+        return None
+    code, path = exc.errno, exc.filename
+    text = str(exc)
+    if code is None:  # h5py: "Unable to create file (unable to open file: name = 'x', errno = 13, ...)"
+        m = re.search(r"errno = (\d+)", text)
+        code = int(m.group(1)) if m else None
+    if path is None:
+        n = re.search(r"name = '([^']+)'", text)
+        path = n.group(1) if n else None
+    where = path or "an output of this rule"
+    fixes = {
+        E.EACCES: (f"permission denied: {where}", "make it readable/writable for this user (chmod/chown), or point "
+                   "results: / downloads: at a folder you own"),
+        E.EROFS: (f"{where} is on a read-only file system", "point results: / downloads: at a writable folder"),
+        E.EISDIR: (f"{where} is a folder where a file is expected", "give the file's path (config dataset:/datasets:, "
+                   "an input), or remove the folder in the way"),
+        E.ENOTDIR: (f"a part of {where} is a file where a folder is expected", "fix the path, or remove the file in "
+                    "the way"),
+        E.ENOSPC: (f"no space left on the device holding {where}", "free space, or move results: / downloads: to a "
+                   "larger disk, then re-run: finished outputs are kept"),
+        E.EDQUOT: (f"disk quota exceeded writing {where}", "free space in your quota or move results: elsewhere"),
+    }
+    fixes[E.EPERM] = fixes[E.EACCES]
+    if code not in fixes:
+        return None
+    problem, fix = fixes[code]
+    return f"{problem}. Fix: {fix}"
+
+
 @contextlib.contextmanager
 def script_step(log_file: str | os.PathLike | None, name: str, *, verify: Any = None) -> Iterator[logging.Logger]:
     """Harness for a workflow script: log to the rule's log file; a user error exits 1 with its message.
@@ -184,6 +221,14 @@ def script_step(log_file: str | os.PathLike | None, name: str, *, verify: Any = 
         yield step_log
     except PertpipeError as exc:
         step_log.error("%s failed: %s", name, exc)
+        sys.stderr.flush()
+        raise SystemExit(1) from None
+    except OSError as exc:
+        line = os_error_message(exc)
+        if line is None:
+            step_log.exception("%s failed with an unexpected error", name)
+            raise
+        step_log.error("%s failed: %s", name, line)
         sys.stderr.flush()
         raise SystemExit(1) from None
     except Exception:
