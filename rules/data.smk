@@ -61,6 +61,7 @@ rule standardize:
         input_scale=S1["input_scale"],
         target_sum=S1["target_sum"],
         duplicate_genes=S1["duplicate_genes"],
+        duplicate_cells=S1["duplicate_cells"],
         chunk_size=S1["chunk_size"],
     resources:
         mem_mb=4000,

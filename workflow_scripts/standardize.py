@@ -11,10 +11,11 @@ with script_step(sm.log[0], "standardize") as log:
     adapter = get_adapter(entry.adapter, {**entry.adapter_options, **side})  # side files at their local paths
     params = {"adapter": entry.adapter, "adapter_options": entry.adapter_options, "filter": entry.filter,
               "input_scale": sm.params.input_scale, "target_sum": sm.params.target_sum,
-              "duplicate_genes": sm.params.duplicate_genes}
+              "duplicate_genes": sm.params.duplicate_genes, "duplicate_cells": sm.params.duplicate_cells}
     summary = standardize(sm.input.raw, sm.output.h5ad, adapter=adapter, obs_filter=entry.filter,
                           input_scale=sm.params.input_scale, target_sum=sm.params.target_sum,
                           chunk_size=sm.params.chunk_size, duplicate_genes=sm.params.duplicate_genes,
+                          duplicate_cells=sm.params.duplicate_cells,
                           uns={"pertpipe": provenance("standardize", source=entry.provenance(), params=params)})
     summary["dataset"] = entry.name
     write_json(summary, sm.output.summary)

@@ -86,8 +86,43 @@ class Adapter:
         mapping = {u: one(u) for u in uniq}
         return values.astype(str).map(mapping)
 
-    def canonical_obs(self, obs: pd.DataFrame, *, path: object) -> pd.DataFrame:
-        """The canonical obs table (target_gene, batch, cell_type + kept columns), validated."""
+    def obs_problems(self, obs: pd.DataFrame, *, duplicate_cells: str = "error") -> list[tuple[str, str, str]]:
+        """Every problem of ``obs`` that stage 1 refuses, as (field, problem, fix) in the words ``standardize``
+        raises and ``pertpipe inspect`` warns with: unlabelled cells, no controls, no perturbed cells, labels with
+        control characters (a line break would split report lines), duplicated cell barcodes."""
+        col, out = f"obs['{self.pert_col}']", []
+        raw = obs[self.pert_col]
+        missing = raw.isna() | (raw.astype(str).str.strip().isin(["", "nan", "None"]))
+        if missing.any():
+            out.append((col, f"{int(missing.sum())} cells have no perturbation label (first: "
+                        f"{list(obs.index[missing][:5])})", "label them (controls as 'non-targeting') or drop them"))
+        mapped = pd.Series(self.map_targets(raw[~missing]).values) if (~missing).any() else pd.Series([], dtype=str)
+        if not (mapped == CONTROL_LABEL).any():
+            seen = sorted(pd.unique(raw[~missing].astype(str)))[:10]
+            out.append((col, f"no control cells: none of the labels {list(self.control_values)} occur (labels seen: "
+                        f"{seen} ...)", "set `adapter_options: {control_values: [<the control label>]}` for this "
+                        "dataset (config `datasets:` block or resources/datasets.yaml)"))
+        elif not (mapped != CONTROL_LABEL).any():
+            out.append((col, "no perturbed cells: every labelled cell is a control, so there is nothing to predict "
+                        "or score", "check adapter_options.pert_col and control_values "
+                        "(`pertpipe inspect FILE` lists each column's labels), or add the perturbed cells"))
+        for c in [self.pert_col, self.cell_type_col, self.batch_col]:
+            if c and c in obs.columns:
+                bad = obs[c].astype(str).str.contains(r"[\x00-\x1f\x7f]", regex=True, na=False)
+                if bad.any():
+                    out.append((f"obs['{c}']", f"{int(bad.sum())} labels contain control characters (line breaks, "
+                                f"tabs; first: {obs[c][bad].astype(str).iloc[0]!r})", "remove them from the labels"))
+        dup = pd.Index(obs.index.astype(str)).duplicated()
+        if dup.any() and duplicate_cells == "error":
+            out.append(("obs_names", f"{int(dup.sum())} duplicated cell barcodes (e.g. "
+                        f"{sorted(set(obs.index.astype(str)[dup]))[:3]}): a barcode could land in both train and "
+                        "validation", "make them unique in the source (e.g. append the sample or lane), or set "
+                        "stage1.duplicate_cells: make_unique"))
+        return out
+
+    def canonical_obs(self, obs: pd.DataFrame, *, path: object, duplicate_cells: str = "error") -> pd.DataFrame:
+        """The canonical obs table (target_gene, batch, cell_type + kept columns), validated: the first of
+        :meth:`obs_problems` is raised. ``duplicate_cells: make_unique`` renames repeated barcodes (-1, -2, ...)."""
         if self.pert_col not in obs.columns:
             raise ContractError(path, f"obs['{self.pert_col}']",
                                 f"perturbation column missing (obs has {_columns_with_levels(obs)})",
@@ -95,25 +130,20 @@ class Adapter:
                                 "`datasets:` block or resources/datasets.yaml; `pertpipe inspect FILE` suggests it), "
                                 "or `guide_obsm:` when the file holds gRNA counts instead of labels")
         self.check_columns(obs, path=path)
+        problems = self.obs_problems(obs, duplicate_cells=duplicate_cells)
+        if problems:
+            raise ContractError(path, *problems[0])
         raw = obs[self.pert_col]
-        missing = raw.isna() | (raw.astype(str).str.strip().isin(["", "nan", "None"]))
-        if missing.any():
-            rows = list(obs.index[missing][:5])
-            raise ContractError(path, f"obs['{self.pert_col}']", f"{int(missing.sum())} cells have no perturbation "
-                                f"label (first: {rows})", "label them (controls as 'non-targeting') or drop them")
-        out = pd.DataFrame(index=obs.index.astype(str))
+        index = pd.Index(obs.index.astype(str))
+        if index.duplicated().any():  # duplicate_cells: make_unique (counted by standardize)
+            index = _make_unique(index)
+        out = pd.DataFrame(index=index)
         out["target_gene"] = self.map_targets(raw).values
         out["batch"] = self._column(obs, self.batch_col, self.default_batch)
         out["cell_type"] = self._column(obs, self.cell_type_col, self.default_cell_type)
         for col in self.keep_obs:
             if col in obs.columns:
                 out[col] = obs[col].values
-        if not (out["target_gene"] == CONTROL_LABEL).any():
-            seen = sorted(pd.unique(raw.astype(str)))[:10]
-            raise ContractError(path, f"obs['{self.pert_col}']", f"no control cells: none of the labels "
-                                f"{list(self.control_values)} occur (labels seen: {seen} ...)",
-                                "set `adapter_options: {control_values: [<the control label>]}` for this dataset "
-                                "(config `datasets:` block or resources/datasets.yaml)")
         return out
 
     def check_columns(self, obs: pd.DataFrame, *, path: object) -> None:
@@ -141,6 +171,17 @@ class Adapter:
             raise ContractError(path, f"var['{self.gene_col}']", f"gene symbol column missing (var has "
                                 f"{list(var.columns)})", "set adapter_options.gene_col (null = var index)")
         return pd.Index([str(x).strip() for x in names])
+
+
+def _make_unique(index: pd.Index) -> pd.Index:
+    """Repeated names get -1, -2, ... (the first keeps its name), as anndata's obs_names_make_unique."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in index:
+        k = seen.get(name, 0)
+        out.append(name if k == 0 else f"{name}-{k}")
+        seen[name] = k + 1
+    return pd.Index(out)
 
 
 def _columns_with_levels(obs: pd.DataFrame, limit: int = 20) -> str:

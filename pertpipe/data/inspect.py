@@ -79,7 +79,9 @@ def _cell_figures(reader: H5adReader, chunk_size: int) -> dict[str, Any]:
     det = np.concatenate(detected) if detected else np.zeros(0)
     x_int = sample is not None and is_integer_valued(sample)
     x_max = float(sample.data.max()) if sample is not None and sample.nnz else 0.0
-    scale = "counts" if x_int and x_max >= 1 else ("log1p" if x_max <= LOG1P_MAX else "unknown (not counts, not log1p)")
+    bad = sample is not None and sample.nnz and (not np.isfinite(sample.data).all() or sample.data.min() < 0)
+    scale = ("invalid (negative or non-finite values)" if bad else "counts" if x_int and x_max >= 1
+             else "log1p" if x_max <= LOG1P_MAX else "unknown (not counts, not log1p)")
     q = lambda a: {k: float(np.quantile(a, p)) if len(a) else 0.0 for k, p in  # noqa: E731
                    (("min", 0), ("q25", .25), ("median", .5), ("q75", .75), ("max", 1))}
     n_cells, n_genes = reader.n_obs, reader.n_vars
@@ -100,14 +102,22 @@ def inspect_h5ad(path: str | os.PathLike, *, chunk_size: int = DEFAULT_CHUNK) ->
         guess = _guess_columns(obs)
         guide_keys = [k for k in r.obsm_keys() if _GUIDE_OBSM.search(k)]
         figures = _cell_figures(r, chunk_size)
+        data_warnings = _data_warnings(r, chunk_size)
         out: dict[str, Any] = {
             "file": str(path.resolve()), "n_cells": r.n_obs, "n_genes": r.n_vars, "x_encoding": r.encoding(),
             "layers": r.layers(), "obsm": r.obsm_keys(), "guide_obsm_candidates": guide_keys,
             "obs_columns": {str(c): int(obs[c].nunique()) for c in obs.columns}, **figures, "guess": guess,
         }
-    out["warnings"] = []
+    out["warnings"] = list(data_warnings)
+    all_control = _all_control_column(obs)
+    named = "target_gene" if "target_gene" in obs.columns else None  # the canonical adapter's column
     if guess["pert_col"]:
-        out.update(_per_target(obs, guess))
+        per = _per_target(obs, guess)
+        out.update({**per, "warnings": out["warnings"] + per["warnings"]})
+    elif named or all_control:  # no usable label column: what standardize would say of the likely one
+        adapter = (Adapter(pert_col=named) if named
+                   else Adapter(pert_col=all_control[0], control_values=(all_control[1],)))
+        out["warnings"] += [f"{f}: {p}. Fix: {x}" for f, p, x in adapter.obs_problems(obs)]
     elif guide_keys:
         out["warnings"].append(f"no perturbation column; obsm['{guide_keys[0]}'] looks like gRNA counts: set "
                                "adapter_options.guide_obsm (and uns guide_names / guide_targets)")
@@ -118,13 +128,43 @@ def inspect_h5ad(path: str | os.PathLike, *, chunk_size: int = DEFAULT_CHUNK) ->
     return out
 
 
+def _data_warnings(reader: H5adReader, chunk_size: int) -> list[str]:
+    """What ``standardize`` would refuse in X and var, in its words: NaN/inf or negative values, duplicated gene
+    names."""
+    from pertpipe.data.standardize import check_values
+
+    warn = []
+    layer = "counts" if "counts" in reader.layers() else None
+    try:
+        for start, _stop, block in reader.iter_chunks(chunk_size, layer=layer):
+            check_values(block, path=reader.path, field=f"layers['{layer}']" if layer else "X", row_offset=start)
+    except ContractError as exc:
+        warn.append(str(exc))
+    names = pd.Index(reader.var_names.astype(str))
+    if names.duplicated().any():
+        dups = sorted(set(names[names.duplicated()]))
+        warn.append(f"{reader.path}: field 'var_names': {len(dups)} duplicate gene names (e.g. {dups[:5]}). Fix: make "
+                    "them unique in the source, or set stage1.duplicate_genes: first to keep the first occurrence")
+    return warn
+
+
+def _all_control_column(obs: pd.DataFrame) -> tuple[str, str] | None:
+    """(column, control label) of a column holding one control-like value only: a file without perturbed cells."""
+    for col in obs.columns:
+        vals = obs[col].astype(str).unique()
+        if len(vals) == 1 and _control_values(obs[col]):
+            return str(col), str(vals[0])
+    return None
+
+
 def _per_target(obs: pd.DataFrame, guess: dict[str, Any]) -> dict[str, Any]:
     adapter = Adapter(pert_col=guess["pert_col"], control_values=tuple(guess["control_values"]) or ("control",))
-    raw = obs[guess["pert_col"]].astype(str)
+    raw = obs[guess["pert_col"]]
+    warn = [f"{field}: {problem}. Fix: {fix}" for field, problem, fix in adapter.obs_problems(obs)]
+    raw = raw[~(raw.isna() | raw.astype(str).str.strip().isin(["", "nan", "None"]))].astype(str)
     labels = adapter.map_targets(raw[~raw.isin(adapter.exclude_values)])
     sizes = labels[labels != CONTROL_LABEL].value_counts()
     n_ctrl = int((labels == CONTROL_LABEL).sum())
-    warn = []
     if n_ctrl < MIN_CONTROLS:
         warn.append(f"only {n_ctrl} control cells: the DE test behind DES/PDS needs many more (>= {MIN_CONTROLS}; "
                     "some go to validation) to rank models")

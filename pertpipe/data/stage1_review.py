@@ -102,7 +102,8 @@ def render_text(rep: dict[str, Any]) -> str:
         "Standardize",
         f"  source: {s['source']}",
         f"  cells: {s['n_cells']:,} (of {s['n_cells_source']:,} in the source; filter {s['filter'] or 'none'})",
-        f"  genes: {s['n_genes']:,}; duplicates dropped: {s['duplicate_genes_dropped']}",
+        f"  genes: {s['n_genes']:,}; duplicates dropped: {s['duplicate_genes_dropped']}; duplicated cell barcodes "
+        f"renamed: {s.get('duplicate_cells_renamed', 0)}",
         f"  input scale: {s['scale_detected']}; counts layer kept: {s['counts_layer']}; empty cells: {s['empty_cells']}",
         f"  perturbations: {s['n_perturbations']}; control cells: {s['n_control_cells']:,}",
         *_guide_lines(s.get("guide_assignment")),

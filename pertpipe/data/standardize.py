@@ -137,7 +137,7 @@ def _keep_mask(src: object, obs_all: pd.DataFrame, obs_filter: dict[str, list[st
 def standardize(src: str | os.PathLike, dest: str | os.PathLike, *, adapter: Adapter,
                 obs_filter: dict[str, list[str]] | None = None, input_scale: str = "auto",
                 target_sum: float = 1e4, chunk_size: int = DEFAULT_CHUNK, duplicate_genes: str = "error",
-                uns: dict[str, Any] | None = None) -> dict[str, Any]:
+                uns: dict[str, Any] | None = None, duplicate_cells: str = "error") -> dict[str, Any]:
     """Stream ``src`` into a canonical h5ad at ``dest`` (source gene order); returns summary figures.
 
     ``src`` is read in ``adapter.source_format`` (h5ad, or an R object via :mod:`pertpipe.data.sources`; L1000
@@ -150,15 +150,17 @@ def standardize(src: str | os.PathLike, dest: str | os.PathLike, *, adapter: Ada
         return standardize_l1000(src, dest, adapter=adapter, obs_filter=obs_filter, uns=uns)
     if duplicate_genes not in ("error", "first"):
         raise ConfigError(f"stage1.duplicate_genes is '{duplicate_genes}'. Fix: use 'error' or 'first'")
+    if duplicate_cells not in ("error", "make_unique"):
+        raise ConfigError(f"stage1.duplicate_cells is '{duplicate_cells}'. Fix: use 'error' or 'make_unique'")
     with as_h5ad(src, adapter.source_format, workdir=Path(dest).parent, object_name=adapter.rda_object) as h5:
         return _standardize_h5ad(h5, dest, adapter=adapter, obs_filter=obs_filter, input_scale=input_scale,
                                  target_sum=target_sum, chunk_size=chunk_size, duplicate_genes=duplicate_genes,
-                                 uns=uns, shown_as=src)
+                                 uns=uns, shown_as=src, duplicate_cells=duplicate_cells)
 
 
 def _standardize_h5ad(src: Path, dest: str | os.PathLike, *, adapter: Adapter, obs_filter, input_scale: str,
                       target_sum: float, chunk_size: int, duplicate_genes: str, uns: dict[str, Any] | None,
-                      shown_as: str | os.PathLike) -> dict[str, Any]:
+                      shown_as: str | os.PathLike, duplicate_cells: str = "error") -> dict[str, Any]:
     with H5adReader(src) as reader:
         if reader.n_obs == 0 or reader.n_vars == 0:
             raise ContractError(shown_as, "X", f"the file is empty ({reader.n_obs} cells x {reader.n_vars} genes)",
@@ -173,7 +175,8 @@ def _standardize_h5ad(src: Path, dest: str | os.PathLike, *, adapter: Adapter, o
             if not keep.any():
                 raise ContractError(shown_as, f"obs['{adapter.pert_col}']", f"every cell is labelled one of "
                                     f"{list(adapter.exclude_values)}", "check the guide thresholds or the labels")
-        obs = adapter.canonical_obs(obs_all[keep], path=shown_as)
+        obs = adapter.canonical_obs(obs_all[keep], path=shown_as, duplicate_cells=duplicate_cells)
+        renamed = int(pd.Index(obs_all.index[keep].astype(str)).duplicated().sum())
 
         symbols = adapter.gene_symbols(reader.var, path=src)
         dup_mask = symbols.duplicated(keep="first")
@@ -231,7 +234,8 @@ def _standardize_h5ad(src: Path, dest: str | os.PathLike, *, adapter: Adapter, o
     return {
         "source": str(shown_as), "guide_assignment": guides, "excluded_cells": excluded,
         "excluded_values": list(adapter.exclude_values), "n_cells_source": int(len(keep)), "n_cells": int(keep.sum()), "n_genes": int(len(var)),
-        "duplicate_genes_dropped": int(dup_mask.sum()), "scale_detected": decision.scale,
+        "duplicate_genes_dropped": int(dup_mask.sum()), "duplicate_cells_renamed": renamed,
+        "scale_detected": decision.scale,
         "counts_layer": decision.counts_source is not None, "empty_cells": empty_cells, "x_max": x_max,
         "n_control_cells": n_ctrl, "n_perturbations": int(obs["target_gene"].nunique() - 1),
         "filter": obs_filter or {},

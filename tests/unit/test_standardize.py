@@ -72,6 +72,9 @@ def test_gears_conditions(tmp_path, adata_factory):
     ("nan", "X", "NaN/inf"),
     ("dup_genes", "var_names", "duplicate gene names"),
     ("unlabelled", "obs['target_gene']", "no perturbation label"),
+    ("all_control", "obs['target_gene']", "no perturbed cells: every labelled cell is a control"),
+    ("dup_cells", "obs_names", "duplicated cell barcodes"),
+    ("newline_label", "obs['target_gene']", "labels contain control characters"),
 ])
 def test_bad_input_messages(tmp_path, adata_factory, case, field, words):
     a = adata_factory(counts=True)
@@ -89,12 +92,32 @@ def test_bad_input_messages(tmp_path, adata_factory, case, field, words):
         a.var_names = ["GENE1"] * 2 + [f"GENE{i}" for i in range(2, a.n_vars)]
     elif case == "unlabelled":
         a.obs.loc[a.obs_names[3], "target_gene"] = ""
+    elif case == "all_control":
+        a.obs["target_gene"] = "non-targeting"
+    elif case == "dup_cells":
+        a.obs_names = ["c0", "c0"] + list(a.obs_names[2:])
+    elif case == "newline_label":
+        a.obs.loc[a.obs_names[1], "target_gene"] = "GENE1\nGENE2"
     with pytest.raises(ContractError) as err:
         _run(tmp_path, a)
     msg = str(err.value)
     assert f"field '{field}'" in msg and words in msg and "Fix:" in msg and "src.h5ad" in msg
     assert not (tmp_path / "out.h5ad").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["src.h5ad"]  # nothing half-written
+    if case != "missing_col":  # `pertpipe inspect` warns about the same problem, in the same words
+        from pertpipe.data.inspect import inspect_h5ad
+
+        problem = msg.split(f"field '{field}': ", 1)[1].split(". Fix:")[0]
+        assert any(problem in w for w in inspect_h5ad(tmp_path / "src.h5ad")["warnings"]), case
+
+
+def test_duplicated_barcodes_can_be_made_unique(tmp_path, adata_factory):
+    a = adata_factory(counts=True)
+    a.obs_names = ["c0", "c0", "c0"] + list(a.obs_names[3:])
+    summary, dest = _run(tmp_path, a, duplicate_cells="make_unique")
+    b = ad.read_h5ad(dest)
+    assert list(b.obs_names[:3]) == ["c0", "c0-1", "c0-2"] and b.obs_names.is_unique
+    assert summary["duplicate_cells_renamed"] == 2
 
 
 def test_duplicate_genes_keep_first(tmp_path, adata_factory):
