@@ -56,13 +56,23 @@ class _NetworkFailure(Exception):
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` for the block; the (empty) lock file is removed afterwards, so none is left
+    behind (Snakemake runs one job per download, so no other process waits on it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def defined_in(entry: Entry) -> str:
+    """Where a download entry was defined, for the fix in a message: the user's config or the registry file."""
+    return (f"your config's `datasets: {entry.name}` entry" if entry.user
+            else f"the registry entry '{entry.name}' (resources/datasets.yaml)")
 
 
 def _progress(total: int | None, initial: int, desc: str):
@@ -96,7 +106,7 @@ def _stream_to_part(resp: requests.Response, part: Path, have: int, name: str, c
 
 def http_download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, retries: int = 4,
                   backoff: float = 1.0, timeout: float = 30.0, chunk_size: int = 1 << 16,
-                  session: requests.Session | None = None) -> str:
+                  session: requests.Session | None = None, where: str = "resources/datasets.yaml") -> str:
     """Stream ``url`` to ``dest`` with resume and retries; returns the sha256 of the complete file.
 
     Connection errors and 429/5xx answers are retried by the session (:mod:`pertpipe.http_session`, urllib3
@@ -133,7 +143,7 @@ def http_download(url: str, dest: str | os.PathLike, *, sha256: str | None = Non
                 raise _NetworkFailure(f"{url}: HTTP {resp.status_code} after {retries + 1} tries")
             if resp.status_code >= 400:
                 raise DownloadError(f"HTTP {resp.status_code} {resp.reason} for {url}. "
-                                    "Fix: check the URL in resources/datasets.yaml or set `mirror:`")
+                                    f"Fix: check the URL in {where} or set `mirror:`")
             done, last_error = _stream_to_part(resp, part, have, dest.name, chunk_size)
             if done:
                 break
@@ -144,23 +154,25 @@ def http_download(url: str, dest: str | os.PathLike, *, sha256: str | None = Non
         part.unlink()
         raise DownloadError(f"sha256 mismatch for {url}: expected {sha256}, got {digest}. The partial file "
                             f"{part} was deleted. Fix: re-run to download again; if it persists, the upstream file "
-                            "changed: update sha256 in resources/datasets.yaml")
+                            f"changed: update sha256 in {where}")
     os.replace(part, dest)
     return digest
 
 
-def _copy_local(src: Path, dest: Path, *, sha256: str | None) -> str:
+def _copy_local(src: Path, dest: Path, *, sha256: str | None, what: str = "mirror file",
+                where: str = "resources/datasets.yaml") -> str:
     if not src.is_file():
-        raise _NotFound(f"not in mirror: {src}")
+        raise _NotFound(f"not in mirror: {src}" if what == "mirror file" else f"no such {what}: {src}")
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, part)
     digest = sha256_file(part)
     if sha256 and digest != sha256:
         part.unlink()
-        raise DownloadError(f"sha256 mismatch for mirror file {src}: expected {sha256}, got {digest}. "
-                            "The copy was deleted. Fix: restore the mirror file or correct mirror.sha256 "
-                            "in resources/datasets.yaml")
+        fix = ("restore the mirror file or correct mirror.sha256 in resources/datasets.yaml" if what == "mirror file"
+               else f"check the file, or correct sha256 in {where}")
+        raise DownloadError(f"sha256 mismatch for {what} {src}: expected {sha256}, got {digest}. "
+                            f"The copy was deleted. Fix: {fix}")
     os.replace(part, dest)
     return digest
 
@@ -321,10 +333,11 @@ def fetch(entry: Entry, dest: str | os.PathLike, *, mirror: str | None = None,
                 if obj.exists():
                     digest = sha256_file(obj)
                 elif urlparse(url).scheme == "file":  # a file:// URL: a local copy, checksummed the same way
-                    digest = _copy_local(Path(url2pathname(urlparse(url).path)), obj, sha256=entry.sha256)
+                    digest = _copy_local(Path(url2pathname(urlparse(url).path)), obj, sha256=entry.sha256,
+                                         what="local file (file:// URL)", where=defined_in(entry))
                 else:
                     digest = http_download(url, obj, sha256=entry.sha256, retries=retries, backoff=backoff,
-                                           timeout=timeout)
+                                           timeout=timeout, where=defined_in(entry))
                 manifest = finish(obj, url, digest, entry.sha256, from_mirror=False)
                 if entry.archive == "none":
                     obj.unlink(missing_ok=True)
@@ -337,7 +350,7 @@ def fetch(entry: Entry, dest: str | os.PathLike, *, mirror: str | None = None,
                 attempts.append(Attempt(url, str(exc), network=False))
     lines = "\n".join(f"  - {a.origin}: {a.error}" for a in attempts) or "  (no mirror and no upstream URL)"
     hint = ""
-    if not mirror:
+    if not mirror and any(a.network for a in attempts):  # offline is a guess worth making only after a network error
         hint = (f"\nNo `mirror:` is set. Offline? Put the file at {dest} yourself, or set `mirror:` in config to a "
                 "folder or http(s) base URL laid out like ../shared/data "
                 f"(this entry is looked up there as '{entry.mirror_path or entry.name + '/' + (entry.file or '')}').")

@@ -196,3 +196,23 @@ def test_stale_cached_download_is_fetched_again(file_server, tmp_path):
     man = fetch(entry(url), tmp_path / "out" / "thing.bin", cache_dir=cache, backoff=0.01)
     assert (tmp_path / "out" / "thing.bin").read_bytes() == PAYLOAD and man["origin"] == url
     assert len(file_server.requests) == 1
+
+
+def test_a_users_entry_with_a_wrong_sha256_says_where_to_fix_it_and_leaves_no_lock(tmp_path):
+    """A config `datasets:` entry whose file:// URL does not match its sha256: the message points at the user's
+    entry (not the registry file), calls the file what it is, adds no offline guess, and no lock file is left."""
+    src = tmp_path / "my_screen.h5ad"
+    src.write_bytes(PAYLOAD)
+    e = Entry(name="my_screen", kind="dataset", urls=(src.as_uri(),), sha256="0" * 64, file="my_screen.h5ad",
+              user=True)
+    dest = tmp_path / "downloads" / "my_screen" / "my_screen.h5ad"
+    with pytest.raises(DownloadError) as err:
+        fetch(e, dest, lock_file=tmp_path / "lock.json")
+    msg = str(err.value)
+    assert f"sha256 mismatch for local file (file:// URL) {src}: expected {'0' * 64}, got {SHA}" in msg
+    assert "correct sha256 in your config's `datasets: my_screen` entry" in msg
+    assert "resources/datasets.yaml" not in msg and "mirror file" not in msg and "Offline?" not in msg
+    assert not list(tmp_path.rglob("*.lock")) and not dest.exists()
+    registry = Entry(name="thing", kind="resource", urls=(src.as_uri(),), sha256="0" * 64, file="thing.bin")
+    with pytest.raises(DownloadError, match=r"the registry entry 'thing' \(resources/datasets.yaml\)"):
+        fetch(registry, tmp_path / "downloads" / "thing" / "thing.bin")
