@@ -82,8 +82,8 @@ def _cell_figures(reader: H5adReader, chunk_size: int) -> dict[str, Any]:
     bad = sample is not None and sample.nnz and (not np.isfinite(sample.data).all() or sample.data.min() < 0)
     scale = ("invalid (negative or non-finite values)" if bad else "counts" if x_int and x_max >= 1
              else "log1p" if x_max <= LOG1P_MAX else "unknown (not counts, not log1p)")
-    q = lambda a: {k: float(np.quantile(a, p)) if len(a) else 0.0 for k, p in  # noqa: E731
-                   (("min", 0), ("q25", .25), ("median", .5), ("q75", .75), ("max", 1))}
+    q = lambda a: {k: float(np.quantile(a[np.isfinite(a)], p)) if np.isfinite(a).any() else 0.0  # noqa: E731
+                   for k, p in (("min", 0), ("q25", .25), ("median", .5), ("q75", .75), ("max", 1))}
     n_cells, n_genes = reader.n_obs, reader.n_vars
     return {"matrix": "layers['counts']" if layer else "X", "scale": scale,
             "nonzero_fraction": float(det.sum() / max(1, n_cells * n_genes)),
