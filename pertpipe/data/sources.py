@@ -121,12 +121,10 @@ def as_h5ad(src: str | os.PathLike, fmt: str, *, workdir: str | os.PathLike,
     if fmt == "h5ad":
         yield src
         return
+    from pertpipe.io import work_dir
+
     adata = read_sceptre_rda(src, object_name=object_name)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    tmp = workdir / f".{src.name}.source.h5ad"
-    try:
+    with work_dir(workdir) as folder:  # removed on exit; one left by a killed job is removed by the next
+        tmp = folder / f"{src.name}.source.h5ad"
         adata.write_h5ad(tmp)
         yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -42,6 +42,7 @@ import pandas as pd
 
 from pertpipe import CONTROL_LABEL, perturbation_genes
 from pertpipe.errors import ConfigError, PertpipeError
+from pertpipe.io import child_options, explain_exit
 from pertpipe.models.base import GeneratesCells, register_model
 from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.peers.common import peer_record, require_peer, training_cells
@@ -217,14 +218,14 @@ class StateModel(GeneratesCells):
         t0 = time.perf_counter()
         with open(log_path, "w") as fh:
             proc = subprocess.run([sys.executable, "-m", "state", "tx", "train", *overrides], cwd=tmp, env=env,
-                                  stdout=fh, stderr=subprocess.STDOUT)
+                                  stdout=fh, stderr=subprocess.STDOUT, **child_options())
         train_s = time.perf_counter() - t0
         run_dir = os.path.join(tmp, "run", "pertpipe")
         ckpt_path = os.path.join(run_dir, "checkpoints", "final.ckpt")
         if proc.returncode != 0 or not os.path.exists(ckpt_path):
             with open(log_path) as fh:
                 tail = fh.read()[-3000:]
-            raise StateTrainingError(f"state tx train failed (exit {proc.returncode}); the end of its log:\n{tail}")
+            raise StateTrainingError(f"{explain_exit('state tx train', proc.returncode)}; the end of its log:\n{tail}")
         best_path = os.path.join(run_dir, "checkpoints", "best.ckpt")
         chosen = best_path if p.checkpoint == "best" and os.path.exists(best_path) else ckpt_path
         with open(chosen, "rb") as fh:
@@ -254,6 +255,9 @@ class StateModel(GeneratesCells):
             from state.tx.models.state_transition import StateTransitionPerturbationModel
 
             with contextlib.redirect_stdout(io.StringIO()):  # it prints the whole module
+                # STATE's own Lightning checkpoint (hyperparameters as Python objects) needs a full unpickle; it
+                # was written by this run's `state tx train`, and predict_state loads model.pt only after checking
+                # it against the sha256 train_state recorded (pertpipe.integrity). Load no STATE model.pt of others.
                 m = StateTransitionPerturbationModel.load_from_checkpoint(io.BytesIO(self.ckpt), map_location="cpu",
                                                                           weights_only=False)
             m.eval()
