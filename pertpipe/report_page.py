@@ -21,6 +21,13 @@ def escape(text: Any) -> str:
     return html.escape(str(text))
 
 
+def task_title(task: str, dataset: str) -> str:
+    """A report's title: the run's dataset and its task's report section (:data:`pertpipe.tasks.TASKS`)."""
+    from pertpipe.tasks import get_task
+
+    return f"pertpipe report: {dataset} ({get_task(task).report})"
+
+
 def page(title: str, parts: list[str]) -> str:
     """A whole HTML document: ``title`` (escaped) as <title> and <h1>, then ``parts`` (HTML fragments)."""
     return "\n".join(["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{escape(title)}</title>",

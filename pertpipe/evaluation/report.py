@@ -214,7 +214,7 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
         "<h2>Stage 1</h2>", _table(s1),
         "<h2>Versions</h2>", _table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])),
     ]
-    return report_page.page(f"pertpipe report: {dataset}", parts)
+    return report_page.page(report_page.task_title("cells", dataset), parts)
 
 
 def consistency(celleval_results: str | os.PathLike, local_results: pd.DataFrame) -> dict[str, Any]:

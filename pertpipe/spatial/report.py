@@ -145,7 +145,7 @@ def render_html(rep: dict[str, Any]) -> str:
              f"<h2>Maps ({report_page.escape(', '.join(rep['map_genes']))})</h2>",
              report_page.png_file(rep["figures"]["maps"], "maps"),
              f"<h2>Communication recovery ({c['n_pairs']} LR pairs)</h2>", report_page.table(comm)]
-    return report_page.page(f"pertpipe spatial report: {rep['dataset']}", parts)
+    return report_page.page(report_page.task_title("spatial", rep["dataset"]), parts)
 
 
 def render_text(rep: dict[str, Any]) -> str:

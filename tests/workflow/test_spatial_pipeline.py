@@ -55,7 +55,7 @@ def test_merfish_pair_end_to_end(tmp_path, shared_data):
     rep = json.loads((res / "spatial_report.json").read_text())
     assert set(rep["artifacts"]) >= {"imputed", "evaluation", "communication", "heldout"}
     page = (res / "spatial_report.html").read_text()  # the report writer every task uses
-    assert "<h1>pertpipe spatial report: hypothalamus_merfish</h1>" in page and "Held-out LR genes (6)" in page
+    assert "<h1>pertpipe report: hypothalamus_merfish (Spatial LR imputation)</h1>" in page and "Held-out LR genes (6)" in page
     assert page.count("data:image/png;base64,") == 2 and "tangram" in page and "Communication recovery" in page
     assert not list(res.rglob("*checkpoint*.pt"))  # the shared loop's resume checkpoints, removed once done
     bench = tmp_path / "results" / "hypothalamus_merfish" / "benchmarks"

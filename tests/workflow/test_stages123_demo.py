@@ -98,7 +98,7 @@ def test_local_run_engine_through_snakemake(full_run, tmp_path):
 
 def test_report_is_self_contained(full_run):
     html = (full_run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 2
+    assert html.count("data:image/png;base64,") >= 2 and "<h1>pertpipe report: demo (Perturbation response (cells))</h1>" in html
     for words in ("Leaderboard", "Predicted vs true change", "Local scorer vs cell-eval", "Stage 1", "linear"):
         assert words in html
     assert "http://" not in html and "https://" not in html
