@@ -52,6 +52,12 @@ class Task:
             raise ConfigError(f"dataset '{dataset}' is a {self.name} task ({self.x}), but models {bad} do not "
                               f"predict it. Fix: set `models:` to models that do ({', '.join(ok)})")
 
+    def check_split(self, strategy: str, *, dataset: str) -> None:
+        """Refuse a split strategy that does not fit this task's data (e.g. the VCC split on L1000 signatures)."""
+        if strategy not in self.splits:
+            raise ConfigError(f"stage1.split.strategy is '{strategy}', but dataset '{dataset}' is a {self.name} task "
+                              f"({self.x}). Fix: use one of {list(self.splits)}")
+
     def stage3_targets(self, results: str, dataset: str) -> list[str]:
         return [f"{results}/{dataset}/{name}" for name in self.leaderboard]
 

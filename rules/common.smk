@@ -164,6 +164,7 @@ except PertpipeError as exc:
 TASK = task_of_dataset(DATASET_ENTRY)
 try:
     TASK.check_models({m: model_class(m) for m in MODEL_NAMES}, dataset=DATASET, registry=MODELS)
+    TASK.check_split(S1["split"]["strategy"], dataset=DATASET)
 except PertpipeError as exc:
     raise WorkflowError(f"invalid configuration: {exc}")
 

@@ -132,3 +132,15 @@ def test_one_module_runs_through_snakemake(tmp_path):
     board = pd.read_csv(res / "leaderboard.csv").set_index("model")
     assert {"cell_mean", "toy_shift"} <= set(board.index)
     assert board.loc["toy_shift", "MAE"] != board.loc["cell_mean", "MAE"]  # its own predictions were scored
+
+
+def test_tasks_own_their_splits_and_metrics():
+    from pertpipe.tasks import TASKS
+
+    with pytest.raises(ConfigError, match="strategy is 'vcc', but dataset 'lincs' is a signatures task"):
+        TASKS["signatures"].check_split("vcc", dataset="lincs")
+    TASKS["cells"].check_split("combo", dataset="norman")
+    assert [m.name for m in TASKS["spatial"].metrics()] == ["pcc", "ssim", "rmse", "js"]
+    assert {m.name for m in TASKS["cells"].metrics()} >= {"DES", "PDS", "MAE"}
+    assert TASKS["signatures"].stage3_targets("results", "x") == ["results/x/signature_leaderboard.csv",
+                                                                   "results/x/signature_leaderboard.md"]
