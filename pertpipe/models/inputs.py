@@ -9,7 +9,7 @@ rule's input files, ``python -m pertpipe train`` takes them as ``--input field=p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,3 @@ def check_kinds(model: str, kinds: tuple[str, ...] | list[str]) -> None:
     if unknown:
         raise ConfigError(f"model {model} declares unknown input kind(s) {unknown}. Fix: use {sorted(INPUT_KINDS)} "
                           "(or add an InputKind to pertpipe/models/inputs.py)")
-
-
-def run_fields() -> list[str]:
-    """Every :class:`ModelInputs` field (train, the input files, chunk_size, threads, checkpoint)."""
-    return [f.name for f in fields(ModelInputs)]
