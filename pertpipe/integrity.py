@@ -13,9 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from pertpipe.errors import ContractError
-from pertpipe.io import sha256_file
 
 RECORD_KEY = "outputs_sha256"
+
+
+def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def record(paths: Iterable[str | os.PathLike], rule: str) -> dict[str, Any]:

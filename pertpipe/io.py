@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from pertpipe.integrity import sha256_file  # noqa: F401  (defined there, below io; used across the package)
+
 log = logging.getLogger("pertpipe")
 
 _PROVENANCE_PACKAGES = ("pertpipe", "anndata", "numpy", "scipy", "h5py", "pandas", "torch", "cell-eval", "pdex")
@@ -75,15 +77,6 @@ def write_text(text: str, path: str | os.PathLike) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path) as fh:
         return json.load(fh)
-
-
-def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def config_hash(obj: Any) -> str:
