@@ -194,10 +194,13 @@ def model_input_files(name):
     return files
 
 
+def wants_gpu(settings):
+    """1 when training settings ask for a GPU (device: cuda, or gpu: true), for the scheduler's gpu resource."""
+    return 1 if settings.get("device") == "cuda" or settings.get("gpu") else 0
+
+
 def model_gpu(name):
-    """1 when model `name` asks for a GPU (device: cuda, or gpu: true), for the scheduler's gpu resource."""
-    hp = model_params(name)
-    return 1 if hp.get("device") == "cuda" or hp.get("gpu") else 0
+    return wants_gpu(model_params(name))
 
 
 DIST = DistConfig.from_config(config.get("distributed"))
@@ -286,8 +289,7 @@ def spatial_input_files(wc):
 
 def spatial_gpu():
     """1 when the spatial training rules ask for a GPU (spatial.model.gpu, or device: cuda)."""
-    m = SPATIAL["model"]
-    return 1 if m.get("gpu") or m.get("device") == "cuda" else 0
+    return wants_gpu(SPATIAL["model"])
 
 
 def spatial_species(sd):
