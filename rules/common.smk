@@ -174,6 +174,21 @@ def model_reads(name):
     return MODEL_OBJECTS[name].reads()
 
 
+def shrinks(name):
+    """Whether configured model ``name`` shrinks its prediction toward a baseline (pertpipe.models.shrinkage)."""
+    return getattr(MODEL_OBJECTS[name].params, "shrinkage", "none") != "none"
+
+
+# Every shrunk model is also scored raw (λ = 1) from the same fitted model: leaderboard row `<model>_raw`.
+RAW_ROWS = {f"{m}_raw": m for m in MODEL_NAMES if shrinks(m) and TASK.name == "cells"}
+ROWS = MODEL_NAMES + [r for r in RAW_ROWS if r not in MODEL_NAMES]  # the scored rows (prediction files)
+
+
+def trained_model(row):
+    """The configured model whose model.pt a scored row predicts with."""
+    return RAW_ROWS.get(row, row)
+
+
 # the knowledge stage (NCBI/GO downloads, embeddings) runs by default only when a configured model reads it
 NEEDS_KNOWLEDGE = any("knowledge" in model_reads(m) for m in MODEL_NAMES)
 
@@ -231,7 +246,7 @@ SUBMISSION = bool(S1["split"].get("submission"))
 
 def stage3_targets(dataset):
     if SUBMISSION:  # no truth for the targets: each model's cell-eval prep archive is the product
-        return [stage3_path(f, dataset=dataset, model=m) for m in MODEL_NAMES for f in (f"{m}.vcc", "prep.json")]
+        return [stage3_path(f, dataset=dataset, model=m) for m in ROWS for f in (f"{m}.vcc", "prep.json")]
     return TASK.stage3_targets(RESULTS, dataset)
 
 

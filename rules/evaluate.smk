@@ -2,7 +2,7 @@
 
 
 wildcard_constraints:
-    model="|".join(MODEL_NAMES) if MODEL_NAMES else "NO_MODEL",
+    model="|".join(ROWS) if ROWS else "NO_MODEL",
 
 
 # Quick summaries run on the submit host under a cluster profile.
@@ -126,14 +126,16 @@ rule local_metrics:
 
 rule leaderboard:
     input:
-        scores=expand(stage3_path("score.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
-        logs=expand(stage2_path("train_log.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
-        local=expand(stage3_path("local_metrics.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
+        scores=expand(stage3_path("score.json", model="{m}"), m=ROWS, allow_missing=True),
+        logs=expand(stage2_path("train_log.json", model="{m}"), m=[trained_model(r) for r in ROWS],
+                    allow_missing=True),
+        local=expand(stage3_path("local_metrics.json", model="{m}"), m=ROWS, allow_missing=True),
+        predicts=expand(stage2_path("predict.json", model="{m}"), m=ROWS, allow_missing=True),
     output:
         csv=report(f"{RESULTS}/{{dataset}}/leaderboard.csv", caption="../report/leaderboard.rst", category="Stage 3"),
         md=f"{RESULTS}/{{dataset}}/leaderboard.md",
     params:
-        models=MODEL_NAMES,
+        models=ROWS,
     log:
         log_path("leaderboard"),
     benchmark:

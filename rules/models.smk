@@ -33,32 +33,37 @@ for _model in MODEL_NAMES:
         script:
             "../workflow_scripts/train.py"
 
+
+# One predict_<row> rule per scored row: every configured model, and `<model>_raw` for each shrunk one.
+for _row in ROWS:
+
     rule:
         name:
-            f"predict_{_model}"
+            f"predict_{_row}"
         input:
-            model=stage2_path("model.pt", model=_model),
+            model=stage2_path("model.pt", model=trained_model(_row)),
             train=stage1_path("train.h5ad"),
             template=stage1_path("template.csv"),
             split=stage1_path("split.json"),
-            train_log=stage2_path("train_log.json", model=_model),  # model.pt's recorded sha256
+            train_log=stage2_path("train_log.json", model=trained_model(_row)),  # model.pt's recorded sha256
             ground_truth=stage1_path("ground_truth.json"),
         output:
-            predictions=stage2_path("predictions.h5ad", model=_model),
-            summary=stage2_path("predict.json", model=_model),
-            attention=stage2_path("attention.parquet", model=_model),
+            predictions=stage2_path("predictions.h5ad", model=_row),
+            summary=stage2_path("predict.json", model=_row),
+            attention=stage2_path("attention.parquet", model=_row),
         params:
-            model=_model,
+            model=_row,
+            raw=_row in RAW_ROWS,  # `<model>_raw`: the shrunk model's own prediction (λ = 1)
             seed=config["seed"],
             chunk_size=S1["chunk_size"],
         threads: 1
         resources:
             mem_mb=8000,
-            gpu=model_gpu(_model),
+            gpu=model_gpu(trained_model(_row)),
         log:
-            f"{RESULTS}/{{dataset}}/logs/predict_{_model}.log",
+            f"{RESULTS}/{{dataset}}/logs/predict_{_row}.log",
         benchmark:
-            f"{RESULTS}/{{dataset}}/benchmarks/predict_{_model}.tsv"
+            f"{RESULTS}/{{dataset}}/benchmarks/predict_{_row}.tsv"
         conda:
             "../envs/pertpipe.yaml"
         script:

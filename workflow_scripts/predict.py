@@ -4,11 +4,15 @@ import pandas as pd
 from pertpipe.integrity import RECORD_KEY, record
 from pertpipe.io import atomic_path, provenance, read_json, script_step, write_json
 from pertpipe.models import load_model
+from pertpipe.models.shrinkage import raw_shrinkage_log
 from pertpipe.models.predict import predict_to_file
 
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], f"predict_{sm.params.model}", verify=sm.input) as log:
     model = load_model(sm.input.model)
+    shrinkage = model.shrinkage.log() if model.shrinkage is not None else None
+    if sm.params.raw:  # `<model>_raw`: the fitted model's own prediction, no shrinkage (λ = 1)
+        model.shrinkage, shrinkage = None, raw_shrinkage_log(shrinkage)
     template = pd.read_csv(sm.input.template)
     split = read_json(sm.input.split)
     prov = provenance("predict", params={"model": sm.params.model})
@@ -18,6 +22,7 @@ with script_step(sm.log[0], f"predict_{sm.params.model}", verify=sm.input) as lo
     with atomic_path(sm.output.attention) as tmp:
         att.to_parquet(tmp, index=False)
     summary["attention_rows"] = int(len(att))
+    summary["shrinkage"] = shrinkage
     summary[RECORD_KEY] = record([sm.output.predictions], f"predict_{sm.params.model}")
     write_json(summary, sm.output.summary)
     log.info("%s", summary)

@@ -11,19 +11,39 @@ import pandas as pd
 from pertpipe import CONTROL_LABEL, report_page
 from pertpipe.io import atomic_path, read_json, write_text
 
+SHRINK_COLUMNS = ["lambda", "anchor", "equals", "shrinkage"]
+
+
 def leaderboard_columns() -> list[str]:
-    """model, the avg_score metrics raw and scaled, avg_score, the other metrics (local scorer), train time, device."""
+    """model, the avg_score metrics raw and scaled, avg_score, the other metrics (local scorer), the shrinkage
+    columns (λ, anchor, the baseline a λ = 0 row equals, how λ was set), train time, device."""
     from pertpipe.evaluation.metric_registry import metrics
 
     scored = [m.name for m in metrics(in_avg_score=True)]
     extra = [m.name for m in metrics(in_avg_score=False)]
-    return ["model", *scored, *(f"{k}_scaled" for k in scored), "avg_score", *extra, "train_s", "device"]
+    return ["model", *scored, *(f"{k}_scaled" for k in scored), "avg_score", *extra, *SHRINK_COLUMNS, "train_s",
+            "device"]
+
+
+def shrinkage_columns(model: str, shrink: dict[str, Any] | None) -> dict[str, Any]:
+    """A row's λ, anchor, ``equals`` and how λ was set, from its predict.json ``shrinkage`` (None: not a shrunk
+    model). A λ = 0 row must name the baseline it equals: the leaderboard refuses to print one that does not."""
+    if not shrink:
+        return {"lambda": None, "anchor": None, "equals": None, "shrinkage": None}
+    lam = float(shrink["lambda"])
+    if lam == 0 and not shrink.get("equals"):
+        raise ValueError(f"leaderboard row {model} has λ = 0 but does not say which baseline it equals "
+                         "(predict.json shrinkage.equals)")
+    return {"lambda": lam, "anchor": shrink.get("anchor"), "equals": shrink.get("equals") if lam == 0 else None,
+            "shrinkage": shrink.get("how")}
 
 
 def leaderboard(scores: dict[str, str | os.PathLike], train_logs: dict[str, str | os.PathLike],
-                local_metrics: dict[str, str | os.PathLike] | None = None) -> pd.DataFrame:
-    """One row per model: the cell-eval-scored metrics raw and scaled against the cell-mean baseline, avg_score,
-    the other registered metrics from the local scorer (``local_metrics.json``), training time; best first."""
+                local_metrics: dict[str, str | os.PathLike] | None = None,
+                predict_logs: dict[str, str | os.PathLike] | None = None) -> pd.DataFrame:
+    """One row per scored model (``<model>_raw`` rows included): the cell-eval-scored metrics raw and scaled against
+    the cell-mean baseline, avg_score, the other registered metrics from the local scorer (``local_metrics.json``),
+    the shrinkage columns (from ``predict.json``), training time; best first."""
     from pertpipe.evaluation.metric_registry import metrics
 
     rows = []
@@ -31,23 +51,47 @@ def leaderboard(scores: dict[str, str | os.PathLike], train_logs: dict[str, str 
         s = read_json(path)
         tl = read_json(train_logs[model]) if model in train_logs else {}
         local = read_json(local_metrics[model])["mean"] if local_metrics and model in local_metrics else {}
+        pl = read_json(predict_logs[model]) if predict_logs and model in predict_logs else {}
         rows.append({"model": model, **{k: s["raw"][k] for k in s["raw"]},
                      **{f"{k}_scaled": s["scaled"][k] for k in s["scaled"]},
                      **{m.name: local.get(m.column) for m in metrics(in_avg_score=False)},
-                     "avg_score": s["avg_score"], "train_s": tl.get("wall_s"), "device": tl.get("device", "cpu")})
+                     "avg_score": s["avg_score"], **shrinkage_columns(model, pl.get("shrinkage")),
+                     "train_s": tl.get("wall_s"), "device": tl.get("device", "cpu")})
     return (pd.DataFrame(rows, columns=leaderboard_columns()).sort_values("avg_score", ascending=False)
             .reset_index(drop=True))
+
+
+def row_label(row: Any) -> str:
+    """The model name as printed: a λ = 0 row says which baseline it is (``cfmvc = celltype_mean (λ 0)``)."""
+    name = str(row["model"])
+    lam = row.get("lambda")
+    if lam is not None and not pd.isna(lam) and float(lam) == 0:
+        return f"{name} = {row['equals']} (λ 0)"
+    return name
+
+
+def labelled(board: pd.DataFrame) -> pd.DataFrame:
+    """The board with :func:`row_label` names (a λ = 0 row says which baseline it is)."""
+    out = board.copy()
+    if len(out):
+        out["model"] = [row_label(r) for _, r in board.iterrows()]
+    return out
 
 
 def to_markdown(board: pd.DataFrame, *, title: str) -> str:
     from pertpipe.evaluation.metric_registry import legend
 
-    head = "| " + " | ".join(board.columns) + " |\n|" + "---|" * len(board.columns) + "\n"
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
-    body = "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in board.itertuples(index=False))
+    shown = labelled(board)
+    head = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
+    fmt = lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else (  # noqa: E731
+        f"{v:.4f}" if isinstance(v, float) else str(v))
+    body = "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in shown.itertuples(index=False))
     return (f"# {title}\n\n{legend()}. Scores from cell-eval (profile vcc) where cell-eval has the metric, "
             "else from the local scorer; *_scaled = cell-eval score against the cell-mean baseline (0 = baseline, "
-            "1 = perfect); avg_score = their mean.\n\n" + head + body)
+            "1 = perfect); avg_score = their mean. Shrunk models (pertpipe.models.shrinkage) have two rows: "
+            "`<model>_raw` (λ = 1, the model's own prediction) and `<model>` (λ as validated on held-out training "
+            "groups, toward the anchor: global = cell_mean, cell_type = celltype_mean); a λ = 0 row *is* that "
+            "baseline (`equals`).\n\n" + head + body)
 
 
 def write_leaderboard(board: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, *,
@@ -195,9 +239,13 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
                           **{f"{k} max |Δ|": v["max_abs_diff"] for k, v in c["metrics"].items()}}
                          for m, c in consistency.items()])
     parts = [
-        "<h2>Leaderboard</h2>", _table(board), _plot_scores(board),
+        "<h2>Leaderboard</h2>", _table(labelled(board)), _plot_scores(labelled(board)),
         "<p>Scaled scores come from <code>cell-eval score</code> against the cell-mean baseline "
         "(<code>cell-eval baseline</code>'s definition): 0 = baseline, 1 = perfect, clipped at 0.</p>",
+        "<p>Shrunk models have two rows: <code>&lt;model&gt;_raw</code> (λ = 1, the model's own prediction) and "
+        "<code>&lt;model&gt;</code> with λ validated on held-out training groups toward its anchor (global = "
+        "<code>cell_mean</code>, cell_type = <code>celltype_mean</code>). A row at λ = 0 <em>is</em> that baseline "
+        "and is labelled so; <code>shrinkage</code> says how λ was set (or why the model is used raw).</p>",
         "<h2>Predicted vs true change per perturbation</h2>",
         "<p>Each point is a gene: x = true pseudobulk change from control, y = predicted change; r = Pearson "
         "correlation of the two.</p>",

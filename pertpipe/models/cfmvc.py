@@ -239,6 +239,7 @@ class CFMVCModel(GeneratesCells):
         max_cells: int = positive(100_000)
         use_spatial: bool = True
         shrinkage: Any = "auto"  # auto | none | λ in [0, 1]: toward the training mean shift (models.shrinkage)
+        shrinkage_min_groups: int = positive(8)  # held-out groups needed to validate λ (fewer: the model is raw)
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:
         super().__init__(params, seed=seed)
@@ -348,7 +349,7 @@ class CFMVCModel(GeneratesCells):
         joint_log = self._fit_joint(feed, vae_fit, fit_groups, val_groups, ckpt) if p.joint_epochs > 0 else None
         self.net.eval()
         self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=p.shrinkage,
-                                       chunk_size=inputs.chunk_size)
+                                       chunk_size=inputs.chunk_size, min_groups=p.shrinkage_min_groups)
         stages = {"vae": vae_log, "flow": flow_log, **({"joint": joint_log} if joint_log else {})}
         wall = sum(s["train_wall_s"] for s in stages.values())
         cells = sum(s["cells_seen"] for s in stages.values())

@@ -81,6 +81,7 @@ class DyGenePTModel(PredictsCellShifts):
         max_cells: int = positive(100_000)
         pca_cells: int = positive(5000)
         shrinkage: Any = "auto"  # auto | none | λ in [0, 1]: toward the training mean shift (models.shrinkage)
+        shrinkage_min_groups: int = positive(8)  # held-out groups needed to validate λ (fewer: the model is raw)
         prior: Literal["knn", "none"] = "knn"  # the network learns a residual over the facet-kNN prior
         prior_k: int = positive(5)
         prior_tau: float = field(default=0.05, metadata={"gt": 0})
@@ -234,7 +235,7 @@ class DyGenePTModel(PredictsCellShifts):
                      device=device, checkpoint=inputs.checkpoint, desc="dygenept")
         self.net.eval()
         self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=p.shrinkage, summary=summary,
-                                       chunk_size=chunk)
+                                       chunk_size=chunk, min_groups=p.shrinkage_min_groups)
         return {**tlog, "fit_s": round(time.perf_counter() - t0, 3), "train_targets": len(targets),
                 "shrinkage": self.shrinkage.log(),
                 "querier": p.querier, "scgpt_gene_coverage": round(self.scgpt.coverage, 4) if self.scgpt else None,

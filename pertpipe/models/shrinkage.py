@@ -15,7 +15,13 @@ one-standard-error rule toward the baseline: the first candidate, in the order g
 per cell type λ = 0, ..., 1, whose error exceeds the best candidate's by no more than one standard error of the
 paired (per-group) difference. The anchor used in that choice leaves the held-out targets out; the one applied
 afterwards is the mean over every training perturbation. λ = 1 is the model as it is; global λ = 0 is
-``cell_mean``. ``model_params.<model>.shrinkage``: ``auto`` (validated), ``none`` (λ = 1) or a number in [0, 1].
+``cell_mean`` and per-cell-type λ = 0 is ``celltype_mean``, prediction for prediction (:data:`EQUALS`).
+``model_params.<model>.shrinkage``: ``auto`` (validated), ``none`` (λ = 1) or a number in [0, 1].
+
+Few held-out groups cannot choose λ: with fewer than ``shrinkage_min_groups`` (default 8) held-out (target, cell
+type) groups ``auto`` keeps the model raw (λ = 1) and the log says why. The pipeline scores every shrunk model twice,
+``<model>_raw`` (λ = 1) and ``<model>`` (as chosen), and the leaderboard shows λ, the anchor and, at λ = 0, the
+baseline the row equals.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import numpy as np
 from pertpipe.errors import ConfigError
 
 GRID = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+MIN_GROUPS = 8  # held-out (target, cell type) groups below which λ is not validated (the model is used raw)
+EQUALS = {"global": "cell_mean", "cell_type": "celltype_mean"}  # the baseline a λ = 0 prediction equals, per anchor
 
 
 def check_setting(value: Any, *, model: str) -> None:
@@ -52,6 +60,7 @@ class Shrinkage:
     mae_by_lambda: dict[str, float] = field(default_factory=dict)
     groups: int = 0
     how: str = "validated"
+    anchor_kind: str = "global"
 
     def apply(self, x_model: np.ndarray, x_ctrl: np.ndarray, cell_type: str) -> np.ndarray:
         if self.lam >= 1.0:
@@ -62,39 +71,34 @@ class Shrinkage:
 
     def state(self) -> dict[str, Any]:
         return {"lam": self.lam, "anchor": self.anchor, "default_anchor": self.default_anchor,
-                "mae_by_lambda": self.mae_by_lambda, "groups": self.groups, "how": self.how}
+                "mae_by_lambda": self.mae_by_lambda, "groups": self.groups, "how": self.how,
+                "anchor_kind": self.anchor_kind}
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> Shrinkage:
         return cls(float(s["lam"]), {k: np.asarray(v) for k, v in s["anchor"].items()}, np.asarray(s["default_anchor"]),
-                   dict(s.get("mae_by_lambda", {})), int(s.get("groups", 0)), str(s.get("how", "validated")))
+                   dict(s.get("mae_by_lambda", {})), int(s.get("groups", 0)), str(s.get("how", "validated")),
+                   str(s.get("anchor_kind", "global")))
 
     def log(self) -> dict[str, Any]:
-        return {"lambda": self.lam, "how": self.how, "groups": self.groups, "mae_by_lambda": self.mae_by_lambda}
+        """train_log.json's ``shrinkage``: λ, the anchor, how λ was set, and the baseline the model equals at λ = 0."""
+        return {"lambda": self.lam, "anchor": self.anchor_kind, "how": self.how, "groups": self.groups,
+                "equals": EQUALS[self.anchor_kind] if self.lam == 0 else None, "mae_by_lambda": self.mae_by_lambda}
+
+
+def raw_shrinkage_log(validated: dict[str, Any] | None) -> dict[str, Any]:
+    """predict.json's ``shrinkage`` for a ``<model>_raw`` row: λ = 1, beside the λ the model row uses."""
+    return {"lambda": 1.0, "anchor": None, "how": "raw: the model's own prediction (λ = 1)", "equals": None,
+            "validated_lambda": (validated or {}).get("lambda")}
 
 
 ANCHORS = ("global", "cell_type")  # in order of preference (global: exactly what cell_mean adds)
 
 
 def anchor_shifts(summary: Any, exclude: set[str], kind: str = "cell_type") -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The mean shift over training targets not in ``exclude``: per cell type (``cell_type``: the mean over that
-    cell type's targets) or ``global`` (cell_mean's shift: each target's cell-weighted shift, averaged over
-    targets, the same in every cell type). Returns (per cell type, for unknown cell types)."""
-    means = summary.target_ct_means
-    keep = ~means.index.get_level_values(0).isin(sorted(exclude))
-    if not keep.any():
-        keep = np.ones(len(means), bool)
-    m = means[keep]
-    cts = m.index.get_level_values(1)
-    if kind == "global":
-        targets = summary.target_deltas()
-        targets = targets[~targets.index.isin(sorted(exclude))] if (~targets.index.isin(sorted(exclude))).any() \
-            else targets
-        shift = targets.to_numpy().mean(0)
-        return {ct: shift for ct in sorted(set(means.index.get_level_values(1)))}, shift
-    deltas = m.to_numpy() - summary.control_ct_means.loc[cts].to_numpy()
-    per_ct = {ct: deltas[np.asarray(cts == ct)].mean(0) for ct in sorted(set(cts))}
-    return per_ct, deltas.mean(0)
+    """The anchor of ``kind`` (``global``: cell_mean's shift; ``cell_type``: celltype_mean's) over training targets not
+    in ``exclude`` (:meth:`~pertpipe.models.summary.TrainingSummary.mean_shift`)."""
+    return summary.mean_shift(kind, exclude)
 
 
 def _held_out_errors(model: Any, summary: Any, groups: list[tuple[str, str]], controls: Any,
@@ -122,12 +126,14 @@ def _held_out_errors(model: Any, summary: Any, groups: list[tuple[str, str]], co
 
 
 def choose_shrinkage(model: Any, summary: Any, val_targets: set[str], controls: Any, *, setting: Any = "auto",
-                     seed: int = 0, n_cells: int = 200, grid: tuple[float, ...] = GRID) -> Shrinkage:
+                     seed: int = 0, n_cells: int = 200, grid: tuple[float, ...] = GRID,
+                     min_groups: int = MIN_GROUPS) -> Shrinkage:
     """Pick the anchor (global or per cell type) and λ for ``model`` (already fitted) on its held-out training
     targets ``val_targets``, by the one-standard-error rule in the order global λ = 0 ... 1, then per cell type.
 
     ``summary`` is the training :class:`~pertpipe.models.summary.TrainingSummary`, ``controls`` the training
-    :class:`~pertpipe.models.summary.ControlCells`. With no held-out targets ``auto`` keeps λ = 1 and says so.
+    :class:`~pertpipe.models.summary.ControlCells`. With fewer than ``min_groups`` held-out (target, cell type)
+    groups ``auto`` keeps λ = 1 and says so.
     """
     if setting != "auto":  # nothing is chosen: the anchor is cell_mean's shift over every training perturbation
         anchor, default = anchor_shifts(summary, set(), "global")
@@ -135,17 +141,24 @@ def choose_shrinkage(model: Any, summary: Any, val_targets: set[str], controls: 
                          how="none" if setting == "none" else "fixed")
     anchors = {kind: anchor_shifts(summary, set(val_targets), kind) for kind in ANCHORS}
     groups = [(t, ct) for t, ct in summary.target_ct_means.index if t in val_targets]
+    if len(groups) < min_groups:
+        anchor, default = anchor_shifts(summary, set(), "global")
+        return Shrinkage(1.0, anchor, default, groups=len(groups),
+                         how=f"raw: {len(groups)} held-out training groups, fewer than the {min_groups} needed to "
+                             "validate λ (shrinkage_min_groups)")
     candidates = [(kind, lam) for kind in ANCHORS for lam in sorted(grid)]
     errors = _held_out_errors(model, summary, groups, controls, anchors, candidates, np.random.default_rng(seed),
                               n_cells)
-    if not errors:
+    if len(errors) < max(min_groups, 1):  # groups whose cell type has no training controls score nothing
         anchor, default = anchor_shifts(summary, set(), "global")
-        return Shrinkage(1.0, anchor, default, how="no held-out training targets: none")
+        return Shrinkage(1.0, anchor, default, groups=len(errors),
+                         how=f"raw: {len(errors)} scorable held-out training groups, fewer than the {min_groups} "
+                             "needed to validate λ (shrinkage_min_groups)")
     i, mean_err = one_se_choice(np.asarray(errors), list(range(len(candidates))))
     kind, lam = candidates[int(i)]
     anchor, default = anchor_shifts(summary, set(), kind)  # chosen without the held-out targets, applied with them
     return Shrinkage(float(lam), anchor, default, {f"{k}:{g:g}": float(e) for (k, g), e in zip(candidates, mean_err)},
-                     len(errors), how=f"validated ({kind} anchor)")
+                     len(errors), how=f"validated on {len(errors)} held-out training groups", anchor_kind=kind)
 
 
 def one_se_choice(errors: np.ndarray, grid) -> tuple[float, np.ndarray]:
@@ -164,7 +177,7 @@ def one_se_choice(errors: np.ndarray, grid) -> tuple[float, np.ndarray]:
 
 
 def fit_shrinkage(model: Any, train_path: Any, val_targets: set[str], *, setting: Any, summary: Any = None,
-                  chunk_size: int | None = None) -> Shrinkage:
+                  chunk_size: int | None = None, min_groups: int = MIN_GROUPS) -> Shrinkage:
     """:func:`choose_shrinkage` reading what it needs from the training split (the fitted model's end of ``fit``)."""
     from pertpipe.data.h5io import DEFAULT_CHUNK
     from pertpipe.models.summary import ControlCells, TrainingSummary
@@ -173,4 +186,5 @@ def fit_shrinkage(model: Any, train_path: Any, val_targets: set[str], *, setting
     summary = summary if summary is not None else TrainingSummary.from_h5ad(train_path, chunk_size=chunk_size)
     controls = ControlCells.load(train_path, counts=model.uses_counts, spatial=model.uses_spatial,
                                  chunk_size=chunk_size)
-    return choose_shrinkage(model, summary, set(val_targets), controls, setting=setting, seed=model.seed + 7)
+    return choose_shrinkage(model, summary, set(val_targets), controls, setting=setting, seed=model.seed + 7,
+                            min_groups=min_groups)

@@ -67,6 +67,37 @@ class TrainingSummary:
         return pd.DataFrame(np.vstack(rows) if rows else np.zeros((0, len(self.genes))), index=names,
                             columns=self.genes)
 
+    def group_deltas(self) -> pd.DataFrame:
+        """Per training (target, cell type): its mean minus the controls of that cell type."""
+        cts = self.target_ct_means.index.get_level_values(1)
+        return self.target_ct_means - self.control_ct_means.loc[cts].to_numpy()
+
+    def mean_shift(self, kind: str = "global", exclude: set[str] | None = None
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The mean training shift, leaving out targets in ``exclude``; returns (per cell type, for cell types the
+        training split lacks).
+
+        * ``global``: cell_mean's shift (each target's cell-weighted shift over cell types, averaged over targets),
+          the same in every cell type;
+        * ``cell_type``: per cell type, the mean shift of that cell type's training targets (celltype_mean:
+          TxPert's "general baseline"); unknown cell types get the mean over every group.
+        """
+        exclude = set(exclude or ())
+        cell_types = sorted(set(self.target_ct_means.index.get_level_values(1)))
+        if kind == "global":
+            targets = self.target_deltas()
+            keep = ~targets.index.isin(sorted(exclude))
+            shift = (targets[keep] if keep.any() else targets).to_numpy().mean(0)
+            return {ct: shift for ct in cell_types}, shift
+        if kind != "cell_type":
+            raise ValueError(f"mean_shift kind is {kind!r}; use global or cell_type")
+        d = self.group_deltas()
+        keep = ~d.index.get_level_values(0).isin(sorted(exclude))
+        d = d[keep] if keep.any() else d
+        cts = d.index.get_level_values(1)
+        arr = d.to_numpy()
+        return {ct: arr[np.asarray(cts == ct)].mean(0) for ct in sorted(set(cts))}, arr.mean(0)
+
 
 @dataclass
 class ControlCells:

@@ -42,12 +42,14 @@ def _controls():
 def test_lambda_is_zero_for_a_wrong_model_and_one_for_the_right_one():
     s, c = _summary(), _controls()
     # held-out target V: truth = control + (0.5, 0.5, 0, 0); the anchor (mean of A and B) is exactly that
-    wrong = choose_shrinkage(_Fixed([0, 0, 3, -0.5]), s, {"V"}, c)
+    wrong = choose_shrinkage(_Fixed([0, 0, 3, -0.5]), s, {"V"}, c, min_groups=1)
     assert wrong.lam == 0.0 and wrong.mae_by_lambda["global:0"] == pytest.approx(0.0)
-    assert wrong.how == "validated (global anchor)"
+    assert wrong.anchor_kind == "global" and wrong.how == "validated on 1 held-out training groups"
+    assert wrong.log()["equals"] == "cell_mean"  # a λ = 0 row names the baseline it is
     s.target_ct_means.loc[("V", "x")] = [1.0, 1.0, 2.0, 1.0]  # now the model's own change is the truth
-    right = choose_shrinkage(_Fixed([0, 0, 1, 0]), s, {"V"}, c)
+    right = choose_shrinkage(_Fixed([0, 0, 1, 0]), s, {"V"}, c, min_groups=1)
     assert right.lam == 1.0 and right.mae_by_lambda["global:1"] == pytest.approx(0.0)
+    assert right.log()["equals"] is None
     half = choose_shrinkage(_Fixed([0, 0, 1, 0]), s, {"V"}, c, setting=0.5)
     assert half.lam == 0.5 and half.how == "fixed"
     # the applied anchor includes every training target; apply() mixes and clips
@@ -56,7 +58,10 @@ def test_lambda_is_zero_for_a_wrong_model_and_one_for_the_right_one():
     assert np.allclose(x, [[0.5 * (1 + 1 / 3) + 1.0, 1 / 6, 1 / 6, 0]])
     assert np.allclose(half.apply(np.array([[0.0, 0, 0, 0]]), np.array([[0.0, 0, 0, 0]]), "other"),
                        [[1 / 6, 1 / 6, 1 / 6, 0]])  # an unknown cell type takes the overall anchor
-    assert choose_shrinkage(_Fixed([0] * G), s, set(), c).how.startswith("no held-out")
+    assert choose_shrinkage(_Fixed([0] * G), s, set(), c).how.startswith("raw: 0 held-out")
+    # one held-out group is below the default minimum of 8: λ is not validated, the model stays raw and says why
+    few = choose_shrinkage(_Fixed([0, 0, 3, -0.5]), s, {"V"}, c)
+    assert few.lam == 1.0 and few.groups == 1 and "fewer than the 8" in few.how and few.mae_by_lambda == {}
 
 
 def test_state_roundtrip_and_setting_check():
@@ -95,7 +100,7 @@ def test_per_cell_type_anchor_is_chosen_when_cell_types_differ():
                         pd.Series(dtype=int), ["x", "y"])
     obs = pd.DataFrame({"target_gene": "non-targeting", "cell_type": ["x"] * 50 + ["y"] * 50, "batch": ["b"] * 100})
     c = ControlCells(obs, sp.csr_matrix(np.ones((100, G))))
-    res = choose_shrinkage(_Fixed([0, 0, 0, 0]), s, {"V"}, c)
-    assert res.how == "validated (cell_type anchor)" and res.lam == 0.0
+    res = choose_shrinkage(_Fixed([0, 0, 0, 0]), s, {"V"}, c, min_groups=2)
+    assert res.anchor_kind == "cell_type" and res.lam == 0.0 and res.log()["equals"] == "celltype_mean"
     assert np.allclose(res.anchor["x"], [1, 0, 0, 0]) and np.allclose(res.anchor["y"], [0, 0, 0, 1])
     assert res.mae_by_lambda["cell_type:0"] == pytest.approx(0.0) and res.mae_by_lambda["global:0"] > 0.2
