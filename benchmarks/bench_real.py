@@ -1,13 +1,16 @@
-"""The real-data benchmark: every model on every real dataset the mirror holds, 3 seeds, paired differences.
+"""The real-data benchmark: every model and baseline on every real dataset the mirror holds, 3 seeds.
 
 For each dataset (with the split that fits it) and each seed, the whole pipeline runs (stage 1, knowledge,
-stages 2-3: `cell-eval run` and `cell-eval score` for every model). The seed drives the split and every model's
+stages 2-3: `cell-eval run` and `cell-eval score` for every row). The seed drives the split and every model's
 training, so the spread over seeds covers both. Printed as JSON (stdout) and a markdown table (stderr, and in
-the JSON): DES / PDS / MAE / avg_score as mean ± sd over seeds, the paired per-seed difference of every model to
-`cell_mean` and to `linear` (mean ± sd), the deep models' validated shrinkage λ, and the truth's signal
-(significant DE genes per held-out perturbation at FDR < 0.05 from cell-eval's real_de.csv, control cells in the
-truth) so a reader sees when a dataset cannot rank models. The count statistics of each real file with counts
-sit beside those of the simulator's realism presets (what the presets are fitted to).
+the JSON): DES / PDS / MAE / avg_score as mean ± sd over seeds; per row Δ avg_score against the strongest baseline
+(the baseline row with the highest mean avg_score: control, cell_mean, celltype_mean, target_knockdown, additive,
+knowledge_ridge, linear) with its paired bootstrap 95 % CI over perturbations and seeds, and `tie` where the CI
+covers 0; shrunk models raw (`<model>_raw`, λ = 1) and validated, with λ and the anchor per seed (a row at λ = 0
+in every seed is labelled as the baseline it equals); the paired per-seed Δ vs `cell_mean`; and per dataset whether
+it can rank models at all (the split-half replicate ceiling against the cell-mean baseline, significant DE genes per
+held-out perturbation at FDR < 0.05). The count statistics of each real file with counts sit beside those of the
+simulator's realism presets (what the presets are fitted to).
 
     python benchmarks/bench_real.py [--datasets papalexi2021 perturbench_norman perturbench_glioma demo_sparse]
                                     [--seeds 0 1 2] [--models control cell_mean linear dygenept cfmvc]
@@ -28,6 +31,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 from _pipeline import run_all  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -58,82 +62,122 @@ def run_once(wd: Path, cfg: dict, *, rerun: bool = True) -> dict:
 
 
 def per_perturbation(res: Path, models: list[str]) -> dict:
-    """cell-eval's per-perturbation DES/PDS/MAE of each model, beside the truth's significant DE genes."""
+    """cell-eval's per-perturbation DES/PDS/MAE of each row and of the cell-mean baseline (`_baseline`), beside the
+    truth's significant DE genes: enough to recompute avg_score on any resample of perturbations."""
     real_de = pd.read_csv(res / "stage3" / models[0] / "real_de.csv")
     sig = real_de[real_de["fdr"] < 0.05].groupby("target").size()
     out = {}
-    for m in models:
+    for m in [*models, "_baseline"]:
         r = pd.read_csv(res / "stage3" / m / "results.csv").set_index("perturbation")
-        out[m] = {p: {"DES": round(float(r.loc[p, "overlap_at_N"]), 4),
-                      "PDS": round(float(r.loc[p, "discrimination_score_l1"]), 4),
-                      "MAE": round(float(r.loc[p, "mae"]), 5)} for p in r.index}
+        out[m] = {p: {"DES": round(float(r.loc[p, "overlap_at_N"]), 6),
+                      "PDS": round(float(r.loc[p, "discrimination_score_l1"]), 6),
+                      "MAE": round(float(r.loc[p, "mae"]), 7)} for p in r.index}
     return {"sig_de_genes": {t: int(sig.get(t, 0)) for t in sorted(set(real_de["target"]))}, "models": out}
 
 
 def collect(res: Path) -> dict:
-    """Scores, shrinkage λ, the truth's signal and per-perturbation evidence of one finished run."""
+    """Scores, shrinkage (λ, anchor, the baseline a λ = 0 row equals), the dataset's standing (split-half ceiling,
+    verdict) and per-perturbation evidence of one finished run."""
     board = pd.read_csv(res / "leaderboard.csv").set_index("model")
     rename = {"overlap_at_N": "DES", "discrimination_score_l1": "PDS", "mae": "MAE"}
     board = board.rename(columns=rename)
     scores = {m: {k: float(board.loc[m, k]) for k in METRICS} for m in board.index}
-    lam = {}
-    for m in board.index:
-        tl = json.loads((res / "stage2" / m / "train_log.json").read_text())
-        if tl.get("shrinkage"):
-            lam[m] = tl["shrinkage"]["lambda"]
-    real_de = pd.read_csv(res / "stage3" / board.index[0] / "real_de.csv")
-    sig = real_de[real_de["fdr"] < 0.05].groupby("target").size()
-    targets = sorted(set(real_de["target"]))
+    shrink = {m: {"lambda": float(board.loc[m, "lambda"]), "anchor": none_if_nan(board.loc[m, "anchor"]),
+                  "equals": none_if_nan(board.loc[m, "equals"]), "how": none_if_nan(board.loc[m, "shrinkage"])}
+              for m in board.index if not pd.isna(board.loc[m, "lambda"])}
+    standing = json.loads((res / "standing.json").read_text())
     split = json.loads((res / "stage1" / "split.json").read_text())
-    signal = {"heldout_perturbations": len(targets),
-              "sig_de_genes_per_perturbation": {t: int(sig.get(t, 0)) for t in targets},
-              "sig_de_median": float(np.median([sig.get(t, 0) for t in targets])) if targets else 0.0,
-              "control_cells_in_truth": split["n_controls"]["val"],
+    sig = standing["sig_de_genes"]
+    signal = {"heldout_perturbations": len(sig), "sig_de_genes_per_perturbation": sig,
+              "sig_de_median": standing["sig_de_median"], "control_cells_in_truth": split["n_controls"]["val"],
               "genes": int(len((res / "stage1" / "genes.txt").read_text().split())),
-              "dropped_small_targets": split.get("dropped_small_targets", {})}
-    return {"scores": scores, "shrinkage_lambda": lam, "signal": signal,
+              "dropped_small_targets": split.get("dropped_small_targets", {}),
+              "ceiling": standing["ceiling"], "can_rank": standing["can_rank"], "verdict": standing["verdict"]}
+    return {"scores": scores, "shrinkage": shrink, "signal": signal,
             "per_perturbation": per_perturbation(res, list(board.index))}
 
 
+def none_if_nan(v):
+    return None if isinstance(v, float) and np.isnan(v) else v
+
+
+def _table(per: dict) -> pd.DataFrame:
+    return pd.DataFrame([{"perturbation": p, "overlap_at_N": v["DES"], "discrimination_score_l1": v["PDS"],
+                          "mae": v["MAE"]} for p, v in per.items()])
+
+
+def is_baseline(row: str) -> bool:
+    from pertpipe.models import MODELS, get_model_class
+
+    return row in MODELS and get_model_class(row).baseline
+
+
 def summarise(runs: dict[int, dict]) -> dict:
-    """mean ± sd over seeds and paired per-seed differences to cell_mean and linear."""
+    """mean ± sd over seeds; Δ avg_score vs the strongest baseline (the baseline with the highest mean avg_score)
+    with its paired bootstrap CI over perturbations and seeds, and the tie mark; paired per-seed Δ vs cell_mean."""
+    from pertpipe.evaluation.standing import paired_bootstrap, standing
+
     ok = {s: r for s, r in runs.items() if "scores" in r}
     models = sorted({m for r in ok.values() for m in r["scores"]})
-    table = {}
+    mean_avg = {m: np.mean([r["scores"][m]["avg_score"] for r in ok.values() if m in r["scores"]]) for m in models}
+    baselines = [m for m in models if is_baseline(m)]
+    best = max(baselines, key=lambda m: mean_avg[m]) if baselines else None
+    table = {"_strongest_baseline": best}
     for m in models:
         row = {}
         for k in METRICS:
             v = np.array([r["scores"][m][k] for r in ok.values() if m in r["scores"]])
             row[k] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "per_seed": v.tolist()}
-            for ref in ("cell_mean", "linear"):
-                d = np.array([r["scores"][m][k] - r["scores"][ref][k] for r in ok.values()
-                              if m in r["scores"] and ref in r["scores"]])
-                if len(d):
-                    row[k][f"minus_{ref}"] = {"mean": float(d.mean()), "sd": float(d.std(ddof=1)) if len(d) > 1 else 0.0}
-        lams = [r["shrinkage_lambda"][m] for r in ok.values() if m in r.get("shrinkage_lambda", {})]
-        if lams:
-            row["shrinkage_lambda"] = lams
+            d = np.array([r["scores"][m][k] - r["scores"]["cell_mean"][k] for r in ok.values()
+                          if m in r["scores"] and "cell_mean" in r["scores"]])
+            if len(d):
+                row[k]["minus_cell_mean"] = {"mean": float(d.mean()), "sd": float(d.std(ddof=1)) if len(d) > 1 else 0.0}
+        row["shrinkage"] = [r["shrinkage"].get(m) for r in ok.values() if m in r.get("shrinkage", {})]
+        row["baseline"] = m in baselines
+        if best and m != best:
+            pp = [r["per_perturbation"]["models"] for r in ok.values() if m in r["scores"]]
+            d = paired_bootstrap([(_table(p[m]), _table(p[best]), _table(p["_baseline"])) for p in pp])
+            row["vs_strongest_baseline"] = {**d, "standing": standing(d), "baseline": best}
         table[m] = row
     return table
+
+
+def _label(m: str, r: dict) -> str:
+    eq = {s["equals"] for s in r.get("shrinkage", []) if s and s.get("lambda") == 0}
+    zeros = sum(1 for s in r.get("shrinkage", []) if s and s.get("lambda") == 0)
+    if zeros and zeros == len(r["shrinkage"]):
+        return f"{m} = {', '.join(sorted(eq))} (λ 0 in every seed)"
+    return m
 
 
 def markdown(name: str, table: dict, runs: dict[int, dict]) -> str:
     ok = [r for r in runs.values() if "signal" in r]
     sig = "; ".join(f"seed {s}: {r['signal']['heldout_perturbations']} held out, median "
-                    f"{r['signal']['sig_de_median']:g} sig. DE genes, {r['signal']['control_cells_in_truth']} controls"
+                    f"{r['signal']['sig_de_median']:g} sig. DE genes, {r['signal']['control_cells_in_truth']} controls, "
+                    f"split-half ceiling {r['signal']['ceiling']['avg_score']:.3f} "
+                    f"[{r['signal']['ceiling']['ci_low']:.3f}, {r['signal']['ceiling']['ci_high']:.3f}]"
                     for s, r in runs.items() if "signal" in r)
-    lines = [f"**{name}** ({ok[0]['signal']['genes'] if ok else '?'} genes; truth: {sig})", "",
-             "| model | DES | PDS | MAE | avg_score | Δ MAE vs cell_mean | Δ avg vs cell_mean | Δ avg vs linear | λ |",
+    can = sum(r["signal"]["can_rank"] for r in ok)
+    verdict = (f"**This dataset {'can' if can == len(ok) else 'cannot'} rank models on avg_score** (the split-half "
+               f"replicate is distinguishable from the cell-mean baseline in {can} of {len(ok)} seeds).")
+    best = table.get("_strongest_baseline")
+    lines = [f"**{name}** ({ok[0]['signal']['genes'] if ok else '?'} genes; truth: {sig})", "", verdict, "",
+             f"| model | DES | PDS | MAE | avg_score | Δ avg vs {best} (strongest baseline) [95 % CI] | standing | "
+             "Δ avg vs cell_mean | λ (anchor) per seed |",
              "|---|---|---|---|---|---|---|---|---|"]
-    order = sorted(table, key=lambda m: -table[m]["avg_score"]["mean"])
-    for m in order:
+    rows = [m for m in table if not m.startswith("_")]
+    for m in sorted(rows, key=lambda m: -table[m]["avg_score"]["mean"]):
         r = table[m]
         f = lambda k: f"{r[k]['mean']:.4f} ± {r[k]['sd']:.4f}"  # noqa: E731
-        d = lambda k, ref: (f"{r[k][f'minus_{ref}']['mean']:+.4f} ± {r[k][f'minus_{ref}']['sd']:.4f}"  # noqa: E731
-                            if f"minus_{ref}" in r[k] and m != ref else "")
-        lam = ", ".join(f"{x:g}" for x in r.get("shrinkage_lambda", []))
-        lines.append(f"| {m} | {f('DES')} | {f('PDS')} | {f('MAE')} | {f('avg_score')} | {d('MAE', 'cell_mean')} | "
-                     f"{d('avg_score', 'cell_mean')} | {d('avg_score', 'linear')} | {lam} |")
+        d = (f"{r['avg_score']['minus_cell_mean']['mean']:+.4f} ± {r['avg_score']['minus_cell_mean']['sd']:.4f}"
+             if "minus_cell_mean" in r["avg_score"] and m != "cell_mean" else "")
+        vs = r.get("vs_strongest_baseline")
+        ci = f"{vs['delta']:+.4f} [{vs['ci_low']:+.4f}, {vs['ci_high']:+.4f}]" if vs else "—"
+        st = vs["standing"] if vs else ("strongest baseline" if m == best else "")
+        lam = ", ".join(f"{s['lambda']:g}" + (f" ({s['anchor']})" if s.get("anchor") else "")
+                        for s in r.get("shrinkage", []) if s)
+        name_ = _label(m, r) + (" *(baseline)*" if r.get("baseline") else "")
+        lines.append(f"| {name_} | {f('DES')} | {f('PDS')} | {f('MAE')} | {f('avg_score')} | {ci} | {st} | {d} | {lam} |")
     return "\n".join(lines) + "\n"
 
 
@@ -166,7 +210,8 @@ def main() -> None:
     ap.add_argument("--no-rerun", action="store_true", help="collect finished runs in --workdir without Snakemake")
     args = ap.parse_args()
     base = Path(args.workdir or tempfile.mkdtemp(prefix="bench_real_"))
-    out = {"benchmark": "real data: every model, 3 seeds, paired vs cell_mean and linear", "cores": os.cpu_count(),
+    out = {"benchmark": "real data: every model and baseline, 3 seeds, paired bootstrap vs the strongest baseline",
+           "cores": os.cpu_count(),
            "count_regimes": count_regimes(), "datasets": {}}
     md = []
     for name in args.datasets:

@@ -26,6 +26,7 @@ rule celleval_baseline:
         profile=config["evaluation"]["profile"],
         engine=config["evaluation"]["run_engine"],
         chunk_size=S1["chunk_size"],
+        seed=config["seed"],  # the cell_mean predict rule's seed: the same control draws
     threads: config["evaluation"]["threads"]
     log:
         log_path("celleval_baseline"),
@@ -124,6 +125,24 @@ rule local_metrics:
         "../workflow_scripts/local_metrics.py"
 
 
+rule ceiling:
+    input:
+        truth=stage1_path("truth.h5ad"),
+        baseline=f"{RESULTS}/{{dataset}}/stage3/_baseline/baseline.h5ad",
+    output:
+        ceiling=f"{RESULTS}/{{dataset}}/stage3/_ceiling/ceiling.json",
+    params:
+        seed=config["seed"],
+    log:
+        log_path("ceiling"),
+    benchmark:
+        bench_path("ceiling")
+    conda:
+        "../envs/pertpipe.yaml"
+    script:
+        "../workflow_scripts/ceiling.py"
+
+
 rule leaderboard:
     input:
         scores=expand(stage3_path("score.json", model="{m}"), m=ROWS, allow_missing=True),
@@ -131,11 +150,18 @@ rule leaderboard:
                     allow_missing=True),
         local=expand(stage3_path("local_metrics.json", model="{m}"), m=ROWS, allow_missing=True),
         predicts=expand(stage2_path("predict.json", model="{m}"), m=ROWS, allow_missing=True),
+        results=expand(stage3_path("results.csv", model="{m}"), m=ROWS, allow_missing=True),
+        baseline_results=f"{RESULTS}/{{dataset}}/stage3/_baseline/results.csv",
+        ceiling=f"{RESULTS}/{{dataset}}/stage3/_ceiling/ceiling.json",
+        real_de=stage3_path("real_de.csv", model=ROWS[0]) if ROWS else [],
     output:
         csv=report(f"{RESULTS}/{{dataset}}/leaderboard.csv", caption="../report/leaderboard.rst", category="Stage 3"),
         md=f"{RESULTS}/{{dataset}}/leaderboard.md",
+        standing=f"{RESULTS}/{{dataset}}/standing.json",
     params:
         models=ROWS,
+        baselines=[r for r in ROWS if model_class(trained_model(r)).baseline],
+        seed=config["seed"],
     log:
         log_path("leaderboard"),
     benchmark:
@@ -149,6 +175,7 @@ rule leaderboard:
 rule report:
     input:
         leaderboard=f"{RESULTS}/{{dataset}}/leaderboard.csv",
+        standing=f"{RESULTS}/{{dataset}}/standing.json",
         stage1=stage1_path("stage1_report.json"),
         truth=stage1_path("truth.h5ad"),
         predictions=expand(stage2_path("predictions.h5ad", model="{m}"), m=MODEL_NAMES, allow_missing=True),

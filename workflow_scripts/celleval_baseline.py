@@ -1,5 +1,5 @@
-"""Rule celleval_baseline: the VCC cell-mean baseline (cell-eval's definition), then cell-eval run on it (or the
-local engine above a size, config evaluation.run_engine)."""
+"""Rule celleval_baseline: the cell-mean baseline (the cell_mean model's predictions, same seed and control draws as
+its predict rule), then cell-eval run on it (or the local engine above a size, config evaluation.run_engine)."""
 import shutil
 from pathlib import Path
 
@@ -13,7 +13,7 @@ sm = snakemake  # noqa: F821
 with script_step(sm.log[0], "celleval_baseline", verify=sm.input) as log:
     split_id = read_uns(sm.input.truth).get("pertpipe", {}).get("split_id")
     info = celleval.build_baseline(sm.input.train, pd.read_csv(sm.input.template), sm.output.baseline,
-                                   chunk_size=sm.params.chunk_size,
+                                   seed=sm.params.seed, chunk_size=sm.params.chunk_size,
                                    uns={"pertpipe": {"model": "celleval_baseline", "split_id": split_id}})
     log.info("%s", info)
     out = Path(sm.output.agg).parent

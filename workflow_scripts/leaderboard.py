@@ -1,14 +1,21 @@
 """Rule leaderboard: rows (models, and `<model>_raw` of shrunk ones) x (metrics, scaled, avg_score, λ, anchor,
-the baseline a λ = 0 row equals, train time) -> csv + md."""
+the baseline a λ = 0 row equals, Δ vs the strongest baseline with its CI and tie mark, train time) -> csv + md,
+and standing.json (can this dataset rank models: the split-half ceiling and the truth's significant DE genes)."""
 from pathlib import Path
 
 from pertpipe.evaluation.report import leaderboard, write_leaderboard
-from pertpipe.io import script_step
+from pertpipe.evaluation.standing import add_standing, dataset_standing
+from pertpipe.io import read_json, script_step, write_json
 
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], "leaderboard") as log:
     models = list(sm.params.models)
     board = leaderboard(dict(zip(models, sm.input.scores)), dict(zip(models, sm.input.logs)),
                         dict(zip(models, sm.input.local)), dict(zip(models, sm.input.predicts)))
-    write_leaderboard(board, sm.output.csv, sm.output.md, title=f"Leaderboard: {Path(sm.output.csv).parent.name}")
-    log.info("\n%s", board.to_string(index=False))
+    board = add_standing(board, dict(zip(models, sm.input.results)), sm.input.baseline_results,
+                         list(sm.params.baselines), seed=sm.params.seed)
+    standing = dataset_standing(read_json(sm.input.ceiling), sm.input.real_de)
+    write_leaderboard(board, sm.output.csv, sm.output.md, title=f"Leaderboard: {Path(sm.output.csv).parent.name}",
+                      lead=standing["verdict"])
+    write_json(standing, sm.output.standing)
+    log.info("%s\n%s", standing["verdict"], board.to_string(index=False))

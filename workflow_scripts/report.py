@@ -14,6 +14,7 @@ with script_step(sm.log[0], "report") as log:
         train_logs={m: read_json(p) for m, p in zip(models, sm.input.logs)},
         pred_bulks={m: read_bulk(p) for m, p in zip(models, sm.input.predictions)},
         truth_bulk=read_bulk(sm.input.truth), versions={**package_versions(), **celleval.versions()},
-        attention={m: pd.read_parquet(p) for m, p in zip(models, sm.input.attention)})
+        attention={m: pd.read_parquet(p) for m, p in zip(models, sm.input.attention)},
+        standing=read_json(sm.input.standing))
     write_report(sm.output.html, text)
     log.info("report written (%d bytes)", len(text))

@@ -202,8 +202,10 @@ def config_block(info: dict[str, Any], *, name: str | None = None) -> str:
         "    adapter_options: {" + ", ".join(opts) + "}",
         "stage1:", "  universe: {kind: source}   # or vcc (the 18,080-gene VCC list)",
         f"  split: {{strategy: {strategy}, min_cells_per_target: {MIN_CELLS_PER_TARGET}}}",
-        "# every model; dygenept and cfmvc need the knowledge stage (NCBI/GO files: internet or `mirror:`)",
-        "models: [control, cell_mean, linear, dygenept, cfmvc]",
+        "# the baselines and the models; knowledge_ridge, dygenept and cfmvc need the knowledge stage (NCBI/GO files:",
+        "# internet or `mirror:`)",
+        "models: [control, cell_mean, celltype_mean, target_knockdown, additive, knowledge_ridge, linear, dygenept, "
+        "cfmvc]",
     ]) + "\n"
 
 

@@ -109,6 +109,14 @@ def _variance_ratio(ctx: Any) -> dict[str, float]:
     return variance_ratios(ctx.real, ctx.pred)
 
 
+def _edistance(squared: bool) -> Callable[[Any], dict[str, float]]:
+    def fn(ctx: Any) -> dict[str, float]:
+        from pertpipe.evaluation.metrics import e_distances
+
+        return e_distances(ctx.real, ctx.pred, squared=squared)
+    return fn
+
+
 register_metric(Metric(
     "DES", "overlap_at_N", 1.0, True, "overlap of the predicted top-N DE genes with the N real ones (pdex MWU, BH)",
     _des, in_avg_score=True, missing=0.0))
@@ -122,6 +130,14 @@ register_metric(Metric(
     "variance_ratio", "variance_ratio", 1.0, True, "predicted cells' per-gene variance over the truth's "
     "(median over perturbations; 1 = as spread as the real cells)", _variance_ratio, in_cell_eval=False,
     aggregate=np.median))
+register_metric(Metric(
+    "edistance", "edistance", 0.0, False, "E-distance of predicted and real cells in the truth controls' PCA space "
+    "(pertpy's: 2E|X-Y|² - E|X-X'|² - E|Y-Y'|², which is 2|mean X - mean Y|²)", _edistance(True),
+    in_cell_eval=False))
+register_metric(Metric(
+    "energy_distance", "energy_distance", 0.0, False, "energy distance of predicted and real cells in the same PCA "
+    "space (Euclidean, not squared: 0 only for the same distribution, so it sees the spread)", _edistance(False),
+    in_cell_eval=False))
 register_metric(Metric(
     "pearson_delta", "pearson_delta", 1.0, True, "Pearson correlation of the predicted and real effect (pseudobulk - "
     "control) over genes, as L1000 studies report it", lambda ctx: ctx.effect_scores["pearson"], in_cell_eval=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 from typing import Any
 
@@ -22,7 +23,7 @@ def leaderboard_columns() -> list[str]:
     scored = [m.name for m in metrics(in_avg_score=True)]
     extra = [m.name for m in metrics(in_avg_score=False)]
     return ["model", *scored, *(f"{k}_scaled" for k in scored), "avg_score", *extra, *SHRINK_COLUMNS, "train_s",
-            "device"]
+            "device"]  # + pertpipe.evaluation.standing.STANDING_COLUMNS once add_standing has run
 
 
 def shrinkage_columns(model: str, shrink: dict[str, Any] | None) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def labelled(board: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def to_markdown(board: pd.DataFrame, *, title: str) -> str:
+def to_markdown(board: pd.DataFrame, *, title: str, lead: str | None = None) -> str:
     from pertpipe.evaluation.metric_registry import legend
 
     shown = labelled(board)
@@ -86,19 +87,20 @@ def to_markdown(board: pd.DataFrame, *, title: str) -> str:
     fmt = lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else (  # noqa: E731
         f"{v:.4f}" if isinstance(v, float) else str(v))
     body = "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in shown.itertuples(index=False))
-    return (f"# {title}\n\n{legend()}. Scores from cell-eval (profile vcc) where cell-eval has the metric, "
+    return (f"# {title}\n\n" + (f"**{lead}**\n\n" if lead else "") + f"{legend()}. Scores from cell-eval (profile vcc) where cell-eval has the metric, "
             "else from the local scorer; *_scaled = cell-eval score against the cell-mean baseline (0 = baseline, "
             "1 = perfect); avg_score = their mean. Shrunk models (pertpipe.models.shrinkage) have two rows: "
             "`<model>_raw` (λ = 1, the model's own prediction) and `<model>` (λ as validated on held-out training "
             "groups, toward the anchor: global = cell_mean, cell_type = celltype_mean); a λ = 0 row *is* that "
-            "baseline (`equals`).\n\n" + head + body)
+            "baseline (`equals`). delta = avg_score minus the strongest baseline's (`vs_baseline`) with its paired "
+            "bootstrap 95 % interval over perturbations (ci_low, ci_high); `tie` where it covers 0.\n\n" + head + body)
 
 
 def write_leaderboard(board: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, *,
-                      title: str) -> None:
+                      title: str, lead: str | None = None) -> None:
     with atomic_path(csv_path) as tmp:
         board.to_csv(tmp, index=False)
-    write_text(to_markdown(board, title=title), md_path)
+    write_text(to_markdown(board, title=title, lead=lead), md_path)
 
 
 def _fig_to_img(fig) -> str:
@@ -221,7 +223,8 @@ def _table(df: pd.DataFrame) -> str:
 
 def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], consistency: dict[str, dict],
                 train_logs: dict[str, dict], pred_bulks: dict[str, pd.DataFrame], truth_bulk: pd.DataFrame,
-                versions: dict[str, str], attention: dict[str, pd.DataFrame] | None = None) -> str:
+                versions: dict[str, str], attention: dict[str, pd.DataFrame] | None = None,
+                standing: dict[str, Any] | None = None) -> str:
     """The whole report as one HTML string (images inlined as base64 PNG)."""
     chk = stage1["checks"]
     s1 = pd.DataFrame([
@@ -239,13 +242,16 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
                           **{f"{k} max |Δ|": v["max_abs_diff"] for k, v in c["metrics"].items()}}
                          for m, c in consistency.items()])
     parts = [
+        *([f"<p class='verdict'><strong>{html.escape(standing['verdict'])}</strong></p>"] if standing else []),
         "<h2>Leaderboard</h2>", _table(labelled(board)), _plot_scores(labelled(board)),
         "<p>Scaled scores come from <code>cell-eval score</code> against the cell-mean baseline "
         "(<code>cell-eval baseline</code>'s definition): 0 = baseline, 1 = perfect, clipped at 0.</p>",
         "<p>Shrunk models have two rows: <code>&lt;model&gt;_raw</code> (λ = 1, the model's own prediction) and "
         "<code>&lt;model&gt;</code> with λ validated on held-out training groups toward its anchor (global = "
         "<code>cell_mean</code>, cell_type = <code>celltype_mean</code>). A row at λ = 0 <em>is</em> that baseline "
-        "and is labelled so; <code>shrinkage</code> says how λ was set (or why the model is used raw).</p>",
+        "and is labelled so; <code>shrinkage</code> says how λ was set (or why the model is used raw). "
+        "<code>delta</code> is a row's avg_score minus the strongest baseline's (<code>vs_baseline</code>), with the "
+        "paired bootstrap 95 % interval over perturbations; <code>tie</code> where the interval covers 0.</p>",
         "<h2>Predicted vs true change per perturbation</h2>",
         "<p>Each point is a gene: x = true pseudobulk change from control, y = predicted change; r = Pearson "
         "correlation of the two.</p>",

@@ -24,6 +24,8 @@ from pertpipe.models.inputs import ModelInputs
 class AdditiveModel(PredictsShift):
     """Seen singles' shifts, summed over a combination's genes; the cell-type mean for genes never seen alone."""
 
+    baseline = True
+
     def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         t0 = time.perf_counter()
         s = self._summarise(inputs)

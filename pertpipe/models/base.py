@@ -119,6 +119,7 @@ class PerturbationModel(ABC):
     name: ClassVar[str] = "base"
     tasks: ClassVar[tuple[str, ...]] = ("cells",)
     inputs: ClassVar[tuple[str, ...]] = ()  # input kinds fit() reads (pertpipe.models.inputs.INPUT_KINDS)
+    baseline: ClassVar[bool] = False  # a reference model: rows are compared with the strongest baseline
     uses_counts: ClassVar[bool] = False  # predict_cells reads the drawn controls' raw counts (when present)
     uses_spatial: ClassVar[bool] = False  # ... and their obsm["spatial"] (when present)
     # predict_cells treats each drawn control cell on its own, so the writer may call it on blocks of a template

@@ -15,6 +15,8 @@ from pertpipe.models.inputs import ModelInputs
 class ControlModel(PredictsShift):
     """No change: every target is predicted as training control cells of its cell type and batch."""
 
+    baseline = True
+
     def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         t0 = time.perf_counter()
         s = self._summarise(inputs)
@@ -38,6 +40,8 @@ class CellMeanModel(PredictsShift):
     for every target; expressed relative to controls this is the mean of the per-perturbation deltas,
     the same for every target and cell type.
     """
+
+    baseline = True
 
     def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         t0 = time.perf_counter()

@@ -25,6 +25,8 @@ from pertpipe.models.inputs import ModelInputs
 class CellTypeMeanModel(PredictsShift):
     """The cell type's controls + the mean training shift of that cell type."""
 
+    baseline = True
+
     def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         t0 = time.perf_counter()
         summary = self._summarise(inputs)

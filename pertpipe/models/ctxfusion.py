@@ -113,6 +113,8 @@ class _ContextModel(PredictsShift, PredictsSignatures):
 class ContextMeanModel(_ContextModel):
     """The target context's control + the perturbation's mean shift over the training contexts."""
 
+    baseline = True
+
     def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         t0 = time.perf_counter()
         self._setup(load_stats(inputs))

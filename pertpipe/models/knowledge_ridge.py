@@ -58,6 +58,8 @@ def cv_alpha(X: np.ndarray, Y: np.ndarray, alphas: tuple[float, ...], folds: int
 class KnowledgeRidgeModel(PredictsShift):
     """Ridge from facet-embedding features of the perturbed gene(s) to the mean shift, on top of the cell-type mean."""
 
+    baseline = True
+
     inputs = ("knowledge",)
 
     @dataclass

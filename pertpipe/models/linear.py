@@ -31,6 +31,8 @@ from pertpipe.models.pca import left_axes, pca_gene_embedding
 class LinearModel(PredictsShift):
     """Reads only the training split (no facet tensor): its gene embedding comes from the responses or the cells."""
 
+    baseline = True
+
     @dataclass
     class Params:
         rank: int = positive(10)

@@ -26,6 +26,8 @@ from pertpipe.models.inputs import ModelInputs
 class TargetKnockdownModel(PredictsShift):
     """Context mean + the median relative own-gene change of measured training targets."""
 
+    baseline = True
+
     @dataclass
     class Params:
         min_control: float = field(default=0.05, metadata={"ge": 0})  # log1p control mean for a usable own gene

@@ -26,8 +26,8 @@ def _write(path, rows, genes):
 def test_builtin_table():
     assert [m.name for m in metrics(in_avg_score=True)] == ["DES", "PDS", "MAE"]
     assert METRICS["MAE"].column == "mae" and METRICS["MAE"].best == 0.0 and not METRICS["MAE"].higher_is_better
-    assert [m.name for m in metrics(in_cell_eval=False)] == ["variance_ratio", "pearson_delta", "spearman_delta",
-                                                             "precision50_delta"]
+    assert [m.name for m in metrics(in_cell_eval=False)] == ["variance_ratio", "edistance", "energy_distance",
+                                                             "pearson_delta", "spearman_delta", "precision50_delta"]
 
 
 @pytest.fixture
@@ -50,8 +50,8 @@ def test_a_metric_is_one_entry(tmp_path, toy_metric):
     _write(tmp_path / "pred.h5ad", pred, genes)
     table, agg = score_local(tmp_path / "pred.h5ad", tmp_path / "truth.h5ad")
     assert list(table.columns) == ["perturbation", "overlap_at_N", "discrimination_score_l1", "mae",
-                                   "variance_ratio", "pearson_delta", "spearman_delta", "precision_at_50_delta",
-                                   "toy_sum"]
+                                   "variance_ratio", "edistance", "energy_distance", "pearson_delta",
+                                   "spearman_delta", "precision_at_50_delta", "toy_sum"]
     # the effect metrics by hand: B's real effect (pseudobulk - control) [0.5, 1.5, 0], predicted [0, 2.5, 0]
     eff_real, eff_pred = np.array([0.5, 1.5, 0.0]), np.array([0.0, 2.5, 0.0])
     row = table.set_index("perturbation").loc["B"]

@@ -82,10 +82,23 @@ def test_killed_and_resumed_gives_the_same_weights(demo, tmp_path):
 def test_dygenept_through_the_pipeline_with_attention_in_the_report(demo):
     wd = demo["wd"]
     cfg = {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500},
-           "knowledge": {"cache_dir": str(wd / "cache")}, "models": ["cell_mean", "dygenept"],
-           "model_params": {"dygenept": FAST}}
+           "knowledge": {"cache_dir": str(wd / "cache")}, "models": ["cell_mean", "dygenept", "dygenept_zero"],
+           "model_params": {"dygenept": FAST, "dygenept_zero": {"model": "dygenept", **FAST, "shrinkage": 0}}}
     run_snakemake(wd, cfg, "all", timeout=1200)
     res = wd / "results/demo"
+    # visible shrinkage: each shrunk model is scored raw too; λ, anchor and the baseline a λ = 0 row equals are shown
+    board = pd.read_csv(res / "leaderboard.csv").set_index("model")
+    assert {"cell_mean", "dygenept", "dygenept_raw", "dygenept_zero", "dygenept_zero_raw"} == set(board.index)
+    assert "fewer than the 8" in board.loc["dygenept", "shrinkage"] and board.loc["dygenept", "lambda"] == 1.0
+    assert board.loc["dygenept_zero", "lambda"] == 0.0 and board.loc["dygenept_zero", "equals"] == "cell_mean"
+    for col in ("DES", "PDS", "MAE", "avg_score"):  # λ = 0 with the global anchor is cell_mean, score for score
+        assert board.loc["dygenept_zero", col] == board.loc["cell_mean", col]
+    assert board.loc["dygenept_zero_raw", "lambda"] == 1.0 and pd.isna(board.loc["dygenept_zero_raw", "equals"])
+    assert "| dygenept_zero = cell_mean (λ 0) |" in (res / "leaderboard.md").read_text()
+    assert board.loc["cell_mean", "standing"] == "strongest baseline"
+    assert set(board.loc["dygenept_raw", ["standing"]]) <= {"better", "worse", "tie"}
+    standing = __import__("json").loads((res / "standing.json").read_text())
+    assert standing["verdict"].startswith("This dataset can") and standing["ceiling"]["perturbations"] > 0
     att = pd.read_parquet(res / "stage2/dygenept/attention.parquet")
     sums = att.groupby(["target_gene", "cell_type"])["weight"].sum()
     assert len(att) and np.allclose(sums, 1.0, atol=1e-4) and (att["weight"] == 0).any()
@@ -93,6 +106,8 @@ def test_dygenept_through_the_pipeline_with_attention_in_the_report(demo):
     log = __import__("json").loads((res / "stage2/dygenept/train_log.json").read_text())
     assert log["loss_curve"] and log["cells_per_s"] > 0 and not (res / "stage2/dygenept/checkpoint.pt").exists()
     html = (res / "report.html").read_text()
+    assert html.index("This dataset can") < html.index("<table")  # the verdict leads, before any table
+    assert "dygenept_zero = cell_mean (λ 0)" in html
     assert "Facet attention" in html and html.count("data:image/png;base64,") >= 4
 
 

@@ -58,7 +58,8 @@ def test_scores_baseline_and_linear_beats_control(full_run):
         assert set(v["raw"]) == set(v["scaled"]) == {"DES", "PDS", "MAE"}
         assert v["versions"]["cell-eval"] == "0.8.2" and v["versions"]["pdex"] == "0.3.0"
         assert 0 <= v["avg_score"] <= 1
-    assert s["cell_mean"]["avg_score"] == pytest.approx(0.0, abs=0.05)  # it is the baseline
+    # the baseline is cell_mean's own prediction (same seed, same control draws): it scores exactly 0
+    assert s["cell_mean"]["raw"] == s["cell_mean"]["baseline_raw"] and s["cell_mean"]["avg_score"] == 0.0
     assert s["linear"]["raw"]["MAE"] < s["cell_mean"]["raw"]["MAE"] < s["control"]["raw"]["MAE"]
     board = pd.read_csv(full_run / "leaderboard.csv")
     assert set(board["model"]) == {"control", "cell_mean", "linear"}
@@ -78,8 +79,9 @@ def test_local_run_engine_through_snakemake(full_run, tmp_path):
     cell-eval score scores its files: the same scores as cell-eval's run within DES's tolerance."""
     wd = tmp_path / "wd"
     shutil.copytree(full_run.parent.parent, wd, symlinks=True)
-    run_snakemake(wd, {**CFG, "evaluation": {"run_engine": "local"}}, "results/demo/stage3/linear/score.json",
-                  "results/demo/stage3/linear/consistency.json")
+    run_snakemake(wd, {**CFG, "evaluation": {"run_engine": "local"}, "stage1": {"chunk_size": 97}},
+                  "results/demo/stage3/linear/score.json", "results/demo/stage3/linear/consistency.json",
+                  "results/demo/stage3/cell_mean/score.json")
     res = wd / "results" / "demo" / "stage3"
     for run_json in (res / "linear/run.json", res / "_baseline/run.json"):
         assert json.loads(run_json.read_text())["engine"] == "local"
@@ -92,6 +94,9 @@ def test_local_run_engine_through_snakemake(full_run, tmp_path):
         assert after["raw"][k] == pytest.approx(before["raw"][k], abs=1e-6)
     assert after["raw"]["DES"] == pytest.approx(before["raw"]["DES"], abs=0.02)
     assert after["avg_score"] == pytest.approx(before["avg_score"], abs=0.02)
+    # local engine, baseline and predictions written 97 rows at a time: cell_mean is still exactly the baseline
+    cm = json.loads((res / "cell_mean/score.json").read_text())
+    assert cm["raw"] == cm["baseline_raw"] and cm["avg_score"] == 0.0
     real_de = pd.read_csv(res / "linear/real_de.csv")
     assert list(real_de.columns) == list(pd.read_csv(full_run / "stage3/linear/real_de.csv").columns)
 

@@ -1,0 +1,188 @@
+"""Can this dataset rank models, and where does each row stand against the strongest baseline?
+
+* :func:`avg_scores`: cell-eval score's avg_score computed from per-perturbation tables (``results.csv``): each
+  avg_score metric's mean over perturbations, scaled against the cell-mean baseline's mean the way
+  ``cell-eval score`` scales it (best value 0: (b - u) / b; best value 1: (u - b) / (1 - b); NaN -> 0; clipped at
+  0), then averaged. On the full set of perturbations it is the leaderboard's avg_score.
+* :func:`paired_bootstrap`: the paired bootstrap of Δ avg_score = row − reference row over perturbations
+  (resampled within each seed when several seeds are pooled): mean and 95 % interval. A row whose interval covers 0
+  is a **tie** with the reference.
+* :func:`split_half_ceiling`: a replicate of the experiment as a "prediction": each held-out perturbation's (and the
+  controls') truth cells split in two halves at random, half A scored against half B with the local scorer, beside
+  the cell-mean baseline scored against the same half B. Its avg_score is what a perfect-but-noisy model could reach
+  on this truth; where even it cannot be told from the baseline (its bootstrap interval covers 0) the dataset
+  **cannot rank models** on that score.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+N_BOOT = 2000
+
+
+def scored_metrics() -> dict[str, tuple[str, float]]:
+    """name -> (cell-eval column, best value) of the metrics avg_score averages."""
+    from pertpipe.evaluation.metric_registry import metrics
+
+    return {m.name: (m.column, float(m.best)) for m in metrics(in_avg_score=True)}
+
+
+def scaled(user: dict[str, float], base: dict[str, float]) -> dict[str, float]:
+    """``cell-eval score``'s scaling of metric means ``user`` against ``base`` (per metric name), clipped at 0."""
+    out = {}
+    for name, (_col, best) in scored_metrics().items():
+        u, b = np.float64(user[name]), np.float64(base[name])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = (b - u) / b if best == 0.0 else (u - b) / (1.0 - b)
+        out[name] = 0.0 if not np.isfinite(v) else max(float(v), 0.0)
+    return out
+
+
+def _means(table: pd.DataFrame, idx: np.ndarray | None = None) -> dict[str, float]:
+    t = table if idx is None else table.iloc[idx]
+    return {name: float(np.nanmean(t[col].to_numpy(dtype=float))) for name, (col, _b) in scored_metrics().items()}
+
+
+def avg_scores(table: pd.DataFrame, baseline: pd.DataFrame, idx: np.ndarray | None = None) -> float:
+    """avg_score of per-perturbation ``table`` against per-perturbation ``baseline`` (rows aligned), on rows ``idx``."""
+    s = scaled(_means(table, idx), _means(baseline, idx))
+    return float(np.mean(list(s.values())))
+
+
+def _aligned(tables: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    keys = sorted(set.intersection(*(set(t["perturbation"]) for t in tables)))
+    return [t.set_index("perturbation").loc[keys].reset_index() for t in tables]
+
+
+def paired_bootstrap(runs: list[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]], *, n_boot: int = N_BOOT,
+                     seed: int = 0) -> dict[str, float]:
+    """Δ avg_score (row − reference) over ``runs`` = [(row results, reference results, cell-mean baseline results)]
+    (one per seed; per-perturbation tables), averaged over runs; perturbations resampled with replacement within
+    each run. Returns the point estimate, the 95 % interval and whether it covers 0 (``tie``)."""
+    rng = np.random.default_rng(seed)
+    aligned = [_aligned(list(r)) for r in runs]
+    point = float(np.mean([avg_scores(a, c) - avg_scores(b, c) for a, b, c in aligned]))
+    boots = np.empty(n_boot)
+    for i in range(n_boot):
+        d = []
+        for a, b, c in aligned:
+            idx = rng.integers(0, len(a), len(a))
+            d.append(avg_scores(a, c, idx) - avg_scores(b, c, idx))
+        boots[i] = np.mean(d)
+    lo, hi = (float(x) for x in np.quantile(boots, [0.025, 0.975]))
+    return {"delta": point, "ci_low": lo, "ci_high": hi, "tie": bool(lo <= 0.0 <= hi),
+            "perturbations": int(sum(len(a[0]) for a in aligned)), "runs": len(aligned)}
+
+
+def standing(delta: dict[str, float]) -> str:
+    """``better`` / ``worse`` than the reference, or ``tie`` when the interval covers 0."""
+    if delta["tie"]:
+        return "tie"
+    return "better" if delta["delta"] > 0 else "worse"
+
+
+def _halves(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Row numbers of two random halves of every label's rows (labels with < 2 rows are left out)."""
+    a, b = [], []
+    for lab in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == lab))
+        if len(rows) < 2:
+            continue
+        h = len(rows) // 2
+        a.append(rows[:h])
+        b.append(rows[h:])
+    return np.sort(np.concatenate(a)), np.sort(np.concatenate(b))
+
+
+def split_half_ceiling(truth: str | os.PathLike, baseline: str | os.PathLike, *, seed: int = 0,
+                       n_boot: int = N_BOOT) -> dict[str, Any]:
+    """The split-half replicate ceiling of ``truth`` (local scorer) and the cell-mean ``baseline`` file scored against
+    the same half. Returns per-perturbation tables of both, the ceiling's avg_score with its bootstrap interval, and
+    the verdict ``can_rank`` (the interval excludes 0)."""
+    from pertpipe.data.h5io import RowReader
+    from pertpipe.evaluation.metrics import Expression
+    from pertpipe.evaluation.metric_registry import metrics
+    from pertpipe.evaluation.scoring import ScoringContext
+
+    real = Expression.read(truth)
+    half_a, half_b = _halves(real.labels, np.random.default_rng(seed))
+    a = Expression(RowReader(truth, rows=half_a), real.labels[half_a], real.genes)
+    b = Expression(RowReader(truth, rows=half_b), real.labels[half_b], real.genes)
+    def table(pred: Expression) -> pd.DataFrame:  # the avg_score metrics only (the rest are not scaled)
+        ctx = ScoringContext(b, pred)
+        t = pd.DataFrame({"perturbation": ctx.perturbations})
+        for m in metrics(in_avg_score=True):
+            values = m.local(ctx)
+            t[m.column] = [values.get(k, m.missing) for k in t["perturbation"]]
+        return t
+
+    ceiling = table(a)
+    base = table(Expression.read(baseline))
+    ceiling, base = _aligned([ceiling, base])
+    rng = np.random.default_rng(seed + 1)
+    boots = np.array([avg_scores(ceiling, base, rng.integers(0, len(ceiling), len(ceiling)))
+                      for _ in range(n_boot)])
+    lo, hi = (float(x) for x in np.quantile(boots, [0.025, 0.975]))
+    per_metric = scaled(_means(ceiling), _means(base))
+    return {"avg_score": avg_scores(ceiling, base), "ci_low": lo, "ci_high": hi, "can_rank": bool(lo > 0.0),
+            "scaled": per_metric, "perturbations": int(len(ceiling)),
+            "cells": {"half_a": int(len(half_a)), "half_b": int(len(half_b))},
+            "tables": {"ceiling": ceiling.to_dict(orient="list"), "baseline": base.to_dict(orient="list")}}
+
+
+def significant_de(real_de: str | os.PathLike, *, fdr: float = 0.05) -> dict[str, int]:
+    """Significant DE genes (FDR < ``fdr``) per held-out perturbation, from a ``real_de.csv`` (cell-eval's or ours)."""
+    de = pd.read_csv(real_de)
+    sig = de[de["fdr"] < fdr].groupby("target").size()
+    return {t: int(sig.get(t, 0)) for t in sorted(set(de["target"]))}
+
+
+def verdict(ceiling: dict[str, Any], sig_de: dict[str, int]) -> str:
+    """The sentence the report leads with."""
+    med = float(np.median(list(sig_de.values()))) if sig_de else 0.0
+    ci = f"[{ceiling['ci_low']:+.3f}, {ceiling['ci_high']:+.3f}]"
+    if ceiling["can_rank"]:
+        return (f"This dataset can rank models on avg_score: a split-half replicate of the experiment scores "
+                f"{ceiling['avg_score']:.3f} (95 % CI {ci}) above the cell-mean baseline; the held-out perturbations "
+                f"have a median of {med:g} significant DE genes.")
+    return (f"This dataset cannot rank models on avg_score: even a split-half replicate of the experiment scores "
+            f"{ceiling['avg_score']:.3f} (95 % CI {ci}), not distinguishable from the cell-mean baseline; the held-out "
+            f"perturbations have a median of {med:g} significant DE genes. Differences between rows are noise.")
+
+
+STANDING_COLUMNS = ["vs_baseline", "delta", "ci_low", "ci_high", "standing"]
+
+
+def add_standing(board: pd.DataFrame, results: dict[str, str | os.PathLike], baseline_results: str | os.PathLike,
+                 baselines: list[str], *, seed: int = 0) -> pd.DataFrame:
+    """The board with, per row, Δ avg_score against the strongest baseline row (highest avg_score among
+    ``baselines``), its paired bootstrap 95 % interval over perturbations and the standing (better / worse / tie)."""
+    board = board.copy()
+    present = [b for b in baselines if b in set(board["model"])]
+    for c in STANDING_COLUMNS:
+        board[c] = None
+    if not present:
+        return board
+    best = board[board["model"].isin(present)].sort_values("avg_score", ascending=False)["model"].iloc[0]
+    base = pd.read_csv(baseline_results)
+    ref = pd.read_csv(results[best])
+    for i, row in board.iterrows():
+        if row["model"] == best:
+            board.loc[i, ["vs_baseline", "standing"]] = [best, "strongest baseline"]
+            continue
+        d = paired_bootstrap([(pd.read_csv(results[row["model"]]), ref, base)], seed=seed)
+        board.loc[i, STANDING_COLUMNS] = [best, d["delta"], d["ci_low"], d["ci_high"], standing(d)]
+    return board
+
+
+def dataset_standing(ceiling: dict[str, Any], real_de: str | os.PathLike) -> dict[str, Any]:
+    """standing.json: the verdict, the split-half ceiling (without its tables) and the truth's significant DE genes."""
+    sig = significant_de(real_de)
+    return {"verdict": verdict(ceiling, sig), "can_rank": ceiling["can_rank"],
+            "ceiling": {k: v for k, v in ceiling.items() if k != "tables"}, "sig_de_genes": sig,
+            "sig_de_median": float(np.median(list(sig.values()))) if sig else 0.0}
