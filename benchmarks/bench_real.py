@@ -36,7 +36,7 @@ from _pipeline import run_all  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 PRESET = REPO / "resources" / "presets" / "bench_real.yaml"
-METRICS = ("DES", "PDS", "MAE", "avg_score")
+METRICS = ("DES", "PDS", "MAE", "avg_score", "energy_distance")
 
 
 def dataset_configs() -> dict[str, dict]:
