@@ -184,6 +184,13 @@ RAW_ROWS = {f"{m}_raw": m for m in MODEL_NAMES if shrinks(m) and TASK.name == "c
 ROWS = MODEL_NAMES + [r for r in RAW_ROWS if r not in MODEL_NAMES]  # the scored rows (prediction files)
 
 
+# evaluation.profile: vcc2025 (cell-eval, profile vcc; `vcc` is its old name), vcc2026 (cell-eval2's vcc2026 preset on
+# counts, beside the 2025 scores that rank the leaderboard), both; other cell-eval profiles pass through.
+EVAL_PROFILE = config["evaluation"]["profile"]
+CELL_EVAL_PROFILE = "vcc" if EVAL_PROFILE in ("vcc2025", "vcc2026", "both") else EVAL_PROFILE
+VCC2026 = EVAL_PROFILE in ("vcc2026", "both") and TASK.name == "cells"
+
+
 def trained_model(row):
     """The configured model whose model.pt a scored row predicts with."""
     return RAW_ROWS.get(row, row)

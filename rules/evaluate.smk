@@ -23,7 +23,7 @@ rule celleval_baseline:
         results=f"{RESULTS}/{{dataset}}/stage3/_baseline/results.csv",
         run_info=f"{RESULTS}/{{dataset}}/stage3/_baseline/run.json",
     params:
-        profile=config["evaluation"]["profile"],
+        profile=CELL_EVAL_PROFILE,
         engine=config["evaluation"]["run_engine"],
         chunk_size=S1["chunk_size"],
         seed=config["seed"],  # the cell_mean predict rule's seed: the same control draws
@@ -74,7 +74,7 @@ rule celleval_run:
         real_de=stage3_path("real_de.csv"),
         run_info=stage3_path("run.json"),
     params:
-        profile=config["evaluation"]["profile"],
+        profile=CELL_EVAL_PROFILE,
         engine=config["evaluation"]["run_engine"],
     threads: config["evaluation"]["threads"]
     log:
@@ -125,6 +125,52 @@ rule local_metrics:
         "../workflow_scripts/local_metrics.py"
 
 
+rule vcc2026_bundle:
+    input:
+        val=stage1_path("val.h5ad"),
+        truth=stage1_path("truth.h5ad"),
+        records=[stage1_path("split.json"), stage1_path("ground_truth.json")],
+    output:
+        info=f"{RESULTS}/{{dataset}}/stage3/_vcc2026/bundle.json",
+        files=directory(f"{RESULTS}/{{dataset}}/stage3/_vcc2026/files"),
+    params:
+        required=EVAL_PROFILE == "vcc2026",  # `both`: data without counts (or too small to scale) skip, and say why
+        seed=config["seed"],
+        chunk_size=S1["chunk_size"],
+    log:
+        log_path("vcc2026_bundle"),
+    benchmark:
+        bench_path("vcc2026_bundle")
+    conda:
+        "../envs/pertpipe.yaml"
+    script:
+        "../workflow_scripts/vcc2026_bundle.py"
+
+
+rule vcc2026_score:
+    input:
+        predictions=stage2_path("predictions.h5ad"),
+        train=stage1_path("train.h5ad"),
+        info=f"{RESULTS}/{{dataset}}/stage3/_vcc2026/bundle.json",
+        files=f"{RESULTS}/{{dataset}}/stage3/_vcc2026/files",
+        records=[stage2_path("predict.json")],
+    output:
+        score=stage3_path("vcc2026.json"),
+        agg=stage3_path("vcc2026_agg.csv"),
+        meta=stage3_path("vcc2026_run_meta.json"),
+    params:
+        seed=config["seed"],
+        chunk_size=S1["chunk_size"],
+    log:
+        f"{RESULTS}/{{dataset}}/logs/vcc2026_score_{{model}}.log",
+    benchmark:
+        f"{RESULTS}/{{dataset}}/benchmarks/vcc2026_score_{{model}}.tsv"
+    conda:
+        "../envs/pertpipe.yaml"
+    script:
+        "../workflow_scripts/vcc2026_score.py"
+
+
 rule ceiling:
     input:
         truth=stage1_path("truth.h5ad"),
@@ -154,6 +200,8 @@ rule leaderboard:
         baseline_results=f"{RESULTS}/{{dataset}}/stage3/_baseline/results.csv",
         ceiling=f"{RESULTS}/{{dataset}}/stage3/_ceiling/ceiling.json",
         real_de=stage3_path("real_de.csv", model=ROWS[0]) if ROWS else [],
+        vcc2026=expand(stage3_path("vcc2026.json", model="{m}"), m=ROWS if VCC2026 else [], allow_missing=True),
+        vcc2026_bundle=[f"{RESULTS}/{{dataset}}/stage3/_vcc2026/bundle.json"] if VCC2026 else [],
     output:
         csv=report(f"{RESULTS}/{{dataset}}/leaderboard.csv", caption="../report/leaderboard.rst", category="Stage 3"),
         md=f"{RESULTS}/{{dataset}}/leaderboard.md",

@@ -216,6 +216,12 @@ class ChatServer:
 
 # -- Snakemake -----------------------------------------------------------------------------------------
 def write_config(workdir: Path, cfg: dict) -> Path:
+    """The test's config file. A test that does not choose evaluation.profile scores with VCC 2025 (cell-eval) only:
+    cell-eval2's vcc2026 scoring (the default `both`) adds a minute per run, and is tested where it is the subject
+    (test_stages123_demo: the default profile; test_vcc2026_* there)."""
+    cfg = dict(cfg)
+    if "profile" not in (cfg.get("evaluation") or {}):
+        cfg["evaluation"] = {**(cfg.get("evaluation") or {}), "profile": "vcc2025"}
     path = workdir / "test_config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

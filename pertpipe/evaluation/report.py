@@ -62,6 +62,19 @@ def leaderboard(scores: dict[str, str | os.PathLike], train_logs: dict[str, str 
             .reset_index(drop=True))
 
 
+def add_vcc2026(board: pd.DataFrame, results: dict[str, str | os.PathLike]) -> tuple[pd.DataFrame, str | None]:
+    """The board with cell-eval2's vcc2026 columns per row (``vcc2026_<metric>`` raw, ``..._scaled`` = from_replicate,
+    ``vcc2026_avg_score``), and the skip note when the dataset could not be scored that way."""
+    from pertpipe.evaluation.vcc2026 import columns
+
+    rows = {m: read_json(p) for m, p in results.items()}
+    note = next((r["skipped"] for r in rows.values() if "skipped" in r), None)
+    extra = pd.DataFrame([{"model": m, **columns(r)} for m, r in rows.items()])
+    if note or extra.empty:
+        return board, note
+    return board.merge(extra, on="model", how="left"), None
+
+
 def row_label(row: Any) -> str:
     """The model name as printed: a λ = 0 row says which baseline it is (``cfmvc = celltype_mean (λ 0)``)."""
     name = str(row["model"])
@@ -93,7 +106,11 @@ def to_markdown(board: pd.DataFrame, *, title: str, lead: str | None = None) -> 
             "`<model>_raw` (λ = 1, the model's own prediction) and `<model>` (λ as validated on held-out training "
             "groups, toward the anchor: global = cell_mean, cell_type = celltype_mean); a λ = 0 row *is* that "
             "baseline (`equals`). delta = avg_score minus the strongest baseline's (`vs_baseline`) with its paired "
-            "bootstrap 95 % interval over perturbations (ci_low, ci_high); `tie` where it covers 0.\n\n" + head + body)
+            "bootstrap 95 % interval over perturbations (ci_low, ci_high); `tie` where it covers 0. Columns "
+            "`vcc2026_*` (evaluation.profile vcc2026 or both) come from cell-eval2's vcc2026 preset on counts: each "
+            "metric's raw mean and, as `_scaled`, its score between the truth's generic-response baseline (0) and "
+            "its split-half replicate (1); `vcc2026_avg_score` is their mean (the 2026 challenge's score).\n\n"
+            + head + body)
 
 
 def write_leaderboard(board: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, *,
@@ -251,7 +268,11 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
         "<code>cell_mean</code>, cell_type = <code>celltype_mean</code>). A row at λ = 0 <em>is</em> that baseline "
         "and is labelled so; <code>shrinkage</code> says how λ was set (or why the model is used raw). "
         "<code>delta</code> is a row's avg_score minus the strongest baseline's (<code>vs_baseline</code>), with the "
-        "paired bootstrap 95 % interval over perturbations; <code>tie</code> where the interval covers 0.</p>",
+        "paired bootstrap 95 % interval over perturbations; <code>tie</code> where the interval covers 0. "
+        "DES, PDS, MAE and their <code>_scaled</code> scores are VCC 2025's (<code>cell-eval</code>, profile vcc); "
+        "<code>vcc2026_*</code> columns are VCC 2026's (<code>cell-eval2</code>, preset vcc2026, on counts: 0 = the "
+        "truth's generic-response baseline, 1 = its split-half replicate); the other metrics are the local "
+        "scorer's.</p>",
         "<h2>Predicted vs true change per perturbation</h2>",
         "<p>Each point is a gene: x = true pseudobulk change from control, y = predicted change; r = Pearson "
         "correlation of the two.</p>",

@@ -16,7 +16,7 @@ from conftest import TINY_DEMO, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
-CFG = {"dataset": "demo", "demo": TINY_DEMO,
+CFG = {"dataset": "demo", "demo": TINY_DEMO, "evaluation": {"profile": "both"},  # the default: VCC 2025 and 2026
        "stage1": {"chunk_size": 500}, "models": ["control", "cell_mean", "linear"]}
 
 
@@ -79,7 +79,7 @@ def test_local_run_engine_through_snakemake(full_run, tmp_path):
     cell-eval score scores its files: the same scores as cell-eval's run within DES's tolerance."""
     wd = tmp_path / "wd"
     shutil.copytree(full_run.parent.parent, wd, symlinks=True)
-    run_snakemake(wd, {**CFG, "evaluation": {"run_engine": "local"}, "stage1": {"chunk_size": 97}},
+    run_snakemake(wd, {**CFG, "evaluation": {"run_engine": "local", "profile": "vcc2025"}, "stage1": {"chunk_size": 97}},
                   "results/demo/stage3/linear/score.json", "results/demo/stage3/linear/consistency.json",
                   "results/demo/stage3/cell_mean/score.json")
     res = wd / "results" / "demo" / "stage3"
@@ -99,6 +99,47 @@ def test_local_run_engine_through_snakemake(full_run, tmp_path):
     assert cm["raw"] == cm["baseline_raw"] and cm["avg_score"] == 0.0
     real_de = pd.read_csv(res / "linear/real_de.csv")
     assert list(real_de.columns) == list(pd.read_csv(full_run / "stage3/linear/real_de.csv").columns)
+
+
+def test_vcc2026_scores_on_counts(full_run, tmp_path):
+    """profile both (the default): cell-eval2's vcc2026 preset scores every row on counts; its scale runs from the
+    truth's generic-response baseline (0) to the truth's split-half replicate (1), and the replicate scores 1 on it."""
+    from pertpipe.evaluation import vcc2026
+
+    board = pd.read_csv(full_run / "leaderboard.csv").set_index("model")
+    six = [c for c in board.columns if c.startswith("vcc2026_") and c.endswith("_scaled")]
+    assert len(six) == 6 and board["vcc2026_avg_score"].notna().all()
+    assert board.loc["cell_mean", "vcc2026_avg_score"] == pytest.approx(board.loc["cell_mean", six].mean())
+    res = json.loads((full_run / "stage3/linear/vcc2026.json").read_text())
+    assert res["versions"]["cell-eval2"] == "0.20.0" and res["counts"]["cells"] > 0
+    real = ad.read_h5ad(full_run / "stage3/_vcc2026/files/real_counts.h5ad")  # the truth side: raw counts
+    assert real.n_obs == ad.read_h5ad(full_run / "stage1/truth.h5ad", backed="r").n_obs
+    assert np.array_equal(real.X.data, np.rint(real.X.data))
+    # the split-half replicate (the bundle's anchor), scored as a run's aggregate, is exactly the 1 end
+    files = full_run / "stage3/_vcc2026/files"
+    agg = pd.read_csv(full_run / "stage3/cell_mean/vcc2026_agg.csv")
+    anchor = vcc2026.anchor_values(files / "bundle")
+    mean_row = agg.index[agg["statistic"] == "mean"][0]
+    for m, v in anchor.items():
+        if m in agg.columns:
+            agg.loc[mean_row, m] = v
+    agg.to_csv(tmp_path / "agg.csv", index=False)
+    ceiling = vcc2026.score_agg(tmp_path / "agg.csv", full_run / "stage3/cell_mean/vcc2026_run_meta.json",
+                                files / "bundle")
+    assert ceiling["avg_score"] == pytest.approx(1.0) and len(ceiling["metrics"]) == 6
+    assert all(v["from_replicate"] == pytest.approx(1.0) for v in ceiling["metrics"].values())
+
+
+def test_vcc2026_profile_through_the_cli(full_run, tmp_path):
+    """`--config evaluation='{"profile": "vcc2026"}'`: the 2026 scores are required (the bundle step may not skip)."""
+    wd = tmp_path / "wd"
+    shutil.copytree(full_run.parent.parent, wd, symlinks=True)
+    run_snakemake(wd, CFG, "results/demo/stage3/linear/vcc2026.json",
+                  extra=("--config", 'evaluation={"profile": "vcc2026"}'))
+    res = json.loads((wd / "results/demo/stage3/linear/vcc2026.json").read_text())
+    assert "skipped" not in res and res["profile"] == "vcc2026" and len(res["metrics"]) == 6
+    info = json.loads((wd / "results/demo/stage3/_vcc2026/bundle.json").read_text())
+    assert set(info["replicate_ceiling"]) >= set(res["metrics"])
 
 
 def test_report_is_self_contained(full_run):

@@ -1,0 +1,229 @@
+"""VCC 2026 scoring: the real ``cell-eval2`` with its ``vcc2026`` preset, on counts.
+
+The 2026 challenge scores counts (``input_type: counts``) with six metrics, each scaled between the dataset's
+generic-response baseline (the mean perturbation of the real data = 0) and a split-half replicate of the experiment
+(the *replicate anchor* = 1): ``from_replicate``, whose mean is the competition's avg_score. Per dataset:
+
+1. :func:`write_real_counts`: the truth cells' raw counts (``layers["counts"]`` of the validation split, the same cells
+   as ``truth.h5ad``), streamed;
+2. :func:`build_bundle`: ``cell-eval2 baseline --preset vcc2026 --save-pred`` (the 0 end) and ``cell-eval2
+   prep-real-bundle`` (both ends and the split-half replicate anchor, the 1 end);
+
+per scored row:
+
+3. :func:`to_counts`: our predictions are log1p of counts normalised to ``target_sum``; each predicted cell becomes
+   counts = rint(expm1(x) · r), where r = (library size / target_sum) of a training control cell of the same cell type
+   drawn at random (seeded per row, so every model gets the same draws), with r read off the control cell itself
+   (sum of its counts over sum of expm1 of its log1p row). A predicted cell is thus given the library size of a real
+   control cell of its context, as the VCC 2026 submissions must give counts;
+4. :func:`score`: ``cell-eval2 run --preset vcc2026`` and ``cell-eval2 score --real-bundle``.
+
+Data without raw counts (log1p-only sources) cannot be scored this way; the bundle step says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pertpipe import CONTROL_LABEL
+from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
+from pertpipe.errors import ContractError, PertpipeError
+from pertpipe.io import child_options, explain_exit
+
+log = logging.getLogger(__name__)
+
+PRESET = "vcc2026"
+PERT_COL = "target_gene"
+
+
+class CellEval2Error(PertpipeError):
+    """cell-eval2 failed; the message carries its last words."""
+
+
+def _exe() -> list[str]:
+    exe = shutil.which("cell-eval2") or str(Path(sys.executable).with_name("cell-eval2"))
+    if not Path(exe).exists():
+        raise CellEval2Error("cell-eval2 is not installed. Fix: pip install cell-eval2==0.20.0 (requirements.txt), or "
+                             "set evaluation.profile: vcc2025")
+    return [exe]
+
+
+def _run(args: list[str], what: str, log_file: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    cmd = _exe() + args
+    log.info("running: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True, **child_options())
+    if log_file:
+        with open(log_file, "a") as fh:
+            fh.write(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}\n")
+    if proc.returncode < 0:
+        raise CellEval2Error(explain_exit(f"cell-eval2 {what}", proc.returncode))
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
+        raise CellEval2Error(f"cell-eval2 {what} failed (exit {proc.returncode}). cell-eval2 said:\n{tail}")
+    return proc
+
+
+def _common() -> list[str]:
+    return ["--preset", PRESET, "--pert-col", PERT_COL, "--control", CONTROL_LABEL]
+
+
+def has_counts(path: str | os.PathLike) -> bool:
+    with H5adReader(path) as r:
+        return "counts" in r.layers()
+
+
+def write_real_counts(val: str | os.PathLike, truth: str | os.PathLike, dest: str | os.PathLike, *,
+                      chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
+    """The truth cells' raw counts (the validation split's ``layers["counts"]`` rows that ``truth.h5ad`` holds) as X,
+    with obs target_gene and cell_type, written chunk by chunk."""
+    with H5adReader(truth) as t:
+        keep_names = t.obs.index
+    with H5adReader(val) as r:
+        if "counts" not in r.layers():
+            raise ContractError(val, "layers['counts']", "no raw counts: VCC 2026 scores counts",
+                                "use a source with raw counts, or set evaluation.profile: vcc2025")
+        mask = r.obs.index.isin(keep_names)
+        obs = r.obs.loc[mask, [PERT_COL, "cell_type"]].astype(str)
+        with H5adWriter(dest, obs=obs, var=pd.DataFrame(index=r.var_names)) as w:
+            for _s, _e, block in r.iter_chunks(chunk_size, "counts", mask):
+                w.append(block.astype(np.float32))
+    return {"cells": int(mask.sum()), "perturbations": int(obs[PERT_COL].nunique()) - 1}
+
+
+def build_bundle(real_counts: str | os.PathLike, outdir: str | os.PathLike, *, seed: int = 0,
+                 log_file: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``cell-eval2 baseline`` (the generic-response baseline's prediction) + ``cell-eval2 prep-real-bundle`` into
+    ``outdir/bundle``; returns both ends of the scale: the baseline's aggregate means and the split-half replicate
+    anchor's values (the ceiling)."""
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    base_pred = out / "baseline_pred.h5ad"
+    _run(["baseline", "-ar", str(real_counts), "-o", str(out / "baseline"), "--seed", str(seed), "--save-pred",
+          str(base_pred), *_common()], "baseline", log_file)
+    _run(["prep-real-bundle", "--real", str(real_counts), "--baseline", str(base_pred), "-o", str(out / "bundle"),
+          "--anchor-base-seed", str(seed), "--force", *_common()], "prep-real-bundle", log_file)
+    base_pred.unlink()  # the bundle holds the aggregates; the prediction was only its input
+    agg = pd.read_csv(out / "baseline" / "baseline_agg.csv").set_index("statistic")
+    return {"baseline_mean": {c: float(agg.loc["mean", c]) for c in agg.columns},
+            "replicate_ceiling": anchor_values(out / "bundle")}
+
+
+def library_ratios(train: str | os.PathLike, *, chunk_size: int = DEFAULT_CHUNK) -> pd.DataFrame:
+    """Per training control cell: its cell type and r = library size / target_sum (sum of its counts over the sum of
+    expm1 of its log1p row), read chunk by chunk."""
+    with H5adReader(train) as r:
+        if "counts" not in r.layers():
+            raise ContractError(train, "layers['counts']", "no raw counts to take library sizes from",
+                                "use a source with raw counts, or set evaluation.profile: vcc2025")
+        ctrl = (r.obs[PERT_COL].astype(str) == CONTROL_LABEL).to_numpy()
+        cts = r.obs.loc[ctrl, "cell_type"].astype(str).to_numpy()
+        num, den = [], []
+        for (_s, _e, c), (_s2, _e2, x) in zip(r.iter_chunks(chunk_size, "counts", ctrl),
+                                              r.iter_chunks(chunk_size, None, ctrl)):
+            num.append(np.asarray(c.sum(axis=1)).ravel())
+            den.append(np.asarray(x.expm1().sum(axis=1)).ravel())
+    num, den = np.concatenate(num), np.concatenate(den)
+    ratio = np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
+    return pd.DataFrame({"cell_type": cts, "ratio": ratio})[ratio > 0].reset_index(drop=True)
+
+
+def to_counts(pred: str | os.PathLike, train: str | os.PathLike, dest: str | os.PathLike, *, seed: int,
+              chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
+    """Predicted log1p cells -> counts with library sizes drawn from the matching training control cells (see the
+    module docstring); the draws are seeded by ``seed`` and the row number, so they do not depend on the model."""
+    from pertpipe.data.h5io import RowReader
+
+    ratios = library_ratios(train, chunk_size=chunk_size)
+    pools = {ct: g["ratio"].to_numpy() for ct, g in ratios.groupby("cell_type")}
+    every = ratios["ratio"].to_numpy()
+    with H5adReader(pred) as r:
+        obs = r.obs[[PERT_COL, "cell_type"]].astype(str)
+        var = pd.DataFrame(index=r.var_names)
+    rows = RowReader(pred)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 2026]))
+    draws = np.array([rng.choice(pools.get(ct, every)) for ct in obs["cell_type"]])
+    with H5adWriter(dest, obs=obs, var=var) as w:
+        for start in range(0, len(obs), chunk_size):
+            idx = np.arange(start, min(start + chunk_size, len(obs)))
+            x = rows.dense(idx) if rows.encoding == "array" else rows[idx].toarray()
+            w.append(sp.csr_matrix(np.rint(np.expm1(np.asarray(x, dtype=np.float64)) * draws[idx, None])
+                                   .astype(np.float32)))
+    return {"cells": int(len(obs)), "median_library_ratio": float(np.median(draws)) if len(draws) else None}
+
+
+def score(pred_counts: str | os.PathLike, real_counts: str | os.PathLike, bundle: str | os.PathLike, *,
+          agg_out: str | os.PathLike, meta_out: str | os.PathLike,
+          log_file: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``cell-eval2 run --preset vcc2026`` (its aggregate and run metadata kept at ``agg_out`` / ``meta_out``) and
+    :func:`score_agg` against the bundle."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        _run(["run", "-ap", str(pred_counts), "-ar", str(real_counts), "-o", str(run_dir), *_common()], "run",
+             log_file)
+        shutil.copyfile(run_dir / "agg_results.csv", agg_out)
+        shutil.copyfile(run_dir / "run_meta.json", meta_out)
+    return score_agg(agg_out, meta_out, bundle, log_file=log_file)
+
+
+def score_agg(agg: str | os.PathLike, meta: str | os.PathLike, bundle: str | os.PathLike, *,
+              log_file: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``cell-eval2 score --real-bundle`` of a run's aggregate: per scored metric its raw mean, ``from_baseline`` and
+    ``from_replicate`` (0 = the generic-response baseline, 1 = the split-half replicate anchor), and the competition
+    avg_score (the mean of ``from_replicate``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _run(["score", "--user-agg", str(agg), "--user-meta", str(meta), "--real-bundle", str(bundle), "-o",
+              str(Path(tmp) / "score.csv")], "score", log_file)
+        scored = pd.read_csv(Path(tmp) / "score.csv").set_index("metric")
+    means = pd.read_csv(agg).set_index("statistic")
+    metrics = [m for m in scored.index if m != "avg_score"]
+    return {"profile": PRESET, "metrics": {m: {"raw": float(means.loc["mean", m]),
+                                               "from_baseline": _num(scored.loc[m, "from_baseline"]),
+                                               "from_replicate": _num(scored.loc[m, "from_replicate"])}
+                                           for m in metrics},
+            "avg_score": _num(scored.loc["avg_score", "from_replicate"]),
+            "avg_from_baseline": float(np.nanmean([_num(scored.loc[m, "from_baseline"]) for m in metrics])),
+            "versions": versions()}
+
+
+def anchor_values(bundle: str | os.PathLike) -> dict[str, float]:
+    """The split-half replicate's value of every metric (the 1 end of the scale), from the bundle."""
+    a = pd.read_parquet(Path(bundle) / "anchor_agg.parquet")
+    return {str(m): float(v) for m, v in zip(a["metric"], a["replicate"])}
+
+
+def _num(v: Any) -> float | None:
+    return None if pd.isna(v) else float(v)
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata
+
+    try:
+        return {"cell-eval2": importlib.metadata.version("cell-eval2")}
+    except importlib.metadata.PackageNotFoundError:
+        return {"cell-eval2": "not installed"}
+
+
+def columns(result: dict[str, Any]) -> dict[str, Any]:
+    """Leaderboard columns of one row's vcc2026.json: each metric's raw mean and its replicate-scaled score, and the
+    competition avg_score; all None where the dataset could not be scored (no counts)."""
+    if "metrics" not in result:
+        return {"vcc2026_avg_score": None}
+    out = {}
+    for m, v in result["metrics"].items():
+        out[f"vcc2026_{m}"] = v["raw"]
+        out[f"vcc2026_{m}_scaled"] = v["from_replicate"]
+    out["vcc2026_avg_score"] = result["avg_score"]
+    return out
+
