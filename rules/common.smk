@@ -251,9 +251,15 @@ def stage3_path(name, dataset="{dataset}", model="{model}"):
 SUBMISSION = bool(S1["split"].get("submission"))
 
 
+# VCC 2026 submissions: counts, a context label per cell type, packaged by vcc-cli's `vcc prep` (needs the labels)
+VCC2026_CONTEXTS = config["evaluation"].get("vcc2026_contexts") or {}
+VCC2026_SUBMISSION = SUBMISSION and EVAL_PROFILE in ("vcc2026", "both") and bool(VCC2026_CONTEXTS)
+
+
 def stage3_targets(dataset):
-    if SUBMISSION:  # no truth for the targets: each model's cell-eval prep archive is the product
-        return [stage3_path(f, dataset=dataset, model=m) for m in ROWS for f in (f"{m}.vcc", "prep.json")]
+    if SUBMISSION:  # no truth for the targets: each model's prep archive(s) are the product
+        files = ("{m}.vcc", "prep.json") + (("{m}_2026.vcc", "prep_2026.json") if VCC2026_SUBMISSION else ())
+        return [stage3_path(f.format(m=m), dataset=dataset, model=m) for m in ROWS for f in files]
     return TASK.stage3_targets(RESULTS, dataset)
 
 

@@ -171,6 +171,32 @@ rule vcc2026_score:
         "../workflow_scripts/vcc2026_score.py"
 
 
+rule vcc2026_prep:
+    input:
+        predictions=stage2_path("predictions.h5ad"),
+        train=stage1_path("train.h5ad"),
+        template=stage1_path("template.csv"),
+        genes=stage1_path("genes.txt"),
+        records=[stage2_path("predict.json"), stage1_path("ground_truth.json")],
+    output:
+        vcc=stage3_path("{model}_2026.vcc"),
+        summary=stage3_path("prep_2026.json"),
+        h5ad=temp(stage3_path("submission_2026.h5ad")),
+        perts=stage3_path("pert_counts_2026.csv"),
+    params:
+        contexts=VCC2026_CONTEXTS,
+        seed=config["seed"],
+        chunk_size=S1["chunk_size"],
+    log:
+        f"{RESULTS}/{{dataset}}/logs/vcc2026_prep_{{model}}.log",
+    benchmark:
+        f"{RESULTS}/{{dataset}}/benchmarks/vcc2026_prep_{{model}}.tsv"
+    conda:
+        "../envs/pertpipe.yaml"
+    script:
+        "../workflow_scripts/vcc2026_prep.py"
+
+
 rule ceiling:
     input:
         truth=stage1_path("truth.h5ad"),

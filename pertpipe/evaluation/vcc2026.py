@@ -19,6 +19,11 @@ per scored row:
 4. :func:`score`: ``cell-eval2 run --preset vcc2026`` and ``cell-eval2 score --real-bundle``.
 
 Data without raw counts (log1p-only sources) cannot be scored this way; the bundle step says so.
+
+Submissions (``stage1.split.submission: true``): :func:`write_submission` writes each row's predictions as the 2026
+challenge takes them (raw counts, no control cells, a ``context`` column from ``evaluation.vcc2026_contexts``) and
+:func:`prep_submission` packages them with the real ``vcc prep`` of ``vcc-cli`` (MIT), which checks the gene set, the
+contexts, the perturbation list and cells per perturbation, integer counts and the per-cell cap.
 """
 
 from __future__ import annotations
@@ -139,9 +144,11 @@ def library_ratios(train: str | os.PathLike, *, chunk_size: int = DEFAULT_CHUNK)
 
 
 def to_counts(pred: str | os.PathLike, train: str | os.PathLike, dest: str | os.PathLike, *, seed: int,
-              chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
+              chunk_size: int = DEFAULT_CHUNK, contexts: dict[str, str] | None = None) -> dict[str, Any]:
     """Predicted log1p cells -> counts with library sizes drawn from the matching training control cells (see the
-    module docstring); the draws are seeded by ``seed`` and the row number, so they do not depend on the model."""
+    module docstring); the draws are seeded by ``seed`` and the row number, so they do not depend on the model.
+    With ``contexts`` (cell type -> challenge context label) the file is a 2026 submission: control cells left out,
+    obs ``target_gene`` and ``context``. Written chunk by chunk (memory: one chunk)."""
     from pertpipe.data.h5io import RowReader
 
     ratios = library_ratios(train, chunk_size=chunk_size)
@@ -153,13 +160,21 @@ def to_counts(pred: str | os.PathLike, train: str | os.PathLike, dest: str | os.
     rows = RowReader(pred)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2026]))
     draws = np.array([rng.choice(pools.get(ct, every)) for ct in obs["cell_type"]])
-    with H5adWriter(dest, obs=obs, var=var) as w:
+    keep = np.ones(len(obs), bool)
+    out_obs = obs
+    if contexts is not None:
+        keep = (obs[PERT_COL] != CONTROL_LABEL).to_numpy()
+        out_obs = pd.DataFrame({PERT_COL: obs[PERT_COL], "context": obs["cell_type"].map(contexts)})[keep]
+    with H5adWriter(dest, obs=out_obs, var=var) as w:
         for start in range(0, len(obs), chunk_size):
             idx = np.arange(start, min(start + chunk_size, len(obs)))
+            idx = idx[keep[idx]]
+            if not len(idx):
+                continue
             x = rows.dense(idx) if rows.encoding == "array" else rows[idx].toarray()
             w.append(sp.csr_matrix(np.rint(np.expm1(np.asarray(x, dtype=np.float64)) * draws[idx, None])
                                    .astype(np.float32)))
-    return {"cells": int(len(obs)), "median_library_ratio": float(np.median(draws)) if len(draws) else None}
+    return {"cells": int(keep.sum()), "median_library_ratio": float(np.median(draws)) if len(draws) else None}
 
 
 def score(pred_counts: str | os.PathLike, real_counts: str | os.PathLike, bundle: str | os.PathLike, *,
@@ -202,6 +217,48 @@ def anchor_values(bundle: str | os.PathLike) -> dict[str, float]:
     return {str(m): float(v) for m, v in zip(a["metric"], a["replicate"])}
 
 
+def write_submission(pred: str | os.PathLike, train: str | os.PathLike, template: pd.DataFrame,
+                     contexts: dict[str, str], dest: str | os.PathLike, perts_dest: str | os.PathLike, *, seed: int,
+                     chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
+    """The 2026 submission h5ad of one row (:func:`to_counts` with ``contexts``: counts, no control cells, obs
+    ``target_gene`` and ``context``) and its ``pert_counts.csv`` (context, target_gene, n_cells) from the template."""
+    from pertpipe.io import atomic_path
+
+    missing = sorted(set(template["cell_type"].astype(str)) - set(contexts))
+    if missing:
+        raise ContractError("config", "evaluation.vcc2026_contexts", f"no context label for cell type(s) {missing}",
+                            "map every cell type of the template to its challenge context, e.g. {H1: A}")
+    info = to_counts(pred, train, dest, seed=seed, chunk_size=chunk_size, contexts=contexts)
+    t = template[template[PERT_COL] != CONTROL_LABEL].assign(context=lambda d: d["cell_type"].astype(str).map(contexts))
+    with atomic_path(perts_dest) as tmp:
+        t.groupby(["context", PERT_COL], as_index=False)["n_cells"].sum().to_csv(tmp, index=False)
+    return {**info, "contexts": sorted({contexts[c] for c in template["cell_type"].astype(str)})}
+
+
+def prep_submission(h5ad: str | os.PathLike, genes: str | os.PathLike, perts: str | os.PathLike,
+                    contexts: list[str], dest: str | os.PathLike, *,
+                    log_file: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``vcc prep`` (vcc-cli): validate and package the submission as the 2026 challenge expects -> ``dest`` .vcc."""
+    import json
+
+    exe = shutil.which("vcc") or str(Path(sys.executable).with_name("vcc"))
+    if not Path(exe).exists():
+        raise CellEval2Error("vcc-cli is not installed. Fix: pip install vcc-cli==0.3.0 (requirements.txt)")
+    n_genes = sum(1 for line in Path(genes).read_text().splitlines() if line.strip())
+    tmp = Path(dest).with_name(f".{Path(dest).name}.tmp.vcc")
+    cmd = [exe, "prep", str(h5ad), "-g", str(genes), "--perts", str(perts), "--contexts", ",".join(contexts),
+           "--expected-gene-dim", str(n_genes), "-o", str(tmp), "--force", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, **child_options())
+    if log_file:
+        with open(log_file, "a") as fh:
+            fh.write(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}\n")
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
+        raise CellEval2Error(f"vcc prep refused {h5ad} (exit {proc.returncode}). vcc said:\n{tail}")
+    os.replace(tmp, dest)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _num(v: Any) -> float | None:
     return None if pd.isna(v) else float(v)
 
@@ -209,10 +266,13 @@ def _num(v: Any) -> float | None:
 def versions() -> dict[str, str]:
     import importlib.metadata
 
-    try:
-        return {"cell-eval2": importlib.metadata.version("cell-eval2")}
-    except importlib.metadata.PackageNotFoundError:
-        return {"cell-eval2": "not installed"}
+    out = {}
+    for pkg in ("cell-eval2", "vcc-cli"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
 
 
 def columns(result: dict[str, Any]) -> dict[str, Any]:

@@ -56,6 +56,7 @@ def test_submission_run_ends_with_prep_archives_of_the_requested_cells(tmp_path)
            "stage1": {"chunk_size": 500, "universe": {"kind": "source"},
                       "split": {"strategy": "vcc", "submission": True, "control_val_fraction": 0.1,
                                 "val_counts": str(tmp_path / "pert_counts_Validation.csv")}},
+           "evaluation": {"profile": "both", "vcc2026_contexts": {"H1": "A"}},  # also the 2026 submission
            "models": ["control", "cell_mean", "linear"]}
     run_snakemake(tmp_path, cfg)
     res = tmp_path / "results/support"
@@ -73,6 +74,15 @@ def test_submission_run_ends_with_prep_archives_of_the_requested_cells(tmp_path)
             assert sorted(tf.getnames()) == ["pred.h5ad.zst", "watermark.txt"]
         prep = json.loads((res / f"stage3/{m}/prep.json").read_text())
         assert prep["perturbations"] == len(TO_PREDICT) and prep["cells"] == sum(TO_PREDICT.values()) + n_ctrl
+    # VCC 2026: raw counts, no control cells, context labels, packaged and checked by vcc-cli's `vcc prep`
+    for m in cfg["models"]:
+        with tarfile.open(res / f"stage3/{m}/{m}_2026.vcc") as tf:
+            assert sorted(tf.getnames()) == ["meta.json", "pred.h5ad.zst"]
+            meta = json.loads(tf.extractfile("meta.json").read())
+        assert meta["contexts"] == ["A"] and meta["n_obs"] == sum(TO_PREDICT.values()) and meta["n_vars"] == len(GENES)
+        prep26 = json.loads((res / f"stage3/{m}/prep_2026.json").read_text())
+        assert prep26["vcc_prep"]["normalization"] == "counts-preserved" and prep26["versions"]["vcc-cli"] == "0.3.0"
+        assert prep26["vcc_prep"]["cells_per_context"] == {"A": sum(TO_PREDICT.values())}
     assert "SUBMISSION: 3 target(s) to predict (98 cells)" in (res / "stage1/stage1_report.txt").read_text()
     assert not (res / "leaderboard.csv").exists()  # nothing to score
     assert not (res / "stage3/cell_mean/results.csv").exists()
