@@ -208,6 +208,10 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=None, help="default: the preset's models (every registered one)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--no-rerun", action="store_true", help="collect finished runs in --workdir without Snakemake")
+    ap.add_argument("--save", action="store_true", help="also write benchmarks/results/bench_real.json (the results "
+                    "page's source; render it with python benchmarks/results.py)")
+    ap.add_argument("--note", default=None, help="a line for the results page (e.g. the commit finished runs were made "
+                    "with, when collected with --no-rerun)")
     args = ap.parse_args()
     base = Path(args.workdir or tempfile.mkdtemp(prefix="bench_real_"))
     out = {"benchmark": "real data: every model and baseline, 3 seeds, paired bootstrap vs the strongest baseline",
@@ -231,9 +235,13 @@ def main() -> None:
         table = summarise(runs)
         out["datasets"][name] = {"config": cfg, "runs": runs, "summary": table}
         md.append(markdown(name, table, runs))
-    out["markdown"] = "\n".join(md)
+    out["markdown"] = (f"{args.note}\n\n" if args.note else "") + "\n".join(md)
     print(out["markdown"], file=sys.stderr)
     print(json.dumps(out, indent=2))
+    if args.save:
+        from results import write
+
+        write("bench_real", out, ["python", "benchmarks/bench_real.py", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

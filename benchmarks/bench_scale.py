@@ -56,7 +56,8 @@ def make_screen(path: Path, scale: float, seed: int) -> dict:
     return {**out, "write_s": round(time.perf_counter() - t0, 1), "bytes": path.stat().st_size}
 
 
-def config(wd: Path, screen: Path, scale: float, models: list[str], cache: Path, epochs: int) -> dict:
+def config(wd: Path, screen: Path, scale: float, models: list[str], cache: Path, epochs: int,
+           profile: str = "vcc2025") -> dict:
     vc = pd.read_csv(SHARED / "vcc" / "pert_counts_Validation.csv")
     vc["n_cells"] = (vc["n_cells"] * scale).round().clip(lower=1).astype(int)
     vc[["target_gene", "n_cells"]].to_csv(wd / "val_counts.csv", index=False)
@@ -75,7 +76,7 @@ def config(wd: Path, screen: Path, scale: float, models: list[str], cache: Path,
             "cfmvc": {"vae_epochs": epochs, "flow_epochs": epochs, "steps_per_epoch": 10, "device": "cpu",
                       "patience": 100, "vae_batch": 256},
         },
-        "evaluation": {"threads": 2},
+        "evaluation": {"threads": 2, "profile": profile},
     }
 
 
@@ -98,12 +99,13 @@ def training_figures(res: Path, models: list[str]) -> dict:
     return out
 
 
-def run_scale(root: Path, scale: float, models: list[str], cache: Path, epochs: int, keep: bool) -> dict:
+def run_scale(root: Path, scale: float, models: list[str], cache: Path, epochs: int, keep: bool,
+              profile: str = "vcc2025") -> dict:
     wd = root / f"scale_{scale:g}"
     wd.mkdir(parents=True, exist_ok=True)
     screen = wd / "vcc_scale.h5ad"
     gen = make_screen(screen, scale, seed=0)
-    cfg = config(wd, screen, scale, models, cache, epochs)
+    cfg = config(wd, screen, scale, models, cache, epochs, profile)
     t0 = time.perf_counter()
     proc = run_all(wd, cfg)
     wall = time.perf_counter() - t0
@@ -131,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0])
     ap.add_argument("--models", nargs="+", default=["control", "cell_mean", "linear", "dygenept", "cfmvc"])
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--profile", default="vcc2025", help="evaluation.profile (vcc2025: cell-eval only; both/vcc2026 add "
+                    "cell-eval2 on counts, not measured at this size)")
     ap.add_argument("--workdir", default=None, help="where the runs go (default: a folder beside the repo)")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "pertpipe" / "embeddings"),
                     help="the knowledge stage's embedding cache, kept between runs")
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     root.mkdir(parents=True, exist_ok=True)
     Path(a.cache).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    runs = [run_scale(root, s, a.models, Path(a.cache), a.epochs, a.keep) for s in a.scales]
+    runs = [run_scale(root, s, a.models, Path(a.cache), a.epochs, a.keep, a.profile) for s in a.scales]
     result = {"runs": runs, "targets": {"max_rule_rss_gb": 16, "max_streaming_growth": 1.3}}
     if len(runs) >= 2 and not any("error" in r for r in runs[-2:]):
         small, big = runs[-2], runs[-1]
