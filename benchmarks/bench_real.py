@@ -147,6 +147,10 @@ def _label(m: str, r: dict) -> str:
     zeros = sum(1 for s in r.get("shrinkage", []) if s and s.get("lambda") == 0)
     if zeros and zeros == len(r["shrinkage"]):
         return f"{m} = {', '.join(sorted(eq))} (λ 0 in every seed)"
+    raw = sum(1 for s in r.get("shrinkage", []) if s and str(s.get("how") or "").startswith("raw: ") and
+              "held-out" in str(s.get("how")))
+    if raw:
+        return f"{m} (used raw in {raw} of {len(r['shrinkage'])} seeds: too few held-out groups to validate λ)"
     return m
 
 
@@ -174,7 +178,7 @@ def markdown(name: str, table: dict, runs: dict[int, dict]) -> str:
         vs = r.get("vs_strongest_baseline")
         ci = f"{vs['delta']:+.4f} [{vs['ci_low']:+.4f}, {vs['ci_high']:+.4f}]" if vs else "—"
         st = vs["standing"] if vs else ("strongest baseline" if m == best else "")
-        lam = ", ".join(f"{s['lambda']:g}" + (f" ({s['anchor']})" if s.get("anchor") else "")
+        lam = ", ".join(f"{s['lambda']:g}" + (f" ({s['anchor']})" if s.get("anchor") and s["lambda"] < 1 else "")
                         for s in r.get("shrinkage", []) if s)
         name_ = _label(m, r) + (" *(baseline)*" if r.get("baseline") else "")
         lines.append(f"| {name_} | {f('DES')} | {f('PDS')} | {f('MAE')} | {f('avg_score')} | {ci} | {st} | {d} | {lam} |")

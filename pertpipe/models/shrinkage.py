@@ -82,7 +82,8 @@ class Shrinkage:
 
     def log(self) -> dict[str, Any]:
         """train_log.json's ``shrinkage``: λ, the anchor, how λ was set, and the baseline the model equals at λ = 0."""
-        return {"lambda": self.lam, "anchor": self.anchor_kind, "how": self.how, "groups": self.groups,
+        return {"lambda": self.lam, "anchor": self.anchor_kind if self.lam < 1 else None, "how": self.how,
+                "groups": self.groups,
                 "equals": EQUALS[self.anchor_kind] if self.lam == 0 else None, "mae_by_lambda": self.mae_by_lambda}
 
 

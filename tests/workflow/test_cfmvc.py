@@ -275,8 +275,11 @@ def test_cfmvc_through_the_pipeline(demo):
     assert set(log["stage_curves"]) == {"vae", "flow"} and log["cells_per_s"] > 0
     assert not list((res / "stage2/cfmvc").glob("checkpoint*.pt"))  # finished: resume checkpoints removed
     board = pd.read_csv(res / "leaderboard.csv")
-    assert set(board.model) == {"cell_mean", "cfmvc"}
+    assert set(board.model) == {"cell_mean", "cfmvc", "cfmvc_raw"}  # shrunk: scored raw (λ = 1) too
     row = board.set_index("model").loc["cfmvc"]
     assert np.isfinite(row[["DES", "PDS", "MAE", "avg_score"]].astype(float)).all() and row["MAE"] > 0
+    # the generative model's distribution metrics: the energy distance sees spread, finite for every row
+    assert np.isfinite(board["energy_distance"].astype(float)).all() and (board["energy_distance"] > 0).all()
+    assert board.set_index("model").loc["cfmvc_raw", "lambda"] == 1.0
     html = (res / "report.html").read_text()
     assert "cfmvc" in html and html.count("data:image/png;base64,") >= 3
