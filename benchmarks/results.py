@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,7 @@ def meta(command: list[str]) -> dict:
         gpu = None
     return {"commit": commit, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": {"cores": os.cpu_count(), "ram_gib": ram, "gpu": gpu, "platform": platform.platform()},
-            "versions": package_versions(), "command": " ".join(command)}
+            "versions": package_versions(), "command": shlex.join(command)}
 
 
 def write(name: str, result: dict, command: list[str]) -> Path:
@@ -68,7 +69,7 @@ def _section(name: str, data: dict) -> str:
             f"`{m['command']}` — commit `{m['commit'][:10]}`, {m['date']}; {mach['cores']} cores, "
             f"{mach['ram_gib']} GiB RAM, GPU: {mach['gpu'] or 'none'}. Versions: {versions}. "
             f"Source: `benchmarks/results/{name}.json`.", ""]
-    return "\n".join(head) + data["markdown"].rstrip() + "\n"
+    return "\n".join(head) + "\n" + data["markdown"].rstrip() + "\n"
 
 
 def render(results: Path = RESULTS) -> str:
