@@ -94,6 +94,6 @@ def test_the_vcc_preset_is_the_submission_setting():
     assert preset["stage1"]["universe"] == {"kind": "vcc"}
     assert preset["stage1"]["split"]["strategy"] == "vcc" and preset["stage1"]["split"]["val_counts"] == "vcc"
     assert preset["stage1"]["split"]["submission"] is True
-    assert preset["evaluation"]["profile"] == "vcc"
+    assert preset["evaluation"]["profile"] == "vcc2025"  # the 2025 support set: cell-eval only
     for m in ("dygenept", "cfmvc"):
         assert preset["model_params"][m]["device"] == "cuda" and preset["model_params"][m]["max_cells"] >= 221_000
