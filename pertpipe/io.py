@@ -384,3 +384,25 @@ def explain_exit(what: str, returncode: int) -> str:
             "(resources mem_mb / the profile), or use the streaming engines (evaluation.run_engine / prep_engine: "
             "auto)") if -returncode == signal.SIGKILL else ""
     return f"{what} was killed ({returncode}: {name}){hint}"
+
+
+def run_tool(cmd: list[str], what: str, *, error_cls: type[Exception], log_file: str | os.PathLike | None = None,
+             said: str | None = None) -> Any:
+    """Run an outside command-line tool (cell-eval, cell-eval2, vcc-cli) as a child that dies with this process.
+
+    The command and its output are appended to ``log_file``; a signal or a non-zero exit raises ``error_cls`` with
+    ``what`` and the tool's last lines (``said``: how the message names the tool, default the first word of
+    ``what``)."""
+    import subprocess
+
+    log.info("running: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True, **child_options())
+    if log_file:
+        with open(log_file, "a") as fh:
+            fh.write(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}\n")
+    if proc.returncode < 0:  # a signal: the tool's own last words (a half-written folder) would mislead
+        raise error_cls(explain_exit(what, proc.returncode))
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
+        raise error_cls(f"{what} failed (exit {proc.returncode}). {said or what.split()[0]} said:\n{tail}")
+    return proc

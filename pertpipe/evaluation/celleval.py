@@ -26,7 +26,7 @@ import pandas as pd
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter, read_obs, read_uns
 from pertpipe.errors import ContractError, PertpipeError
-from pertpipe.io import child_options, explain_exit, work_dir
+from pertpipe.io import child_options, run_tool, work_dir
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +59,7 @@ def _cell_eval_cmd() -> list[str]:
 
 
 def _run(args: list[str], what: str, log_file: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
-    cmd = _cell_eval_cmd() + args
-    log.info("running: %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True, **child_options())
-    if log_file:
-        with open(log_file, "a") as fh:
-            fh.write(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}\n")
-    if proc.returncode < 0:  # a signal: cell-eval's own last words (a half-written folder) would mislead
-        raise CellEvalError(explain_exit(f"cell-eval {what}", proc.returncode))
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
-        raise CellEvalError(f"cell-eval {what} failed (exit {proc.returncode}). cell-eval said:\n{tail}")
-    return proc
+    return run_tool(_cell_eval_cmd() + args, f"cell-eval {what}", error_cls=CellEvalError, log_file=log_file)
 
 
 def check_predictions(pred: str | os.PathLike, *, genes: list[str], truth: str | os.PathLike,

@@ -44,7 +44,7 @@ import scipy.sparse as sp
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ContractError, PertpipeError
-from pertpipe.io import child_options, explain_exit
+from pertpipe.io import run_tool
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +65,7 @@ def _exe() -> list[str]:
 
 
 def _run(args: list[str], what: str, log_file: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
-    cmd = _exe() + args
-    log.info("running: %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True, **child_options())
-    if log_file:
-        with open(log_file, "a") as fh:
-            fh.write(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}\n")
-    if proc.returncode < 0:
-        raise CellEval2Error(explain_exit(f"cell-eval2 {what}", proc.returncode))
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
-        raise CellEval2Error(f"cell-eval2 {what} failed (exit {proc.returncode}). cell-eval2 said:\n{tail}")
-    return proc
+    return run_tool(_exe() + args, f"cell-eval2 {what}", error_cls=CellEval2Error, log_file=log_file)
 
 
 def _common() -> list[str]:
@@ -248,13 +237,7 @@ def prep_submission(h5ad: str | os.PathLike, genes: str | os.PathLike, perts: st
     tmp = Path(dest).with_name(f".{Path(dest).name}.tmp.vcc")
     cmd = [exe, "prep", str(h5ad), "-g", str(genes), "--perts", str(perts), "--contexts", ",".join(contexts),
            "--expected-gene-dim", str(n_genes), "-o", str(tmp), "--force", "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, **child_options())
-    if log_file:
-        with open(log_file, "a") as fh:
-            fh.write(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}\n")
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
-        raise CellEval2Error(f"vcc prep refused {h5ad} (exit {proc.returncode}). vcc said:\n{tail}")
+    proc = run_tool(cmd, f"vcc prep of {h5ad}", error_cls=CellEval2Error, log_file=log_file, said="vcc")
     os.replace(tmp, dest)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
