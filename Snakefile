@@ -35,6 +35,7 @@ include: "rules/knowledge.smk"
 include: "rules/models.smk"
 include: "rules/evaluate.smk"
 include: "rules/signatures.smk"
+include: "rules/labels.smk"
 include: "rules/spatial.smk"
 
 

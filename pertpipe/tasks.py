@@ -7,6 +7,9 @@ predict/score code ask the task instead of testing flags:
   predict cells from drawn training controls; cell-eval's metrics; ``leaderboard.{csv,md}`` and ``report.html``.
 * ``signatures``: L1000 signatures, X = z-scores (clipped at +-10); models predict one signature per (perturbation,
   context); DeepCE's signature metrics; ``signature_leaderboard.{csv,md}``.
+* ``labels``: per (perturbation, cell line) x readout gene, a DE label and a direction label (PerturbQA); models
+  score every test pair (:meth:`predict_labels`); PerturbQA's ``auc_per_gene`` and AUPRC per gene;
+  ``label_leaderboard.{csv,md}`` beside the published rows.
 * ``spatial``: a spatial slide paired with a scRNA-seq reference (raw counts, ``obsm["spatial"]``, reference
   ``obs["cell_type"]``); LR genes are imputed; SpatialBenchmarking's per-gene metrics; ``spatial_report.json``.
 
@@ -69,6 +72,11 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("signatures", "perturbation signatures (L1000)", "z-scores per signature (clipped at +-10)",
          ("target_gene", "batch", "cell_type"), "zscore", False, ("random_unseen", "cell_line_holdout"),
          "predict_signature", ("signature_leaderboard.csv", "signature_leaderboard.md"), "Signatures (L1000)"),
+    Task("labels", "DE and direction labels of perturbations (PerturbQA)",
+         "int8 codes per (perturbation, line) x readout gene: 1, 0, -1 = unlabelled (layers['dir']: direction)",
+         ("target_gene", "cell_type", "given_split"), "labels", False, ("given", "random_unseen", "cell_line_holdout"),
+         "predict_labels", ("label_leaderboard.csv", "label_leaderboard.md", "label_leaderboard.png"),
+         "Perturbation labels (PerturbQA)"),
     Task("spatial", "ligand-receptor imputation of a spatial slide from paired scRNA-seq",
          "raw counts per spot / cell (obsm['spatial'] on the slide, obs['cell_type'] on the reference)",
          ("cell_type",), None, False, ("kfold_genes",), "impute", ("spatial/spatial_report.json",),
@@ -83,13 +91,15 @@ def get_task(name: str) -> Task:
 
 
 def task_of_value_kind(kind: str) -> Task:
-    return TASKS["signatures"] if kind == "zscore" else TASKS["cells"]
+    return {"zscore": TASKS["signatures"], "labels": TASKS["labels"]}.get(kind, TASKS["cells"])
 
 
 def task_of_dataset(entry: Any) -> Task:
-    """The task of a registry dataset entry: spatial pairs, L1000 (signatures), else single cells."""
+    """The task of a registry dataset entry: spatial pairs, PerturbQA (labels), L1000 (signatures), else cells."""
     if getattr(entry, "kind", None) == "spatial":
         return TASKS["spatial"]
+    if getattr(entry, "adapter", None) == "perturbqa":
+        return TASKS["labels"]
     return TASKS["signatures"] if getattr(entry, "adapter", None) == "l1000" else TASKS["cells"]
 
 

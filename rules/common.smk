@@ -124,6 +124,8 @@ def val_counts_path():
 
 
 def stage1_targets(dataset):
+    if task_of_dataset(REGISTRY.dataset(dataset)).name == "labels":
+        return [stage1_path("labels_report.json", dataset), stage1_path("labels_report.txt", dataset)]
     return [stage1_path("stage1_report.json", dataset), stage1_path("stage1_report.txt", dataset)]
 
 
@@ -171,7 +173,7 @@ except PertpipeError as exc:
 
 def model_reads(name):
     """The input kinds configured model ``name`` reads (its declaration, and its hyperparameters)."""
-    return MODEL_OBJECTS[name].reads()
+    return MODEL_OBJECTS[name].reads(TASK.name)
 
 
 def shrinks(name):
@@ -238,6 +240,33 @@ def train_resources(name):
         if DIST.nnodes > 1:
             res.update(mpi="srun", tasks=DIST.nnodes)
     return res
+
+
+LABELS = TASK.name == "labels"
+
+
+def train_inputs():
+    """The training split and its record (the record holds the file's sha256, checked before training)."""
+    if LABELS:
+        return {"train": stage1_path("labels_train.h5ad"), "split": stage1_path("labels_split.json")}
+    return {"train": stage1_path("train.h5ad"), "split": stage1_path("split.json")}
+
+
+def predict_inputs(row):
+    """The predict rule's inputs: the fitted model and its record, the training split, and what to predict
+    (cells: the template of the validation split; labels: the test rows)."""
+    files = {"model": stage2_path("model.pt", model=trained_model(row)),
+             "train_log": stage2_path("train_log.json", model=trained_model(row)), **train_inputs()}
+    if LABELS:
+        files["template"] = stage1_path("labels_template.csv")
+    else:
+        files.update(template=stage1_path("template.csv"), ground_truth=stage1_path("ground_truth.json"))
+    return files
+
+
+def knowledge_genes(wc):
+    """The genes the knowledge stage describes: the universe (cells), or perturbations + readout genes (labels)."""
+    return stage1_path("label_genes.txt") if LABELS else stage1_path("genes.txt")
 
 
 def stage2_path(name, dataset="{dataset}", model="{model}"):

@@ -3,7 +3,7 @@
 
 rule gene_text:
     input:
-        genes=stage1_path("genes.txt"),
+        genes=knowledge_genes,
         gene_info=lambda wc: annotation_paths(wc.dataset)["gene_info"],
         gene2go=lambda wc: annotation_paths(wc.dataset)["gene2go"],
         go_obo=lambda wc: annotation_paths(wc.dataset)["go_obo"],
@@ -50,7 +50,7 @@ rule facets:
 rule facet_embeddings:
     input:
         facets=knowledge_path("facets.parquet"),
-        genes=stage1_path("genes.txt"),
+        genes=knowledge_genes,
         facet_list=_repo_path(KN["facets"]),
     output:
         tensor=knowledge_path("facet_embeddings.pt"),

@@ -8,8 +8,7 @@ for _model in MODEL_NAMES:
             f"train_{_model}"
         input:
             unpack(model_input_files(_model)),  # the input kinds the model declares (pertpipe.models.inputs)
-            train=stage1_path("train.h5ad"),
-            split=stage1_path("split.json"),  # train.h5ad's recorded sha256, checked before training
+            **train_inputs(),  # the training split + its record (sha256 checked before training)
         output:
             model=stage2_path("model.pt", model=_model),
             log=stage2_path("train_log.json", model=_model),
@@ -41,12 +40,7 @@ for _row in ROWS:
         name:
             f"predict_{_row}"
         input:
-            model=stage2_path("model.pt", model=trained_model(_row)),
-            train=stage1_path("train.h5ad"),
-            template=stage1_path("template.csv"),
-            split=stage1_path("split.json"),
-            train_log=stage2_path("train_log.json", model=trained_model(_row)),  # model.pt's recorded sha256
-            ground_truth=stage1_path("ground_truth.json"),
+            **predict_inputs(_row),  # model.pt + its record, the training split, the template (pertpipe.tasks)
         output:
             predictions=stage2_path("predictions.h5ad", model=_row),
             summary=stage2_path("predict.json", model=_row),

@@ -208,7 +208,7 @@ def _parse_entry(path: Path, kind: str, name: str, spec: dict[str, Any]) -> Entr
         return _parse_spatial(path, name, spec)
     if spec.get("path") and spec.get("url"):
         raise ConfigError(f"{path}: {name}: give `path` (a local file) or `url`, not both")
-    if not simulated and not spec.get("source") and not spec.get("path"):
+    if not simulated and not spec.get("source") and not spec.get("path") and spec.get("adapter") != "perturbqa":
         if not urls:
             raise ConfigError(f"{path}: {name}: needs `url` (or `source:` naming another entry, or `simulated: true`)")
         if not spec.get("file"):

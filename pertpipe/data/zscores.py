@@ -89,11 +89,12 @@ class ContextStats:
 
 
 def value_kind(path: str | os.PathLike) -> str:
-    """``zscore`` for a signature dataset (L1000), ``log1p`` otherwise (from the file's stage-1 provenance)."""
+    """``zscore`` for a signature dataset (L1000), ``labels`` for a labels dataset (PerturbQA), ``log1p`` otherwise
+    (from the file's stage-1 provenance)."""
     from pertpipe.data.h5io import read_uns
 
     std = (read_uns(path).get("pertpipe") or {}).get("standardize") or {}
-    return "zscore" if std.get("scale") == "zscore" else "log1p"
+    return std.get("scale") if std.get("scale") in ("zscore", "labels") else "log1p"
 
 
 def context_stats(path: str | os.PathLike, *, robust: bool = False, sd_floor: float = SD_FLOOR,

@@ -9,7 +9,8 @@ evaluation), the consistency check against cell-eval, ``cell-eval score``'s read
 and ``bench_scoring`` all read this table, so adding a metric is one :func:`register_metric` call.
 
 Contexts: cells :class:`pertpipe.evaluation.scoring.ScoringContext`; signatures
-:class:`pertpipe.evaluation.signatures.SignatureContext`; spatial :class:`pertpipe.spatial.metrics.GeneColumns`.
+:class:`pertpipe.evaluation.signatures.SignatureContext`; spatial :class:`pertpipe.spatial.metrics.GeneColumns`;
+labels :class:`pertpipe.evaluation.labels.LabelContext`.
 
 ``in_cell_eval``: cell-eval's run reports the column too (the consistency check compares the two).
 ``in_avg_score``: part of cell-eval score's avg_score (DES, PDS, MAE), so score.json has its scaled value.
@@ -27,7 +28,7 @@ import numpy as np
 
 from pertpipe.spatial import metrics as spatial_metrics
 
-TASK_UNITS = {"cells": "perturbation", "signatures": "signature", "spatial": "gene"}
+TASK_UNITS = {"cells": "perturbation", "signatures": "signature", "spatial": "gene", "labels": "readout gene"}
 
 
 @dataclass(frozen=True)
@@ -173,3 +174,15 @@ _spatial_metric("pcc", spatial_metrics.pcc, 1.0, True, "Pearson correlation acro
 _spatial_metric("ssim", spatial_metrics.ssim, 1.0, True, "structural similarity of the max-scaled vectors")
 _spatial_metric("rmse", spatial_metrics.rmse, 0.0, False, "RMSE of the vectors z-scored across spots")
 _spatial_metric("js", spatial_metrics.js, 0.0, False, "Jensen-Shannon divergence of the vectors as distributions")
+
+
+# -- labels: PerturbQA's auc_per_gene (per readout gene over the test perturbations; one-class genes skipped) -------
+def _label_metric(name: str, kind: str, fn: str, description: str) -> None:
+    register_metric(Metric(name, name, 1.0, True, description, lambda ctx: ctx.per_gene(kind, fn), in_cell_eval=False,
+                           task="labels"))
+
+
+_label_metric("auc_de", "de", "auc", "PerturbQA auc_per_gene of the DE labels: ROC AUC per readout gene over the test "
+              "perturbations, mean over genes with both classes")
+_label_metric("auc_dir", "dir", "auc", "auc_per_gene of the direction labels (1 = up) over the DE pairs")
+_label_metric("auprc_de", "de", "auprc", "average precision per readout gene of the DE labels, mean over genes")

@@ -12,7 +12,9 @@ Prediction levels (mixins; each gives the cells task's ``predict_cells`` from wh
 * :class:`PredictsShift`: one mean shift (log1p) per (target, cell type), added to each drawn control cell;
 * :class:`PredictsCellShifts`: a change per drawn control cell (the shift depends on the cell's state);
 * :class:`GeneratesCells`: the model makes a row's cells itself from the drawn controls (generative models);
-* :class:`PredictsSignatures`: one signature per (target, cell type) (the signatures task).
+* :class:`PredictsSignatures`: one signature per (target, cell type) (the signatures task);
+* :class:`PredictsLabels`: DE and direction scores per readout gene of (target, line) rows (the labels task), from
+  a learner of :mod:`pertpipe.models.labels`.
 
 :func:`register_model` refuses a class whose declarations do not match what it implements.
 """
@@ -138,9 +140,9 @@ class PerturbationModel(ABC):
         self.shrinkage: Any = None  # a pertpipe.models.shrinkage.Shrinkage, set by models that validate one
         self.notes: dict[str, str] = {}  # per perturbation: how it was predicted where not the usual way
 
-    def reads(self) -> tuple[str, ...]:
-        """The input kinds this instance reads (the class's ``inputs``; a model whose hyperparameters add one
-        overrides this)."""
+    def reads(self, task: str = "cells") -> tuple[str, ...]:
+        """The input kinds this instance reads on ``task`` (the class's ``inputs``; a model whose hyperparameters or
+        task change them overrides this)."""
         return tuple(self.inputs)
 
     @abstractmethod
@@ -232,6 +234,66 @@ class PredictsSignatures(PerturbationModel):
     @abstractmethod
     def predict_signature(self, target: str, cell_type: str) -> np.ndarray:
         ...
+
+
+class PredictsLabels(PerturbationModel):
+    """Labels task: scores for every readout gene of (perturbation, line) rows, by the learner ``label_learner``
+    (:data:`pertpipe.models.labels.LEARNERS`). ``fit`` hands a labels file to :meth:`fit_labels`; ``state`` /
+    ``set_state`` to :meth:`labels_state` / :meth:`set_labels_state` when the model holds one."""
+
+    label_learner: ClassVar[str] = ""
+    labeler: Any = None
+
+    def fit_labels(self, inputs: ModelInputs) -> dict[str, Any]:
+        import time
+
+        from pertpipe.data.labels import LabelData
+        from pertpipe.models.labels import LEARNERS, Knowledge
+
+        t0 = time.perf_counter()
+        data = LabelData.read(inputs.train)
+        kn = Knowledge.read(inputs.need("knowledge", self.name)) if "knowledge" in self.reads("labels") else None
+        if kn is not None:  # model.pt keeps the tensor in float16: fit on exactly what a loaded model reads
+            kn.tensor = kn.tensor.astype(np.float16).astype(np.float32)
+        self.labeler = LEARNERS[self.label_learner](self.params, self.seed)
+        log = self.labeler.fit(data, kn, threads=inputs.threads)
+        self.genes = list(data.genes)
+        self._kn_blob = None
+        if kn is not None:
+            import numpy as _np
+
+            log["knowledge_coverage"] = {"perturbations": kn.coverage(_np.unique(data.perts)),
+                                         "readout_genes": kn.coverage(data.genes)}
+            self._kn_blob = {"genes": kn.genes, "tensor": kn.tensor.astype("float16"), "mask": kn.mask,
+                             "facets": kn.facet_names}
+        return {"task": "labels", "learner": self.label_learner, "fit_s": round(time.perf_counter() - t0, 2),
+                "train_rows": int(len(data.perts)), **log}
+
+    def predict_labels(self, perts: Any, lines: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(DE scores, direction scores), each [rows x self.genes]: higher = more likely DE / up."""
+        if self.labeler is None:
+            from pertpipe.errors import ConfigError
+
+            raise ConfigError(f"model {self.name} was not trained on a labels dataset. Fix: train it on one (its "
+                              "model.pt is from another task)")
+        return self.labeler.predict(np.asarray(perts), np.asarray(lines))
+
+    def labels_state(self) -> dict[str, Any]:
+        import numpy as _np
+
+        kn = None if self._kn_blob is None else {k: (_np.asarray(v) if k not in ("genes", "facets") else list(v))
+                                                  for k, v in self._kn_blob.items()}
+        return {"labels": {"learner": self.label_learner, "state": self.labeler.state(), "knowledge": kn}}
+
+    def set_labels_state(self, state: dict[str, Any]) -> None:
+        from pertpipe.models.labels import LEARNERS
+
+        st = state["labels"]
+        self._kn_blob = st.get("knowledge")
+        if self._kn_blob is not None:
+            self._kn_blob = {**self._kn_blob, "tensor": np.asarray(self._kn_blob["tensor"], dtype=np.float32)}
+        self.labeler = LEARNERS[st["learner"]](self.params, self.seed)
+        self.labeler.set_state(st["state"], self._kn_blob)
 
 
 def train_log_record(model: PerturbationModel, fit_log: dict[str, Any], *, hparams: dict[str, Any],

@@ -27,6 +27,10 @@ Two phases (the shared loop's schedule): the context MLP is frozen for ``freeze_
 trained at ``lr * context_lr_scale``; the scGPT encoder itself stays frozen (its embeddings are computed once).
 A context with no control cells in training (L1000 level 5 has no vehicles) has no baseline: its context input
 is the mean of the training contexts' (``context_fallbacks`` in the log says how many).
+
+On a labels dataset (PerturbQA, leave one line out) ``ctxfusion`` is :class:`pertpipe.models.labels.FusionLearner`:
+the signal head reads the perturbation's labels and DE rate in the other lines, the context head the knowledge
+ridge's (cross-fitted) score with per-line weights, and a gate on what the signal has fuses them.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import H5adReader
 from pertpipe.data.zscores import ContextStats, context_stats
 from pertpipe.errors import ConfigError, ContractError
-from pertpipe.models.base import PredictsShift, PredictsSignatures, register_model
+from pertpipe.data.labels import is_labels_file
+from pertpipe.models.base import PredictsLabels, PredictsShift, PredictsSignatures, register_model
 from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.params import TrainingParams, fraction, positive
 
@@ -138,7 +143,10 @@ class ContextMeanModel(_ContextModel):
 
 
 @register_model("ctxfusion")
-class CtxFusionModel(_ContextModel):
+class CtxFusionModel(_ContextModel, PredictsLabels):
+    tasks = ("cells", "signatures", "labels")
+    label_learner = "ctxfusion"
+
     @dataclass
     class Params(TrainingParams):
         fusion: Literal["gated", "concat"] = "gated"
@@ -164,9 +172,14 @@ class CtxFusionModel(_ContextModel):
         knowledge_fallback: bool = False  # unseen everywhere: its facet-nearest training perturbations' signal
         fallback_k: int = positive(5)
         fallback_tau: float = field(default=0.05, metadata={"gt": 0})
+        # labels task: gated (a gate on what the signal has) or sum (signal + context, no gate; chosen on a
+        # validation share of K562's training perturbations, leave-one-line-out)
+        label_fusion: Literal["gated", "sum"] = "sum"
 
-    def reads(self) -> tuple[str, ...]:
-        """The context statistics, and the facet tensor with ``knowledge_fallback``."""
+    def reads(self, task: str = "cells") -> tuple[str, ...]:
+        """The context statistics, and the facet tensor with ``knowledge_fallback``; on labels the facet tensor."""
+        if task == "labels":
+            return ("knowledge",)
         return self.inputs + (("knowledge",) if self.params.knowledge_fallback else ())
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:
@@ -257,6 +270,8 @@ class CtxFusionModel(_ContextModel):
         from pertpipe.models.modules.ctxfusion import CtxFusionModule
         from pertpipe.models.training import TrainConfig, train as train_loop, validation_targets
 
+        if is_labels_file(inputs.train):
+            return self.fit_labels(inputs)
         train = inputs.train
         p = self.params
         t0 = time.perf_counter()
@@ -395,6 +410,8 @@ class CtxFusionModel(_ContextModel):
         return sig, shift, has.any(0)
 
     def state(self) -> dict[str, Any]:
+        if self.labeler is not None:
+            return self.labels_state()
         return {**self._state_arrays(), "ctx_feat": self.ctx_feat, "sig_in": self.sig_in,
                 "net": {k: v.cpu() for k, v in self.net.state_dict().items()},
                 "context_fallbacks": self.context_fallbacks,
@@ -403,6 +420,8 @@ class CtxFusionModel(_ContextModel):
     def set_state(self, state: dict[str, Any]) -> None:
         from pertpipe.models.modules.ctxfusion import CtxFusionModule
 
+        if "labels" in state:
+            return self.set_labels_state(state)
         p = self.params
         self._set_arrays(state)
         self.ctx_feat, self.sig_in = np.asarray(state["ctx_feat"]), np.asarray(state["sig_in"])

@@ -19,6 +19,13 @@ prior (:mod:`pertpipe.models.prior`: the shift of the training targets whose fac
 left out group by group in training), and the prediction is prior + network. (The L1 norm of a sparsemax row is always 1, so the penalty used is the Gini
 impurity λ(1 - Σ_k α_k²), which is 0 for one-hot attention and largest for uniform attention.) Unseen targets
 are predicted from their facet texts alone.
+
+On a labels dataset (PerturbQA) it is a label head on the same idea (:class:`pertpipe.models.labels.AttentionLearner`):
+the cell line's ``heads`` queries attend over the perturbation gene's facets (softmax), the pooled facets join
+through a linear path, and DE / direction logits are a bilinear read-out against each readout gene (its own facets
+projected plus a free vector), with a per-gene bias, a strength term and (``label_priors``) a residual over the
+cross-fitted knowledge_knn / knowledge_ridge scores; masked BCE; the epoch is chosen on a validation share of the
+training perturbations, then (``label_refit``) the net is refitted on all of them.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import H5adReader
 from pertpipe.errors import ConfigError
 from pertpipe.models import distributed
-from pertpipe.models.base import PredictsCellShifts, register_model
+from pertpipe.data.labels import is_labels_file
+from pertpipe.models.base import PredictsCellShifts, PredictsLabels, register_model
 from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.summary import TrainingSummary
 from pertpipe.models.facet_lookup import FacetLookup
@@ -55,8 +63,10 @@ def _torch():
 
 
 @register_model("dygenept")
-class DyGenePTModel(PredictsCellShifts):
+class DyGenePTModel(PredictsCellShifts, PredictsLabels):
     inputs = ("knowledge",)
+    tasks = ("cells", "labels")
+    label_learner = "dygenept"
 
     @dataclass
     class Params(TrainingParams):
@@ -85,6 +95,20 @@ class DyGenePTModel(PredictsCellShifts):
         prior: Literal["knn", "none"] = "knn"  # the network learns a residual over the facet-kNN prior
         prior_k: int = positive(5)
         prior_tau: float = field(default=0.05, metadata={"gt": 0})
+        # the labels task (PerturbQA): the label head's own settings (attn_dim, lr and prior are shared with the
+        # cells network); defaults chosen on a validation share of K562's training perturbations
+        label_hidden: int = positive(64)
+        label_heads: int = positive(4)
+        label_gene_basis: Literal["none", "svd"] = "none"  # svd: free gene vectors start at the labels' programs
+        label_epochs: int = positive(60)
+        label_patience: int = positive(8)
+        label_batch: int = positive(64)
+        label_dropout: float = field(default=0.1, metadata={"ge": 0, "lt": 1})
+        label_weight_decay: float = field(default=1e-4, metadata={"ge": 0})
+        label_val_fraction: float = field(default=0.15, metadata={"gt": 0, "lt": 1})
+        label_refit: bool = True
+        label_dir_weight: float = field(default=1.0, metadata={"ge": 0})  # direction AUC's weight in the choice
+        label_priors: list[str] = field(default_factory=lambda: ["knowledge_knn", "knowledge_ridge"])
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:
         super().__init__(params, seed=seed)
@@ -95,6 +119,10 @@ class DyGenePTModel(PredictsCellShifts):
         """What the typed Params cannot say (types, choices and bounds are checked by build_model)."""
         p = self.params
         check_shrinkage(p.shrinkage, model="dygenept")
+        bad = [x for x in p.label_priors if x not in ("knowledge_knn", "knowledge_ridge")]
+        if bad:
+            raise ConfigError(f"model_params.dygenept.label_priors: {bad} are not label baselines. Fix: use a subset "
+                              "of [knowledge_knn, knowledge_ridge] (or [] / prior: none for the network alone)")
         if p.querier == "scgpt" and not p.scgpt_checkpoint:
             raise ConfigError("model_params.dygenept.querier is 'scgpt' but scgpt_checkpoint is not set. Fix: give "
                               "the folder with scGPT's args.json, vocab.json and best_model.pt")
@@ -190,6 +218,8 @@ class DyGenePTModel(PredictsCellShifts):
         from pertpipe.models.training import epoch_generator
 
         self._check()
+        if is_labels_file(inputs.train):
+            return self.fit_labels(inputs)
         train_path, knowledge = inputs.train, inputs.need("knowledge", "dygenept")
         p = self.params
         t0 = time.perf_counter()
@@ -269,11 +299,15 @@ class DyGenePTModel(PredictsCellShifts):
         return alpha[:, 0].mean(axis=(0, 1))
 
     def state(self) -> dict[str, Any]:
+        if self.labeler is not None:
+            return self.labels_state()
         return {"net": {k: v.cpu() for k, v in self.net.state_dict().items()}, "pca_mean": self.pca_mean,
                 "pca_components": self.pca_components, **self.lookup.state(),
                 "prior": self.prior.state() if self.prior is not None else None}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        if "labels" in state:
+            return self.set_labels_state(state)
         self.pca_mean = np.asarray(state["pca_mean"])
         self.pca_components = np.asarray(state["pca_components"])
         self._load_knowledge_state(state)

@@ -10,6 +10,10 @@ targets' mean shifts (cell_mean's per-target deltas, centred), in closed form:
 α is chosen by ``folds``-fold cross-validation over the training targets (mean squared error of the shift) from
 ``alphas`` unless ``ridge`` fixes it: the choice is made on training data only. A target whose genes have no text
 gets x = x̄, i.e. the cell-type mean (:mod:`pertpipe.models.celltype_mean`), and the predict step notes it.
+
+On a labels dataset (PerturbQA) it is the GenePert / GenePT-style baseline of the labels task: ridge from the same
+pooled facet features to the perturbation's DE and direction label vectors, per line, α chosen on a validation
+share of the training perturbations (:class:`pertpipe.models.labels.RidgeLearner`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from pertpipe import perturbation_genes
-from pertpipe.models.base import PredictsShift, register_model
+from pertpipe.data.labels import is_labels_file
+from pertpipe.models.base import PredictsLabels, PredictsShift, register_model
 from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.params import positive
 
@@ -55,10 +60,12 @@ def cv_alpha(X: np.ndarray, Y: np.ndarray, alphas: tuple[float, ...], folds: int
 
 
 @register_model("knowledge_ridge")
-class KnowledgeRidgeModel(PredictsShift):
+class KnowledgeRidgeModel(PredictsShift, PredictsLabels):
     """Ridge from facet-embedding features of the perturbed gene(s) to the mean shift, on top of the cell-type mean."""
 
     baseline = True
+    tasks = ("cells", "labels")
+    label_learner = "knowledge_ridge"
 
     inputs = ("knowledge",)
 
@@ -66,6 +73,7 @@ class KnowledgeRidgeModel(PredictsShift):
     class Params:
         ridge: float | None = field(default=None, metadata={"ge": 0})  # null: chosen by CV from ALPHAS
         folds: int = positive(5)
+        val_fraction: float = field(default=0.15, metadata={"gt": 0, "lt": 1})  # labels: α's validation share
 
     def _features(self, target: str) -> tuple[np.ndarray, bool]:
         x = np.zeros(self.emb.shape[1])
@@ -79,6 +87,9 @@ class KnowledgeRidgeModel(PredictsShift):
 
     def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         from pertpipe.models.facet_lookup import FacetLookup
+
+        if is_labels_file(inputs.train):
+            return self.fit_labels(inputs)
 
         t0 = time.perf_counter()
         s = self._summarise(inputs)
@@ -114,10 +125,14 @@ class KnowledgeRidgeModel(PredictsShift):
         return base + (x - self.x_mean) @ self.W
 
     def state(self) -> dict[str, Any]:
+        if self.labeler is not None:
+            return self.labels_state()
         return {"per_ct": self.per_ct, "default": self.default, "emb": self.emb, "has_text": self.has_text,
                 "emb_genes": list(self.emb_index), "x_mean": self.x_mean, "W": self.W, "alpha": self.alpha}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        if "labels" in state:
+            return self.set_labels_state(state)
         self.per_ct = {k: np.asarray(v) for k, v in state["per_ct"].items()}
         self.default = np.asarray(state["default"])
         self.emb, self.has_text = np.asarray(state["emb"]), np.asarray(state["has_text"], bool)

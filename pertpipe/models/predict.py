@@ -6,6 +6,8 @@
   has one);
 * signatures (:func:`write_signature_predictions`): ``n_cells`` rows per template row, each the model's
   ``predict_signature`` of (target, cell type);
+* labels (:func:`write_label_predictions`): per test (perturbation, line) row, the model's DE and direction scores
+  for every readout gene (``X`` and ``layers["dir"]``);
 * :func:`attention_table`: the facet attention of models that have it.
 """
 
@@ -138,6 +140,38 @@ def write_signature_predictions(model: PerturbationModel, template: pd.DataFrame
             "predict_s": round(time.perf_counter() - t0, 3), "notes": dict(model.notes)}
 
 
+def write_label_predictions(model: PerturbationModel, template: pd.DataFrame, dest: str | os.PathLike, *,
+                            uns: dict[str, Any] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Labels datasets: one row per template row (``row``, ``target_gene``, ``cell_type``), X = DE scores,
+    ``layers["dir"]`` = direction scores, over the model's readout genes; and the label head's facet attention
+    (models that have one), mean over heads."""
+    import anndata as ad
+
+    from pertpipe.io import atomic_path
+    from pertpipe.tasks import TASKS
+
+    t0 = time.perf_counter()
+    TASKS["labels"].check_models({model.name: type(model)}, dataset=str(dest), registry=MODELS)
+    perts, lines = template["target_gene"].astype(str).to_numpy(), template["cell_type"].astype(str).to_numpy()
+    de, dr = model.predict_labels(perts, lines)
+    obs = pd.DataFrame({"target_gene": perts, "cell_type": lines}, index=template["row"].astype(str).to_numpy())
+    out = ad.AnnData(X=np.asarray(de, dtype=np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(model.genes)),
+                     layers={"dir": np.asarray(dr, dtype=np.float32)}, uns=dict(uns or {}))
+    with atomic_path(dest, suffix=".h5ad") as tmp:
+        out.write_h5ad(tmp)
+    cols = ["target_gene", "cell_type", "facet", "weight"]
+    att = pd.DataFrame(columns=cols)
+    learner = getattr(model, "labeler", None)
+    if hasattr(learner, "attention") and len(perts):
+        a = learner.attention(perts, lines).mean(1)  # [rows, facets]
+        facets = list(getattr(getattr(learner, "kn", None), "facet_names", None) or
+                      [f"facet{k}" for k in range(a.shape[1])])
+        att = pd.DataFrame([(p, c, facets[k], float(a[i, k])) for i, (p, c) in enumerate(zip(perts, lines))
+                            for k in range(a.shape[1])], columns=cols)
+    return {"rows": int(len(obs)), "genes": len(model.genes), "labels": True,
+            "predict_s": round(time.perf_counter() - t0, 3)}, att
+
+
 def predict_to_file(model: PerturbationModel, template: pd.DataFrame, train: str | os.PathLike,
                     dest: str | os.PathLike, *, seed: int, uns: dict[str, Any] | None = None,
                     chunk_size: int = DEFAULT_CHUNK) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -146,6 +180,8 @@ def predict_to_file(model: PerturbationModel, template: pd.DataFrame, train: str
     without attention). Returns (summary, attention)."""
     from pertpipe.tasks import task_of_file
 
+    if task_of_file(train).name == "labels":
+        return write_label_predictions(model, template, dest, uns=uns)
     if task_of_file(train).name == "signatures":
         return write_signature_predictions(model, template, dest, uns=uns), attention_table(
             model, template.iloc[:0], train, seed=seed)

@@ -1,0 +1,237 @@
+"""The labels task (PerturbQA): the files' checks, the splits, PerturbQA's auc_per_gene against scikit-learn by
+hand, the baselines against predictions worked out by hand, and the learned label models' fit / save / load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from pertpipe.data.labels import (MISSING, LabelData, LineFiles, build_labels, read_label_csv, split_labels)
+from pertpipe.errors import ContractError, LeakageError
+
+
+def _csv(path, rows):
+    pd.DataFrame(rows, columns=["pert", "gene", "label", "split"]).to_csv(path, index=False)
+    return path
+
+
+def _line(tmp_path, name="k562", de=None, dr=None):
+    de = de or [("A", "G1", 1, "train"), ("A", "G2", 0, "train"), ("B", "G1", 0, "train"), ("B", "G3", 1, "train"),
+                ("C", "G1", 1, "test"), ("C", "G2", 1, "test"), ("D", "G2", 0, "test")]
+    dr = dr or [("A", "G1", 1, "train"), ("B", "G3", 0, "train"), ("C", "G1", 0, "test"), ("C", "G2", 1, "test")]
+    return LineFiles(name, str(_csv(tmp_path / f"{name}-de.csv", de)), str(_csv(tmp_path / f"{name}-dir.csv", dr)))
+
+
+def test_build_labels_codes_rows_and_genes(tmp_path):
+    adata, rep = build_labels([_line(tmp_path)])
+    assert list(adata.var_names) == ["G1", "G2", "G3"] and adata.n_obs == 4
+    a = adata.to_df()
+    assert a.loc["A|k562"].tolist() == [1, 0, MISSING] and a.loc["C|k562"].tolist() == [1, 1, MISSING]
+    d = pd.DataFrame(adata.layers["dir"], index=adata.obs_names, columns=adata.var_names)
+    assert d.loc["A|k562"].tolist() == [1, MISSING, MISSING] and d.loc["B|k562", "G3"] == 0
+    assert adata.obs.loc["C|k562", "given_split"] == "test" and rep["labelled_pairs"] == 7
+    assert "Non-Commercial" in rep["licence"] and adata.uns["pertpipe"]["standardize"]["scale"] == "labels"
+
+
+@pytest.mark.parametrize("rows, field, words", [
+    ([("A", "G1", 2, "train")], "column label", "not 0 or 1"),
+    ([("A", "G1", 1, "train"), ("A", "G2", 0, "test")], "split", "both train and test"),
+    ([("A", "G1", 1, "val")], "column split", "use train or test"),
+    ([("A", "G1", 1, "train"), ("A", "G1", 0, "train")], "columns pert,gene", "twice"),
+])
+def test_bad_label_files_name_the_file_field_and_fix(tmp_path, rows, field, words):
+    path = _csv(tmp_path / "bad-de.csv", rows)
+    with pytest.raises((ContractError, LeakageError)) as err:
+        read_label_csv(path, kind="DE")
+    msg = str(err.value)
+    assert str(path) in msg and field in msg and words in msg and "Fix:" in msg
+
+
+def test_a_missing_column_is_named(tmp_path):
+    path = tmp_path / "x-de.csv"
+    pd.DataFrame({"pert": ["A"], "gene": ["G"], "split": ["train"]}).to_csv(path, index=False)
+    with pytest.raises(ContractError, match="column label.*missing.*Fix: a DE labels file has the columns"):
+        read_label_csv(path, kind="DE")
+
+
+def test_unknown_symbols_are_refused_above_the_threshold(tmp_path):
+    gi = tmp_path / "gene_info"
+    gi.write_text("#tax_id\tGeneID\tSymbol\tSynonyms\n9606\t1\tG1\tOLD1\n9606\t2\tG2\t-\n9606\t3\tG3\t-\n")
+    lf = _line(tmp_path, de=[("A", "OLD1", 1, "train"), ("A", "G2", 0, "train"), ("X9", "G3", 1, "test")],
+               dr=[("A", "OLD1", 1, "train")])
+    adata, rep = build_labels([lf], gene_info=gi, max_unknown_fraction=0.5)
+    assert "G1" in adata.var_names and rep["alignment"]["rescued"] == {"OLD1": "G1"}
+    assert rep["alignment"]["unknown"] == ["A", "X9"]
+    with pytest.raises(ContractError, match="2 of 5 symbols are not NCBI human gene symbols.*Fix"):
+        build_labels([lf], gene_info=gi, max_unknown_fraction=0.1)
+
+
+def test_splits_never_put_a_perturbation_in_train_and_test_of_one_line(tmp_path):
+    adata, _ = build_labels([_line(tmp_path, "k562"), _line(tmp_path, "rpe1")])
+    given, rec = split_labels(adata.obs, strategy="given", seed=0)
+    assert (given == adata.obs["given_split"].to_numpy()).all() and rec["rows"] == {"train": 4, "test": 4}
+    rnd, _ = split_labels(adata.obs, strategy="random_unseen", seed=3, fraction=0.5)
+    for p in adata.obs["target_gene"].unique():
+        assert len(set(rnd[adata.obs["target_gene"].to_numpy() == p])) == 1
+    lolo, rec = split_labels(adata.obs, strategy="cell_line_holdout", seed=0, holdout="rpe1")
+    obs = adata.obs.assign(s=lolo)
+    assert set(obs[obs.s == "test"].index) == {"C|rpe1", "D|rpe1"} and rec["test_in_other_lines"] == 2
+    assert (obs[obs.cell_type == "k562"].s == "train").all()
+    lolo2, _ = split_labels(adata.obs, strategy="cell_line_holdout", seed=0, holdout="rpe1", holdout_train=False)
+    assert set(adata.obs_names[lolo2 == "train"]) == {"A|k562", "B|k562", "C|k562", "D|k562"}
+
+
+def test_auc_per_gene_matches_scikit_learn_by_hand():
+    import anndata as ad
+
+    from pertpipe.evaluation.labels import score_labels
+
+    rng = np.random.default_rng(0)
+    n, G = 12, 5
+    de = rng.integers(0, 2, size=(n, G)).astype(np.int8)
+    de[rng.random((n, G)) < 0.3] = MISSING
+    de[:, 4] = np.where(de[:, 4] == MISSING, MISSING, 1)  # one class: skipped
+    dr = np.where(de == 1, rng.integers(0, 2, size=(n, G)), MISSING).astype(np.int8)
+    s_de, s_dr = rng.random((n, G)), rng.random((n, G))
+    genes = [f"g{j}" for j in range(G)]
+    truth = ad.AnnData(X=de, var=pd.DataFrame(index=genes), layers={"dir": dr},
+                       obs=pd.DataFrame(index=[f"r{i}" for i in range(n)]))
+    order = np.arange(n)[::-1]  # the prediction's rows in another order: aligned by name
+    pred = ad.AnnData(X=s_de[order][:, ::-1].astype(np.float32), var=pd.DataFrame(index=genes[::-1]),
+                      obs=pd.DataFrame(index=[f"r{i}" for i in order]),
+                      layers={"dir": s_dr[order][:, ::-1].astype(np.float32)})  # rows and genes reordered
+
+    def by_hand(codes, scores, fn):
+        vals = []
+        for j in range(G):
+            m = codes[:, j] != MISSING
+            if len(set(codes[m, j])) == 2:
+                vals.append(fn(codes[m, j], scores[m, j].astype(np.float32)))
+        return np.mean(vals), len(vals)
+
+    table, agg = score_labels(truth, pred)
+    exp_de, n_de = by_hand(de, s_de, roc_auc_score)
+    exp_dir, n_dir = by_hand(dr, s_dr, roc_auc_score)
+    exp_pr, _ = by_hand(de, s_de, average_precision_score)
+    assert agg["auc_de"] == pytest.approx(exp_de) and agg["auc_dir"] == pytest.approx(exp_dir)
+    assert agg["auprc_de"] == pytest.approx(exp_pr)
+    assert agg["n_genes_de"] == n_de and agg["n_genes_dir"] == n_dir and np.isnan(table.set_index("gene").auc_de["g4"])
+
+
+def _knowledge(genes, dim=4, seed=0):
+    rng = np.random.default_rng(seed)
+    t = rng.normal(size=(len(genes), 2, dim)).astype(np.float32)
+    return {"genes": list(genes), "facets": ["f0", "f1"], "tensor": t, "mask": np.ones((len(genes), 2), np.float32)}
+
+
+def test_knowledge_knn_is_the_neighbours_mean_label_by_hand():
+    import types
+
+    from pertpipe.models.labels import Knowledge, KnnLearner
+
+    kn = {"genes": ["A", "B", "C", "Q"], "facets": ["f"], "mask": np.ones((4, 1), np.float32),
+          "tensor": np.array([[[1, 0]], [[0.9, 0.1]], [[0, 1]], [[1, 0.05]]], np.float32)}
+    data = LabelData(np.array([[1, 0], [1, MISSING], [0, 1]], np.int8), np.full((3, 2), MISSING, np.int8),
+                     np.array(["A", "B", "C"]), np.array(["k"] * 3), ["g1", "g2"])
+    learner = KnnLearner(types.SimpleNamespace(k=2, k_grid=[2], smoothing=1.0, val_fraction=0.2), 0)
+    learner.fit(data, Knowledge(kn))
+    de, _ = learner.predict(np.array(["Q"]), np.array(["k"]))
+    # Q's two nearest are A and B: g1 labels 1, 1; g2 label 0 (B unlabelled); their rate 2/3
+    rate = 2 / 3
+    assert de[0].tolist() == pytest.approx([(2 + rate) / 3, (0 + rate) / 2])
+
+
+def test_xctx_rate_reads_the_other_lines_by_hand():
+    import types
+
+    from pertpipe.models.labels import CrossContextLearner
+
+    data = LabelData(np.array([[1, 0, MISSING], [MISSING, 1, 1], [0, 0, 0]], np.int8), np.full((3, 3), MISSING, np.int8),
+                     np.array(["A", "A", "B"]), np.array(["k562", "rpe1", "hepg2"]), ["g1", "g2", "g3"])
+    learner = CrossContextLearner(types.SimpleNamespace(), 0)
+    learner.fit(data, None)
+    de, _ = learner.predict(np.array(["A", "Z"]), np.array(["hepg2", "hepg2"]))
+    rate = 3 / 4  # A in k562 and rpe1: 3 DE of 4 labelled pairs
+    assert de[0].tolist() == pytest.approx([(1 + rate) / 2, (1 + rate) / 3, (1 + rate) / 2])
+    assert de[1].tolist() == pytest.approx([0.0, 0.0, 0.0])  # measured nowhere else: hepg2's mean rate (0)
+
+
+def _synthetic(n=160, G=30, lines=("k562",), seed=0):
+    """Labels that follow the knowledge: gene g is DE under p when p's embedding points along g's direction."""
+    rng = np.random.default_rng(seed)
+    perts = [f"P{i}" for i in range(n)]
+    genes = [f"G{j}" for j in range(G)]
+    kn = _knowledge(perts + genes, dim=6, seed=seed)
+    E = kn["tensor"][:n].mean(1)
+    Wg = rng.normal(size=(6, G))
+    logits = E @ Wg
+    rows = []
+    for line in lines:
+        de = (logits + rng.normal(scale=0.5, size=logits.shape) > 0.8).astype(np.int8)
+        de[rng.random(de.shape) < 0.5] = MISSING
+        up = (logits > 1.2).astype(np.int8)
+        dr = np.where(de == 1, up, MISSING).astype(np.int8)
+        rows.append((de, dr, np.array(perts), np.array([line] * n)))
+    data = LabelData(np.vstack([r[0] for r in rows]), np.vstack([r[1] for r in rows]),
+                     np.concatenate([r[2] for r in rows]), np.concatenate([r[3] for r in rows]), genes)
+    return data, kn
+
+
+@pytest.mark.parametrize("model, hp", [
+    ("knowledge_ridge", {}),
+    ("knowledge_knn", {"k": 10}),
+    ("dygenept", {"label_epochs": 8, "label_patience": 3}),
+])
+def test_label_models_learn_the_knowledge_and_round_trip(tmp_path, model, hp):
+    import anndata as ad
+
+    from pertpipe.models import build_model, load_model
+    from pertpipe.models.inputs import ModelInputs
+    from pertpipe.models.labels import mean_auc
+
+    data, kn = _synthetic()
+    test = np.arange(len(data.perts)) >= 120
+    train = data.rows(~test)
+    path = tmp_path / "train.h5ad"
+    a = ad.AnnData(X=train.de, layers={"dir": train.dir}, var=pd.DataFrame(index=train.genes),
+                   obs=pd.DataFrame({"target_gene": train.perts, "cell_type": train.lines},
+                                    index=[f"{p}|{c}" for p, c in zip(train.perts, train.lines)]))
+    a.uns["pertpipe"] = {"standardize": {"scale": "labels"}}
+    a.write_h5ad(path)
+    m = build_model(model, hp, seed=0)
+    log = m.fit(ModelInputs(train=path, knowledge=kn))
+    assert log["task"] == "labels" and log["knowledge_coverage"]["perturbations"]["fraction"] == 1.0
+    de, dr = m.predict_labels(data.perts[test], data.lines[test])
+    assert mean_auc(data.de[test], de) > 0.7  # learned from the knowledge (0.5 = chance)
+    m.save(tmp_path / "model.pt")
+    de2, dr2 = load_model(tmp_path / "model.pt").predict_labels(data.perts[test], data.lines[test])
+    np.testing.assert_allclose(de2, de, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dr2, dr, rtol=1e-4, atol=1e-4)
+
+
+def test_ctxfusion_on_labels_uses_the_other_lines(tmp_path):
+    import anndata as ad
+
+    from pertpipe.models import build_model
+    from pertpipe.models.inputs import ModelInputs
+    from pertpipe.models.labels import mean_auc
+
+    data, kn = _synthetic(lines=("k562", "rpe1"), seed=1)
+    test = (data.lines == "rpe1") & (np.char.lstrip(data.perts.astype(str), "P").astype(int) >= 120)
+    train = data.rows(~test)
+    path = tmp_path / "train.h5ad"
+    a = ad.AnnData(X=train.de, layers={"dir": train.dir}, var=pd.DataFrame(index=train.genes),
+                   obs=pd.DataFrame({"target_gene": train.perts, "cell_type": train.lines},
+                                    index=[f"{p}|{c}" for p, c in zip(train.perts, train.lines)]))
+    a.uns["pertpipe"] = {"standardize": {"scale": "labels"}}
+    a.write_h5ad(path)
+    m = build_model("ctxfusion", {}, seed=0)
+    assert m.reads("labels") == ("knowledge",)
+    m.fit(ModelInputs(train=path, knowledge=kn))
+    de, _ = m.predict_labels(data.perts[test], data.lines[test])
+    x = build_model("xctx_rate", {}, seed=0)
+    x.fit(ModelInputs(train=path))
+    de_x, _ = x.predict_labels(data.perts[test], data.lines[test])
+    assert mean_auc(data.de[test], de) > 0.7 and mean_auc(data.de[test], de_x) > 0.6

@@ -1,0 +1,44 @@
+"""The labels task end to end with real Snakemake on PerturbQA's real files (through the mirror): three lines,
+leave one line out, the cross-context baseline, the label leaderboard beside the published rows; and a bad labels
+file stopped in stage 1 with the file, the field and the fix, nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from tests.conftest import run_snakemake
+
+
+def test_perturbqa_lines_leave_one_line_out(tmp_path, shared_data):
+    cfg = {"dataset": "perturbqa_lines", "mirror": str(shared_data), "downloads": str(tmp_path / "downloads"),
+           "models": ["xctx_rate"], "stage1": {"split": {"strategy": "cell_line_holdout", "holdout_cell_type": "hepg2"}}}
+    run_snakemake(tmp_path, cfg)
+    res = tmp_path / "results" / "perturbqa_lines"
+    rep = json.loads((res / "stage1" / "labels_report.json").read_text())
+    assert rep["split"]["holdout"] == "hepg2" and rep["split"]["perturbations"]["test"] == 278
+    assert rep["split"]["test_in_other_lines"] > 200 and "Non-Commercial" in rep["standardize"]["licence"]
+    assert "Non-Commercial" in (res / "stage1" / "labels_report.txt").read_text()
+    board = pd.read_csv(res / "label_leaderboard.csv")
+    ours = board[board.source == "pertpipe"].set_index("model")
+    assert list(ours.index) == ["xctx_rate"] and ours.loc["xctx_rate", "auc_de"] > 0.55  # measured ~0.6
+    assert ours.loc["xctx_rate", "n_genes_de"] > 100
+    assert "Non-Commercial" in (res / "label_leaderboard.md").read_text()
+    assert (res / "label_leaderboard.png").stat().st_size > 1000
+    assert not (res / "knowledge").exists()  # no configured model reads knowledge
+
+
+def test_a_bad_labels_file_stops_stage1_and_writes_nothing(tmp_path):
+    de = tmp_path / "mine-de.csv"
+    de.write_text("pert,gene,label,split\nTP53,MDM2,1,train\nTP53,CDKN1A,2,train\nMYC,MDM2,0,test\n")
+    dr = tmp_path / "mine-dir.csv"
+    dr.write_text("pert,gene,label,split\nTP53,MDM2,1,train\n")
+    cfg = {"dataset": "mine", "models": ["xctx_rate"], "stage1": {"split": {"strategy": "given"},
+                                                                  "universe": {"alias_rescue": False}},
+           "datasets": {"mine": {"path": str(de), "adapter": "perturbqa", "adapter_options": {"dir": str(dr)}}}}
+    proc = run_snakemake(tmp_path, cfg, "stage1", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert str(de) in out and "column label" in out and "'2'" in out and "Fix:" in out
+    assert not (tmp_path / "results" / "mine" / "stage1" / "labels.h5ad").exists()
