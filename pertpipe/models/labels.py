@@ -226,18 +226,21 @@ class RidgeLearner(Learner):
 
     name = "knowledge_ridge"
 
-    def _fit_line(self, X: np.ndarray, Y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        xm, ym = X.mean(0), Y.mean(0)
-        Xc = X - xm
-        W = np.linalg.solve(Xc.T @ Xc + alpha * np.eye(X.shape[1]), Xc.T @ (Y - ym))
-        return W, xm, ym
-
-    def _fit_all(self, data: LabelData, X: np.ndarray, alpha: float) -> dict[str, Any]:
-        fits = {}
+    def _fit_all(self, data: LabelData, X: np.ndarray, alphas: list[float]) -> dict[float, dict[str, Any]]:
+        """alpha -> line -> kind -> (W, x̄, ȳ); XᵀY is formed once per line and kind, then solved per α."""
+        fits: dict[float, dict[str, Any]] = {a: {} for a in alphas}
         for line in np.unique(data.lines):
             m = data.lines == line
-            fits[str(line)] = {kind: self._fit_line(X[m], _targets(codes[m], fill), alpha)
-                               for kind, codes, fill in (("de", data.de, 0.0), ("dir", data.dir, 0.5))}
+            xm = X[m].mean(0)
+            Xc = X[m] - xm
+            XtX = Xc.T @ Xc
+            for kind, codes, fill in (("de", data.de, 0.0), ("dir", data.dir, 0.5)):
+                Y = _targets(codes[m], fill)
+                ym = Y.mean(0)
+                XtY = Xc.T @ (Y - ym)
+                for a in alphas:
+                    W = np.linalg.solve(XtX + a * np.eye(X.shape[1]), XtY)
+                    fits[a].setdefault(str(line), {})[kind] = (W, xm, ym)
         return fits
 
     def _apply(self, fits: dict[str, Any], X: np.ndarray, lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -258,13 +261,14 @@ class RidgeLearner(Learner):
         alphas = [self.p.ridge] if self.p.ridge is not None else list(LABEL_ALPHAS)
         choice = {}
         if len(alphas) > 1 and va.any():
+            by_alpha = self._fit_all(data.rows(tr), X[tr], alphas)
             for a in alphas:
-                fits = self._fit_all(data.rows(tr), X[tr], a)
-                choice[f"{a:g}"] = self._validate(data.rows(va), self._apply(fits, X[va], data.lines[va]))["auc_de"]
+                choice[f"{a:g}"] = self._validate(data.rows(va), self._apply(by_alpha[a], X[va],
+                                                                              data.lines[va]))["auc_de"]
             self.alpha = float(max(choice, key=choice.get))
         else:
             self.alpha = float(alphas[0])
-        self.fits = self._fit_all(data, X, self.alpha)
+        self.fits = self._fit_all(data, X, [self.alpha])[self.alpha]
         self.kn = kn
         return {"alpha": self.alpha, "validation_auc_de": choice, "perturbations_without_text": int((~known).sum())}
 
