@@ -24,7 +24,7 @@ lint: setup
 	$(PYTHON) -m ruff check pertpipe workflow_scripts benchmarks tests
 
 test: setup lint
-	$(PYTHON) -m pytest -q -ra
+	$(PYTHON) -m pytest -q -ra --durations=25
 
 test-fast: setup
 	$(PYTHON) -m pytest -q -ra -m "not workflow and not slow"

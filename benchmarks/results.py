@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PAGE = REPO / "docs" / "RESULTS.md"
-ORDER = ["bench_real"]  # sections in this order; other files follow alphabetically
+ORDER = ["bench_real", "bench_perturbqa"]  # sections in this order; other files follow alphabetically
 
 
 def meta(command: list[str]) -> dict:

@@ -370,3 +370,37 @@ def prior_files(wc):
     elif pr["ligand_target"] == "nichenet_matrix":
         files["matrix"] = resource_path("nichenet_ligand_target_matrix")
     return files
+
+
+# the labels task (rules/labels.smk): PerturbQA's files per line
+def label_lines(dataset):
+    """line -> {de, dir}: the registry lines' resources (adapter_options.lines), or the user's files: `path` (the DE
+    CSV) with adapter_options {line: <name>, dir: <direction CSV>}, or adapter_options.files {line: {de:, dir:}}."""
+    entry = REGISTRY.dataset(dataset)
+    opts = entry.adapter_options or {}
+    if entry.path:
+        if not opts.get("dir"):
+            raise WorkflowError(f"dataset '{dataset}' (adapter perturbqa, path {entry.path}) names no direction file. "
+                                "Fix: set adapter_options.dir to the direction labels CSV (pert,gene,label,split)")
+        return {str(opts.get("line", dataset)): {"de": entry.path, "dir": _repo_path(opts["dir"])}}
+    out = {line: {"de": resource_path(f"perturbqa_{line}_de"), "dir": resource_path(f"perturbqa_{line}_dir")}
+           for line in opts.get("lines") or []}
+    for line, f in (opts.get("files") or {}).items():
+        out[str(line)] = {"de": _repo_path(f["de"]), "dir": _repo_path(f["dir"])}
+    if not out:
+        raise WorkflowError(f"dataset '{dataset}' (adapter perturbqa) names no lines. Fix: set adapter_options.lines "
+                            "(registry lines: k562, rpe1, hepg2, jurkat) or adapter_options.files")
+    return out
+
+
+def label_source_files(wc):
+    files = {f"{line}_{k}": path for line, f in label_lines(wc.dataset).items() for k, path in f.items()}
+    if S1["universe"]["alias_rescue"]:
+        files["gene_info"] = gene_info_path(wc.dataset)
+    return files
+
+
+def label_provenance(dataset):
+    opts = REGISTRY.dataset(dataset).adapter_options or {}
+    return {line: {k: REGISTRY.get(f"perturbqa_{line}_{k}").provenance() for k in ("de", "dir")}
+            for line in opts.get("lines") or []}
