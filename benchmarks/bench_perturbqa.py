@@ -150,21 +150,102 @@ def markdown(rows: list[dict], published: pd.DataFrame, meta_note: str | None) -
     return "\n".join(out) + "\n"
 
 
+def plan_jobs(full, wd: Path, lines: list[str], settings: list[str], models: list[str], args) -> tuple[list, dict]:
+    """(setting key, models, seed, train path, test rows) in the order they run (seeds outermost), and the
+    leave-one-line-out split records."""
+    from pertpipe.data.labels import split_labels
+
+    jobs = []  # (setting key, line, models, seed, train path, test) in the order they run: seeds outermost
+    for seed in args.seeds:
+        for line in lines:
+            if "given" in settings:
+                one = full[full.obs["cell_type"] == line].copy()
+                split, _ = split_labels(one.obs, strategy="given", seed=0)
+                tp = wd / f"{line}_given_train.h5ad"
+                if not tp.exists():
+                    write_rows(one, split == "train", tp)
+                jobs.append((f"given_{line}", models, seed, tp, one[split == "test"].copy()))
+    for s_ in range(args.resplits if "resplits" in settings else 0):
+        for line in lines:
+            one = full[full.obs["cell_type"] == line].copy()
+            split, _ = split_labels(one.obs, strategy="random_unseen", seed=100 + s_, fraction=0.25)
+            tp = wd / f"{line}_re{s_}_train.h5ad"
+            if not tp.exists():
+                write_rows(one, split == "train", tp)
+            jobs.append((f"resplit{s_}_{line}", models, 0, tp, one[split == "test"].copy()))
+    lolo_rec = {}
+    if "lolo" in settings and len(lines) > 1:
+        for seed in args.seeds:
+            for line in lines:
+                split, rec = split_labels(full.obs, strategy="cell_line_holdout", seed=0, holdout=line)
+                lolo_rec[line] = rec
+                tp = wd / f"lolo_{line}_train.h5ad"
+                if not tp.exists():
+                    write_rows(full, split == "train", tp)
+                jobs.append((f"lolo_{line}", args.lolo_models.split(","), seed, tp, full[split == "test"].copy()))
+    return jobs, lolo_rec
+
+
+def collect(store: Path, lines: list[str], settings: list[str], models: list[str], args, lolo_rec: dict
+            ) -> list[dict]:
+    """The summary rows of every finished run in ``store`` (complete seed sets only)."""
+    def load(key: str, ms: list[str], seeds: list[int]) -> dict[str, list[dict]]:
+        out = {}
+        for m in ms:
+            rs = [pd.read_pickle(store / f"{key}__{m}__{sd}.pkl") for sd in seeds
+                  if (store / f"{key}__{m}__{sd}.pkl").exists()]
+            if rs:
+                out[m] = rs
+        n = min((len(v) for v in out.values()), default=0)  # pair only complete seed sets
+        return {m: v[:n] for m, v in out.items()} if n else {}
+
+    rows: list[dict] = []
+    if "given" in settings:
+        for line in lines:
+            runs = load(f"given_{line}", models, args.seeds)
+            if runs:
+                rows += summarise(f"given split, {len(next(iter(runs.values())))} training seeds", line, runs, 0)
+    if "resplits" in settings and args.resplits:
+        for line in lines:
+            runs = {m: [r for s_ in range(args.resplits) for r in load(f"resplit{s_}_{line}", [m], [0]).get(m, [])]
+                    for m in models}
+            runs = {m: v for m, v in runs.items() if v}
+            if runs:
+                n = min(len(v) for v in runs.values())
+                rows += summarise(f"{n} seeded re-splits (25 % of perturbations held out)", line,
+                                  {m: v[:n] for m, v in runs.items()}, 1)
+    if "lolo" in settings:
+        for line in lines:
+            runs = load(f"lolo_{line}", args.lolo_models.split(","), args.seeds)
+            if not runs:
+                continue
+            new = summarise("leave one line out (test: the held-out line's test perturbations)", line, runs, 2)
+            rec = lolo_rec.get(line) or {}
+            for r in new:
+                r["test_measured_elsewhere"] = f"{rec.get('test_in_other_lines')}/{(rec.get('perturbations') or {}).get('test')}"
+            rows += new
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lines", default="k562,rpe1,hepg2")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--resplits", type=int, default=3)
     ap.add_argument("--models", default="knowledge_knn,knowledge_ridge,dygenept")
-    ap.add_argument("--lolo", action="store_true", help="also leave one line out")
+    ap.add_argument("--lolo", action="store_true", help="also leave one line out (= adding lolo to --settings)")
+    ap.add_argument("--settings", default="given,resplits", help="comma-separated: given, resplits, lolo")
+    ap.add_argument("--collect", action="store_true", help="render the finished runs in --workdir, train nothing")
+    ap.add_argument("--name", default="bench_perturbqa", help="the results file's name")
     ap.add_argument("--lolo-models", default="xctx_rate,knowledge_ridge,ctxfusion")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--save", action="store_true", help="write benchmarks/results/bench_perturbqa.json")
     ap.add_argument("--note", default=None)
     args = ap.parse_args()
+    if args.lolo and "lolo" not in args.settings:
+        args.settings += ",lolo"
     import anndata as ad
 
-    from pertpipe.data.labels import split_labels
     from pertpipe.evaluation.labels import published_rows
 
     shared = REPO.parent / "shared" / "data"
@@ -172,48 +253,28 @@ def main() -> None:
     wd = Path(args.workdir or tempfile.mkdtemp(prefix="bench_perturbqa_"))
     wd.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    labels_path, kn_path = prepare(wd, lines, shared)
+    labels_path, kn_path = prepare(wd, lines, shared)  # cached by Snakemake on a re-run in the same --workdir
     print(f"stage 1 + knowledge: {time.perf_counter() - t0:.0f} s ({wd})", flush=True)
     full = ad.read_h5ad(labels_path)
     models = args.models.split(",")
-    rows: list[dict] = []
-    for line in lines:
-        one = full[full.obs["cell_type"] == line].copy()
-        runs: dict[str, list[dict]] = {m: [] for m in models}
-        split, _ = split_labels(one.obs, strategy="given", seed=0)
-        write_rows(one, split == "train", wd / f"{line}_given_train.h5ad")
-        test = one[split == "test"].copy()
-        for seed in args.seeds:
-            for m in models:
-                runs[m].append(run_model(m, seed, wd / f"{line}_given_train.h5ad", test, kn_path))
-                print(line, "given", seed, m, {k: runs[m][-1][k] for k in ("auc_de", "auc_dir", "train_s")}, flush=True)
-        rows += summarise("given split, 3 training seeds", line, runs, 0)
-        if args.resplits:
-            runs = {m: [] for m in models}
-            for s in range(args.resplits):
-                split, _ = split_labels(one.obs, strategy="random_unseen", seed=100 + s, fraction=0.25)
-                write_rows(one, split == "train", wd / f"{line}_re{s}_train.h5ad")
-                test = one[split == "test"].copy()
-                for m in models:
-                    runs[m].append(run_model(m, 0, wd / f"{line}_re{s}_train.h5ad", test, kn_path))
-                    print(line, "resplit", s, m, {k: runs[m][-1][k] for k in ("auc_de", "auc_dir")}, flush=True)
-            rows += summarise(f"{args.resplits} seeded re-splits (25 % of perturbations held out)", line, runs, 1)
-    if args.lolo and len(lines) > 1:
-        lmodels = args.lolo_models.split(",")
-        for line in lines:
-            runs = {m: [] for m in lmodels}
-            split, rec = split_labels(full.obs, strategy="cell_line_holdout", seed=0, holdout=line)
-            write_rows(full, split == "train", wd / f"lolo_{line}_train.h5ad")
-            test = full[split == "test"].copy()
-            for seed in args.seeds:
-                for m in lmodels:
-                    runs[m].append(run_model(m, seed, wd / f"lolo_{line}_train.h5ad", test, kn_path))
-                    print(line, "lolo", seed, m, {k: runs[m][-1][k] for k in ("auc_de", "auc_dir", "train_s")},
-                          flush=True)
-            new = summarise("leave one line out (test: the held-out line's test perturbations)", line, runs, 2)
-            for r in new:
-                r["test_measured_elsewhere"] = f"{rec['test_in_other_lines']}/{rec['perturbations']['test']}"
-            rows += new
+    settings = args.settings.split(",")
+    store = wd / "runs"  # one file per finished run, so --collect can render whatever has finished
+    store.mkdir(exist_ok=True)
+
+    def run(key: str, m: str, seed: int, train_path: Path, test) -> None:
+        path = store / f"{key}__{m}__{seed}.pkl"
+        if path.exists() or args.collect:
+            return
+        r = run_model(m, seed, train_path, test, kn_path)
+        pd.to_pickle(r, path)
+        print(key, seed, m, {k: r[k] for k in ("auc_de", "auc_dir", "train_s")}, flush=True)
+
+    jobs, lolo_rec = plan_jobs(full, wd, lines, settings, models, args)
+    for key, ms, seed, tp, test in jobs:
+        for m in ms:
+            run(key, m, seed, tp, test)
+
+    rows = collect(store, lines, settings, models, args, lolo_rec)
     rows = [{k: v for k, v in r.items()} for r in rows]
     for r in rows:
         print(json.dumps({k: r[k] for k in ("setting", "line", "model", "auc_de", "auc_dir")}))
@@ -225,7 +286,7 @@ def main() -> None:
     if args.save:
         from results import write
 
-        print("wrote", write("bench_perturbqa", result, [sys.executable, *sys.argv]))
+        print("wrote", write(args.name, result, [sys.executable, *sys.argv]))
 
 
 if __name__ == "__main__":
