@@ -286,7 +286,7 @@ def main() -> None:
     if args.save:
         from results import write
 
-        print("wrote", write(args.name, result, [sys.executable, *sys.argv]))
+        print("wrote", write(args.name, result, ["python", "benchmarks/bench_perturbqa.py", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":
