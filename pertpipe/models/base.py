@@ -296,6 +296,26 @@ class PredictsLabels(PerturbationModel):
         self.labeler.set_state(st["state"], self._kn_blob)
 
 
+class LabelsOnly(PredictsLabels):
+    """A model of the labels task alone: ``fit`` refuses another task's file; its state is the learner's."""
+
+    tasks: ClassVar[tuple[str, ...]] = ("labels",)
+
+    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
+        from pertpipe.data.labels import is_labels_file
+
+        if not is_labels_file(inputs.train):
+            raise ConfigError(f"{self.name} serves the labels task, but {inputs.train} is not a labels file. Fix: use "
+                              "it on a labels dataset (perturbqa_*)")
+        return self.fit_labels(inputs)
+
+    def state(self) -> dict[str, Any]:
+        return self.labels_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.set_labels_state(state)
+
+
 def train_log_record(model: PerturbationModel, fit_log: dict[str, Any], *, hparams: dict[str, Any],
                      wall_s: float) -> dict[str, Any]:
     """``train_log.json``: model, hyperparameters, seed, wall time, device, host, package versions + the fit's log."""

@@ -10,19 +10,15 @@ direction labels. See :class:`pertpipe.models.labels.KnnLearner`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from pertpipe.errors import ConfigError
-from pertpipe.models.base import PredictsLabels, register_model
-from pertpipe.models.inputs import ModelInputs
+from pertpipe.models.base import LabelsOnly, register_model
 
 
 @register_model("knowledge_knn")
-class KnowledgeKnnModel(PredictsLabels):
+class KnowledgeKnnModel(LabelsOnly):
     """Mean label of the k facet-nearest training perturbations (retrieval)."""
 
     baseline = True
-    tasks = ("labels",)
     inputs = ("knowledge",)
     label_learner = "knowledge_knn"
 
@@ -32,17 +28,3 @@ class KnowledgeKnnModel(PredictsLabels):
         k_grid: list[int] = field(default_factory=lambda: [5, 10, 20, 50, 100])
         smoothing: float = field(default=1.0, metadata={"ge": 0})
         val_fraction: float = field(default=0.15, metadata={"gt": 0, "lt": 1})
-
-    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
-        from pertpipe.data.labels import is_labels_file
-
-        if not is_labels_file(inputs.train):
-            raise ConfigError(f"knowledge_knn serves the labels task, but {inputs.train} is not a labels file. Fix: "
-                              "use it on a labels dataset (perturbqa_*)")
-        return self.fit_labels(inputs)
-
-    def state(self) -> dict[str, Any]:
-        return self.labels_state()
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.set_labels_state(state)

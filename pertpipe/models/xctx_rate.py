@@ -8,36 +8,18 @@ line, the line's mean rate. Reads no knowledge. See :class:`pertpipe.models.labe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from pertpipe.errors import ConfigError
-from pertpipe.models.base import PredictsLabels, register_model
-from pertpipe.models.inputs import ModelInputs
+from pertpipe.models.base import LabelsOnly, register_model
 
 
 @register_model("xctx_rate")
-class CrossContextRateModel(PredictsLabels):
+class CrossContextRateModel(LabelsOnly):
     """The perturbation's labels in the other lines, else its DE rate there."""
 
     baseline = True
-    tasks = ("labels",)
     inputs = ()
     label_learner = "xctx_rate"
 
     @dataclass
     class Params:
         pass
-
-    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
-        from pertpipe.data.labels import is_labels_file
-
-        if not is_labels_file(inputs.train):
-            raise ConfigError(f"xctx_rate serves the labels task, but {inputs.train} is not a labels file. Fix: use "
-                              "it on a multi-line labels dataset (perturbqa_lines, split cell_line_holdout)")
-        return self.fit_labels(inputs)
-
-    def state(self) -> dict[str, Any]:
-        return self.labels_state()
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.set_labels_state(state)

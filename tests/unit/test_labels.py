@@ -179,13 +179,24 @@ def _synthetic(n=160, G=30, lines=("k562",), seed=0):
     return data, kn
 
 
+def _write_train(train: LabelData, path):
+    """A labels training file (the contract stage 1 writes) of ``train``'s rows."""
+    import anndata as ad
+
+    a = ad.AnnData(X=train.de, layers={"dir": train.dir}, var=pd.DataFrame(index=train.genes),
+                   obs=pd.DataFrame({"target_gene": train.perts, "cell_type": train.lines},
+                                    index=[f"{p}|{c}" for p, c in zip(train.perts, train.lines)]))
+    a.uns["pertpipe"] = {"standardize": {"scale": "labels"}}
+    a.write_h5ad(path)
+    return path
+
+
 @pytest.mark.parametrize("model, hp", [
     ("knowledge_ridge", {}),
     ("knowledge_knn", {"k": 10}),
     ("dygenept", {"label_epochs": 8, "label_patience": 3}),
 ])
 def test_label_models_learn_the_knowledge_and_round_trip(tmp_path, model, hp):
-    import anndata as ad
 
     from pertpipe.models import build_model, load_model
     from pertpipe.models.inputs import ModelInputs
@@ -194,12 +205,7 @@ def test_label_models_learn_the_knowledge_and_round_trip(tmp_path, model, hp):
     data, kn = _synthetic()
     test = np.arange(len(data.perts)) >= 120
     train = data.rows(~test)
-    path = tmp_path / "train.h5ad"
-    a = ad.AnnData(X=train.de, layers={"dir": train.dir}, var=pd.DataFrame(index=train.genes),
-                   obs=pd.DataFrame({"target_gene": train.perts, "cell_type": train.lines},
-                                    index=[f"{p}|{c}" for p, c in zip(train.perts, train.lines)]))
-    a.uns["pertpipe"] = {"standardize": {"scale": "labels"}}
-    a.write_h5ad(path)
+    path = _write_train(train, tmp_path / "train.h5ad")
     m = build_model(model, hp, seed=0)
     log = m.fit(ModelInputs(train=path, knowledge=kn))
     assert log["task"] == "labels" and log["knowledge_coverage"]["perturbations"]["fraction"] == 1.0
@@ -212,7 +218,6 @@ def test_label_models_learn_the_knowledge_and_round_trip(tmp_path, model, hp):
 
 
 def test_ctxfusion_on_labels_uses_the_other_lines(tmp_path):
-    import anndata as ad
 
     from pertpipe.models import build_model
     from pertpipe.models.inputs import ModelInputs
@@ -221,12 +226,7 @@ def test_ctxfusion_on_labels_uses_the_other_lines(tmp_path):
     data, kn = _synthetic(lines=("k562", "rpe1"), seed=1)
     test = (data.lines == "rpe1") & (np.char.lstrip(data.perts.astype(str), "P").astype(int) >= 120)
     train = data.rows(~test)
-    path = tmp_path / "train.h5ad"
-    a = ad.AnnData(X=train.de, layers={"dir": train.dir}, var=pd.DataFrame(index=train.genes),
-                   obs=pd.DataFrame({"target_gene": train.perts, "cell_type": train.lines},
-                                    index=[f"{p}|{c}" for p, c in zip(train.perts, train.lines)]))
-    a.uns["pertpipe"] = {"standardize": {"scale": "labels"}}
-    a.write_h5ad(path)
+    path = _write_train(train, tmp_path / "train.h5ad")
     m = build_model("ctxfusion", {}, seed=0)
     assert m.reads("labels") == ("knowledge",)
     m.fit(ModelInputs(train=path, knowledge=kn))
