@@ -169,7 +169,7 @@ class Adapter:
             names = pd.Index(var[self.gene_col].astype(str))
         else:
             raise ContractError(path, f"var['{self.gene_col}']", f"gene symbol column missing (var has "
-                                f"{list(var.columns)})", "set adapter_options.gene_col (null = var index)")
+                                f"{[str(c) for c in var.columns]})", "set adapter_options.gene_col (null = var index)")
         return pd.Index([str(x).strip() for x in names])
 
 
@@ -258,7 +258,8 @@ class L1000Adapter(Adapter):
     ``GCT`` object in an ``.RData``. ``pert_iname`` -> target, ``cell_id`` -> context, plate -> batch; vehicle /
     vector controls -> ``non-targeting``. ``level``: 3 (log2 expression, made level-4 robust z per plate), 4/5
     (z-scores as given) or auto (negative values = z-scores). ``landmarks``: a GCT whose rows map bare ids to
-    symbols (a GCTX without row metadata)."""
+    symbols (a GCTX without row metadata). ``cell_type``: the one context of a file without a cell column (a
+    one-line plate)."""
 
     source_format: str = "gct"
     pert_col: str = "pert_iname"
@@ -271,3 +272,4 @@ class L1000Adapter(Adapter):
     landmarks: str | None = None
     landmarks_only: bool = True
     inst_info: str | None = None
+    cell_type: str | None = None

@@ -221,27 +221,38 @@ def _with_unit(meta: pd.DataFrame, value: str, unit: str, fallback: str) -> np.n
 
 def contract_obs(col_meta: pd.DataFrame, *, path: object, control_values: tuple[str, ...] = ("DMSO", "PBS", "H2O",
                  "UnTrt", "EMPTY_VECTOR", "GFP", "pgw", "LUCIFERASE", "RFP"), pert_col: str = "pert_iname",
-                 cell_col: str | None = "cell_id", batch_col: str | None = "rna_plate") -> pd.DataFrame:
+                 cell_col: str | None = "cell_id", batch_col: str | None = "rna_plate",
+                 cell_type: str | None = None) -> pd.DataFrame:
     """Column metadata -> obs of the contract (see the module docstring); the named columns first, then CMap's
-    usual alternatives."""
+    usual alternatives. ``cell_type``: one context for every sample (a one-line plate without a cell column)."""
+    fields = [str(c) for c in col_meta.columns][:20]
     pert = _first(col_meta, (pert_col, "pert_iname", "pert_desc", "pert_id"))
     if pert is None:
-        raise ContractError(path, "column metadata 'pert_iname'", f"missing (fields: {list(col_meta.columns)[:20]})",
+        raise ContractError(path, "column metadata 'pert_iname'", f"missing (fields: {fields})",
                             "give sample metadata with pert_iname (for a GCTX: adapter_options.inst_info)")
     cell = _first(col_meta, tuple(c for c in (cell_col, "cell_id", "cell_iname") if c))
-    if cell is None:
-        raise ContractError(path, "column metadata 'cell_id'", f"missing (fields: {list(col_meta.columns)[:20]})",
-                            "give sample metadata with cell_id")
+    if cell is None and not cell_type:
+        raise ContractError(path, "column metadata 'cell_id'", f"missing (fields: {fields})",
+                            "give sample metadata with cell_id, or, for a file of one cell line, name it: "
+                            "`adapter_options: {cell_type: <the cell line>}`")
+    if cell is not None and cell_type and col_meta[cell].astype(str).nunique() > 1:
+        lines = sorted(col_meta[cell].astype(str).unique())
+        raise ContractError(path, f"column metadata '{cell}'", f"holds {len(lines)} cell lines ({lines[:5]}), but "
+                            f"adapter_options.cell_type '{cell_type}' would give every sample one context",
+                            "remove adapter_options.cell_type (it is for files of one cell line without a cell column)")
     target = col_meta[pert].astype(str).str.strip()
     is_ctrl = target.isin(control_values)
     if "pert_type" in col_meta.columns:
         is_ctrl |= col_meta["pert_type"].astype(str).isin(CONTROL_PERT_TYPES)
     plate = _first(col_meta, tuple(c for c in (batch_col, "rna_plate", "det_plate", "brew_prefix") if c))
-    batch = (col_meta[plate].astype(str).to_numpy() if plate else
-             np.array([str(i).split(":")[0] for i in col_meta.index], dtype=object))
+    ids = [str(i) for i in col_meta.index]
+    if plate:
+        batch = col_meta[plate].astype(str).to_numpy()
+    else:  # CMap's sample ids are <plate>:<well>; ids without a plate are one plate
+        batch = np.array([i.split(":")[0] if ":" in i else "plate0" for i in ids], dtype=object)
     obs = pd.DataFrame(index=pd.Index([str(i) for i in col_meta.index]))
     obs["target_gene"] = np.where(is_ctrl.to_numpy(), CONTROL_LABEL, target.to_numpy())
-    obs["cell_type"] = col_meta[cell].astype(str).to_numpy()
+    obs["cell_type"] = str(cell_type) if cell_type else col_meta[cell].astype(str).to_numpy()
     obs["batch"] = batch
     obs["pert_type"] = col_meta["pert_type"].astype(str).to_numpy() if "pert_type" in col_meta else "NA"
     obs["dose"] = _with_unit(col_meta, "pert_dose", "pert_dose_unit", "pert_idose")
@@ -338,7 +349,8 @@ def standardize_l1000(src: str | os.PathLike, dest: str | os.PathLike, *, adapte
     landmarks = read_gct(adapter.landmarks).row_meta if adapter.landmarks else None
     label, row_meta, col_meta, read = _blocks(src, adapter, landmarks)
     obs_all = contract_obs(col_meta, path=src, control_values=tuple(adapter.control_values),
-                           pert_col=adapter.pert_col, cell_col=adapter.cell_type_col, batch_col=adapter.batch_col)
+                           pert_col=adapter.pert_col, cell_col=adapter.cell_type_col, batch_col=adapter.batch_col,
+                           cell_type=adapter.cell_type)
     keep = np.ones(len(obs_all), dtype=bool)
     for col, values in (obs_filter or {}).items():
         meta = col_meta[col] if col in col_meta.columns else obs_all.get(col)

@@ -47,7 +47,7 @@ def read_label_csv(path: str | os.PathLike, *, kind: str) -> pd.DataFrame:
         raise ContractError(path, "file", f"not a readable CSV ({exc})", "give PerturbQA's <line>-de.csv / -dir.csv")
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        raise ContractError(path, f"column {missing[0]}", f"missing (columns: {list(df.columns)[:8]})",
+        raise ContractError(path, f"column {missing[0]}", f"missing (columns: {[str(c) for c in df.columns][:8]})",
                             f"a {kind} labels file has the columns {','.join(COLUMNS)}")
     df = df[list(COLUMNS)]
     for col in ("pert", "gene"):

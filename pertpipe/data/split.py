@@ -110,7 +110,7 @@ def read_val_counts(path: str | os.PathLike) -> pd.DataFrame:
                           "Fix: give a csv with columns target_gene,n_cells") from exc
     for col in ("target_gene", "n_cells"):
         if col not in df.columns:
-            raise ContractError(path, col, f"column missing (columns: {list(df.columns)})",
+            raise ContractError(path, col, f"column missing (columns: {[str(c) for c in df.columns]})",
                                 "give a csv with header target_gene,n_cells")
     if df["target_gene"].duplicated().any():
         raise ContractError(path, "target_gene", "duplicate targets", "list each validation target once")

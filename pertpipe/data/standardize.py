@@ -125,7 +125,7 @@ def _keep_mask(src: object, obs_all: pd.DataFrame, obs_filter: dict[str, list[st
         if col not in obs_all.columns:
             raise ContractError(src, f"obs['{col}']", "filter column missing",
                                 f"fix `filter:` of this dataset (config `datasets:` block or resources/datasets.yaml;"
-                                f" obs has {list(obs_all.columns)[:20]})")
+                                f" obs has {[str(c) for c in obs_all.columns][:20]})")
         keep &= obs_all[col].astype(str).isin(values).to_numpy()
     if not keep.any():
         seen = {c: sorted(obs_all[c].astype(str).unique())[:10] for c in (obs_filter or {})}

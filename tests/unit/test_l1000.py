@@ -3,6 +3,8 @@ level 4 robust z-scores; the signature contract written by standardize."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -126,3 +128,24 @@ def test_level5_keeps_values(l1000, tmp_path):
     sym = conv.var["pr_gene_symbol"].astype(str).tolist()
     np.testing.assert_allclose(a.X.toarray()[0], np.clip(conv.X[row, [sym.index(g) for g in a.var_names]], -10, 10),
                                atol=1e-5)
+
+
+KD = Path(__file__).resolve().parents[1] / "data" / "cmapR" / "kd_gct.RData"
+
+
+def test_one_line_plate_without_a_cell_column_needs_cell_type():
+    """cmapR's kd_gct (one plate, no cell_id): refused with the fix naming adapter_options.cell_type, fields as plain
+    strings; with cell_type every sample gets that context; a constant over a multi-line file is refused."""
+    g = read_gct_rdata(KD)
+    assert g.mat.shape == (374, 976) and "cell_id" not in g.col_meta.columns
+    with pytest.raises(ContractError) as err:
+        contract_obs(g.col_meta, path=KD)
+    msg = str(err.value)
+    assert "kd_gct.RData" in msg and "cell_type: <the cell line>" in msg and "np.str_" not in msg
+    assert "'pert_well'" in msg
+    obs = contract_obs(g.col_meta, path=KD, cell_type="LITMUS.KD017")
+    assert set(obs.cell_type) == {"LITMUS.KD017"} and (obs.target_gene == CONTROL_LABEL).sum() == 40  # vector, untrt
+    assert set(obs.batch) == {"plate0"}  # sample ids without '<plate>:' are one plate
+    multi = g.col_meta.assign(cell_id=["A375", "MCF7"] * (len(g.col_meta) // 2))
+    with pytest.raises(ContractError, match="holds 2 cell lines"):
+        contract_obs(multi, path=KD, cell_type="A375")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SHARED_DATA, run_snakemake
+from conftest import REPO, SHARED_DATA, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -80,3 +80,23 @@ def test_own_gct_file_as_a_dataset(tmp_path, shared_data):
     rep = json.loads((tmp_path / "results/my_plate/stage1/stage1_report.json").read_text())
     assert rep["value_kind"] == "zscore" and rep["standardize"]["n_control_cells"] == 26
     assert rep["standardize"]["n_perturbations"] == 59 and rep["zscores"]["contexts"] == 1
+
+
+def test_one_line_plate_with_cell_type_through_stage1(tmp_path):
+    """cmapR's kd_gct (one plate, no cell column; registry entry l1000_cmapr_kd sets adapter_options.cell_type),
+    downloaded through a mirror (sha256 checked) and taken through stage 1."""
+    import shutil
+
+    src = REPO / "tests" / "data" / "cmapR" / "kd_gct.RData"
+    (tmp_path / "mirror/l1000/cmapR").mkdir(parents=True)
+    shutil.copy(src, tmp_path / "mirror/l1000/cmapR/kd_gct.RData")
+    cfg = {"dataset": "l1000_cmapr_kd", "mirror": str(tmp_path / "mirror"), "lock_file": None,
+           "models": ["context_mean"], "stage1": {"universe": {"kind": "source"},
+                                                  "split": {"strategy": "random_unseen", "fraction": 0.25}}}
+    run_snakemake(tmp_path, cfg, "stage1")
+    res = tmp_path / "results" / "l1000_cmapr_kd"
+    rep = json.loads((res / "stage1" / "stage1_report.json").read_text())
+    assert rep["value_kind"] == "zscore" and rep["standardize"]["n_cells"] == 374
+    assert rep["zscores"]["contexts"] == 1 and rep["standardize"]["n_control_cells"] == 40
+    truth = ad.read_h5ad(res / "stage1" / "truth.h5ad")
+    assert set(truth.obs.cell_type) == {"LITMUS.KD017"} and truth.n_vars == 976
