@@ -9,7 +9,7 @@ predict/score code ask the task instead of testing flags:
   context); DeepCE's signature metrics; ``signature_leaderboard.{csv,md}``.
 * ``labels``: per (perturbation, cell line) x readout gene, a DE label and a direction label (PerturbQA); models
   score every test pair (:meth:`predict_labels`); PerturbQA's ``auc_per_gene`` and AUPRC per gene;
-  ``label_leaderboard.{csv,md}`` beside the published rows.
+  ``label_leaderboard.{csv,md,png}`` beside the published rows and ``report.html``.
 * ``spatial``: a spatial slide paired with a scRNA-seq reference (raw counts, ``obsm["spatial"]``, reference
   ``obs["cell_type"]``); LR genes are imputed; SpatialBenchmarking's per-gene metrics; ``spatial_report.json``.
 
@@ -75,7 +75,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("labels", "DE and direction labels of perturbations (PerturbQA)",
          "int8 codes per (perturbation, line) x readout gene: 1, 0, -1 = unlabelled (layers['dir']: direction)",
          ("target_gene", "cell_type", "given_split"), "labels", False, ("given", "random_unseen", "cell_line_holdout"),
-         "predict_labels", ("label_leaderboard.csv", "label_leaderboard.md", "label_leaderboard.png"),
+         "predict_labels", ("label_leaderboard.csv", "label_leaderboard.md", "label_leaderboard.png", "report.html"),
          "Perturbation labels (PerturbQA)"),
     Task("spatial", "ligand-receptor imputation of a spatial slide from paired scRNA-seq",
          "raw counts per spot / cell (obsm['spatial'] on the slide, obs['cell_type'] on the reference)",

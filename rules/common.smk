@@ -269,6 +269,22 @@ def knowledge_genes(wc):
     return stage1_path("label_genes.txt") if LABELS else stage1_path("genes.txt")
 
 
+def report_inputs(wc):
+    """The report rule's inputs for the run's task (cells: leaderboard, standing, stage-1 report, truth and every
+    model's predictions, logs, consistency and attention; labels: the label leaderboard, its figure, the stage-1
+    report and the training logs)."""
+    d = wc.dataset
+    per_model = lambda path, name: [path(name, dataset=d, model=m) for m in MODEL_NAMES]
+    if LABELS:
+        return {"leaderboard": f"{RESULTS}/{d}/label_leaderboard.csv", "figure": f"{RESULTS}/{d}/label_leaderboard.png",
+                "stage1": stage1_path("labels_report.json", dataset=d), "logs": per_model(stage2_path, "train_log.json")}
+    return {"leaderboard": f"{RESULTS}/{d}/leaderboard.csv", "standing": f"{RESULTS}/{d}/standing.json",
+            "stage1": stage1_path("stage1_report.json", dataset=d), "truth": stage1_path("truth.h5ad", dataset=d),
+            "predictions": per_model(stage2_path, "predictions.h5ad"), "logs": per_model(stage2_path, "train_log.json"),
+            "consistency": per_model(stage3_path, "consistency.json"),
+            "attention": per_model(stage2_path, "attention.parquet")}
+
+
 def stage2_path(name, dataset="{dataset}", model="{model}"):
     return f"{RESULTS}/{dataset}/stage2/{model}/{name}"
 

@@ -248,19 +248,13 @@ rule leaderboard:
 
 rule report:
     input:
-        leaderboard=f"{RESULTS}/{{dataset}}/leaderboard.csv",
-        standing=f"{RESULTS}/{{dataset}}/standing.json",
-        stage1=stage1_path("stage1_report.json"),
-        truth=stage1_path("truth.h5ad"),
-        predictions=expand(stage2_path("predictions.h5ad", model="{m}"), m=MODEL_NAMES, allow_missing=True),
-        logs=expand(stage2_path("train_log.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
-        consistency=expand(stage3_path("consistency.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
-        attention=expand(stage2_path("attention.parquet", model="{m}"), m=MODEL_NAMES, allow_missing=True),
+        unpack(report_inputs),
     output:
         html=report(f"{RESULTS}/{{dataset}}/report.html", caption="../report/report.rst", category="Report"),
     params:
         models=MODEL_NAMES,
         dataset=lambda wc: wc.dataset,
+        task=TASK.name,
     log:
         log_path("report"),
     benchmark:

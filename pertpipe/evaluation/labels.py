@@ -153,3 +153,76 @@ def plot_leaderboard(df: pd.DataFrame, dest: str | os.PathLike, *, title: str) -
     with atomic_path(dest, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
+
+
+SETTING_KEYS = ("k", "alpha", "best_epoch", "refit", "priors", "fusion", "loss")
+
+
+def _settings(log: dict[str, Any]) -> str:
+    """What a model's fit chose (k, α, epoch...) and the validation AUC it chose it on, as one line."""
+    parts = [f"{k}={log[k]}" for k in SETTING_KEYS if log.get(k) not in (None, [], {})]
+    val = log.get("validation_auc_de")
+    if isinstance(val, dict) and val:
+        parts.append("validation auc_de: " + ", ".join(f"{k}: {v:.3f}" for k, v in val.items()))
+    return "; ".join(parts)
+
+
+def _plot_curves(train_logs: dict[str, dict[str, Any]]) -> str:
+    """Loss and validation AUC per epoch of the models that record a curve (DyGenePT's label head)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pertpipe import report_page
+
+    curves = {m: tl["curve"] for m, tl in train_logs.items() if isinstance(tl.get("curve"), dict)
+              and tl["curve"].get("epoch")}
+    if not curves:
+        return "<p>No model in this run records a training curve (the baselines are fitted in closed form).</p>"
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.5, 3))
+    for m, c in curves.items():
+        a1.plot(c["epoch"], c["loss"], label=m)
+        if c.get("val_auc_de"):
+            a2.plot(c["epoch"][:len(c["val_auc_de"])], c["val_auc_de"], label=f"{m} DE")
+        if c.get("val_auc_dir"):
+            a2.plot(c["epoch"][:len(c["val_auc_dir"])], c["val_auc_dir"], ls="--", label=f"{m} direction")
+    a1.set(xlabel="epoch", ylabel="training loss (masked BCE)")
+    a2.set(xlabel="epoch", ylabel="validation AUC per gene")
+    a1.legend(fontsize=7)
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    return report_page.figure(fig, alt="training curves")
+
+
+def html_report(*, dataset: str, board: pd.DataFrame, figure_png: str | os.PathLike, stage1: dict[str, Any],
+                train_logs: dict[str, dict[str, Any]], versions: dict[str, str]) -> str:
+    """The labels task's ``report.html``: the leaderboard beside the published rows and its figure, what each
+    model chose on validation, knowledge coverage, the stage-1 summary and the data licence."""
+    from pertpipe import report_page
+    from pertpipe.data.labels import labels_report_text
+
+    std = stage1["standardize"]
+    fits = pd.DataFrame([{
+        "model": m, "learner": tl.get("learner"), "train_s": tl.get("wall_s"),
+        "perturbations with text": (tl.get("knowledge_coverage") or {}).get("perturbations", {}).get("fraction"),
+        "readout genes with text": (tl.get("knowledge_coverage") or {}).get("readout_genes", {}).get("fraction"),
+        "chosen on validation": _settings(tl)} for m, tl in train_logs.items()])
+    esc = report_page.escape
+    parts = [
+        f"<p>Data licence: <strong>{esc(std.get('licence'))}</strong></p>",
+        "<h2>Leaderboard</h2>", report_page.table(board),
+        "<p><code>auc_de</code> / <code>auc_dir</code>: PerturbQA's <code>auc_per_gene</code> (per readout gene, ROC "
+        "AUC over the test perturbations; genes with one class skipped; mean over genes); <code>auprc_de</code>: "
+        "average precision per gene. Rows with source <em>published</em> are Wu et al. 2025 (ICLR), Table 1, on the "
+        "same given split; 0.5 is chance.</p>",
+        report_page.png_file(figure_png, alt="AUC per model beside the published rows"),
+        "<h2>Models</h2>", report_page.table(fits) if len(fits) else "<p>-</p>",
+        "<p>Every setting a model chooses (k, α, the number of epochs) is chosen on a validation share of the "
+        "training perturbations, never on the test split.</p>",
+        _plot_curves(train_logs),
+        "<h2>Stage 1</h2>", f"<pre>{esc(labels_report_text(stage1))}</pre>",
+        "<h2>Versions</h2>",
+        report_page.table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])),
+    ]
+    return report_page.page(report_page.task_title("labels", dataset), parts)
