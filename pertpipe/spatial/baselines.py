@@ -22,7 +22,8 @@ from pertpipe.spatial.model import SpatialParams, relu_mlp
 
 log = logging.getLogger("pertpipe.spatial")
 
-PEERS = {"tangram": ("tangram", "pip install tangram-sc==1.0.4"), "gimvi": ("scvi", "pip install scvi-tools==1.4.2")}
+PEERS = {"tangram": ("tangram", "pip install 'pertpipe[spatial]' or tangram-sc==1.0.4; BSD-3-Clause"),
+         "gimvi": ("scvi", "pip install 'pertpipe[spatial]' or scvi-tools==1.4.2; BSD-3-Clause")}
 
 
 def peer_missing(method: str) -> str | None:

@@ -43,3 +43,58 @@ def test_wheel_installs_every_subpackage_and_the_console_command(tmp_path):
     cli = subprocess.run([str(tmp_path / "venv" / "bin" / "pertpipe"), "inspect", "--help"], capture_output=True,
                          text=True, env=env, cwd=tmp_path)
     assert cli.returncode == 0 and "--write-config" in cli.stdout
+
+
+PEERS_AND_SPATIAL = {"cell-gears", "torch-geometric", "arc-state", "cell-load", "tangram-sc", "scvi-tools",
+                     "lightning", "pytorch-lightning", "pyro-ppl", "jax"}
+
+
+def _pins(path):
+    """Exact pins of a requirements file, following ``-r`` includes."""
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line.startswith("-r "):
+            out.update(_pins(path.parent / line[3:].strip()))
+        elif line:
+            name, _, version = line.partition("==")
+            assert version, f"{path.name}: '{line}' is not an exact pin"
+            out[name.strip()] = version.strip()
+    return out
+
+
+def _closure(names):
+    """Every distribution pip installs for ``names`` at the installed versions (their requirements, recursively,
+    extras only where asked), read from the installed packages' metadata."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: dict[str, frozenset] = {}
+    todo = [(n, frozenset()) for n in names]
+    while todo:
+        name, extras = todo.pop()
+        key = canonicalize_name(name)
+        if key in seen and extras <= seen[key]:
+            continue
+        seen[key] = seen.get(key, frozenset()) | extras
+        for text in md.requires(name) or []:
+            req = Requirement(text)
+            if req.marker and not any(req.marker.evaluate({"extra": e}) for e in (extras or {""})):
+                continue
+            todo.append((req.name, frozenset(req.extras)))
+    return set(seen)
+
+
+def test_make_run_installs_no_peer_or_spatial_package():
+    """`make run` installs the core lock (requirements.txt): neither it nor anything it pulls in is a package of the
+    `peers` or `spatial` extras (arc-state is non-commercial); `make test` installs those from requirements-test.txt."""
+    core, full = _pins(REPO / "requirements.txt"), _pins(REPO / "requirements-test.txt")
+    closure = _closure(core)
+    assert "cell-eval" in closure and "snakemake" in closure and "torch" in closure
+    assert not closure & PEERS_AND_SPATIAL, sorted(closure & PEERS_AND_SPATIAL)
+    assert {"arc-state", "cell-gears", "tangram-sc", "scvi-tools", "pytest"} <= set(full)
+    assert all(full[k] == v for k, v in core.items())  # the test tier adds to the core lock, changes nothing
+    make = subprocess.run(["make", "-n", "-B", "run"], cwd=REPO, capture_output=True, text=True).stdout
+    assert "-r requirements.txt" in make and "requirements-test.txt" not in make

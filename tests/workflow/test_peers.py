@@ -30,7 +30,7 @@ def need_peers() -> None:
     """Skip where the peers extra is not installed, except in CI (which installs it): there, fail."""
     if any(importlib.util.find_spec(m) is None for m in PEER_MODULES):
         if os.environ.get("CI"):
-            pytest.fail("CI must install the peers extra (requirements.txt pins cell-gears, torch_geometric, "
+            pytest.fail("CI must install the peers extra (requirements-test.txt pins cell-gears, torch_geometric, "
                         "arc-state and cell-load)")
         pytest.skip("the peers extra is not installed (pip install 'pertpipe[peers]')")
 
@@ -161,9 +161,9 @@ def test_missing_peer_package_says_how_to_install():
     from pertpipe.errors import ConfigError
     from pertpipe.models.peers.common import require_peer
 
-    with pytest.raises(ConfigError, match=r"model 'gears' needs no-such-package.*install with pip install "
-                                          r"'pertpipe\[peers\]'"):
-        require_peer("gears", ("no_such_module_xyz",), "no-such-package")
+    with pytest.raises(ConfigError, match=r"model 'state' needs no-such-package \(licence: CC BY-NC-SA 4.0 "
+                                          r"\(non-commercial\).*install with pip install 'pertpipe\[peers\]'"):
+        require_peer("state", ("no_such_module_xyz",), "no-such-package", "CC BY-NC-SA 4.0 (non-commercial)")
 
 
 @pytest.mark.parametrize("params, words", [

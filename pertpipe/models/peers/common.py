@@ -16,12 +16,14 @@ from pertpipe.errors import ConfigError
 PEERS_EXTRA = "pip install 'pertpipe[peers]'"
 
 
-def require_peer(model: str, modules: tuple[str, ...], packages: str) -> None:
-    """Raise a ConfigError saying how to install a peer's packages when one of ``modules`` is not importable."""
+def require_peer(model: str, modules: tuple[str, ...], packages: str, licence: str) -> None:
+    """Raise a ConfigError saying how to install a peer's packages (and under which licence) when one of ``modules``
+    is not importable. Peers are never installed by default (`make run` installs the core lock only)."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise ConfigError(f"model '{model}' needs {packages} (missing modules: {missing}). Fix: install with "
-                          f"{PEERS_EXTRA} (or pip install {packages}), or remove '{model}' from config models:")
+        raise ConfigError(f"model '{model}' needs {packages} (licence: {licence}; missing modules: {missing}). Fix: "
+                          f"install with {PEERS_EXTRA} (or pip install {packages}; the test tier "
+                          f"requirements-test.txt pins them), or remove '{model}' from config models:")
 
 
 def peer_record(distribution: str, licence: str, source: str) -> dict[str, str]:

@@ -114,7 +114,8 @@ class GearsModel(PredictsShift):
         device: str = "cpu"
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:
-        require_peer("gears", ("gears", "torch_geometric"), "cell-gears==0.1.2 torch_geometric==2.8.0.post1")
+        require_peer("gears", ("gears", "torch_geometric"), "cell-gears==0.1.2 torch_geometric==2.8.0.post1",
+                     self.peer["licence"])
         super().__init__(params, seed=seed)
         self._net = None
 

@@ -108,7 +108,7 @@ class StateModel(GeneratesCells):
         device: str = "auto"  # auto: CUDA when present (STATE's own choice); cpu: hide the GPUs
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:
-        require_peer("state", ("state", "cell_load"), STATE_PACKAGES)
+        require_peer("state", ("state", "cell_load"), STATE_PACKAGES, self.peer["licence"])
         super().__init__(params, seed=seed)
         p = self.params
         if p.hidden_dim % p.n_heads:
