@@ -56,6 +56,21 @@ def png_file(path: str | os.PathLike, alt: str) -> str:
     return f'<img alt="{escape(alt)}" style="max-width:100%" src="data:image/png;base64,{data}"/>'
 
 
+def artifacts(report: str | os.PathLike, paths: list[str | os.PathLike], title: str = "Files of this run") -> str:
+    """A list of links, relative to the report's folder, to the files in ``paths`` that exist (so every link
+    resolves); names escaped."""
+    from pathlib import Path
+
+    base = Path(report).resolve().parent
+    items = []
+    for p in paths:
+        p = Path(p).resolve()
+        if p.is_file():
+            rel = os.path.relpath(p, base)
+            items.append(f'<li><a href="{escape(rel)}">{escape(rel)}</a></li>')
+    return f"<h2>{escape(title)}</h2><ul>{''.join(items)}</ul>" if items else ""
+
+
 def write(path: str | os.PathLike, text: str) -> None:
     """Write the page atomically (the folder is created)."""
     from pathlib import Path

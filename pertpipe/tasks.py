@@ -6,7 +6,7 @@ predict/score code ask the task instead of testing flags:
 * ``cells``: single cells, X = log1p of normalised counts (raw counts in ``layers["counts"]`` where known); models
   predict cells from drawn training controls; cell-eval's metrics; ``leaderboard.{csv,md}`` and ``report.html``.
 * ``signatures``: L1000 signatures, X = z-scores (clipped at +-10); models predict one signature per (perturbation,
-  context); DeepCE's signature metrics; ``signature_leaderboard.{csv,md}``.
+  context); DeepCE's signature metrics; ``signature_leaderboard.{csv,md}`` and ``report.html``.
 * ``labels``: per (perturbation, cell line) x readout gene, a DE label and a direction label (PerturbQA); models
   score every test pair (:meth:`predict_labels`); PerturbQA's ``auc_per_gene`` and AUPRC per gene;
   ``label_leaderboard.{csv,md,png}`` beside the published rows and ``report.html``.
@@ -71,7 +71,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "predict_cells", ("leaderboard.csv", "leaderboard.md", "report.html"), "Perturbation response (cells)"),
     Task("signatures", "perturbation signatures (L1000)", "z-scores per signature (clipped at +-10)",
          ("target_gene", "batch", "cell_type"), "zscore", False, ("random_unseen", "cell_line_holdout"),
-         "predict_signature", ("signature_leaderboard.csv", "signature_leaderboard.md"), "Signatures (L1000)"),
+         "predict_signature", ("signature_leaderboard.csv", "signature_leaderboard.md", "report.html"),
+         "Signatures (L1000)"),
     Task("labels", "DE and direction labels of perturbations (PerturbQA)",
          "int8 codes per (perturbation, line) x readout gene: 1, 0, -1 = unlabelled (layers['dir']: direction)",
          ("target_gene", "cell_type", "given_split"), "labels", False, ("given", "random_unseen", "cell_line_holdout"),

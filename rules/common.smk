@@ -272,12 +272,19 @@ def knowledge_genes(wc):
 def report_inputs(wc):
     """The report rule's inputs for the run's task (cells: leaderboard, standing, stage-1 report, truth and every
     model's predictions, logs, consistency and attention; labels: the label leaderboard, its figure, the stage-1
-    report and the training logs)."""
+    report, the training logs and metrics; signatures: the signature leaderboard, each model's metrics and
+    per-signature table, the training logs and the stage-1 report)."""
     d = wc.dataset
     per_model = lambda path, name: [path(name, dataset=d, model=m) for m in MODEL_NAMES]
     if LABELS:
         return {"leaderboard": f"{RESULTS}/{d}/label_leaderboard.csv", "figure": f"{RESULTS}/{d}/label_leaderboard.png",
-                "stage1": stage1_path("labels_report.json", dataset=d), "logs": per_model(stage2_path, "train_log.json")}
+                "stage1": stage1_path("labels_report.json", dataset=d), "logs": per_model(stage2_path, "train_log.json"),
+                "metrics": per_model(stage3_path, "label_metrics.json")}
+    if TASK.name == "signatures":
+        return {"leaderboard": f"{RESULTS}/{d}/signature_leaderboard.csv", "stage1": stage1_path("stage1_report.json",
+                dataset=d), "logs": per_model(stage2_path, "train_log.json"),
+                "metrics": per_model(stage3_path, "signature_metrics.json"),
+                "tables": per_model(stage3_path, "signature_results.csv")}
     return {"leaderboard": f"{RESULTS}/{d}/leaderboard.csv", "standing": f"{RESULTS}/{d}/standing.json",
             "stage1": stage1_path("stage1_report.json", dataset=d), "truth": stage1_path("truth.h5ad", dataset=d),
             "predictions": per_model(stage2_path, "predictions.h5ad"), "logs": per_model(stage2_path, "train_log.json"),

@@ -242,6 +242,42 @@ def run_snakemake(workdir: Path, cfg: dict | None = None, *targets: str, extra: 
     return proc
 
 
+REPORT_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "strong", "em", "code", "table",
+               "thead", "tbody", "tr", "th", "td", "img", "ul", "li", "a", "pre", "div", "span", "br"}
+
+
+def read_report(path: Path) -> tuple[str, list[bytes], list[str]]:
+    """An HTML report parsed, not grepped: (its text, its decoded inline PNGs, its link targets). Fails when an image
+    is not a PNG, a link does not resolve from the page's folder, or a tag is not one the writer emits (a name from
+    the data that was not escaped)."""
+    import base64
+    from html.parser import HTMLParser
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.imgs, self.links, self.tags = [], [], set()
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.add(tag)
+            a = dict(attrs)
+            if tag == "img":
+                src = a.get("src") or ""
+                assert src.startswith("data:image/png;base64,"), src[:60]
+                self.imgs.append(base64.b64decode(src.split(",", 1)[1]))
+            if tag == "a":
+                self.links.append(a.get("href") or "")
+
+    text = path.read_text()
+    page = Page()
+    page.feed(text)
+    assert page.tags <= REPORT_TAGS, f"unexpected tags {page.tags - REPORT_TAGS}: unescaped text from the data?"
+    assert all(len(b) > 500 and b[:8] == b"\x89PNG\r\n\x1a\n" for b in page.imgs)
+    missing = [h for h in page.links if not (path.parent / h).is_file()]
+    assert not missing, f"links that do not resolve: {missing}"
+    return text, page.imgs, page.links
+
+
 TINY_DEMO = {  # small, yet models separate: linear < cell_mean < control on MAE (measured)
     "n_genes": 300, "n_single_targets": 20, "n_double_targets": 2, "cells_per_target": 25, "n_control_cells": 80,
 }

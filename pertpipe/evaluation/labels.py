@@ -196,7 +196,7 @@ def _plot_curves(train_logs: dict[str, dict[str, Any]]) -> str:
 
 
 def html_report(*, dataset: str, board: pd.DataFrame, figure_png: str | os.PathLike, stage1: dict[str, Any],
-                train_logs: dict[str, dict[str, Any]], versions: dict[str, str]) -> str:
+                train_logs: dict[str, dict[str, Any]], versions: dict[str, str], links: str = "") -> str:
     """The labels task's ``report.html``: the leaderboard beside the published rows and its figure, what each
     model chose on validation, knowledge coverage, the stage-1 summary and the data licence."""
     from pertpipe import report_page
@@ -223,6 +223,6 @@ def html_report(*, dataset: str, board: pd.DataFrame, figure_png: str | os.PathL
         _plot_curves(train_logs),
         "<h2>Stage 1</h2>", f"<pre>{esc(labels_report_text(stage1))}</pre>",
         "<h2>Versions</h2>",
-        report_page.table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])),
+        report_page.table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])), links,
     ]
     return report_page.page(report_page.task_title("labels", dataset), parts)

@@ -188,7 +188,7 @@ def _peers_section(train_logs: dict[str, dict]) -> list[str]:
             "predictions back); their licences apply to their code.</p>", _table(pd.DataFrame(rows))]
 
 
-def _plot_losses(train_logs: dict[str, dict]) -> str:
+def plot_losses(train_logs: dict[str, dict]) -> str:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -241,8 +241,8 @@ def _table(df: pd.DataFrame) -> str:
 def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], consistency: dict[str, dict],
                 train_logs: dict[str, dict], pred_bulks: dict[str, pd.DataFrame], truth_bulk: pd.DataFrame,
                 versions: dict[str, str], attention: dict[str, pd.DataFrame] | None = None,
-                standing: dict[str, Any] | None = None) -> str:
-    """The whole report as one HTML string (images inlined as base64 PNG)."""
+                standing: dict[str, Any] | None = None, links: str = "") -> str:
+    """The whole report as one HTML string (images inlined as base64 PNG; ``links``: the run's files)."""
     chk = stage1["checks"]
     s1 = pd.DataFrame([
         ("cells (train / val)", f"{stage1['split']['n_cells']['train']:,} / {stage1['split']['n_cells']['val']:,}"),
@@ -277,7 +277,7 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
         "<p>Each point is a gene: x = true pseudobulk change from control, y = predicted change; r = Pearson "
         "correlation of the two.</p>",
         _plot_deltas(pred_bulks, truth_bulk),
-        "<h2>Training</h2>", _plot_losses(train_logs),
+        "<h2>Training</h2>", plot_losses(train_logs),
         *_peers_section(train_logs),
         "<h2>Facet attention</h2>",
         "<p>Mean attention over sampled control cells, per held-out target and cell type: which functional "
@@ -287,7 +287,7 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
         "<p>'local' in the first column: the predictions were above <code>evaluation.run_engine</code>'s size, so "
         "results.csv is the local scorer's own and there is nothing to compare (empty cells).</p>",
         "<h2>Stage 1</h2>", _table(s1),
-        "<h2>Versions</h2>", _table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])),
+        "<h2>Versions</h2>", _table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])), links,
     ]
     return report_page.page(report_page.task_title("cells", dataset), parts)
 
@@ -316,6 +316,3 @@ def read_bulk(path: str | os.PathLike) -> pd.DataFrame:
     means, _ = pseudobulk_means(path)
     return means
 
-
-def write_report(path: str | os.PathLike, text: str) -> None:
-    report_page.write(path, text)

@@ -149,3 +149,80 @@ def _markdown(df: pd.DataFrame) -> str:
     sep = "|" + "---|" * len(df.columns)
     body = ["| " + " | ".join(map(str, r)) + " |" for r in df.itertuples(index=False)]
     return "\n".join([head, sep, *body])
+
+
+def _plot_board(board: pd.DataFrame) -> str:
+    """Bars of Pearson and precision@50 per model (mean over held-out signatures)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pertpipe import report_page
+
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(board) + 2), 3.2))
+    x = np.arange(len(board))
+    ax.bar(x - 0.2, board["pearson"], width=0.4, label="pearson", color="#3b6ea5")
+    ax.bar(x + 0.2, board["precision@50"], width=0.4, label="precision@50", color="#d08c2f")
+    ax.set_xticks(x, [str(m) for m in board["model"]], rotation=30, ha="right", fontsize=8)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_ylabel("mean over held-out signatures")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return report_page.figure(fig, alt="signature metrics per model")
+
+
+def _plot_per_signature(tables: dict[str, pd.DataFrame]) -> str:
+    """Pearson of every held-out signature, per model (the spread behind the means)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pertpipe import report_page
+
+    models = [m for m, t in tables.items() if len(t)]
+    if not models:
+        return ""
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(models) + 2), 3.2))
+    ax.boxplot([tables[m]["pearson"].to_numpy() for m in models], showmeans=True)
+    ax.set_xticks(range(1, len(models) + 1), models, rotation=30, ha="right", fontsize=8)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_ylabel("Pearson per held-out signature")
+    fig.tight_layout()
+    return report_page.figure(fig, alt="Pearson per held-out signature")
+
+
+def html_report(*, dataset: str, board: pd.DataFrame, summaries: dict[str, dict[str, Any]],
+                tables: dict[str, pd.DataFrame], stage1: dict[str, Any], train_logs: dict[str, dict[str, Any]],
+                versions: dict[str, str], links: str = "") -> str:
+    """The signatures task's ``report.html``: the leaderboard and its figure, Pearson per held-out signature, the
+    per-context table, training (the gate of ctxfusion, loss curves), stage 1, versions and the run's files."""
+    from pertpipe import report_page
+    from pertpipe.evaluation.report import plot_losses
+
+    per_ctx = pd.DataFrame([{"model": m, "context": c, "n": v["n"], "pearson": v["pearson"],
+                             "precision@50": v["precision@50"]}
+                            for m, s in summaries.items() for c, v in s["per_context"].items()])
+    fits = pd.DataFrame([{"model": m, "train_s": tl.get("wall_s"), "device": tl.get("device", "cpu"),
+                          "gate mean": (tl.get("gate") or {}).get("mean") if isinstance(tl.get("gate"), dict)
+                          else None} for m, tl in train_logs.items()])
+    split, z = stage1.get("split", {}), stage1.get("zscores", {})
+    s1 = pd.DataFrame([("signatures (train / held out)", f"{split.get('n_cells', {}).get('train')} / "
+                        f"{split.get('n_cells', {}).get('val')}"),
+                       ("split", f"{split.get('strategy')} (seed {split.get('seed')})"),
+                       ("contexts / perturbations (training z-scores)", f"{z.get('contexts')} / {z.get('perturbations')}"),
+                       ("genes", str(stage1.get("alignment", {}).get("universe_size")))], columns=["stage 1", "value"])
+    parts = [
+        "<h2>Leaderboard</h2>", report_page.table(board), _plot_board(board),
+        "<p>DeepCE's signature metrics: per held-out signature, the true z-scores against the model's prediction for "
+        "its (perturbation, context); precision@k is the mean of the top-k up- and down-regulated genes' "
+        "precision.</p>",
+        "<h2>Per held-out signature</h2>", _plot_per_signature(tables),
+        "<h2>Per held-out context</h2>", report_page.table(per_ctx) if len(per_ctx) else "<p>-</p>",
+        "<h2>Training</h2>", report_page.table(fits) if len(fits) else "<p>-</p>", plot_losses(train_logs),
+        "<h2>Stage 1</h2>", report_page.table(s1),
+        "<h2>Versions</h2>",
+        report_page.table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])), links,
+    ]
+    return report_page.page(report_page.task_title("signatures", dataset), parts)

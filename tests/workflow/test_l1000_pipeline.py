@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, SHARED_DATA, run_snakemake
+from conftest import REPO, SHARED_DATA, read_report, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -46,6 +46,9 @@ def test_level5_leave_one_line_out_end_to_end(tmp_path, shared_data):
     log = json.loads((res / "stage2" / "ctxfusion_concat" / "train_log.json").read_text())
     assert log["model"] == "ctxfusion" and log["hparams"]["fusion"] == "concat" and log["gate"] is None
     assert "| ctxfusion | A375 | 17 |" in (res / "signature_leaderboard.md").read_text()
+    html, imgs, links = read_report(res / "report.html")
+    assert "pertpipe report: l1000_cmapr_level5 (Signatures (L1000))" in html and len(imgs) >= 2
+    assert "A375" in html and "ctxfusion_concat" in html and "signature_leaderboard.md" in links
 
 
 def test_gctx_with_side_files_through_stage1(tmp_path, shared_data):

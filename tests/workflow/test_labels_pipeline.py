@@ -8,7 +8,7 @@ import json
 
 import pandas as pd
 
-from tests.conftest import run_snakemake
+from conftest import read_report, run_snakemake
 
 
 def test_perturbqa_lines_leave_one_line_out(tmp_path, shared_data):
@@ -27,30 +27,11 @@ def test_perturbqa_lines_leave_one_line_out(tmp_path, shared_data):
     assert "Non-Commercial" in (res / "label_leaderboard.md").read_text()
     assert (res / "label_leaderboard.png").stat().st_size > 1000
     assert not (res / "knowledge").exists()  # no configured model reads knowledge
-    page = (res / "report.html").read_text()
-    imgs = report_images(page)
-    assert len(imgs) == 1 and all(len(b) > 1000 and b[:8] == b"\x89PNG\r\n\x1a\n" for b in imgs)
+    page, imgs, links = read_report(res / "report.html")
+    assert len(imgs) == 1 and "label_leaderboard.csv" in links and "stage2/xctx_rate/train_log.json" in links
     assert "Perturbation labels (PerturbQA)" in page and "Non-Commercial" in page and "xctx_rate" in page
     assert "held-out line hepg2" in page and "SUMMER" not in page  # published rows only for one-line datasets
 
-
-def report_images(page: str) -> list[bytes]:
-    """The decoded inline PNGs of an HTML page (parsed, not grepped)."""
-    import base64
-    from html.parser import HTMLParser
-
-    class Imgs(HTMLParser):
-        found: list[bytes] = []
-
-        def handle_starttag(self, tag, attrs):
-            src = dict(attrs).get("src") or ""
-            if tag == "img" and src.startswith("data:image/png;base64,"):
-                self.found.append(base64.b64decode(src.split(",", 1)[1]))
-
-    p = Imgs()
-    p.found = []
-    p.feed(page)
-    return p.found
 
 
 def test_a_bad_labels_file_stops_stage1_and_writes_nothing(tmp_path):

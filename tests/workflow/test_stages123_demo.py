@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_DEMO, run_snakemake
+from conftest import TINY_DEMO, read_report, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -143,8 +143,10 @@ def test_vcc2026_profile_through_the_cli(full_run, tmp_path):
 
 
 def test_report_is_self_contained(full_run):
-    html = (full_run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 2 and "<h1>pertpipe report: demo (Perturbation response (cells))</h1>" in html
+    html, imgs, links = read_report(full_run / "report.html")
+    assert len(imgs) >= 2 and "<h1>pertpipe report: demo (Perturbation response (cells))</h1>" in html
+    assert {"leaderboard.csv", "stage1/stage1_report.txt", "stage2/linear/train_log.json",
+            "stage3/linear/score.json"} <= set(links)
     for words in ("Leaderboard", "Predicted vs true change", "Local scorer vs cell-eval", "Stage 1", "linear"):
         assert words in html
     assert "http://" not in html and "https://" not in html
