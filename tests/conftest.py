@@ -278,6 +278,34 @@ def read_report(path: Path) -> tuple[str, list[bytes], list[str]]:
     return text, page.imgs, page.links
 
 
+def open_in_browser(path: Path) -> tuple[list[tuple[int, int]], list[dict]]:
+    """Open an HTML page in a real headless Chromium (Debian's chromium + chromium-driver, installed by .ci/run):
+    (each image's natural size, the console messages). Skipped where Chromium is absent, failed under CI."""
+    import shutil
+
+    chrome, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chrome and driver):
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must install chromium and chromium-driver (.ci/run does, with apt-get)")
+        pytest.skip("chromium / chromium-driver not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(arg)
+    opts.binary_location = chrome
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(service=Service(driver), options=opts)
+    try:
+        browser.get(path.resolve().as_uri())
+        sizes = browser.execute_script(
+            "return Array.from(document.images).map(i => [i.complete ? i.naturalWidth : 0, i.naturalHeight])")
+        return [tuple(s) for s in sizes], browser.get_log("browser")
+    finally:
+        browser.quit()
+
+
 TINY_DEMO = {  # small, yet models separate: linear < cell_mean < control on MAE (measured)
     "n_genes": 300, "n_single_targets": 20, "n_double_targets": 2, "cells_per_target": 25, "n_control_cells": 80,
 }

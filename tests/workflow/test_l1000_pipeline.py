@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, SHARED_DATA, read_report, run_snakemake
+from conftest import REPO, SHARED_DATA, open_in_browser, read_report, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -49,6 +49,8 @@ def test_level5_leave_one_line_out_end_to_end(tmp_path, shared_data):
     html, imgs, links = read_report(res / "report.html")
     assert "pertpipe report: l1000_cmapr_level5 (Signatures (L1000))" in html and len(imgs) >= 2
     assert "A375" in html and "ctxfusion_concat" in html and "signature_leaderboard.md" in links
+    sizes, console = open_in_browser(res / "report.html")
+    assert len(sizes) == len(imgs) and all(w > 0 for w, _ in sizes) and console == []
 
 
 def test_gctx_with_side_files_through_stage1(tmp_path, shared_data):

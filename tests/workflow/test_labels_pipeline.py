@@ -8,7 +8,7 @@ import json
 
 import pandas as pd
 
-from conftest import read_report, run_snakemake
+from conftest import open_in_browser, read_report, run_snakemake
 
 
 def test_perturbqa_lines_leave_one_line_out(tmp_path, shared_data):
@@ -29,6 +29,8 @@ def test_perturbqa_lines_leave_one_line_out(tmp_path, shared_data):
     assert not (res / "knowledge").exists()  # no configured model reads knowledge
     page, imgs, links = read_report(res / "report.html")
     assert len(imgs) == 1 and "label_leaderboard.csv" in links and "stage2/xctx_rate/train_log.json" in links
+    sizes, console = open_in_browser(res / "report.html")
+    assert len(sizes) == 1 and sizes[0][0] > 0 and console == []
     assert "Perturbation labels (PerturbQA)" in page and "Non-Commercial" in page and "xctx_rate" in page
     assert "held-out line hepg2" in page and "SUMMER" not in page  # published rows only for one-line datasets
 

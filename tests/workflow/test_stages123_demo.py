@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_DEMO, read_report, run_snakemake
+from conftest import TINY_DEMO, open_in_browser, read_report, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -147,6 +147,8 @@ def test_report_is_self_contained(full_run):
     assert len(imgs) >= 2 and "<h1>pertpipe report: demo (Perturbation response (cells))</h1>" in html
     assert {"leaderboard.csv", "stage1/stage1_report.txt", "stage2/linear/train_log.json",
             "stage3/linear/score.json"} <= set(links)
+    sizes, console = open_in_browser(full_run / "report.html")  # a real headless Chromium
+    assert len(sizes) == len(imgs) and all(w > 0 and h > 0 for w, h in sizes) and console == []
     for words in ("Leaderboard", "Predicted vs true change", "Local scorer vs cell-eval", "Stage 1", "linear"):
         assert words in html
     assert "http://" not in html and "https://" not in html
