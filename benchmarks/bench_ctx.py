@@ -157,6 +157,7 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["glioma", "l1000"], choices=["glioma", "l1000"])
     ap.add_argument("--contexts", nargs="+", default=None, help="only these held-out contexts (a quick look)")
     ap.add_argument("--no-rerun", action="store_true", help="collect finished runs instead of running them again")
+    ap.add_argument("--save", action="store_true", help="write benchmarks/results/bench_ctx.json")
     args = ap.parse_args()
     wd = args.workdir or Path(tempfile.mkdtemp(prefix="bench_ctx_"))
     wd.mkdir(parents=True, exist_ok=True)
@@ -183,6 +184,10 @@ def main() -> None:
     (wd / "bench_ctx.md").write_text("\n".join(md))
     print(json.dumps({p: v["summary"] for p, v in out["parts"].items()}, indent=1))
     print("\n".join(md))
+    from results import save_if_asked
+
+    save_if_asked(args, "bench_ctx", {"seeds": args.seeds, "summary": {p: v["summary"] for p, v in out["parts"].items()},
+                                      "markdown": "\n".join(md)})
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--limit-genes", type=int, default=None, help="only the first N genes (quick check)")
+    ap.add_argument("--save", action="store_true", help="write benchmarks/results/bench_knowledge.json")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -73,7 +74,25 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     out["targets"] = {"total<=20min": out["total_s"] <= 1200, "coverage>=0.8": cov["fraction_with_any_facet"] >= 0.8}
+    out["markdown"] = markdown(out)
     print(json.dumps(out, indent=2))
+    from results import save_if_asked
+
+    save_if_asked(args, "bench_knowledge", out)
+
+
+def markdown(out: dict) -> str:
+    from results import md_table
+
+    cov = out["coverage"]
+    rows = [{"step": k.removesuffix("_s"), "seconds": v} for k, v in out["steps"].items()]
+    return (f"{out['genes']:,} genes (the VCC universe), {out['threads']} threads: {out['total_s']} s in all, "
+            f"{out['unique_texts']:,} unique facet texts at {out['texts_per_s']} texts/s, tensor {out['tensor_shape']}, "
+            f"peak RSS {out['peak_rss_mb']} MB; genes with any facet {cov['genes_with_any_facet']:,} "
+            f"({cov['fraction_with_any_facet']:.1%}), absent from gene_info {out['absent_from_gene_info']}.\n\n"
+            + md_table(rows, ["step", "seconds"]) + "\n"
+            + md_table([{"facet": k, "fraction of genes": v} for k, v in cov["fraction_per_facet"].items()],
+                       ["facet", "fraction of genes"]))
 
 
 if __name__ == "__main__":

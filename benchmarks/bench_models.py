@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--cfmvc-sources", nargs="+", default=["gaussian", "control"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--save", action="store_true", help="write benchmarks/results/bench_models.json")
     args = ap.parse_args()
     base = Path(args.workdir or tempfile.mkdtemp(prefix="bench_models_"))
     out = {"benchmark": "models: stage-3 leaderboards and training speed", "cores": os.cpu_count(), "runs": {}}
@@ -102,7 +103,32 @@ def main() -> None:
                 row["model"] = f"cfmvc (source={sources[0]})" if row["model"] == "cfmvc" else row["model"]
         out["runs"][ds] = run
         print(json.dumps({ds: {k: run[k] for k in ("training", "sampling")}}), file=sys.stderr)
+    out["markdown"] = markdown(out)
     print(json.dumps(out, indent=2))
+    from results import save_if_asked
+
+    save_if_asked(args, "bench_models", out)
+
+
+def markdown(out: dict) -> str:
+    """Per dataset: each row's DES / PDS / MAE / avg_score, training time, sampling speed and variance ratio."""
+    from results import md_table
+
+    parts = []
+    for ds, run in out["runs"].items():
+        if "leaderboard" not in run:
+            parts.append(f"### {ds}\n\n{run.get('skipped') or 'failed: ' + run.get('error', '')[-300:]}\n")
+            continue
+        rows = []
+        for r in run["leaderboard"]:
+            m = r["model"]
+            rows.append({"model": m, **{k: r.get(k) for k in ("DES", "PDS", "MAE", "avg_score")},
+                         "train s": (run["training"].get(m) or {}).get("train_wall_s"),
+                         "sampling cells/s": (run["sampling"].get(m) or {}).get("cells_per_s"),
+                         "variance ratio": (run["variance_ratio"].get(m) or {}).get("median")})
+        parts.append(f"### {ds}\n\n" + md_table(rows, ["model", "DES", "PDS", "MAE", "avg_score", "train s",
+                                                         "sampling cells/s", "variance ratio"]))
+    return f"{out['cores']} cores, one seed; DES/PDS/MAE from cell-eval run, scaled against cell_mean.\n\n" + "\n".join(parts)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "pertpipe" / "embeddings"),
                     help="the knowledge stage's embedding cache, kept between runs")
     ap.add_argument("--keep", action="store_true", help="keep each run's files")
+    ap.add_argument("--save", action="store_true", help="write benchmarks/results/bench_scale.json")
     a = ap.parse_args(argv)
     root = Path(a.workdir or REPO.parent / "bench_scale_runs")
     root.mkdir(parents=True, exist_ok=True)
@@ -156,7 +157,34 @@ def main(argv: list[str] | None = None) -> None:
                                 "streaming_rules": {k: v for k, v in growth.items() if k.startswith(STREAMING)}}
     result["every_rule_under_16gb"] = all("error" not in r and r["peak_rss_mb"] is not None
                                           and r["peak_rss_mb"] <= 16 * 1024 for r in runs)
+    result["markdown"] = markdown(result)
     print(json.dumps(result, indent=1))
+    from results import save_if_asked
+
+    save_if_asked(a, "bench_scale", result)
+
+
+def markdown(result: dict) -> str:
+    """Wall seconds and peak RSS of every rule at each scale, the growth between the last two, totals."""
+    from results import md_table
+
+    runs = result["runs"]
+    rules = sorted({r for run in runs for r in run["rules"]})
+    growth = (result.get("rss_growth") or {}).get("per_rule", {})
+    rows = []
+    for rule in rules:
+        row = {"rule": rule}
+        for run in runs:
+            fig = run["rules"].get(rule) or {}
+            row[f"{run['scale']:g}: wall s"] = fig.get("wall_s")
+            row[f"{run['scale']:g}: peak RSS MB"] = fig.get("max_rss_mb")
+        row["RSS growth"] = growth.get(rule)
+        rows.append(row)
+    cols = ["rule", *(f"{run['scale']:g}: {k}" for run in runs for k in ("wall s", "peak RSS MB")), "RSS growth"]
+    head = "; ".join(f"scale {run['scale']:g}: {run['screen'].get('cells', '?')} cells, pipeline "
+                     f"{run['pipeline_wall_s']} s, peak RSS of any rule {run['peak_rss_mb']} MB"
+                     + (" (FAILED)" if "error" in run else "") for run in runs)
+    return f"{head}; every rule under 16 GB: {result['every_rule_under_16gb']}.\n\n" + md_table(rows, cols)
 
 
 if __name__ == "__main__":

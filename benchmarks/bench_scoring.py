@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["demo", "perturbench_norman"])
     ap.add_argument("--models", nargs="+", default=["control", "cell_mean", "linear"])
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--save", action="store_true", help="write benchmarks/results/bench_scoring.json")
     args = ap.parse_args()
 
     import pandas as pd
@@ -130,7 +131,39 @@ def main() -> None:
         board = res.parent / ds / "leaderboard.md"
         if board.exists():
             out.setdefault("leaderboards", {})[ds] = board.read_text()
+    out["markdown"] = markdown(out)
     print(json.dumps(out, indent=2))
+    from results import save_if_asked
+
+    save_if_asked(args, "bench_scoring", out)
+
+
+COLUMNS = ["dataset", "model", "perturbations x genes", "cell-eval run s", "cell-eval2 run s",
+           "local s (in process / process)", "local vs cell-eval max |Δ| DES / PDS / MAE",
+           "cell-eval2 vs cell-eval max |Δ| DES / PDS / MAE"]
+
+
+def markdown(out: dict) -> str:
+    """Wall seconds of each engine and its largest per-perturbation difference to cell-eval, per dataset and model."""
+    from results import md_table
+
+    rows = []
+    for r in out["runs"]:
+        if "skipped" in r:
+            rows.append({"dataset": r["dataset"], "model": r["skipped"]})
+            continue
+        d2 = r.get("cell_eval2_max_abs_diff")
+        d2 = d2 if isinstance(d2, dict) else {}
+        rows.append({"dataset": r["dataset"], "model": r["model"], "perturbations x genes":
+                     f"{r['perturbations']} x {r['genes']:,}", "cell-eval run s": r["cell_eval_s"],
+                     "cell-eval2 run s": r.get("cell_eval2_s"), "local s (in process / process)":
+                     f"{r['local_s']} / {r['local_process_s']}",
+                     "local vs cell-eval max |Δ| DES / PDS / MAE": " / ".join(
+                         f"{r['max_abs_diff'][k]:.2g}" for k in ("DES", "PDS", "MAE")),
+                     "cell-eval2 vs cell-eval max |Δ| DES / PDS / MAE": " / ".join(
+                         f"{d2[k]:.2g}" if isinstance(d2.get(k), float) else "" for k in ("DES", "PDS", "MAE"))})
+    return ("cell-eval " + ", ".join(f"{k} {v}" for k, v in out["versions"].items()) + "; models scored on the same "
+            "prediction files by each engine.\n\n" + md_table(rows, COLUMNS))
 
 
 if __name__ == "__main__":

@@ -136,6 +136,7 @@ def main() -> None:
     ap.add_argument("--pairs", nargs="+", default=PAIRS)
     ap.add_argument("--resource", default="liana")
     ap.add_argument("--no-rerun", action="store_true", help="reuse finished runs in --workdir")
+    ap.add_argument("--save", action="store_true", help="write benchmarks/results/bench_spatial.json")
     args = ap.parse_args()
     wd = args.workdir or Path(tempfile.mkdtemp(prefix="bench_spatial_"))
     out = {"seeds": args.seeds, "resource": args.resource, "pairs": {}, "wall_seconds": {}}
@@ -161,6 +162,9 @@ def main() -> None:
     (wd / "bench_spatial.md").write_text(markdown(out))
     print(json.dumps(out, indent=1))
     print(markdown(out), file=sys.stderr)
+    from results import save_if_asked
+
+    save_if_asked(args, "bench_spatial", {**out, "markdown": markdown(out)})
 
 
 if __name__ == "__main__":

@@ -119,6 +119,7 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=10_000)
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--save", action="store_true", help="write benchmarks/results/bench_stage1.json")
     ap.add_argument("--worker", choices=["chunked", "naive"])
     ap.add_argument("--input")
     ap.add_argument("--out")
@@ -160,7 +161,26 @@ def main() -> None:
             out["targets"] = {"50k_wall_s<=120": big["chunked"]["wall_s"] <= 120,
                               "50k_peak_rss_gb<=2.5": big["chunked"]["peak_rss_mb"] / 1024 <= 2.5,
                               "rss_ratio<=1.3": out["chunked_rss_ratio_largest_vs_smallest"] <= 1.3}
+    out["markdown"] = markdown(out)
     print(json.dumps(out, indent=2))
+    from results import save_if_asked
+
+    save_if_asked(args, "bench_stage1", out)
+
+
+def markdown(out: dict) -> str:
+    """Wall seconds and peak RSS of stage 1 (chunked, and the naive in-memory version) per input size."""
+    from results import md_table
+
+    rows = [{"cells": r["cells"], "genes": r["genes"], "input MB": r["input_mb"],
+             "chunked wall s": r["chunked"].get("wall_s"), "chunked peak RSS MB": r["chunked"].get("peak_rss_mb"),
+             "naive wall s": (r.get("naive") or {}).get("wall_s"),
+             "naive peak RSS MB": (r.get("naive") or {}).get("peak_rss_mb")} for r in out["runs"]]
+    return (f"standardize + align_genes + split, chunk size {out['chunk_size']}, {out['nnz_per_cell']} non-zero "
+            f"entries per cell, {out['cores']} cores; RSS ratio largest / smallest input (chunked): "
+            f"{out.get('chunked_rss_ratio_largest_vs_smallest')}.\n\n"
+            + md_table(rows, ["cells", "genes", "input MB", "chunked wall s", "chunked peak RSS MB", "naive wall s",
+                              "naive peak RSS MB"]))
 
 
 if __name__ == "__main__":

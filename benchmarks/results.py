@@ -61,6 +61,26 @@ def write(name: str, result: dict, command: list[str]) -> Path:
     return path
 
 
+def md_table(rows: list[dict], columns: list[str]) -> str:
+    """A markdown table of ``rows`` (floats to 4 significant places, missing cells empty)."""
+    def fmt(v: object) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+                      *("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows)]) + "\n"
+
+
+def save_if_asked(args: argparse.Namespace, name: str, result: dict) -> None:
+    """With ``--save``: ``benchmarks/results/<name>.json`` (``result`` has its ``markdown``), then re-render the page."""
+    if getattr(args, "save", False):
+        print("wrote", write(name, result, ["python", f"benchmarks/{name}.py", *sys.argv[1:]]), file=sys.stderr)
+        PAGE.write_text(render())
+
+
 def _section(name: str, data: dict) -> str:
     m = data["meta"]
     mach = m["machine"]
