@@ -143,4 +143,5 @@ def test_tasks_own_their_splits_and_metrics():
     assert [m.name for m in TASKS["spatial"].metrics()] == ["pcc", "ssim", "rmse", "js"]
     assert {m.name for m in TASKS["cells"].metrics()} >= {"DES", "PDS", "MAE"}
     assert TASKS["signatures"].stage3_targets("results", "x") == ["results/x/signature_leaderboard.csv",
-                                                                   "results/x/signature_leaderboard.md"]
+                                                                   "results/x/signature_leaderboard.md",
+                                                                   "results/x/report.html"]

@@ -41,8 +41,9 @@ def test_readme_three_commands_from_raw_h5ad_to_leaderboard(tmp_path):
     assert cfg["dataset"] == "my_screen" and cfg["datasets"]["my_screen"]["adapter_options"] == {
         "pert_col": "sgRNA_target", "control_values": ["NTC"], "cell_type_col": "cell_line", "batch_col": "lane"}
     # 2. snakemake with that config (baselines only here: the deep models are run by test_sparse_regime)
+    # (cell-eval's scoring only: cell-eval2's vcc2026 scoring is tested in test_stages123_demo)
     run_snakemake(tmp_path, None, extra=("--configfile", "my_screen.yaml", "--config",
-                                         "models=[control,cell_mean,linear]"))
+                                         "models=[control,cell_mean,linear]", 'evaluation={"profile": "vcc2025"}'))
     # 3. the leaderboard
     res = tmp_path / "results" / "my_screen"
     board = pd.read_csv(res / "leaderboard.csv")

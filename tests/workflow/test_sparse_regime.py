@@ -1,4 +1,5 @@
-"""Every model through the whole pipeline on the simulator's sparse count regime (~2-3 % non-zero)."""
+"""The deep models (beside cell_mean, their anchor) through the whole pipeline on the simulator's sparse count regime
+(~2-3 % non-zero): validated shrinkage and unbiased decoding keep them near the mean shift."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ SPARSE = {"realism": "sparse", "n_genes": 600, "library_size": 20.0, "n_single_t
 
 def test_every_model_on_sparse_counts(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cfg = {"dataset": "demo", "demo": SPARSE, "models": ["control", "cell_mean", "linear", "dygenept", "cfmvc"],
+    cfg = {"dataset": "demo", "demo": SPARSE, "models": ["cell_mean", "dygenept", "cfmvc"],
            "stage1": {"chunk_size": 500, "split": {"fraction": 0.25}},
            "knowledge": {"cache_dir": str(tmp_path / "cache")},
            # 16 targets leave ~2 held-out groups: below the default 8, so λ is validated here on what there is
@@ -30,7 +31,7 @@ def test_every_model_on_sparse_counts(tmp_path, monkeypatch):
     raw = ad.read_h5ad(res / "raw/demo_counts.h5ad")
     assert 0.01 <= raw.X.nnz / np.prod(raw.shape) <= 0.04  # the sparse regime
     board = pd.read_csv(res / "leaderboard.csv").set_index("model")
-    assert set(board.index) == {"control", "cell_mean", "linear", "dygenept", "cfmvc", "dygenept_raw", "cfmvc_raw"}
+    assert set(board.index) == {"cell_mean", "dygenept", "cfmvc", "dygenept_raw", "cfmvc_raw"}
     truth = ad.read_h5ad(res / "stage1/truth.h5ad")
     pert = truth.obs["target_gene"] != "non-targeting"
     truth_mean = float(truth.X[pert.to_numpy()].mean())
