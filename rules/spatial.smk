@@ -73,6 +73,7 @@ rule knn_labels:
         spatial=spatial_path("inputs/spatial.h5ad"),
         scrna=spatial_path("inputs/scrna.h5ad"),
         lr_genes=spatial_path("lr_genes.json"),
+        priors=spatial_path("priors.npz"),
     output:
         h5ad=spatial_path("knn_labels.h5ad"),
         summary=spatial_path("knn_labels.json"),

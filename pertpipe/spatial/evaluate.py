@@ -92,10 +92,12 @@ def kfold_evaluate(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], 
     gcol = {g: j for j, g in enumerate(genes)}
     unavailable: dict[str, str] = {}
     fold_list = folds(genes, k, params.seed)
+    validation = []
     for f, held in enumerate(fold_list):
         out, info = run_methods(spatial, scrna, lr_genes, held, priors, params, methods, heldout=held,
                                 tangram_epochs=tangram_epochs, gimvi_epochs=gimvi_epochs)
         unavailable.update(info["unavailable"])
+        validation.append(info["validation"])
         for m, pred in out.items():
             for j, g in enumerate(held):
                 preds[m][:, gcol[g]] = pred[:, j]
@@ -106,7 +108,7 @@ def kfold_evaluate(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], 
     summary["as"] = accuracy_scores(summary)
     return {"per_gene": per_gene, "summary": summary, "genes": genes, "folds": fold_list,
             "predictions": {m: p for m, p in preds.items() if m in out or m not in unavailable},
-            "truth": truth, "unavailable": unavailable}
+            "truth": truth, "unavailable": unavailable, "validation": validation}
 
 
 def spatial_neighbors(coords: np.ndarray, k: int = 6) -> np.ndarray:

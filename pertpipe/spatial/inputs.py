@@ -75,6 +75,36 @@ def _counts_check(m: sp.csr_matrix, path, field: str) -> None:
     if m.nnz and (np.any(m.data < 0) or not np.allclose(m.data, np.round(m.data))):
         raise ContractError(path, field, "values are not raw counts (negative or non-integer values)",
                             "give raw UMI counts, not normalised or log-transformed values")
+    why = rank_like(m)
+    if why:
+        raise ContractError(path, field, f"the values are integers but not counts: {why}",
+                            "give raw UMI counts (what the counting pipeline writes); ranks or rank-transformed "
+                            "values cannot be normalised like counts")
+
+
+def rank_like(m: sp.spmatrix | np.ndarray, *, rows: int = 200, seed: int = 0) -> str | None:
+    """Why integer values look like ranks rather than counts (None when they do not): most sampled rows are a
+    permutation (their non-zero values exactly 1..n, or all values 0..n-1), or the matrix has no zero and the
+    sampled rows' values are nearly all distinct (counts repeat small values: many 1s and 2s)."""
+    m = sp.csr_matrix(m)
+    n_rows, n_cols = m.shape
+    if n_rows == 0 or n_cols < 10 or m.nnz == 0:
+        return None
+    pick = np.random.default_rng(seed).choice(n_rows, min(rows, n_rows), replace=False)
+    perm = distinct = 0
+    for i in pick:
+        v = np.sort(m.data[m.indptr[i]:m.indptr[i + 1]])
+        if len(v) >= 10 and (np.array_equal(v, np.arange(1, len(v) + 1)) or (
+                len(v) == n_cols - 1 and np.array_equal(v, np.arange(1, n_cols)))):
+            perm += 1
+        if len(v) >= 20 and len(np.unique(v)) >= 0.9 * len(v):
+            distinct += 1
+    if perm >= 0.5 * len(pick):
+        return f"{perm} of {len(pick)} sampled rows are a permutation of 1..n (ranks)"
+    if m.nnz == n_rows * n_cols and distinct >= 0.5 * len(pick):
+        return (f"no zero anywhere and {distinct} of {len(pick)} sampled rows have (nearly) all values distinct, "
+                "a uniform spread as ranks have")
+    return None
 
 
 def _harmonise(a: ad.AnnData) -> ad.AnnData:

@@ -61,6 +61,18 @@ class SpatialParams(TrainingParams):
     output: Literal["lr", "hvg"] = "lr"
     n_hvg: int = 1000
     max_input_genes: int = 2000  # shared genes the latent space reads (the most variable in the scRNA-seq)
+    # what each spot measures: its residual on the visible shared genes, transferred to the output genes through a
+    # ridge fitted on within-cell-type deviations of the scRNA cells; strength and ridge size chosen on validation
+    residual: Literal["auto", "off"] = "auto"
+    residual_strengths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    residual_alphas: tuple[float, ...] = (0.1, 1.0, 10.0)
+    # space: the prediction mixed with the mean of its smooth_k nearest spots, weight chosen on validation
+    smooth: Literal["auto", "off"] = "auto"
+    smooth_weights: tuple[float, ...] = (0.25, 0.5, 0.75)
+    smooth_k: int = 6
+    # the PPI and ligand -> target terms: each kept only where it helps on validation genes (validated), or always
+    priors: Literal["validated", "on"] = "validated"
+    validation_margin: float = field(default=0.005, metadata={"ge": 0})  # median PCC a refinement must gain
     seed: int = 0
 
     @classmethod
@@ -68,12 +80,15 @@ class SpatialParams(TrainingParams):
         from pertpipe.models.params import check_params
 
         values = dict(values or {})
-        if isinstance(values.get("k_candidates"), list):
-            values["k_candidates"] = tuple(values["k_candidates"])
+        tuples = {"k_candidates": int, "residual_strengths": float, "residual_alphas": float, "smooth_weights": float}
+        for key in tuples:
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
         check_params("spatial", cls, values, where=where)  # the models' checker: names, types, choices, bounds
         values.setdefault("seed", seed)
-        if "k_candidates" in values:
-            values["k_candidates"] = tuple(int(v) for v in values["k_candidates"])
+        for key, kind in tuples.items():
+            if key in values:
+                values[key] = tuple(kind(v) for v in values[key])
         return cls(**values)
 
     def with_(self, **changes: Any) -> SpatialParams:

@@ -14,19 +14,21 @@ import numpy as np
 import scipy.sparse as sp
 
 from pertpipe.spatial import baselines
-from pertpipe.spatial.model import (ImputeInputs, SpatialParams, col_variance, columns, fit_latent, fit_lrimpute, knn_labels,
-                                    log_normalize, match_cells, predict_lrimpute, standardize)
+from pertpipe.spatial.model import (ImputeInputs, SpatialParams, col_variance, columns, fit_latent, fit_lrimpute,
+                                    knn_labels, log_normalize, match_cells, predict_lrimpute, standardize)
 
 log = logging.getLogger("pertpipe.spatial")
 
-LRIMPUTE_VARIANTS = {  # method -> changes to SpatialParams (ablations)
+LRIMPUTE_VARIANTS = {  # method -> changes to SpatialParams / to the validated choices (ablations)
     "lrimpute": {},
+    "lrimpute_no_residual": {"residual": "off"},
+    "lrimpute_no_smooth": {"smooth": "off"},
     "lrimpute_no_ppi": {"w_ppi": 0.0},
     "lrimpute_no_lt": {"w_lt": 0.0},
     "lrimpute_no_mask": {"mask": False},
     "lrimpute_all_hvg": {"output": "hvg"},
 }
-BASELINES = ("knn_mean", "hvg_ae", "tangram", "gimvi")
+BASELINES = ("knn_mean", "hvg_ae", "spage", "tangram", "gimvi")
 METHODS = tuple(LRIMPUTE_VARIANTS) + BASELINES
 
 
@@ -56,6 +58,7 @@ class Prepared:
     sc_log: sp.csr_matrix  # cells x scRNA genes (sparse)
     sc_counts: sp.csr_matrix
     cell_types: np.ndarray
+    coords: np.ndarray | None = None  # spots x 2 (obsm['spatial'])
     extra: dict[str, Any] = field(default_factory=dict)
 
     def sc_cols(self, genes: list[str]) -> list[int]:
@@ -89,8 +92,9 @@ def prepare(spatial: ad.AnnData, scrna: ad.AnnData, heldout: list[str] | tuple[s
         input_genes = [input_genes[j] for j in keep]
     x_sp = standardize(columns(sp_log, [sp_col[g] for g in input_genes]))
     x_sc = standardize(columns(sc_log, [sc_col[g] for g in input_genes]))
+    coords = np.asarray(spatial.obsm["spatial"], dtype=np.float64) if "spatial" in spatial.obsm else None
     return Prepared(sorted(held), input_genes, x_sp, x_sc, visible, sp_log, sp_counts, sc_genes, sc_log, sc_counts,
-                    np.asarray(scrna.obs["cell_type"]).astype(str))
+                    np.asarray(scrna.obs["cell_type"]).astype(str), coords)
 
 
 def hvgs(prep: Prepared, n: int, exclude: set[str]) -> list[str]:
@@ -107,42 +111,208 @@ class Latent:
     info: dict[str, Any]
 
 
-def choose_k(prep: Prepared, params: SpatialParams, *, checkpoint: str | None = None) -> tuple[int, dict[str, float]]:
-    """``k: auto``: hold a random ``val_fraction`` of the visible shared genes out of a second latent fit and take
-    the k whose kNN mean predicts them best (median PCC across spots). Only visible genes are used, so a k-fold's
-    held-out genes never inform the choice."""
+@dataclass
+class Validation:
+    """What the slide's validation genes chose: k, the residual transfer's strength and ridge size, the spatial
+    smoothing weight, and which priors help; ``scores`` holds the median PCC of every candidate."""
+
+    k: int
+    strength: float = 0.0
+    alpha: float = 1.0
+    smooth: float = 0.0
+    ppi: bool = True
+    lt: bool = True
+    genes: list[str] = field(default_factory=list)
+    scores: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "residual_strength": self.strength, "residual_alpha": self.alpha,
+                "smooth": self.smooth, "ppi": self.ppi, "ligand_target": self.lt, "n_validation_genes": len(self.genes),
+                "scores": self.scores}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Validation:
+        return cls(int(d["k"]), float(d["residual_strength"]), float(d["residual_alpha"]), float(d["smooth"]),
+                   bool(d["ppi"]), bool(d["ligand_target"]), [], dict(d.get("scores") or {}))
+
+
+def _pccs(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     from pertpipe.spatial.metrics import pcc
 
-    rng = np.random.default_rng(params.seed + 7)
-    n = len(prep.input_genes)
-    n_val = max(1, min(n - 5, int(round(params.val_fraction * n))))
-    if n_val < 1 or n - n_val < 5:
-        return params.align_k, {}
-    val = np.sort(rng.choice(n, n_val, replace=False))
-    keep = np.setdiff1d(np.arange(n), val)
-    z_sp, z_sc, _ = fit_latent(prep.x_sp[:, keep], prep.x_sc[:, keep], params, checkpoint=checkpoint)
-    val_genes = [prep.input_genes[j] for j in val]
-    y = columns(prep.sc_log, prep.sc_cols(val_genes))
+    return np.array([pcc(pred[:, j], truth[:, j]) for j in range(truth.shape[1])], dtype=np.float64)
+
+
+def _median_pcc(pred: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.median(_pccs(pred, truth))) if truth.shape[1] else 0.0
+
+
+def _gains(new: np.ndarray, old: np.ndarray, margin: float) -> bool:
+    """A candidate replaces the current choice only if it gains on the validation genes beyond chance: median PCC up
+    by more than ``margin`` and the paired per-gene gain's mean above two standard errors (many candidates are
+    tried, so a gain within the noise must not be taken)."""
+    d = new - old
+    if len(d) < 2:
+        return False
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    return bool(np.median(new) - np.median(old) > margin and d.mean() > 2 * se)
+
+
+def _within_type(x: np.ndarray, types: np.ndarray) -> np.ndarray:
+    """Each cell's deviation from its cell type's mean."""
+    out = x.astype(np.float64, copy=True)
+    for t in np.unique(types):
+        m = types == t
+        out[m] -= out[m].mean(0)
+    return out
+
+
+def residual_transfer(prep: Prepared, idx: np.ndarray, src: list[str], dst: list[str], alpha: float) -> np.ndarray:
+    """Spots x ``dst``: what each spot's own measurements say beyond its kNN mean, carried to the ``dst`` genes.
+
+    The residual is the spot's standardised expression of the ``src`` genes (visible, shared) minus the standardised
+    kNN mean of the same genes; a ridge (penalty ``alpha`` x the mean diagonal of XᵀX) fitted on the scRNA cells'
+    within-cell-type deviations (``src`` in units of their spread -> ``dst`` on the log1p scale) maps it to ``dst``.
+    Within a cell type co-expression is what the kNN mean, an average over matched cells, leaves out."""
+    xs = columns(prep.sc_log, prep.sc_cols(src))
+    ys = columns(prep.sc_log, prep.sc_cols(dst))
+    sd = xs.std(0)
+    sd[sd == 0] = 1.0
+    xd = _within_type(xs, prep.cell_types) / sd
+    yd = _within_type(ys, prep.cell_types)
+    gram = xd.T @ xd
+    lam = alpha * max(float(np.trace(gram)) / max(gram.shape[0], 1), 1e-8)
+    w = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), xd.T @ yd)
+    knn_src, _ = knn_labels(idx, xs, xs)
     sp_col = {g: j for j, g in enumerate(prep.sp_genes)}
-    truth = columns(prep.sp_log, [sp_col[g] for g in val_genes])
-    scores = {}
-    for k in sorted({min(k, len(z_sc)) for k in params.k_candidates}):
+    own = columns(prep.sp_log, [sp_col[g] for g in src])
+    resid = standardize(own) - standardize(knn_src)
+    return (resid @ w).astype(np.float32)
+
+
+def spot_neighbours(coords: np.ndarray | None, k: int) -> np.ndarray | None:
+    """Each spot's ``k`` nearest other spots by coordinates (None without coordinates)."""
+    if coords is None or len(coords) < 2:
+        return None
+    from pertpipe.spatial.model import nearest
+
+    idx, _ = nearest(coords, coords, min(k, len(coords) - 1) + 1)
+    return idx[:, 1:]
+
+
+def smooth_spots(pred: np.ndarray, neighbours: np.ndarray | None, weight: float) -> np.ndarray:
+    """(1 - weight) x the prediction + weight x the mean over the spot's neighbours."""
+    if neighbours is None or weight <= 0:
+        return pred
+    return ((1 - weight) * pred + weight * pred[neighbours].mean(1)).astype(np.float32)
+
+
+def _validation_genes(prep: Prepared, lr_genes: list[str], params: SpatialParams) -> list[str]:
+    """A ``val_fraction`` share of the visible shared genes, drawn separately among LR genes and the others (so the
+    priors can be judged on LR genes)."""
+    rng = np.random.default_rng(params.seed + 7)
+    lr = set(lr_genes)
+    out: list[str] = []
+    for group in ([g for g in prep.input_genes if g in lr], [g for g in prep.input_genes if g not in lr]):
+        n = int(round(params.val_fraction * len(group)))
+        if n:
+            out += [group[j] for j in np.sort(rng.choice(len(group), n, replace=False))]
+    return out
+
+
+def validate(prep: Prepared, params: SpatialParams, *, spatial: ad.AnnData, scrna: ad.AnnData,
+             lr_genes: list[str] | None = None, priors: Priors | None = None,
+             checkpoint: str | None = None) -> Validation:
+    """Choose k, the residual transfer, the smoothing weight and the priors on validation genes: a share of the
+    visible shared genes is hidden from the slide exactly as a held-out gene is (removed before normalising, out of a
+    second latent fit), and every candidate predicts them. Only visible genes are used, so a k-fold's held-out genes
+    never inform a choice; a refinement is kept only when it beats the previous choice by ``validation_margin``."""
+    lr_genes = list(lr_genes or [])
+    val_genes = _validation_genes(prep, lr_genes, params)
+    fixed_k = params.k if params.k != "auto" else params.align_k
+    needs = params.k == "auto" or params.residual == "auto" or params.smooth == "auto" or (
+        params.priors == "validated" and priors is not None)
+    if not needs or not val_genes or len(prep.input_genes) - len(val_genes) < 5:
+        return Validation(int(fixed_k), genes=val_genes)
+    prep_v = prepare(spatial, scrna, sorted(set(prep.heldout) | set(val_genes)), max_input_genes=params.max_input_genes)
+    z_sp, z_sc, _ = fit_latent(prep_v.x_sp, prep_v.x_sc, params, checkpoint=checkpoint)
+    sp_col = {g: j for j, g in enumerate(prep.sp_genes)}
+    truth = columns(prep.sp_log, [sp_col[g] for g in val_genes])  # as the evaluation's truth: the whole slide
+    y = columns(prep.sc_log, prep.sc_cols(val_genes))
+    margin = params.validation_margin
+    scores: dict[str, Any] = {"k": {}}
+    best_k, best = int(fixed_k), -np.inf
+    for k in (sorted({min(k, len(z_sc)) for k in params.k_candidates}) if params.k == "auto" else [int(fixed_k)]):
         idx, _ = match_cells(z_sp, z_sc, k, metric=params.match)
-        pred, _ = knn_labels(idx, y, y)
-        scores[str(k)] = float(np.median([pcc(pred[:, j], truth[:, j]) for j in range(len(val))]))
-    best = max(scores, key=lambda k_: (scores[k_], -int(k_)))
-    return int(best), scores
+        scores["k"][str(k)] = sc = _median_pcc(knn_labels(idx, y, y)[0], truth)
+        if sc > best:
+            best_k, best = int(k), sc
+    idx, _ = match_cells(z_sp, z_sc, best_k, metric=params.match)
+    pred = knn_labels(idx, y, y)[0]
+    val = Validation(best_k, genes=val_genes, scores=scores)
+    current = _pccs(pred, truth)
+    if params.residual == "auto":
+        scores["residual"] = {"0": best}
+        cands = {}
+        for alpha in params.residual_alphas:
+            corr = residual_transfer(prep_v, idx, prep_v.input_genes, val_genes, alpha)
+            for s_ in params.residual_strengths:
+                cands[(float(s_), float(alpha))] = r = _pccs(pred + s_ * corr, truth)
+                scores["residual"][f"{s_:g} (alpha {alpha:g})"] = float(np.median(r))
+        top = max(cands, key=lambda c: (np.median(cands[c]), -c[0]))
+        if _gains(cands[top], current, margin):
+            (val.strength, val.alpha), current = top, cands[top]
+            pred = pred + val.strength * residual_transfer(prep_v, idx, prep_v.input_genes, val_genes, val.alpha)
+    if params.smooth == "auto":
+        nb = spot_neighbours(prep.coords, params.smooth_k)
+        scores["smooth"] = {"0": float(np.median(current))}
+        cands = {}
+        for w in params.smooth_weights if nb is not None else ():
+            cands[float(w)] = r = _pccs(smooth_spots(pred, nb, w), truth)
+            scores["smooth"][f"{w:g}"] = float(np.median(r))
+        if cands:
+            top = max(cands, key=lambda c: (np.median(cands[c]), -c))
+            if _gains(cands[top], current, margin):
+                val.smooth = top
+    if params.priors == "validated" and priors is not None:
+        _validate_priors(val, prep_v, params, lr_genes, priors, spatial, Latent(z_sp, z_sc, idx, {}))
+    return val
 
 
-def latent(prep: Prepared, params: SpatialParams, *, checkpoint: str | None = None) -> Latent:
-    """The shared latent space and each spot's k matched cells; with ``checkpoint`` both latent fits (the auto-k
-    validation fit and the final one) checkpoint and resume through the shared loop."""
-    from pertpipe.models.training import stage_checkpoint
+def _validate_priors(val: Validation, prep_v: Prepared, params: SpatialParams, lr_genes: list[str], priors: Priors,
+                     spatial: ad.AnnData, lat: Latent) -> None:
+    """Keep the PPI / ligand -> target term only where lrimpute with it predicts the LR validation genes better
+    than without it (median PCC); ``prep_v`` is the slide with the validation genes hidden as held-out genes are."""
+    lr_val = [g for g in val.genes if g in set(lr_genes)]
+    on = {"ppi": params.w_ppi > 0 and priors.laplacian is not None and bool(np.abs(priors.laplacian).sum()),
+          "lt": params.w_lt > 0 and priors.prior is not None and bool(priors.ligands)}
+    if not lr_val or not any(on.values()):
+        val.ppi, val.lt = on["ppi"], on["lt"]
+        val.scores["priors"] = {"note": "no LR validation gene or no prior to judge"}
+        return
+    sp_col = {g: j for j, g in enumerate(spatial.var_names)}
+    truth = columns(log_normalize(spatial.X), [sp_col[g] for g in lr_val])
 
-    k, k_scores = ((params.k, {}) if params.k != "auto"
-                   else choose_k(prep, params, checkpoint=stage_checkpoint(checkpoint, "auto_k")))
+    def score(ppi: bool, lt: bool) -> float:
+        v = Validation(val.k, val.strength, val.alpha, val.smooth, ppi, lt)
+        return _median_pcc(lrimpute_predict(prep_v, lat, lr_genes, lr_val, priors, params, v)[0], truth)
+
+    both = score(on["ppi"], on["lt"])
+    res = {"with both": both}
+    if on["ppi"]:
+        res["without ppi"] = score(False, on["lt"])
+    if on["lt"]:
+        res["without ligand_target"] = score(on["ppi"], False)
+    val.ppi = on["ppi"] and both > res.get("without ppi", np.inf)
+    val.lt = on["lt"] and both > res.get("without ligand_target", np.inf)
+    val.scores["priors"] = {**res, "n_lr_validation_genes": len(lr_val)}
+
+
+def latent(prep: Prepared, params: SpatialParams, *, k: int | None = None, checkpoint: str | None = None) -> Latent:
+    """The shared latent space and each spot's ``k`` matched cells (default: ``params.k``, or ``align_k`` when it is
+    auto and no validation chose one); with ``checkpoint`` the fit checkpoints and resumes through the shared loop."""
+    k = int(k if k is not None else (params.k if params.k != "auto" else params.align_k))
     z_sp, z_sc, info = fit_latent(prep.x_sp, prep.x_sc, params, checkpoint=checkpoint)
-    info.update({"k": int(k), "k_validation_pcc": k_scores})
+    info.update({"k": k})
     idx, score = match_cells(z_sp, z_sc, k, metric=params.match)
     info["median_match_score"] = float(np.median(score))
     info["n_distinct_matched_cells"] = int(len(np.unique(idx)))
@@ -160,18 +330,22 @@ def cell_type_fractions(prep: Prepared, lat: Latent) -> tuple[np.ndarray, list[s
 
 
 def impute_inputs(prep: Prepared, lat: Latent, lr_genes: list[str], priors: Priors | None,
-                  params: SpatialParams) -> ImputeInputs:
-    """Pseudo-labels, mask, the spot's own measured LR genes and the prior matrices, for the visible genes only."""
+                  params: SpatialParams, val: Validation | None = None) -> ImputeInputs:
+    """Pseudo-labels (the kNN mean, plus the validated residual transfer of what the spot measures), mask, the
+    spot's own measured LR genes and the prior matrices the validation kept, for the visible genes only."""
     out_genes = list(lr_genes)
     if params.output == "hvg":
         out_genes += hvgs(prep, params.n_hvg, set(lr_genes))
     labels, mask = knn_labels(lat.idx, prep.sc_log[:, prep.sc_cols(out_genes)], prep.sc_counts[:, prep.sc_cols(out_genes)])
+    if val is not None and val.strength > 0 and params.residual != "off":
+        labels = np.clip(labels + val.strength * residual_transfer(prep, lat.idx, prep.input_genes, out_genes,
+                                                                   val.alpha), 0, None).astype(np.float32)
     sp_col = {g: j for j, g in enumerate(prep.sp_genes)}
     obs_genes = [g for g in out_genes if g in sp_col]  # held-out genes are not in sp_genes
     inp = ImputeInputs(lat.z_sp, labels, mask, out_genes, obs=columns(prep.sp_log, [sp_col[g] for g in obs_genes]),
                        obs_genes=obs_genes)
     if priors is not None:
-        if priors.laplacian is not None:
+        if priors.laplacian is not None and (val is None or val.ppi):
             lap = np.zeros((len(out_genes), len(out_genes)), dtype=np.float32)
             n = len(priors.genes)
             if priors.genes != list(lr_genes):
@@ -181,7 +355,7 @@ def impute_inputs(prep: Prepared, lat: Latent, lr_genes: list[str], priors: Prio
                                     "re-run the spatial_priors rule after lr_genes changed")
             lap[:n, :n] = priors.laplacian
             inp.laplacian = lap
-        if priors.prior is not None and priors.ligands:
+        if priors.prior is not None and priors.ligands and (val is None or val.lt):
             tcols = [j for j, t in enumerate(priors.targets) if t in sp_col]  # held-out targets are dropped here
             mass = priors.prior[:, tcols].sum(0)
             tcols = [tcols[j] for j in np.argsort(-mass, kind="stable")[:params.max_targets] if mass[j] > 0]
@@ -191,24 +365,43 @@ def impute_inputs(prep: Prepared, lat: Latent, lr_genes: list[str], priors: Prio
     return inp
 
 
+def lrimpute_predict(prep: Prepared, lat: Latent, lr_genes: list[str], genes: list[str], priors: Priors | None,
+                     params: SpatialParams, val: Validation) -> tuple[np.ndarray, dict[str, Any]]:
+    """lrimpute fitted and applied on the slide (spots x ``genes``): pseudo-labels, the decoder, the mask, then the
+    validated spatial smoothing."""
+    inp = impute_inputs(prep, lat, lr_genes, priors, params, val)
+    model, tinfo = fit_lrimpute(inp, params)
+    pred = predict_lrimpute(model, lat.z_sp, inp.labels, inp.mask if params.mask else None)
+    cols = [{g: j for j, g in enumerate(inp.out_genes)}[g] for g in genes]
+    pred = smooth_and_mask(pred[:, cols], prep.coords, params, val, inp.mask[:, cols])
+    return pred, tinfo
+
+
+def smooth_and_mask(pred: np.ndarray, coords: np.ndarray | None, params: SpatialParams, val: Validation,
+                    mask: np.ndarray) -> np.ndarray:
+    """The validated spatial smoothing, then the anti-hallucination mask again (a neighbour's value does not put a
+    gene into a spot whose matched cells never express it)."""
+    weight = val.smooth if params.smooth != "off" else 0.0
+    out = smooth_spots(pred, spot_neighbours(coords, params.smooth_k), weight)
+    return np.where(mask, out, 0.0).astype(np.float32) if params.mask else out
+
+
 def run_methods(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], genes: list[str], priors: Priors | None,
                 params: SpatialParams, methods: list[str], *, heldout: list[str] | tuple[str, ...] = (),
                 tangram_epochs: int = 300, gimvi_epochs: int = 200) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Predictions (spots x ``genes``, log1p scale for ours) of each method with ``heldout`` hidden from them all."""
+    """Predictions (spots x ``genes``, log1p scale for ours) of each method with ``heldout`` hidden from them all.
+    The validation (k, residual transfer, smoothing, priors) runs once on visible genes; the ablations switch one of
+    its choices off."""
     prep = prepare(spatial, scrna, heldout, max_input_genes=params.max_input_genes)
-    lat = latent(prep, params)
+    val = validate(prep, params, spatial=spatial, scrna=scrna, lr_genes=lr_genes, priors=priors)
+    lat = latent(prep, params, k=val.k)
     out: dict[str, np.ndarray] = {}
-    info: dict[str, Any] = {"latent": lat.info, "unavailable": {}}
+    info: dict[str, Any] = {"latent": lat.info, "validation": val.as_dict(), "unavailable": {}}
     lr_col = {g: j for j, g in enumerate(lr_genes)}
     for m in methods:
         if m in LRIMPUTE_VARIANTS:
-            p = params.with_(**LRIMPUTE_VARIANTS[m])
-            inp = impute_inputs(prep, lat, lr_genes, priors, p)
-            model, tinfo = fit_lrimpute(inp, p)
-            pred = predict_lrimpute(model, lat.z_sp, inp.labels, inp.mask if p.mask else None)
-            col = {g: j for j, g in enumerate(inp.out_genes)}
-            out[m] = pred[:, [col[g] for g in genes]]
-            info[m] = tinfo
+            out[m], info[m] = lrimpute_predict(prep, lat, lr_genes, genes, priors, params.with_(**LRIMPUTE_VARIANTS[m]),
+                                               val)
         elif m == "knn_mean":
             labels, _ = knn_labels(lat.idx, prep.sc_log[:, prep.sc_cols(lr_genes)], prep.sc_counts[:, prep.sc_cols(lr_genes)])
             out[m] = labels[:, [lr_col[g] for g in genes]]
@@ -217,6 +410,11 @@ def run_methods(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], gen
             y = columns(prep.sc_log, prep.sc_cols(targets))
             pred = baselines.hvg_autoencoder(prep.x_sc, y, prep.x_sp, params)
             out[m] = pred[:, [lr_col[g] for g in genes]]
+        elif m == "spage":
+            sp_col = {g: j for j, g in enumerate(prep.sp_genes)}
+            out[m] = baselines.spage(columns(prep.sp_log, [sp_col[g] for g in prep.input_genes]),
+                                     columns(prep.sc_log, prep.sc_cols(prep.input_genes)),
+                                     columns(prep.sc_log, prep.sc_cols(genes)))
         elif m in baselines.PEERS:
             missing = baselines.peer_missing(m)
             if missing:

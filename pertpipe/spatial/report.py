@@ -114,6 +114,23 @@ def spatial_report(dataset: str, artifacts: dict[str, str], *, n_genes: int, out
     return rep
 
 
+def validation_table(rep: dict[str, Any]) -> pd.DataFrame:
+    """What the validation genes chose for the imputation (knn_labels) and in each evaluation fold: k, the residual
+    transfer's strength, the smoothing weight and whether each prior was kept."""
+    rows = []
+    runs = [("imputation", rep["knn_labels"].get("validation"))] + [
+        (f"fold {i + 1}", v) for i, v in enumerate(rep["evaluation"].get("validation_per_fold") or [])]
+    for where, v in runs:
+        if not v:
+            continue
+        pr = (v.get("scores") or {}).get("priors") or {}
+        why = "; ".join(f"{k} {x:.3f}" if isinstance(x, float) else f"{k}: {x}" for k, x in pr.items())
+        rows.append({"where": where, "k": v["k"], "residual strength": v["residual_strength"],
+                     "smoothing weight": v["smooth"], "PPI kept": v["ppi"], "ligand->target kept": v["ligand_target"],
+                     "validation genes": v["n_validation_genes"], "priors on validation (median PCC)": why})
+    return pd.DataFrame(rows)
+
+
 def render_html(rep: dict[str, Any]) -> str:
     """The spatial report as one page: the inputs, the metric table (medians over held-out LR genes; the metric
     table's ``spatial`` entries), lrimpute against each method, communication recovery, the figures inlined."""
@@ -141,6 +158,12 @@ def render_html(rep: dict[str, Any]) -> str:
              *([f"<p>Not run: {report_page.escape(', '.join(f'{m} ({w})' for m, w in ev['unavailable'].items()))}</p>"]
                if ev["unavailable"] else []),
              "<h2>lrimpute against each method</h2>", report_page.table(versus) if len(versus) else "<p>-</p>",
+             "<h2>What the validation genes chose</h2>",
+             "<p>Every choice is made on validation genes: a share of the visible shared genes hidden from the slide "
+             "as a held-out gene is. The residual transfer carries what a spot measures beyond its kNN mean to the LR "
+             "genes (0 = off); smoothing mixes a spot with its neighbours (0 = off); a prior is kept only if lrimpute "
+             "predicts the LR validation genes better with it than without it.</p>",
+             report_page.table(validation_table(rep)) if len(validation_table(rep)) else "<p>-</p>",
              "<h2>Metrics per held-out gene</h2>", report_page.png_file(rep["figures"]["metrics"], "metrics"),
              f"<h2>Maps ({report_page.escape(', '.join(rep['map_genes']))})</h2>",
              report_page.png_file(rep["figures"]["maps"], "maps"),
@@ -161,6 +184,10 @@ def render_text(rep: dict[str, Any]) -> str:
              f"ligand->target {rep['priors'].get('ligand_target')}",
              f"kNN labels: k={rep['knn_labels']['k']}, {rep['knn_labels']['n_distinct_matched_cells']} distinct "
              f"matched cells, {100 * rep['knn_labels']['masked_fraction']:.1f}% of (spot, gene) masked",
+             "validated: " + ", ".join(f"{r['where']}: residual {r['residual strength']:g}, smoothing "
+                                       f"{r['smoothing weight']:g}, PPI {'on' if r['PPI kept'] else 'off'}, "
+                                       f"ligand->target {'on' if r['ligand->target kept'] else 'off'}"
+                                       for r in validation_table(rep).to_dict("records")),
              "", f"Held-out LR genes ({ev['n_heldout_genes']}), medians per method:",
              f"{'method':<20}{'PCC':>8}{'SSIM':>8}{'RMSE':>8}{'JS':>8}{'AS':>7}  lrimpute better on"]
     for m, s in ev["summary"].items():

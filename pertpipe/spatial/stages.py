@@ -17,7 +17,8 @@ from pertpipe.spatial import evaluate as ev
 from pertpipe.spatial.inputs import read_pair, summary
 from pertpipe.spatial.model import (LRImputeModule, SpatialParams, columns, fit_lrimpute, knn_labels,
                                     log_normalize, predict_lrimpute)
-from pertpipe.spatial.pipeline import Latent, Priors, cell_type_fractions, impute_inputs, latent, prepare
+from pertpipe.spatial.pipeline import (Latent, Priors, Validation, cell_type_fractions, impute_inputs, latent, prepare,
+                                      smooth_and_mask, validate)
 from pertpipe.spatial.priors import (ligand_target_prior, normalized_laplacian, ppi_adjacency, read_ligand_target_matrix,
                                      read_ppi, read_table)
 from pertpipe.spatial.resources import expressed_genes, read_lr_resource, select_lr_genes
@@ -46,13 +47,32 @@ def run_lr_genes(spatial_path: str, scrna_path: str, resource_path: str, resourc
     info = select_lr_genes(pairs, list(scrna.var_names), list(spatial.var_names), expressed)
     if not info["lr_genes"]:
         raise ContractError(scrna_path, "lr_genes", f"no gene of the {resource} resource passes min_mean {min_mean} "
-                            f"and min_fraction {min_fraction} in any cell type", "lower spatial.lr.min_mean / "
-                            "min_fraction, or check the species and gene symbols")
+                            f"and min_fraction {min_fraction} in any cell type ({lr_expression_range(pairs, scrna, sc_log)})",
+                            "lower spatial.lr.min_mean / min_fraction to what the data reach")
     info.update({"resource": resource, "resource_file": resource_path, "species": species,
                  "thresholds": {"min_mean": min_mean, "min_fraction": min_fraction},
                  "heldout_eligible": ev.eligible_genes(info["lr_genes"], spatial)})
     write_json(info, out_json)
     return info
+
+
+def lr_expression_range(pairs: pd.DataFrame, scrna: ad.AnnData, sc_log: Any) -> str:
+    """The best mean log1p and the best fraction of cells with a count that any resource gene reaches in any cell
+    type (what the thresholds are compared with), or that no resource gene is in the data."""
+    genes = sorted({g for gs in list(pairs.ligand_genes) + list(pairs.receptor_genes) for g in gs})
+    col = {g: j for j, g in enumerate(scrna.var_names)}
+    have = [col[g] for g in genes if g in col]
+    if not have:
+        return (f"none of the resource's {len(genes)} genes is among the scRNA-seq's {scrna.n_vars} gene names, e.g. "
+                f"{list(scrna.var_names[:3])}: check the species and the gene symbols")
+    types = scrna.obs["cell_type"].astype(str).to_numpy()
+    best_mean = best_frac = 0.0
+    for t in np.unique(types):
+        rows = np.flatnonzero(types == t)
+        best_mean = max(best_mean, float(np.asarray(sc_log[rows][:, have].mean(0)).max()))
+        best_frac = max(best_frac, float(np.asarray((scrna.X[rows][:, have] > 0).mean(0)).max()))
+    return (f"{len(have)} resource genes are in the data; the highest mean log1p any reaches in a cell type is "
+            f"{best_mean:.3g}, the highest fraction of cells with a count {best_frac:.3g}")
 
 
 def _receptors_of(lr: dict[str, Any]) -> dict[str, list[str]]:
@@ -103,14 +123,19 @@ def load_priors(npz: str, *, use_ppi: bool = True, use_lt: bool = True) -> Prior
                   [str(g) for g in d["targets"]], d["prior"] if use_lt else None)
 
 
-def run_knn_labels(spatial_path: str, scrna_path: str, lr_json: str, params: SpatialParams, out_h5ad: str,
-                   out_json: str, *, checkpoint: str | None = None) -> dict[str, Any]:
-    """Latent space + pseudo-labels; the latent fits checkpoint to ``checkpoint`` (resumed when a killed job runs
-    again), removed once the outputs are written."""
+def run_knn_labels(spatial_path: str, scrna_path: str, lr_json: str, priors_npz: str, params: SpatialParams,
+                   out_h5ad: str, out_json: str, *, checkpoint: str | None = None) -> dict[str, Any]:
+    """Validation (k, residual transfer, smoothing, priors: chosen on visible genes), the latent space and the
+    pseudo-labels; the latent fits checkpoint to ``checkpoint`` (resumed when a killed job runs again), removed once
+    the outputs are written."""
+    from pertpipe.models.training import stage_checkpoint
+
     spatial, scrna = read_anndata(spatial_path), read_anndata(scrna_path)
     genes = read_json(lr_json)["lr_genes"]
     prep = prepare(spatial, scrna, max_input_genes=params.max_input_genes)
-    lat = latent(prep, params, checkpoint=checkpoint)
+    val = validate(prep, params, spatial=spatial, scrna=scrna, lr_genes=genes, priors=load_priors(priors_npz),
+                   checkpoint=stage_checkpoint(checkpoint, "validation") if checkpoint else None)
+    lat = latent(prep, params, k=val.k, checkpoint=checkpoint)
     labels, mask = knn_labels(lat.idx, prep.sc_log[:, prep.sc_cols(genes)], prep.sc_counts[:, prep.sc_cols(genes)])
     frac, types = cell_type_fractions(prep, lat)
     out = ad.AnnData(X=labels, obs=pd.DataFrame(index=spatial.obs_names), var=pd.DataFrame(index=pd.Index(genes)))
@@ -118,12 +143,14 @@ def run_knn_labels(spatial_path: str, scrna_path: str, lr_json: str, params: Spa
     out.obsm["spatial"] = spatial.obsm["spatial"]
     out.obsm["z_sp"], out.obsm["knn"], out.obsm["cell_type_fractions"] = lat.z_sp, lat.idx, frac
     out.uns["z_sc"], out.uns["cell_types"], out.uns["input_genes"] = lat.z_sc, types, prep.input_genes
+    choice = val.as_dict()
+    out.uns["validation"] = {k: v for k, v in choice.items() if k != "scores"}
     write_anndata(out, out_h5ad)
-    info = {**lat.info, "n_input_genes": len(prep.input_genes), "n_lr_genes": len(genes),
+    info = {**lat.info, "validation": choice, "n_input_genes": len(prep.input_genes), "n_lr_genes": len(genes),
             "masked_fraction": float(1 - mask.mean()),
             "matched_cell_types": {t: float(frac[:, i].mean()) for i, t in enumerate(types)}}
     write_json(info, out_json)
-    _remove_checkpoints(checkpoint)
+    _remove_checkpoints(checkpoint)  # and the validation fit's stage checkpoint beside it
     return info
 
 
@@ -139,18 +166,27 @@ def _lat_from(knn: ad.AnnData) -> Latent:
     return Latent(np.asarray(knn.obsm["z_sp"]), np.asarray(knn.uns["z_sc"]), np.asarray(knn.obsm["knn"]), {})
 
 
+def _validation_of(knn: ad.AnnData) -> Validation:
+    return Validation.from_dict(dict(knn.uns["validation"]))
+
+
 def run_train(spatial_path: str, scrna_path: str, knn_path: str, priors_npz: str, params: SpatialParams,
               out_model: str, out_json: str, *, checkpoint: str | None = None) -> dict[str, Any]:
-    """lrimpute on the slide; trained by the shared loop with resume checkpoints at ``checkpoint``."""
+    """lrimpute on the slide with the choices knn_labels validated (residual transfer, priors); trained by the
+    shared loop with resume checkpoints at ``checkpoint``."""
     spatial, scrna, knn = read_anndata(spatial_path), read_anndata(scrna_path), read_anndata(knn_path)
     genes = list(knn.var_names)
+    val = _validation_of(knn)
     prep = prepare(spatial, scrna, max_input_genes=params.max_input_genes)
-    inp = impute_inputs(prep, _lat_from(knn), genes, load_priors(priors_npz), params)
+    inp = impute_inputs(prep, _lat_from(knn), genes, load_priors(priors_npz), params, val)
     model, info = fit_lrimpute(inp, params, checkpoint=checkpoint)
     save_torch({"state_dict": model.state_dict(), "out_genes": inp.out_genes, "params": params.__dict__,
-                "latent_dim": inp.z_sp.shape[1]}, out_model)
+                "latent_dim": inp.z_sp.shape[1], "validation": {k: v for k, v in val.as_dict().items()
+                                                                if k != "scores"}}, out_model)
     info.update({"n_out_genes": len(inp.out_genes), "n_observed_lr_genes": len(inp.obs_genes or []),
-                 "n_lt_targets": 0 if inp.targets is None else int(inp.targets.shape[1])})
+                 "n_lt_targets": 0 if inp.targets is None else int(inp.targets.shape[1]),
+                 "priors_used": {"ppi": inp.laplacian is not None, "ligand_target": inp.prior is not None},
+                 "residual_strength": val.strength, "smooth": val.smooth})
     write_json(info, out_json)
     _remove_checkpoints(checkpoint)
     return info
@@ -160,13 +196,15 @@ def run_impute(spatial_path: str, scrna_path: str, knn_path: str, model_path: st
     spatial, scrna, knn = read_anndata(spatial_path), read_anndata(scrna_path), read_anndata(knn_path)
     ck = load_torch(model_path)
     params = SpatialParams(**ck["params"])
+    val = Validation.from_dict(ck["validation"])
     genes = list(knn.var_names)
     prep = prepare(spatial, scrna, max_input_genes=params.max_input_genes)
     lat = _lat_from(knn)
-    inp = impute_inputs(prep, lat, genes, None, params)
+    inp = impute_inputs(prep, lat, genes, None, params, val)
     model = LRImputeModule(ck["latent_dim"], params.hidden, len(ck["out_genes"]))
     model.load_state_dict(ck["state_dict"])
     pred = predict_lrimpute(model, lat.z_sp, inp.labels, inp.mask if params.mask else None)
+    pred = smooth_and_mask(pred, prep.coords, params, val, inp.mask)
     col = {g: j for j, g in enumerate(ck["out_genes"])}
     x = pred[:, [col[g] for g in genes]]
     out = ad.AnnData(X=x, obs=pd.DataFrame(index=spatial.obs_names), var=pd.DataFrame(index=pd.Index(genes)))
@@ -217,6 +255,7 @@ def run_evaluate(spatial_path: str, scrna_path: str, lr_json: str, priors_npz: s
     info = {"methods": methods, "folds": res["folds"], "n_heldout_genes": len(res["genes"]),
             "summary": {m: {k: float(v) for k, v in row.items()} for m, row in summ.iterrows()},
             "lrimpute_vs": paired, "unavailable": res["unavailable"], "params": params.__dict__,
+            "validation_per_fold": res["validation"],
             "settings": settings}
     write_json(info, out_json)
     return info

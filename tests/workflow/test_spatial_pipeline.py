@@ -57,6 +57,10 @@ def test_merfish_pair_end_to_end(tmp_path, shared_data):
     page = (res / "spatial_report.html").read_text()  # the report writer every task uses
     assert "<h1>pertpipe report: hypothalamus_merfish (Spatial LR imputation)</h1>" in page and "Held-out LR genes (6)" in page
     assert page.count("data:image/png;base64,") == 2 and "tangram" in page and "Communication recovery" in page
+    knn_info = json.loads((res / "knn_labels.json").read_text())["validation"]  # chosen on visible genes only
+    assert knn_info["n_validation_genes"] > 0 and set(knn_info["scores"]) >= {"residual", "smooth"}
+    assert len(ev["validation_per_fold"]) == 2 and "What the validation genes chose" in page
+    assert json.loads((res / "lrimpute/train.json").read_text())["priors_used"]["ppi"] == knn_info["ppi"]
     assert not list(res.rglob("*checkpoint*.pt"))  # the shared loop's resume checkpoints, removed once done
     bench = tmp_path / "results" / "hypothalamus_merfish" / "benchmarks"
     for rule in ("inputs", "lr_genes", "priors", "knn_labels", "train_lrimpute", "impute", "evaluate",
