@@ -124,13 +124,10 @@ def _zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(0)) / np.where(sd > 0, sd, 1.0)
 
 
-def spage(sp_x: np.ndarray, sc_x: np.ndarray, sc_y: np.ndarray, *, n_pv: int = 30, k: int = 50) -> np.ndarray:
-    """SpaGE's method (Abdelaal, Mourragui, Mahfouz & Reinders 2020, Nucleic Acids Res 48:e107; our short
-    reimplementation, no package is used): the shared genes z-scored in each dataset; PRECISE's principal vectors
-    (the SVD of the two datasets' principal components' cross-product aligns the scRNA and spatial subspaces); both
-    datasets projected on the scRNA-side principal vectors; each spot's ``k`` nearest cells by cosine distance
-    there; the imputation is their weighted mean expression of the target genes, weights 1 - d / sum(d) over the
-    neighbours closer than distance 1, normalised as SpaGE does."""
+def pv_neighbours(sp_x: np.ndarray, sc_x: np.ndarray, k: int, *, n_pv: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """SpaGE's alignment: the shared genes z-scored in each dataset, PRECISE's principal vectors (the SVD of the two
+    datasets' principal components' cross-product), both projected on the scRNA side's; each spot's ``k`` nearest
+    cells by cosine distance there. Returns (distances spots x cells, neighbour indices spots x k)."""
     zs, zc = _zscore(sp_x), _zscore(sc_x)
     n = int(max(1, min(n_pv, zs.shape[1] - 1, len(zs) - 1, len(zc) - 1)))
     ps = np.linalg.svd(zc - zc.mean(0), full_matrices=False)[2][:n]  # scRNA principal components (rows)
@@ -142,10 +139,20 @@ def spage(sp_x: np.ndarray, sc_x: np.ndarray, sc_y: np.ndarray, *, n_pv: int = 3
     b /= np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     k = min(k, len(b))
     dist = 1.0 - a @ b.T  # cosine distance, spots x cells
-    nbr = np.argpartition(dist, k - 1, axis=1)[:, :k]
+    return dist, np.argpartition(dist, k - 1, axis=1)[:, :k]
+
+
+def spage(sp_x: np.ndarray, sc_x: np.ndarray, sc_y: np.ndarray, *, n_pv: int = 30, k: int = 50) -> np.ndarray:
+    """SpaGE's method (Abdelaal, Mourragui, Mahfouz & Reinders 2020, Nucleic Acids Res 48:e107; our short
+    reimplementation, no package is used): the shared genes z-scored in each dataset; PRECISE's principal vectors
+    (the SVD of the two datasets' principal components' cross-product aligns the scRNA and spatial subspaces); both
+    datasets projected on the scRNA-side principal vectors; each spot's ``k`` nearest cells by cosine distance
+    there; the imputation is their weighted mean expression of the target genes, weights 1 - d / sum(d) over the
+    neighbours closer than distance 1, normalised as SpaGE does."""
+    dist, nbr = pv_neighbours(sp_x, sc_x, k, n_pv=n_pv)
     y = np.asarray(sc_y, np.float64)
-    out = np.zeros((len(a), y.shape[1]))
-    for i in range(len(a)):
+    out = np.zeros((len(dist), y.shape[1]))
+    for i in range(len(dist)):
         d = dist[i, nbr[i]]
         close = nbr[i][d < 1]
         dc = d[d < 1]

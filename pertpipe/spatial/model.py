@@ -42,6 +42,8 @@ class SpatialParams(TrainingParams):
     align_k: int = 20  # matched items per spot/cell in the alignment pull while the encoders train
     val_fraction: float = fraction(0.2)  # auto k: share of the visible shared genes held out of a validation latent fit
     match: Literal["cosine", "csls"] = "cosine"
+    # whose kNN mean: the latent space's matched cells, SpaGE's principal-vector kNN, or both; auto = validated
+    neighbours: Literal["auto", "latent", "pv", "both"] = "auto"
     latent_dim: int = 32
     hidden: int = 128
     encoder_epochs: int = 100

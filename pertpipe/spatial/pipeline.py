@@ -107,8 +107,9 @@ def hvgs(prep: Prepared, n: int, exclude: set[str]) -> list[str]:
 class Latent:
     z_sp: np.ndarray
     z_sc: np.ndarray
-    idx: np.ndarray  # spots x k: matched cells
+    idx: np.ndarray  # spots x k: matched cells (the validated neighbour set)
     info: dict[str, Any]
+    idx_latent: np.ndarray | None = None  # the latent space's own k nearest cells (the knn_mean baseline)
 
 
 @dataclass
@@ -124,16 +125,18 @@ class Validation:
     lt: bool = True
     genes: list[str] = field(default_factory=list)
     scores: dict[str, Any] = field(default_factory=dict)
+    neighbours: str = "latent"  # latent, pv (SpaGE's principal-vector kNN) or both
 
     def as_dict(self) -> dict[str, Any]:
-        return {"k": self.k, "residual_strength": self.strength, "residual_alpha": self.alpha,
+        return {"k": self.k, "neighbours": self.neighbours, "residual_strength": self.strength, "residual_alpha": self.alpha,
                 "smooth": self.smooth, "ppi": self.ppi, "ligand_target": self.lt, "n_validation_genes": len(self.genes),
                 "scores": self.scores}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Validation:
         return cls(int(d["k"]), float(d["residual_strength"]), float(d["residual_alpha"]), float(d["smooth"]),
-                   bool(d["ppi"]), bool(d["ligand_target"]), [], dict(d.get("scores") or {}))
+                   bool(d["ppi"]), bool(d["ligand_target"]), [], dict(d.get("scores") or {}),
+                   str(d.get("neighbours", "latent")))
 
 
 def _pccs(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -230,9 +233,10 @@ def validate(prep: Prepared, params: SpatialParams, *, spatial: ad.AnnData, scrn
     val_genes = _validation_genes(prep, lr_genes, params)
     fixed_k = params.k if params.k != "auto" else params.align_k
     needs = params.k == "auto" or params.residual == "auto" or params.smooth == "auto" or (
-        params.priors == "validated" and priors is not None)
+        params.neighbours == "auto") or (params.priors == "validated" and priors is not None)
     if not needs or not val_genes or len(prep.input_genes) - len(val_genes) < 5:
-        return Validation(int(fixed_k), genes=val_genes)
+        return Validation(int(fixed_k), genes=val_genes,
+                          neighbours=params.neighbours if params.neighbours != "auto" else "latent")
     prep_v = prepare(spatial, scrna, sorted(set(prep.heldout) | set(val_genes)), max_input_genes=params.max_input_genes)
     z_sp, z_sc, _ = fit_latent(prep_v.x_sp, prep_v.x_sc, params, checkpoint=checkpoint)
     sp_col = {g: j for j, g in enumerate(prep.sp_genes)}
@@ -250,6 +254,18 @@ def validate(prep: Prepared, params: SpatialParams, *, spatial: ad.AnnData, scrn
     pred = knn_labels(idx, y, y)[0]
     val = Validation(best_k, genes=val_genes, scores=scores)
     current = _pccs(pred, truth)
+    if params.neighbours == "auto":
+        sets = {"pv": neighbour_set(prep_v, idx, best_k, "pv"), "both": neighbour_set(prep_v, idx, best_k, "both")}
+        cands = {name: _pccs(knn_labels(ix, y, y)[0], truth) for name, ix in sets.items()}
+        scores["neighbours"] = {"latent": float(np.median(current)), **{n: float(np.median(c)) for n, c in cands.items()}}
+        top = max(cands, key=lambda c: np.median(cands[c]))
+        if _gains(cands[top], current, margin):
+            val.neighbours, idx, current = top, sets[top], cands[top]
+            pred = knn_labels(idx, y, y)[0]
+    elif params.neighbours != "latent":
+        val.neighbours, idx = params.neighbours, neighbour_set(prep_v, idx, best_k, params.neighbours)
+        pred = knn_labels(idx, y, y)[0]
+        current = _pccs(pred, truth)
     if params.residual == "auto":
         scores["residual"] = {"0": best}
         cands = {}
@@ -307,16 +323,28 @@ def _validate_priors(val: Validation, prep_v: Prepared, params: SpatialParams, l
     val.scores["priors"] = {**res, "n_lr_validation_genes": len(lr_val)}
 
 
-def latent(prep: Prepared, params: SpatialParams, *, k: int | None = None, checkpoint: str | None = None) -> Latent:
+def neighbour_set(prep: Prepared, idx_latent: np.ndarray, k: int, kind: str) -> np.ndarray:
+    """Each spot's matched cells: the latent space's (``latent``), SpaGE's principal-vector kNN over the standardised
+    shared genes (``pv``), or both sets together (``both``, 2k cells)."""
+    if kind == "latent":
+        return idx_latent
+    _, pv = baselines.pv_neighbours(prep.x_sp, prep.x_sc, k)
+    return pv if kind == "pv" else np.concatenate([idx_latent, pv], 1)
+
+
+def latent(prep: Prepared, params: SpatialParams, *, k: int | None = None, neighbours: str = "latent",
+           checkpoint: str | None = None) -> Latent:
     """The shared latent space and each spot's ``k`` matched cells (default: ``params.k``, or ``align_k`` when it is
-    auto and no validation chose one); with ``checkpoint`` the fit checkpoints and resumes through the shared loop."""
+    auto and no validation chose one) from the validated ``neighbours`` set; with ``checkpoint`` the fit
+    checkpoints and resumes through the shared loop."""
     k = int(k if k is not None else (params.k if params.k != "auto" else params.align_k))
     z_sp, z_sc, info = fit_latent(prep.x_sp, prep.x_sc, params, checkpoint=checkpoint)
-    info.update({"k": k})
-    idx, score = match_cells(z_sp, z_sc, k, metric=params.match)
+    info.update({"k": k, "neighbours": neighbours})
+    own, score = match_cells(z_sp, z_sc, k, metric=params.match)
+    idx = neighbour_set(prep, own, k, neighbours)
     info["median_match_score"] = float(np.median(score))
     info["n_distinct_matched_cells"] = int(len(np.unique(idx)))
-    return Latent(z_sp, z_sc, idx, info)
+    return Latent(z_sp, z_sc, idx, info, own)
 
 
 def cell_type_fractions(prep: Prepared, lat: Latent) -> tuple[np.ndarray, list[str]]:
@@ -394,7 +422,7 @@ def run_methods(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], gen
     its choices off."""
     prep = prepare(spatial, scrna, heldout, max_input_genes=params.max_input_genes)
     val = validate(prep, params, spatial=spatial, scrna=scrna, lr_genes=lr_genes, priors=priors)
-    lat = latent(prep, params, k=val.k)
+    lat = latent(prep, params, k=val.k, neighbours=val.neighbours)
     out: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {"latent": lat.info, "validation": val.as_dict(), "unavailable": {}}
     lr_col = {g: j for j, g in enumerate(lr_genes)}
@@ -403,7 +431,8 @@ def run_methods(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], gen
             out[m], info[m] = lrimpute_predict(prep, lat, lr_genes, genes, priors, params.with_(**LRIMPUTE_VARIANTS[m]),
                                                val)
         elif m == "knn_mean":
-            labels, _ = knn_labels(lat.idx, prep.sc_log[:, prep.sc_cols(lr_genes)], prep.sc_counts[:, prep.sc_cols(lr_genes)])
+            labels, _ = knn_labels(lat.idx_latent if lat.idx_latent is not None else lat.idx,
+                                   prep.sc_log[:, prep.sc_cols(lr_genes)], prep.sc_counts[:, prep.sc_cols(lr_genes)])
             out[m] = labels[:, [lr_col[g] for g in genes]]
         elif m == "hvg_ae":
             targets = list(lr_genes) + hvgs(prep, params.n_hvg, set(lr_genes))

@@ -125,7 +125,8 @@ def validation_table(rep: dict[str, Any]) -> pd.DataFrame:
             continue
         pr = (v.get("scores") or {}).get("priors") or {}
         why = "; ".join(f"{k} {x:.3f}" if isinstance(x, float) else f"{k}: {x}" for k, x in pr.items())
-        rows.append({"where": where, "k": v["k"], "residual strength": v["residual_strength"],
+        rows.append({"where": where, "k": v["k"], "neighbours": v.get("neighbours", "latent"),
+                     "residual strength": v["residual_strength"],
                      "smoothing weight": v["smooth"], "PPI kept": v["ppi"], "ligand->target kept": v["ligand_target"],
                      "validation genes": v["n_validation_genes"], "priors on validation (median PCC)": why})
     return pd.DataFrame(rows)
@@ -160,7 +161,8 @@ def render_html(rep: dict[str, Any]) -> str:
              "<h2>lrimpute against each method</h2>", report_page.table(versus) if len(versus) else "<p>-</p>",
              "<h2>What the validation genes chose</h2>",
              "<p>Every choice is made on validation genes: a share of the visible shared genes hidden from the slide "
-             "as a held-out gene is. The residual transfer carries what a spot measures beyond its kNN mean to the LR "
+             "as a held-out gene is. Neighbours: whose matched cells give the kNN mean (the latent space's, SpaGE's "
+             "principal-vector kNN, or both). The residual transfer carries what a spot measures beyond its kNN mean to the LR "
              "genes (0 = off); smoothing mixes a spot with its neighbours (0 = off); a prior is kept only if lrimpute "
              "predicts the LR validation genes better with it than without it.</p>",
              report_page.table(validation_table(rep)) if len(validation_table(rep)) else "<p>-</p>",
@@ -184,7 +186,7 @@ def render_text(rep: dict[str, Any]) -> str:
              f"ligand->target {rep['priors'].get('ligand_target')}",
              f"kNN labels: k={rep['knn_labels']['k']}, {rep['knn_labels']['n_distinct_matched_cells']} distinct "
              f"matched cells, {100 * rep['knn_labels']['masked_fraction']:.1f}% of (spot, gene) masked",
-             "validated: " + ", ".join(f"{r['where']}: residual {r['residual strength']:g}, smoothing "
+             "validated: " + ", ".join(f"{r['where']}: {r['neighbours']} neighbours, residual {r['residual strength']:g}, smoothing "
                                        f"{r['smoothing weight']:g}, PPI {'on' if r['PPI kept'] else 'off'}, "
                                        f"ligand->target {'on' if r['ligand->target kept'] else 'off'}"
                                        for r in validation_table(rep).to_dict("records")),

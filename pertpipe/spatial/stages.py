@@ -135,7 +135,7 @@ def run_knn_labels(spatial_path: str, scrna_path: str, lr_json: str, priors_npz:
     prep = prepare(spatial, scrna, max_input_genes=params.max_input_genes)
     val = validate(prep, params, spatial=spatial, scrna=scrna, lr_genes=genes, priors=load_priors(priors_npz),
                    checkpoint=stage_checkpoint(checkpoint, "validation") if checkpoint else None)
-    lat = latent(prep, params, k=val.k, checkpoint=checkpoint)
+    lat = latent(prep, params, k=val.k, neighbours=val.neighbours, checkpoint=checkpoint)
     labels, mask = knn_labels(lat.idx, prep.sc_log[:, prep.sc_cols(genes)], prep.sc_counts[:, prep.sc_cols(genes)])
     frac, types = cell_type_fractions(prep, lat)
     out = ad.AnnData(X=labels, obs=pd.DataFrame(index=spatial.obs_names), var=pd.DataFrame(index=pd.Index(genes)))

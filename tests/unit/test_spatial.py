@@ -433,10 +433,12 @@ def test_residual_transfer_and_smoothing_are_chosen_on_visible_genes_and_help_a_
 
     spatial, scrna = coexpression_pair()
     prep = prepare(spatial, scrna, ["TGT"])
-    params = FAST.with_(encoder_epochs=20, val_fraction=0.3)
+    params = FAST.with_(encoder_epochs=20, val_fraction=0.3, neighbours="latent")  # the residual on its own
     val = validate(prep, params, spatial=spatial, scrna=scrna, lr_genes=["TGT", "S0", "S1"])
     assert "TGT" not in val.genes and val.strength > 0 and val.smooth > 0
-    lat = latent(prep, params, k=val.k)
+    auto = validate(prep, params.with_(neighbours="auto"), spatial=spatial, scrna=scrna, lr_genes=["TGT"])
+    assert set(auto.scores["neighbours"]) == {"latent", "pv", "both"} and auto.neighbours in ("latent", "pv", "both")
+    lat = latent(prep, params, k=val.k, neighbours=val.neighbours)
     truth = np.log1p(spatial[:, "TGT"].X.toarray().ravel() / spatial.X.sum(1).A.ravel() * 1e4)
     base = knn_labels(lat.idx, np.log1p(scrna[:, ["TGT"]].X.toarray()), scrna[:, ["TGT"]].X.toarray())[0][:, 0]
     corr = residual_transfer(prep, lat.idx, prep.input_genes, ["TGT"], val.alpha)[:, 0]
@@ -460,7 +462,7 @@ def test_validation_switches_off_what_does_not_help():
     shuffled.X = sp.csr_matrix(np.column_stack([rng.permutation(col) for col in x.T]))  # genes independent
     prep = prepare(shuffled, scrna, ["TGT"])
     val = validate(prep, FAST.with_(encoder_epochs=10, val_fraction=0.3), spatial=shuffled, scrna=scrna, lr_genes=["TGT"])
-    assert val.strength == 0 and val.smooth == 0
+    assert val.strength == 0 and val.smooth == 0 and val.neighbours == "latent"
     assert {"lrimpute_no_residual", "lrimpute_no_smooth"} <= set(LRIMPUTE_VARIANTS)
     lr = ["LIG", "REC", "HELD"]
     sp_toy, sc_toy = toy_pair()
