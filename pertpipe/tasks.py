@@ -11,7 +11,7 @@ predict/score code ask the task instead of testing flags:
   score every test pair (:meth:`predict_labels`); PerturbQA's ``auc_per_gene`` and AUPRC per gene;
   ``label_leaderboard.{csv,md,png}`` beside the published rows and ``report.html``.
 * ``spatial``: a spatial slide paired with a scRNA-seq reference (raw counts, ``obsm["spatial"]``, reference
-  ``obs["cell_type"]``); LR genes are imputed; SpatialBenchmarking's per-gene metrics; ``spatial_report.json``.
+  ``obs["cell_type"]``); LR genes are imputed; SpatialBenchmarking's per-gene metrics; ``spatial/spatial_report.json`` and ``report.html``.
 
 Each task's metrics are the metric table's entries with its name (:mod:`pertpipe.evaluation.metric_registry`);
 each model says which tasks it serves (``tasks``) and implements the task's prediction method (``predicts``).
@@ -80,7 +80,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "Perturbation labels (PerturbQA)"),
     Task("spatial", "ligand-receptor imputation of a spatial slide from paired scRNA-seq",
          "raw counts per spot / cell (obsm['spatial'] on the slide, obs['cell_type'] on the reference)",
-         ("cell_type",), None, False, ("kfold_genes",), "impute", ("spatial/spatial_report.json",),
+         ("cell_type",), None, False, ("kfold_genes",), "impute", ("spatial/spatial_report.json", "report.html"),
          "Spatial LR imputation"),
 )}
 

@@ -6,6 +6,7 @@
 rule spatial:
     input:
         expand(spatial_path("spatial_report.json", "{sd}"), sd=SPATIAL["datasets"]),
+        expand(f"{RESULTS}/{{sd}}/report.html", sd=SPATIAL["datasets"]),
 
 
 rule spatial_inputs:
@@ -199,7 +200,7 @@ rule spatial_report:
     output:
         json=spatial_path("spatial_report.json"),
         txt=report(spatial_path("spatial_report.txt"), caption="../report/spatial.rst", category="Spatial"),
-        html=report(spatial_path("spatial_report.html"), caption="../report/spatial.rst", category="Spatial"),
+        html=report(f"{RESULTS}/{{spatial_dataset}}/report.html", caption="../report/spatial.rst", category="Spatial"),
         maps=report(spatial_path("figures/maps.png"), caption="../report/spatial.rst", category="Spatial"),
         metrics=report(spatial_path("figures/metrics.png"), caption="../report/spatial.rst", category="Spatial"),
     params:

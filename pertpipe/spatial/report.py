@@ -85,9 +85,9 @@ def metrics_figure(per_gene_csv: str, out_png: str) -> None:
 
 
 def spatial_report(dataset: str, artifacts: dict[str, str], *, n_genes: int, out_json: str, out_txt: str,
-                   out_maps: str, out_metrics: str, out_html: str | None = None) -> dict[str, Any]:
-    """The review as JSON and text, its two figures, and (``out_html``) one HTML page written by the report writer
-    every task uses (:mod:`pertpipe.report_page`)."""
+                   out_maps: str, out_metrics: str) -> dict[str, Any]:
+    """The review as JSON and text and its two figures; the run's page (``results/{dataset}/report.html``) is
+    :func:`render_html` of the JSON, written by :func:`pertpipe.evaluation.run_report.write_run_report`."""
     inputs, lr = read_json(artifacts["inputs_json"]), read_json(artifacts["lr_genes"])
     priors, knn = read_json(artifacts["priors_json"]), read_json(artifacts["knn_json"])
     train, evaluation = read_json(artifacts["train_json"]), read_json(artifacts["evaluation"])
@@ -109,8 +109,6 @@ def spatial_report(dataset: str, artifacts: dict[str, str], *, n_genes: int, out
     }
     write_json(rep, out_json)
     write_text(render_text(rep), out_txt)
-    if out_html:
-        report_page.write(out_html, render_html(rep))
     return rep
 
 
@@ -132,9 +130,10 @@ def validation_table(rep: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render_html(rep: dict[str, Any]) -> str:
+def render_html(rep: dict[str, Any], links: str = "") -> str:
     """The spatial report as one page: the inputs, the metric table (medians over held-out LR genes; the metric
-    table's ``spatial`` entries), lrimpute against each method, communication recovery, the figures inlined."""
+    table's ``spatial`` entries), lrimpute against each method, what validation chose, communication recovery, the
+    figures inlined, and ``links`` (the run's files)."""
     i, lr, ev, c = rep["inputs"], rep["lr_genes"], rep["evaluation"], rep["communication"]
     facts = pd.DataFrame([
         ("spatial", f"{i['spatial']['n_spots']} spots x {i['spatial']['n_genes']} genes"),
@@ -169,7 +168,7 @@ def render_html(rep: dict[str, Any]) -> str:
              "<h2>Metrics per held-out gene</h2>", report_page.png_file(rep["figures"]["metrics"], "metrics"),
              f"<h2>Maps ({report_page.escape(', '.join(rep['map_genes']))})</h2>",
              report_page.png_file(rep["figures"]["maps"], "maps"),
-             f"<h2>Communication recovery ({c['n_pairs']} LR pairs)</h2>", report_page.table(comm)]
+             f"<h2>Communication recovery ({c['n_pairs']} LR pairs)</h2>", report_page.table(comm), links]
     return report_page.page(report_page.task_title("spatial", rep["dataset"]), parts)
 
 
