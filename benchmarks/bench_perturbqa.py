@@ -283,10 +283,9 @@ def main() -> None:
     result = {"lines": lines, "seeds": args.seeds, "resplits": args.resplits, "rows": rows,
               "wall_s": round(time.perf_counter() - t0, 1), "markdown": markdown(rows, pub, args.note)}
     print(result["markdown"])
-    if args.save:
-        from results import write
+    from results import save_if_asked
 
-        print("wrote", write(args.name, result, ["python", "benchmarks/bench_perturbqa.py", *sys.argv[1:]]))
+    save_if_asked(args, args.name, result, script="bench_perturbqa")
 
 
 if __name__ == "__main__":

@@ -242,10 +242,9 @@ def main() -> None:
     out["markdown"] = (f"{args.note}\n\n" if args.note else "") + "\n".join(md)
     print(out["markdown"], file=sys.stderr)
     print(json.dumps(out, indent=2))
-    if args.save:
-        from results import write
+    from results import save_if_asked
 
-        write("bench_real", out, ["python", "benchmarks/bench_real.py", *sys.argv[1:]])
+    save_if_asked(args, "bench_real", out)
 
 
 if __name__ == "__main__":

@@ -74,10 +74,12 @@ def md_table(rows: list[dict], columns: list[str]) -> str:
                       *("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows)]) + "\n"
 
 
-def save_if_asked(args: argparse.Namespace, name: str, result: dict) -> None:
-    """With ``--save``: ``benchmarks/results/<name>.json`` (``result`` has its ``markdown``), then re-render the page."""
+def save_if_asked(args: argparse.Namespace, name: str, result: dict, script: str | None = None) -> None:
+    """With ``--save``: ``benchmarks/results/<name>.json`` (``result`` has its ``markdown``), then re-render the page.
+    ``script``: the benchmark's file stem where it is not ``name`` (a results file named on the command line)."""
     if getattr(args, "save", False):
-        print("wrote", write(name, result, ["python", f"benchmarks/{name}.py", *sys.argv[1:]]), file=sys.stderr)
+        command = ["python", f"benchmarks/{script or name}.py", *sys.argv[1:]]
+        print("wrote", write(name, result, command), file=sys.stderr)
         PAGE.write_text(render())
 
 
