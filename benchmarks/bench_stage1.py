@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the checkout's package (the workers run this file too)
 VCC_GENES = REPO.parent / "shared" / "data" / "vcc" / "gene_names.csv"
 N_GENES = 18_080
 

@@ -6,6 +6,7 @@ script renders them, in a fixed order, into one page; numbers are never typed in
 
     python benchmarks/results.py            # write docs/RESULTS.md
     python benchmarks/results.py --check    # exit 1 if docs/RESULTS.md is not what the JSON renders to
+    python benchmarks/results.py --annotate bench_scoring "ran beside another benchmark"   # a line on how it ran
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def _section(name: str, data: dict) -> str:
             f"`{m['command']}` — commit `{m['commit'][:10]}`, {m['date']}; {mach['cores']} cores, "
             f"{mach['ram_gib']} GiB RAM, GPU: {mach['gpu'] or 'none'}. Versions: {versions}. "
             f"Source: `benchmarks/results/{name}.json`.", ""]
+    if m.get("annotation"):  # how the run went that the numbers cannot say (e.g. another job shared the cores)
+        head += [f"*{m['annotation']}*", ""]
     return "\n".join(head) + "\n" + data["markdown"].rstrip() + "\n"
 
 
@@ -108,7 +111,14 @@ def render(results: Path = RESULTS) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--check", action="store_true", help="compare instead of writing")
+    ap.add_argument("--annotate", nargs=2, metavar=("NAME", "TEXT"),
+                    help="record a line on how benchmark NAME ran (meta.annotation in its JSON), then render")
     args = ap.parse_args()
+    if args.annotate:
+        path = RESULTS / f"{args.annotate[0]}.json"
+        data = json.loads(path.read_text())
+        data["meta"]["annotation"] = args.annotate[1]
+        path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
     text = render()
     if args.check:
         ok = PAGE.exists() and PAGE.read_text() == text
