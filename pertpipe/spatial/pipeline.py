@@ -235,7 +235,7 @@ def validate(prep: Prepared, params: SpatialParams, *, spatial: ad.AnnData, scrn
     needs = params.k == "auto" or params.residual == "auto" or params.smooth == "auto" or (
         params.neighbours == "auto") or (params.priors == "validated" and priors is not None)
     if not needs or not val_genes or len(prep.input_genes) - len(val_genes) < 5:
-        return Validation(int(fixed_k), genes=val_genes,
+        return Validation(int(fixed_k), genes=val_genes, ppi=params.priors != "off", lt=params.priors != "off",
                           neighbours=params.neighbours if params.neighbours != "auto" else "latent")
     prep_v = prepare(spatial, scrna, sorted(set(prep.heldout) | set(val_genes)), max_input_genes=params.max_input_genes)
     z_sp, z_sc, _ = fit_latent(prep_v.x_sp, prep_v.x_sc, params, checkpoint=checkpoint)
@@ -291,6 +291,9 @@ def validate(prep: Prepared, params: SpatialParams, *, spatial: ad.AnnData, scrn
                 val.smooth = top
     if params.priors == "validated" and priors is not None:
         _validate_priors(val, prep_v, params, lr_genes, priors, spatial, Latent(z_sp, z_sc, idx, {}))
+    elif params.priors == "off":
+        val.ppi = val.lt = False
+        scores["priors"] = {"note": "off (spatial.model.priors: off, the default)"}
     return val
 
 

@@ -469,8 +469,14 @@ def test_validation_switches_off_what_does_not_help():
     _, info = run_methods(sp_toy, sc_toy, lr, ["HELD"], toy_priors(lr), FAST.with_(priors="on"), ["lrimpute"],
                           heldout=["HELD"])
     assert info["validation"]["ppi"] and info["validation"]["ligand_target"]
-    _, info = run_methods(sp_toy, sc_toy, lr, ["HELD"], toy_priors(lr), FAST, ["lrimpute"], heldout=["HELD"])
+    _, info = run_methods(sp_toy, sc_toy, lr, ["HELD"], toy_priors(lr), FAST.with_(priors="validated"), ["lrimpute"],
+                          heldout=["HELD"])
     assert "priors" in info["validation"]["scores"]  # judged on validation genes and recorded
+    assert "off" not in info["validation"]["scores"]["priors"].get("note", "")
+    off, info = run_methods(sp_toy, sc_toy, lr, ["HELD"], toy_priors(lr), FAST, ["lrimpute"], heldout=["HELD"])
+    assert FAST.priors == "off" and not info["validation"]["ppi"] and not info["validation"]["ligand_target"]
+    none, _ = run_methods(sp_toy, sc_toy, lr, ["HELD"], None, FAST, ["lrimpute"], heldout=["HELD"])
+    np.testing.assert_allclose(off["lrimpute"], none["lrimpute"], atol=1e-5)  # off = no prior term at all
 
 
 def test_spage_recovers_a_gene_from_its_nearest_cells():
