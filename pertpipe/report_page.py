@@ -1,6 +1,6 @@
 """The one HTML report writer every task's ``results/{dataset}/report.html`` uses (cells, signatures, labels,
-spatial; :mod:`pertpipe.evaluation.run_report` picks the task's page): a page with one style, tables, figures inlined as base64 PNG, and names from the data
-escaped; written atomically."""
+spatial; :mod:`pertpipe.evaluation.run_report` picks the task's page): a page with one style, tables, figures
+inlined as base64 PNG, and names from the data escaped; written atomically."""
 
 from __future__ import annotations
 
