@@ -72,10 +72,61 @@ def folds(genes: list[str], k: int, seed: int) -> list[list[str]]:
     return [sorted(genes[i] for i in order[f::k]) for f in range(k)]
 
 
+def _fold(args: tuple) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """One fold, on one thread (the same arithmetic whether the folds run one after another or side by side)."""
+    import torch
+
+    spatial, scrna, lr_genes, held, priors, params, methods, tangram_epochs, gimvi_epochs = args
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_methods(spatial, scrna, lr_genes, held, priors, params, methods, heldout=held,
+                           tangram_epochs=tangram_epochs, gimvi_epochs=gimvi_epochs)
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_folds(args: list[tuple], workers: int) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+    """Every fold through :func:`_fold`: in ``workers`` processes side by side (spawned, each with one BLAS and
+    one torch thread), or in this process when ``workers`` is 1. Each fold is seeded by itself, so the results do not
+    depend on how many run at once."""
+    if workers <= 1 or len(args) <= 1:
+        return [_fold(a) for a in args]
+    import multiprocessing
+    import os
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    single = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    saved = {v: os.environ.get(v) for v in single}
+    os.environ.update(single)  # the spawned workers inherit it before numpy loads
+    # a spawned worker re-runs the parent's main script unless it has no file: a rule's script (whose top level is
+    # the rule) must not run again there, and _fold needs nothing from it
+    main = sys.modules.get("__main__")
+    hidden = {a: main.__dict__.pop(a) for a in ("__file__",) if main is not None and a in main.__dict__}
+    spec = getattr(main, "__spec__", None)
+    if main is not None:
+        main.__spec__ = None
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(args)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(_fold, args))
+    finally:
+        if main is not None:
+            main.__dict__.update(hidden)
+            main.__spec__ = spec
+        for v, old in saved.items():
+            if old is None:
+                os.environ.pop(v, None)
+            else:
+                os.environ[v] = old
+
+
 def kfold_evaluate(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], priors: Priors | None,
                    params: SpatialParams, methods: list[str], *, k: int = 5, max_genes: int | None = None,
-                   tangram_epochs: int = 300, gimvi_epochs: int = 200) -> dict[str, Any]:
-    """Per-gene metrics of every method over k folds of held-out LR genes (+ the held-out predictions)."""
+                   tangram_epochs: int = 300, gimvi_epochs: int = 200, workers: int = 1) -> dict[str, Any]:
+    """Per-gene metrics of every method over k folds of held-out LR genes (+ the held-out predictions); the folds
+    run in ``workers`` processes side by side (:func:`run_folds`)."""
     genes = eligible_genes(lr_genes, spatial)
     if max_genes and len(genes) > max_genes:
         rng = np.random.default_rng(params.seed)
@@ -93,9 +144,9 @@ def kfold_evaluate(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], 
     unavailable: dict[str, str] = {}
     fold_list = folds(genes, k, params.seed)
     validation = []
-    for f, held in enumerate(fold_list):
-        out, info = run_methods(spatial, scrna, lr_genes, held, priors, params, methods, heldout=held,
-                                tangram_epochs=tangram_epochs, gimvi_epochs=gimvi_epochs)
+    results = run_folds([(spatial, scrna, lr_genes, held, priors, params, methods, tangram_epochs, gimvi_epochs)
+                         for held in fold_list], workers)
+    for f, (held, (out, info)) in enumerate(zip(fold_list, results)):
         unavailable.update(info["unavailable"])
         validation.append(info["validation"])
         for m, pred in out.items():

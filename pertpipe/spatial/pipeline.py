@@ -6,7 +6,7 @@ place: :func:`prepare` drops it from every spatial input before anything is fitt
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anndata as ad
@@ -21,8 +21,10 @@ log = logging.getLogger("pertpipe.spatial")
 
 LRIMPUTE_VARIANTS = {  # method -> changes to SpatialParams / to the validated choices (ablations)
     "lrimpute": {},
+    "lrimpute_no_regression": {"regression": "off"},
     "lrimpute_no_residual": {"residual": "off"},
     "lrimpute_no_smooth": {"smooth": "off"},
+    "lrimpute_no_offset": {"offset": "off"},
     "lrimpute_no_ppi": {"w_ppi": 0.0},
     "lrimpute_no_lt": {"w_lt": 0.0},
     "lrimpute_no_mask": {"mask": False},
@@ -114,8 +116,8 @@ class Latent:
 
 @dataclass
 class Validation:
-    """What the slide's validation genes chose: k, the residual transfer's strength and ridge size, the spatial
-    smoothing weight, and which priors help; ``scores`` holds the median PCC of every candidate."""
+    """What the slide's validation genes chose: k, the neighbour set, the residual transfer's strength and ridge size,
+    the expression regression's blend weight and ridge size, the spatial smoothing weight, and which priors help; ``scores`` holds the median PCC of every candidate."""
 
     k: int
     strength: float = 0.0
@@ -126,23 +128,39 @@ class Validation:
     genes: list[str] = field(default_factory=list)
     scores: dict[str, Any] = field(default_factory=dict)
     neighbours: str = "latent"  # latent, pv (SpaGE's principal-vector kNN) or both
+    regression: float = 0.0  # blend weight of the expression regression (0 = off)
+    regression_alpha: float = 100.0
+    offset: float = 0.0  # the output shifted up by this multiple of its mean across spots (0 = off)
 
     def as_dict(self) -> dict[str, Any]:
         return {"k": self.k, "neighbours": self.neighbours, "residual_strength": self.strength, "residual_alpha": self.alpha,
-                "smooth": self.smooth, "ppi": self.ppi, "ligand_target": self.lt, "n_validation_genes": len(self.genes),
+                "regression_weight": self.regression, "regression_alpha": self.regression_alpha,
+                "smooth": self.smooth, "offset": self.offset, "ppi": self.ppi, "ligand_target": self.lt, "n_validation_genes": len(self.genes),
                 "scores": self.scores}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Validation:
         return cls(int(d["k"]), float(d["residual_strength"]), float(d["residual_alpha"]), float(d["smooth"]),
                    bool(d["ppi"]), bool(d["ligand_target"]), [], dict(d.get("scores") or {}),
-                   str(d.get("neighbours", "latent")))
+                   str(d.get("neighbours", "latent")), float(d.get("regression_weight", 0.0)),
+                   float(d.get("regression_alpha", 100.0)), float(d.get("offset", 0.0)))
 
 
 def _pccs(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     from pertpipe.spatial.metrics import pcc
 
     return np.array([pcc(pred[:, j], truth[:, j]) for j in range(truth.shape[1])], dtype=np.float64)
+
+
+def _ssims(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    from pertpipe.spatial.metrics import ssim
+
+    return np.array([ssim(pred[:, j], truth[:, j]) for j in range(truth.shape[1])], dtype=np.float64)
+
+
+def shift_up(pred: np.ndarray, c: float) -> np.ndarray:
+    """The prediction plus ``c`` x its mean across spots, per gene (a shift: correlations are unchanged)."""
+    return pred if c <= 0 else (pred + c * pred.mean(0, keepdims=True)).astype(np.float32)
 
 
 def _median_pcc(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -192,6 +210,38 @@ def residual_transfer(prep: Prepared, idx: np.ndarray, src: list[str], dst: list
     return (resid @ w).astype(np.float32)
 
 
+def expression_regression(prep: Prepared, dst: list[str], alpha: float) -> np.ndarray:
+    """Spots x ``dst``: each output gene read from the spot's own profile. A ridge (penalty ``alpha`` x the mean
+    diagonal of the Gram matrix) fitted on the scRNA cells from the standardised visible shared genes
+    (``prep.x_sc``) to ``dst`` on the log1p scale, applied to the spots' standardised profile (``prep.x_sp``).
+    Solved in the smaller of the cell and gene spaces (the same ridge either way); a spot mixing several cells is a
+    sum of profiles, which a linear map carries over where a nearest-cell average does not."""
+    xs, xp = prep.x_sc.astype(np.float64), prep.x_sp.astype(np.float64)
+    y = columns(prep.sc_log, prep.sc_cols(dst)).astype(np.float64)
+    mu = y.mean(0)
+    n, p = xs.shape
+    if n <= p:  # dual: w = X^T (X X^T + lam I)^-1 Y
+        gram = xs @ xs.T
+        lam = alpha * max(float(np.trace(gram)) / n, 1e-8)
+        pred = (xp @ xs.T) @ np.linalg.solve(gram + lam * np.eye(n), y - mu)
+    else:
+        gram = xs.T @ xs
+        lam = alpha * max(float(np.trace(gram)) / n, 1e-8)  # the same penalty as the dual form
+        pred = xp @ np.linalg.solve(gram + lam * np.eye(p), xs.T @ (y - mu))
+    return np.clip(pred + mu, 0, None).astype(np.float32)
+
+
+def blend_regression(labels: np.ndarray, reg: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - weight) x the pseudo-labels + weight x the regression rescaled per gene to the labels' mean and spread
+    across spots (a strong ridge shrinks its output toward the mean; the rescaling keeps the weight meaningful)."""
+    if weight <= 0:
+        return labels
+    r = reg.astype(np.float64)
+    sd_r, sd_l = r.std(0), labels.std(0)
+    r = (r - r.mean(0)) / np.where(sd_r > 0, sd_r, 1.0) * sd_l + labels.mean(0)
+    return np.clip((1 - weight) * labels + weight * r, 0, None).astype(np.float32)
+
+
 def spot_neighbours(coords: np.ndarray | None, k: int) -> np.ndarray | None:
     """Each spot's ``k`` nearest other spots by coordinates (None without coordinates)."""
     if coords is None or len(coords) < 2:
@@ -225,15 +275,16 @@ def _validation_genes(prep: Prepared, lr_genes: list[str], params: SpatialParams
 def validate(prep: Prepared, params: SpatialParams, *, spatial: ad.AnnData, scrna: ad.AnnData,
              lr_genes: list[str] | None = None, priors: Priors | None = None,
              checkpoint: str | None = None) -> Validation:
-    """Choose k, the residual transfer, the smoothing weight and the priors on validation genes: a share of the
-    visible shared genes is hidden from the slide exactly as a held-out gene is (removed before normalising, out of a
-    second latent fit), and every candidate predicts them. Only visible genes are used, so a k-fold's held-out genes
-    never inform a choice; a refinement is kept only when it beats the previous choice by ``validation_margin``."""
+    """Choose k, the neighbour set, the residual transfer, the expression regression, the smoothing weight, the
+    output's offset and the priors on validation genes: a share of the visible shared genes is hidden from the slide
+    exactly as a held-out gene is (removed before normalising, out of a second latent fit), and every candidate
+    predicts them. Only visible genes are used, so a k-fold's held-out genes never inform a choice; a refinement is
+    kept only when it beats the previous choice by ``validation_margin`` (and beyond chance, :func:`_gains`)."""
     lr_genes = list(lr_genes or [])
     val_genes = _validation_genes(prep, lr_genes, params)
     fixed_k = params.k if params.k != "auto" else params.align_k
-    needs = params.k == "auto" or params.residual == "auto" or params.smooth == "auto" or (
-        params.neighbours == "auto") or (params.priors == "validated" and priors is not None)
+    needs = "auto" in (params.k, params.residual, params.smooth, params.regression, params.offset, params.neighbours) \
+        or (params.priors == "validated" and priors is not None)
     if not needs or not val_genes or len(prep.input_genes) - len(val_genes) < 5:
         return Validation(int(fixed_k), genes=val_genes, ppi=params.priors != "off", lt=params.priors != "off",
                           neighbours=params.neighbours if params.neighbours != "auto" else "latent")
@@ -242,7 +293,6 @@ def validate(prep: Prepared, params: SpatialParams, *, spatial: ad.AnnData, scrn
     sp_col = {g: j for j, g in enumerate(prep.sp_genes)}
     truth = columns(prep.sp_log, [sp_col[g] for g in val_genes])  # as the evaluation's truth: the whole slide
     y = columns(prep.sc_log, prep.sc_cols(val_genes))
-    margin = params.validation_margin
     scores: dict[str, Any] = {"k": {}}
     best_k, best = int(fixed_k), -np.inf
     for k in (sorted({min(k, len(z_sc)) for k in params.k_candidates}) if params.k == "auto" else [int(fixed_k)]):
@@ -251,50 +301,147 @@ def validate(prep: Prepared, params: SpatialParams, *, spatial: ad.AnnData, scrn
         if sc > best:
             best_k, best = int(k), sc
     idx, _ = match_cells(z_sp, z_sc, best_k, metric=params.match)
-    pred = knn_labels(idx, y, y)[0]
     val = Validation(best_k, genes=val_genes, scores=scores)
-    current = _pccs(pred, truth)
-    if params.neighbours == "auto":
-        sets = {"pv": neighbour_set(prep_v, idx, best_k, "pv"), "both": neighbour_set(prep_v, idx, best_k, "both")}
-        cands = {name: _pccs(knn_labels(ix, y, y)[0], truth) for name, ix in sets.items()}
-        scores["neighbours"] = {"latent": float(np.median(current)), **{n: float(np.median(c)) for n, c in cands.items()}}
-        top = max(cands, key=lambda c: np.median(cands[c]))
-        if _gains(cands[top], current, margin):
-            val.neighbours, idx, current = top, sets[top], cands[top]
-            pred = knn_labels(idx, y, y)[0]
-    elif params.neighbours != "latent":
-        val.neighbours, idx = params.neighbours, neighbour_set(prep_v, idx, best_k, params.neighbours)
-        pred = knn_labels(idx, y, y)[0]
-        current = _pccs(pred, truth)
-    if params.residual == "auto":
-        scores["residual"] = {"0": best}
-        cands = {}
-        for alpha in params.residual_alphas:
-            corr = residual_transfer(prep_v, idx, prep_v.input_genes, val_genes, alpha)
-            for s_ in params.residual_strengths:
-                cands[(float(s_), float(alpha))] = r = _pccs(pred + s_ * corr, truth)
-                scores["residual"][f"{s_:g} (alpha {alpha:g})"] = float(np.median(r))
-        top = max(cands, key=lambda c: (np.median(cands[c]), -c[0]))
-        if _gains(cands[top], current, margin):
-            (val.strength, val.alpha), current = top, cands[top]
-            pred = pred + val.strength * residual_transfer(prep_v, idx, prep_v.input_genes, val_genes, val.alpha)
-    if params.smooth == "auto":
-        nb = spot_neighbours(prep.coords, params.smooth_k)
-        scores["smooth"] = {"0": float(np.median(current))}
-        cands = {}
-        for w in params.smooth_weights if nb is not None else ():
-            cands[float(w)] = r = _pccs(smooth_spots(pred, nb, w), truth)
-            scores["smooth"][f"{w:g}"] = float(np.median(r))
-        if cands:
-            top = max(cands, key=lambda c: (np.median(cands[c]), -c))
-            if _gains(cands[top], current, margin):
-                val.smooth = top
+    run = _Run(prep_v, params, val_genes, truth, y, idx, knn_labels(idx, y, y)[0])
+    run.current = _pccs(run.pred, truth)
+    _choose_neighbours(val, run)
+    _choose_residual(val, run)
+    nb = spot_neighbours(prep.coords, params.smooth_k) if params.smooth == "auto" else None
+    run.smooth_weights = [0.0] + [float(w) for w in params.smooth_weights] if nb is not None else [0.0]
+    run.nb = nb
+    if params.regression == "auto":
+        _choose_regression(val, run)  # the smoothing weight with it
+    else:
+        _choose_smoothing(val, run)
+    _choose_offset(val, run)
     if params.priors == "validated" and priors is not None:
-        _validate_priors(val, prep_v, params, lr_genes, priors, spatial, Latent(z_sp, z_sc, idx, {}))
+        _validate_priors(val, prep_v, params, lr_genes, priors, spatial, Latent(z_sp, z_sc, run.idx, {}))
     elif params.priors == "off":
         val.ppi = val.lt = False
         scores["priors"] = {"note": "off (spatial.model.priors: off, the default)"}
     return val
+
+
+@dataclass
+class _Run:
+    """The validation's state as one refinement after another is judged: the slide with the validation genes
+    hidden, their truth and scRNA values, the current neighbour set, prediction and its per-gene PCCs."""
+
+    prep_v: Prepared
+    params: SpatialParams
+    genes: list[str]
+    truth: np.ndarray
+    y: np.ndarray
+    idx: np.ndarray
+    pred: np.ndarray
+    current: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    nb: np.ndarray | None = None
+    smooth_weights: list[float] = field(default_factory=lambda: [0.0])
+
+    def smoothed(self, p: np.ndarray) -> dict[float, np.ndarray]:
+        """PCCs of ``p`` under each candidate smoothing weight (0 included)."""
+        return {w: _pccs(smooth_spots(p, self.nb, w), self.truth) for w in self.smooth_weights}
+
+
+def _best(cands: dict[Any, np.ndarray], size: Any = lambda c: c) -> Any:
+    """The candidate with the highest median (ties: the smallest ``size``, a number or a tuple of numbers)."""
+    def neg(c: Any) -> tuple:
+        z = size(c)
+        return tuple(-x for x in z) if isinstance(z, tuple) else (-z,)
+
+    return max(cands, key=lambda c: (np.median(cands[c]), neg(c)))
+
+
+def _choose_neighbours(val: Validation, run: _Run) -> None:
+    params, k = run.params, val.k
+    if params.neighbours == "auto":
+        sets = {"pv": neighbour_set(run.prep_v, run.idx, k, "pv"), "both": neighbour_set(run.prep_v, run.idx, k, "both")}
+        cands = {name: _pccs(knn_labels(ix, run.y, run.y)[0], run.truth) for name, ix in sets.items()}
+        val.scores["neighbours"] = {"latent": float(np.median(run.current)),
+                                    **{n: float(np.median(c)) for n, c in cands.items()}}
+        top = max(cands, key=lambda c: np.median(cands[c]))
+        if _gains(cands[top], run.current, params.validation_margin):
+            val.neighbours, run.idx, run.current = top, sets[top], cands[top]
+            run.pred = knn_labels(run.idx, run.y, run.y)[0]
+    elif params.neighbours != "latent":
+        val.neighbours, run.idx = params.neighbours, neighbour_set(run.prep_v, run.idx, k, params.neighbours)
+        run.pred = knn_labels(run.idx, run.y, run.y)[0]
+        run.current = _pccs(run.pred, run.truth)
+
+
+def _choose_residual(val: Validation, run: _Run) -> None:
+    if run.params.residual != "auto":
+        return
+    val.scores["residual"] = {"0": float(np.median(run.current))}
+    cands = {}
+    for alpha in run.params.residual_alphas:
+        corr = residual_transfer(run.prep_v, run.idx, run.prep_v.input_genes, run.genes, alpha)
+        for s_ in run.params.residual_strengths:
+            cands[(float(s_), float(alpha))] = r = _pccs(run.pred + s_ * corr, run.truth)
+            val.scores["residual"][f"{s_:g} (alpha {alpha:g})"] = float(np.median(r))
+    top = _best(cands, lambda c: c[0])
+    if _gains(cands[top], run.current, run.params.validation_margin):
+        (val.strength, val.alpha), run.current = top, cands[top]
+        run.pred = run.pred + val.strength * residual_transfer(run.prep_v, run.idx, run.prep_v.input_genes, run.genes,
+                                                               val.alpha)
+
+
+def _choose_regression(val: Validation, run: _Run) -> None:
+    """Blend weight and ridge size of the expression regression together with the smoothing weight (a regression
+    is noisier per spot than a kNN mean, and smoothing takes that noise out). The base is the kNN path with the
+    smoothing it earns on its own; of the (weight, ridge size, smoothing) candidates that beat it beyond chance, the
+    one with the highest median is kept, else the base stays."""
+    params = run.params
+    plain = run.smoothed(run.pred)
+    s0 = _best({w: r for w, r in plain.items() if w > 0}) if len(plain) > 1 else 0.0
+    if not (s0 and _gains(plain[s0], plain[0.0], params.validation_margin)):
+        s0 = 0.0
+    scores = val.scores["regression"] = {"0": float(np.median(plain[0.0])),
+                                         f"0 (smoothing {s0:g})": float(np.median(plain[s0]))}
+    cands, regs = {}, {}
+    for alpha in params.regression_alphas:
+        regs[float(alpha)] = reg = expression_regression(run.prep_v, run.genes, alpha)
+        for w in params.regression_weights:
+            for s_, r in run.smoothed(blend_regression(run.pred, reg, w)).items():
+                cands[(float(w), float(alpha), s_)] = r
+                scores[f"{w:g} (alpha {alpha:g}, smoothing {s_:g})"] = float(np.median(r))
+    passing = {c: r for c, r in cands.items() if _gains(r, plain[s0], params.validation_margin)}
+    val.smooth = s0
+    val.scores["smooth"] = {f"{w:g}": float(np.median(r)) for w, r in plain.items()}  # the kNN path's
+    if passing:
+        val.regression, val.regression_alpha, val.smooth = top = _best(passing, lambda c: (c[0], c[2]))
+        val.scores["smooth"][f"{val.smooth:g} with the regression"] = float(np.median(passing[top]))
+        run.pred = blend_regression(run.pred, regs[val.regression_alpha], val.regression)
+    run.current = _pccs(smooth_spots(run.pred, run.nb, val.smooth), run.truth)
+
+
+def _choose_smoothing(val: Validation, run: _Run) -> None:
+    if run.params.smooth != "auto":
+        return
+    val.scores["smooth"] = {"0": float(np.median(run.current))}
+    cands = {w: r for w, r in run.smoothed(run.pred).items() if w > 0}
+    for w, r in cands.items():
+        val.scores["smooth"][f"{w:g}"] = float(np.median(r))
+    if cands:
+        top = _best(cands)
+        if _gains(cands[top], run.current, run.params.validation_margin):
+            val.smooth = top
+
+
+def _choose_offset(val: Validation, run: _Run) -> None:
+    """The output's offset, judged by SSIM (a shift leaves every PCC as it is)."""
+    if run.params.offset != "auto":
+        return
+    final = smooth_spots(run.pred, run.nb, val.smooth)
+    base = _ssims(final, run.truth)
+    val.scores["offset"] = {"0": float(np.median(base))}
+    cands = {}
+    for c in run.params.offsets:
+        cands[float(c)] = r = _ssims(shift_up(final, c), run.truth)
+        val.scores["offset"][f"{c:g}"] = float(np.median(r))
+    top = _best(cands)
+    if _gains(cands[top], base, run.params.validation_margin):
+        val.offset = top
 
 
 def _validate_priors(val: Validation, prep_v: Prepared, params: SpatialParams, lr_genes: list[str], priors: Priors,
@@ -312,7 +459,7 @@ def _validate_priors(val: Validation, prep_v: Prepared, params: SpatialParams, l
     truth = columns(log_normalize(spatial.X), [sp_col[g] for g in lr_val])
 
     def score(ppi: bool, lt: bool) -> float:
-        v = Validation(val.k, val.strength, val.alpha, val.smooth, ppi, lt)
+        v = replace(val, ppi=ppi, lt=lt)
         return _median_pcc(lrimpute_predict(prep_v, lat, lr_genes, lr_val, priors, params, v)[0], truth)
 
     both = score(on["ppi"], on["lt"])
@@ -362,7 +509,8 @@ def cell_type_fractions(prep: Prepared, lat: Latent) -> tuple[np.ndarray, list[s
 
 def impute_inputs(prep: Prepared, lat: Latent, lr_genes: list[str], priors: Priors | None,
                   params: SpatialParams, val: Validation | None = None) -> ImputeInputs:
-    """Pseudo-labels (the kNN mean, plus the validated residual transfer of what the spot measures), mask, the
+    """Pseudo-labels (the kNN mean, plus the validated residual transfer of what the spot measures, blended with the
+    validated expression regression), mask, the
     spot's own measured LR genes and the prior matrices the validation kept, for the visible genes only."""
     out_genes = list(lr_genes)
     if params.output == "hvg":
@@ -371,6 +519,8 @@ def impute_inputs(prep: Prepared, lat: Latent, lr_genes: list[str], priors: Prio
     if val is not None and val.strength > 0 and params.residual != "off":
         labels = np.clip(labels + val.strength * residual_transfer(prep, lat.idx, prep.input_genes, out_genes,
                                                                    val.alpha), 0, None).astype(np.float32)
+    if val is not None and val.regression > 0 and params.regression != "off":
+        labels = blend_regression(labels, expression_regression(prep, out_genes, val.regression_alpha), val.regression)
     sp_col = {g: j for j, g in enumerate(prep.sp_genes)}
     obs_genes = [g for g in out_genes if g in sp_col]  # held-out genes are not in sp_genes
     inp = ImputeInputs(lat.z_sp, labels, mask, out_genes, obs=columns(prep.sp_log, [sp_col[g] for g in obs_genes]),
@@ -397,24 +547,36 @@ def impute_inputs(prep: Prepared, lat: Latent, lr_genes: list[str], priors: Prio
 
 
 def lrimpute_predict(prep: Prepared, lat: Latent, lr_genes: list[str], genes: list[str], priors: Priors | None,
-                     params: SpatialParams, val: Validation) -> tuple[np.ndarray, dict[str, Any]]:
+                     params: SpatialParams, val: Validation, *, fits: dict[str, Any] | None = None
+                     ) -> tuple[np.ndarray, dict[str, Any]]:
     """lrimpute fitted and applied on the slide (spots x ``genes``): pseudo-labels, the decoder, the mask, then the
-    validated spatial smoothing."""
-    inp = impute_inputs(prep, lat, lr_genes, priors, params, val)
-    model, tinfo = fit_lrimpute(inp, params)
-    pred = predict_lrimpute(model, lat.z_sp, inp.labels, inp.mask if params.mask else None)
-    cols = [{g: j for j, g in enumerate(inp.out_genes)}[g] for g in genes]
-    pred = smooth_and_mask(pred[:, cols], prep.coords, params, val, inp.mask[:, cols])
-    return pred, tinfo
+    validated spatial smoothing and offset. With ``fits`` (a dict kept across calls), variants that differ only in
+    what follows the decoder (smoothing, offset) share one decoder fit."""
+    key = repr(params.with_(smooth="auto", offset="auto",  # what the decoder sees: a step validation left off is off
+                            residual="off" if val.strength == 0 else params.residual,
+                            regression="off" if val.regression == 0 else params.regression))
+    if fits is not None and key in fits:
+        pred, mask, out_genes, tinfo = fits[key]
+    else:
+        inp = impute_inputs(prep, lat, lr_genes, priors, params, val)
+        model, tinfo = fit_lrimpute(inp, params)
+        pred = predict_lrimpute(model, lat.z_sp, inp.labels, inp.mask if params.mask else None)
+        mask, out_genes = inp.mask, inp.out_genes
+        if fits is not None:
+            fits[key] = (pred, mask, out_genes, tinfo)
+    cols = [{g: j for j, g in enumerate(out_genes)}[g] for g in genes]
+    return smooth_and_mask(pred[:, cols], prep.coords, params, val, mask[:, cols]), tinfo
 
 
 def smooth_and_mask(pred: np.ndarray, coords: np.ndarray | None, params: SpatialParams, val: Validation,
                     mask: np.ndarray) -> np.ndarray:
     """The validated spatial smoothing, then the anti-hallucination mask again (a neighbour's value does not put a
-    gene into a spot whose matched cells never express it)."""
+    gene into a spot whose matched cells never express it), then the validated offset: the whole output shifts, the
+    masked spots included (they stay the gene's lowest value), so no correlation changes."""
     weight = val.smooth if params.smooth != "off" else 0.0
     out = smooth_spots(pred, spot_neighbours(coords, params.smooth_k), weight)
-    return np.where(mask, out, 0.0).astype(np.float32) if params.mask else out
+    out = np.where(mask, out, 0.0).astype(np.float32) if params.mask else out
+    return shift_up(out, val.offset if params.offset != "off" else 0.0)
 
 
 def run_methods(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], genes: list[str], priors: Priors | None,
@@ -429,10 +591,11 @@ def run_methods(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], gen
     out: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {"latent": lat.info, "validation": val.as_dict(), "unavailable": {}}
     lr_col = {g: j for j, g in enumerate(lr_genes)}
+    fits: dict[str, Any] = {}
     for m in methods:
         if m in LRIMPUTE_VARIANTS:
             out[m], info[m] = lrimpute_predict(prep, lat, lr_genes, genes, priors, params.with_(**LRIMPUTE_VARIANTS[m]),
-                                               val)
+                                               val, fits=fits)
         elif m == "knn_mean":
             labels, _ = knn_labels(lat.idx_latent if lat.idx_latent is not None else lat.idx,
                                    prep.sc_log[:, prep.sc_cols(lr_genes)], prep.sc_counts[:, prep.sc_cols(lr_genes)])

@@ -113,8 +113,9 @@ def spatial_report(dataset: str, artifacts: dict[str, str], *, n_genes: int, out
 
 
 def validation_table(rep: dict[str, Any]) -> pd.DataFrame:
-    """What the validation genes chose for the imputation (knn_labels) and in each evaluation fold: k, the residual
-    transfer's strength, the smoothing weight and whether each prior was kept."""
+    """What the validation genes chose for the imputation (knn_labels) and in each evaluation fold: k, the neighbour
+    set, the residual transfer's strength, the expression regression's weight and ridge size, the smoothing weight,
+    the output's offset and whether each prior was kept."""
     rows = []
     runs = [("imputation", rep["knn_labels"].get("validation"))] + [
         (f"fold {i + 1}", v) for i, v in enumerate(rep["evaluation"].get("validation_per_fold") or [])]
@@ -125,7 +126,9 @@ def validation_table(rep: dict[str, Any]) -> pd.DataFrame:
         why = "; ".join(f"{k} {x:.3f}" if isinstance(x, float) else f"{k}: {x}" for k, x in pr.items())
         rows.append({"where": where, "k": v["k"], "neighbours": v.get("neighbours", "latent"),
                      "residual strength": v["residual_strength"],
-                     "smoothing weight": v["smooth"], "PPI kept": v["ppi"], "ligand->target kept": v["ligand_target"],
+                     "regression weight": v.get("regression_weight", 0.0),
+                     "regression alpha": v.get("regression_alpha", 0.0) if v.get("regression_weight") else "-",
+                     "smoothing weight": v["smooth"], "offset": v.get("offset", 0.0), "PPI kept": v["ppi"], "ligand->target kept": v["ligand_target"],
                      "validation genes": v["n_validation_genes"], "priors on validation (median PCC)": why})
     return pd.DataFrame(rows)
 
@@ -162,7 +165,10 @@ def render_html(rep: dict[str, Any], links: str = "") -> str:
              "<p>Every choice is made on validation genes: a share of the visible shared genes hidden from the slide "
              "as a held-out gene is. Neighbours: whose matched cells give the kNN mean (the latent space's, SpaGE's "
              "principal-vector kNN, or both). The residual transfer carries what a spot measures beyond its kNN mean to the LR "
-             "genes (0 = off); smoothing mixes a spot with its neighbours (0 = off); a prior is kept only if lrimpute "
+             "genes (0 = off); the regression reads each LR gene from the spot's own profile through a ridge fitted on the scRNA "
+             "cells and is blended into the kNN mean with this weight (0 = off; 1 = the regression alone); smoothing mixes "
+             "a spot with its neighbours (0 = off); the offset shifts the output up by that multiple of its mean across "
+             "spots, chosen by SSIM (a shift: no correlation changes; 0 = off); a prior is kept only if lrimpute "
              "predicts the LR validation genes better with it than without it.</p>",
              report_page.table(validation_table(rep)) if len(validation_table(rep)) else "<p>-</p>",
              "<h2>Metrics per held-out gene</h2>", report_page.png_file(rep["figures"]["metrics"], "metrics"),
@@ -185,8 +191,9 @@ def render_text(rep: dict[str, Any]) -> str:
              f"ligand->target {rep['priors'].get('ligand_target')}",
              f"kNN labels: k={rep['knn_labels']['k']}, {rep['knn_labels']['n_distinct_matched_cells']} distinct "
              f"matched cells, {100 * rep['knn_labels']['masked_fraction']:.1f}% of (spot, gene) masked",
-             "validated: " + ", ".join(f"{r['where']}: {r['neighbours']} neighbours, residual {r['residual strength']:g}, smoothing "
-                                       f"{r['smoothing weight']:g}, PPI {'on' if r['PPI kept'] else 'off'}, "
+             "validated: " + ", ".join(f"{r['where']}: {r['neighbours']} neighbours, residual {r['residual strength']:g}, "
+                                       f"regression {r['regression weight']:g}, smoothing "
+                                       f"{r['smoothing weight']:g}, offset {r['offset']:g}, PPI {'on' if r['PPI kept'] else 'off'}, "
                                        f"ligand->target {'on' if r['ligand->target kept'] else 'off'}"
                                        for r in validation_table(rep).to_dict("records")),
              "", f"Held-out LR genes ({ev['n_heldout_genes']}), medians per method:",

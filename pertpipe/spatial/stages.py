@@ -223,7 +223,7 @@ def run_impute(spatial_path: str, scrna_path: str, knn_path: str, model_path: st
 
 def run_evaluate(spatial_path: str, scrna_path: str, lr_json: str, priors_npz: str, params: SpatialParams,
                  settings: dict[str, Any], out_per_gene: str, out_summary: str, out_json: str,
-                 out_heldout: str) -> dict[str, Any]:
+                 out_heldout: str, *, workers: int = 1) -> dict[str, Any]:
     spatial, scrna = read_anndata(spatial_path), read_anndata(scrna_path)
     genes = read_json(lr_json)["lr_genes"]
     methods = list(settings["methods"])
@@ -232,7 +232,7 @@ def run_evaluate(spatial_path: str, scrna_path: str, lr_json: str, priors_npz: s
                           "Fix: add it")
     res = ev.kfold_evaluate(spatial, scrna, genes, load_priors(priors_npz), params, methods, k=settings["folds"],
                             max_genes=settings.get("max_genes"), tangram_epochs=settings["tangram_epochs"],
-                            gimvi_epochs=settings["gimvi_epochs"])
+                            gimvi_epochs=settings["gimvi_epochs"], workers=workers)
     with atomic_path(out_per_gene, suffix=".csv") as tmp:
         res["per_gene"].to_csv(tmp, index=False)
     summ = res["summary"].sort_values("pcc", ascending=False)

@@ -162,9 +162,18 @@ def test_mask_keeps_genes_out_of_spots_whose_cells_never_express_them():
     lat = latent(prep, FAST)
     inp = impute_inputs(prep, lat, lr, toy_priors(lr), FAST)
     assert (~inp.mask).any()  # some spots matched only cells without LIG/REC/HELD counts
-    out, _ = run_methods(spatial, scrna, lr, lr, toy_priors(lr), FAST, ["lrimpute", "lrimpute_no_mask"])
+    out, _ = run_methods(spatial, scrna, lr, lr, toy_priors(lr), FAST.with_(offset="off"),
+                         ["lrimpute", "lrimpute_no_mask"])
     assert np.all(out["lrimpute"][~inp.mask] == 0)
     assert np.any(out["lrimpute_no_mask"][~inp.mask] != 0)
+    from pertpipe.spatial.pipeline import Validation, smooth_and_mask
+
+    pred = np.abs(np.random.default_rng(0).normal(size=inp.mask.shape)).astype(np.float32) + 0.1
+    shifted = smooth_and_mask(pred, None, FAST, Validation(5, offset=1.0), inp.mask)
+    plain = smooth_and_mask(pred, None, FAST, Validation(5), inp.mask)
+    floor = np.broadcast_to(plain.mean(0), plain.shape)  # the offset shifts the masked spots with the rest
+    np.testing.assert_allclose(shifted, plain + floor, rtol=1e-6)
+    assert np.all(shifted[~inp.mask] == np.broadcast_to(shifted.min(0), shifted.shape)[~inp.mask])
 
 
 def test_kfold_never_trains_on_held_out_genes_and_the_probe_sees_a_leak():
@@ -191,6 +200,10 @@ def test_kfold_never_trains_on_held_out_genes_and_the_probe_sees_a_leak():
     assert sorted(g for f in res["folds"] for g in f) == sorted(res["genes"]) and len(res["folds"]) == 3
     assert set(res["per_gene"].method) == {"lrimpute", "knn_mean"} and len(res["per_gene"]) == 2 * len(res["genes"])
     assert res["summary"].loc["lrimpute", "pcc"] > 0.3  # the toy's genes follow the cell mixture
+    side = ev.kfold_evaluate(spatial, scrna, lr, toy_priors(lr), FAST, ["lrimpute", "knn_mean"], k=3, workers=2)
+    for m in ("lrimpute", "knn_mean"):  # folds in two spawned processes: the same numbers as one after another
+        np.testing.assert_array_equal(side["predictions"][m], res["predictions"][m])
+    assert side["validation"] == res["validation"]
 
 
 def test_metrics_and_accuracy_score_by_hand():
@@ -449,6 +462,44 @@ def test_residual_transfer_and_smoothing_are_chosen_on_visible_genes_and_help_a_
     assert smooth_spots(x, nb, 0.0) is x
 
 
+def test_expression_regression_is_the_ridge_by_hand_and_validation_turns_it_on_where_it_helps():
+    """The regression equals the closed-form ridge from the standardised shared genes to the output gene on the
+    scRNA cells (dual and gene-space forms agree); its blend is rescaled to the labels' spread; on the co-expression
+    pair validation (visible genes only) picks it and it predicts the held-out TGT better than the kNN mean."""
+    from pertpipe.spatial.metrics import pcc
+    from pertpipe.spatial.pipeline import blend_regression, expression_regression, validate
+
+    spatial, scrna = coexpression_pair()
+    prep = prepare(spatial, scrna, ["TGT"])
+    xs, xp = prep.x_sc.astype(np.float64), prep.x_sp.astype(np.float64)
+    y = np.log1p(scrna[:, ["TGT"]].X.toarray() / scrna.X.sum(1).A * 1e4)
+    gram = xs.T @ xs
+    lam = 10.0 * np.trace(xs @ xs.T) / len(xs)
+    w = np.linalg.solve(gram + lam * np.eye(len(gram)), xs.T @ (y - y.mean(0)))
+    by_hand = np.clip(xp @ w + y.mean(0), 0, None)
+    np.testing.assert_allclose(expression_regression(prep, ["TGT"], 10.0), by_hand, rtol=1e-4, atol=1e-5)
+    few = prepare(spatial, scrna[:12], ["TGT"])  # fewer cells than genes: the dual form
+    xs, xp = few.x_sc.astype(np.float64), few.x_sp.astype(np.float64)
+    y = np.log1p(scrna[:12, ["TGT"]].X.toarray() / scrna[:12].X.sum(1).A * 1e4)
+    lam = 10.0 * np.trace(xs @ xs.T) / len(xs)
+    w = np.linalg.solve(xs.T @ xs + lam * np.eye(xs.shape[1]), xs.T @ (y - y.mean(0)))
+    np.testing.assert_allclose(expression_regression(few, ["TGT"], 10.0), np.clip(xp @ w + y.mean(0), 0, None),
+                               rtol=1e-4, atol=1e-5)
+    labels = (5 + np.random.default_rng(0).normal(0, 0.3, (len(by_hand), 1))).astype(np.float32)  # no clipping
+    full = blend_regression(labels, by_hand, 1.0)
+    np.testing.assert_allclose([full.mean(), full.std()], [labels.mean(), labels.std()], rtol=1e-3)
+    assert pcc(full[:, 0], by_hand[:, 0]) > 0.999 and blend_regression(labels, by_hand, 0.0) is labels
+
+    params = FAST.with_(encoder_epochs=20, val_fraction=0.5, neighbours="latent", residual="off", smooth="off")
+    val = validate(prep, params, spatial=spatial, scrna=scrna, lr_genes=["TGT"])
+    assert "TGT" not in val.genes and val.regression > 0 and "regression" in val.scores
+    lat = latent(prep, params, k=val.k, neighbours=val.neighbours)
+    truth = np.log1p(spatial[:, "TGT"].X.toarray().ravel() / spatial.X.sum(1).A.ravel() * 1e4)
+    base = knn_labels(lat.idx, np.log1p(scrna[:, ["TGT"]].X.toarray()), scrna[:, ["TGT"]].X.toarray())[0]
+    blended = blend_regression(base, expression_regression(prep, ["TGT"], val.regression_alpha), val.regression)
+    assert pcc(blended[:, 0], truth) > pcc(base[:, 0], truth) + 0.05
+
+
 def test_validation_switches_off_what_does_not_help():
     """Random spots (no co-expression to carry, no spatial structure): the residual and the smoothing stay off; the
     ablation names exist; priors 'on' keeps both terms without judging them."""
@@ -462,8 +513,8 @@ def test_validation_switches_off_what_does_not_help():
     shuffled.X = sp.csr_matrix(np.column_stack([rng.permutation(col) for col in x.T]))  # genes independent
     prep = prepare(shuffled, scrna, ["TGT"])
     val = validate(prep, FAST.with_(encoder_epochs=10, val_fraction=0.3), spatial=shuffled, scrna=scrna, lr_genes=["TGT"])
-    assert val.strength == 0 and val.smooth == 0 and val.neighbours == "latent"
-    assert {"lrimpute_no_residual", "lrimpute_no_smooth"} <= set(LRIMPUTE_VARIANTS)
+    assert val.strength == 0 and val.smooth == 0 and val.regression == 0 and val.neighbours == "latent"
+    assert {"lrimpute_no_residual", "lrimpute_no_smooth", "lrimpute_no_regression"} <= set(LRIMPUTE_VARIANTS)
     lr = ["LIG", "REC", "HELD"]
     sp_toy, sc_toy = toy_pair()
     _, info = run_methods(sp_toy, sc_toy, lr, ["HELD"], toy_priors(lr), FAST.with_(priors="on"), ["lrimpute"],
