@@ -500,6 +500,24 @@ def test_expression_regression_is_the_ridge_by_hand_and_validation_turns_it_on_w
     assert pcc(blended[:, 0], truth) > pcc(base[:, 0], truth) + 0.05
 
 
+def test_without_priors_an_unmeasured_gene_keeps_its_pseudo_label():
+    """The decoder's change starts at zero and only the measured genes' term moves it: with the priors off, a
+    held-out gene's imputation is its pseudo-label after the mask, smoothing and offset (as docs/spatial.md says),
+    while a measured LR gene moves."""
+    from pertpipe.spatial.pipeline import Validation, impute_inputs, lrimpute_predict, smooth_and_mask
+
+    spatial, scrna = toy_pair()
+    lr = ["LIG", "REC", "HELD"]
+    prep = prepare(spatial, scrna, ["HELD"])
+    lat = latent(prep, FAST)
+    val = Validation(5, smooth=0.5, offset=1.0)
+    pred, _ = lrimpute_predict(prep, lat, lr, lr, None, FAST, val)
+    inp = impute_inputs(prep, lat, lr, None, FAST, val)
+    labels = smooth_and_mask(np.clip(inp.labels, 0, None), prep.coords, FAST, val, inp.mask)
+    np.testing.assert_allclose(pred[:, 2], labels[:, 2], rtol=1e-6)  # HELD: not measured here
+    assert np.abs(pred[:, :2] - labels[:, :2]).max() > 1e-3  # LIG, REC: measured, refined by the decoder
+
+
 def test_validation_switches_off_what_does_not_help():
     """Random spots (no co-expression to carry, no spatial structure): the residual and the smoothing stay off; the
     ablation names exist; priors 'on' keeps both terms without judging them."""
