@@ -72,6 +72,8 @@ def tangram(sc_log: sp.spmatrix | np.ndarray, sc_genes: list[str], sp_log: sp.sp
     ad_sc = ad.AnnData(X=sc_log, var=pd.DataFrame(index=pd.Index(sc_genes)))
     ad_sp = ad.AnnData(X=sp_log, var=pd.DataFrame(index=pd.Index(sp_genes)))
     logging.getLogger("tangram").setLevel(logging.WARNING)
+    np.random.seed(seed)  # tangram seeds only when random_state is truthy: seed 0 would draw its start unseeded
+    torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tg.pp_adatas(ad_sc, ad_sp, genes=list(train_genes))

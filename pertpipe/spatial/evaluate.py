@@ -87,10 +87,12 @@ def _fold(args: tuple) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 
 def run_folds(args: list[tuple], workers: int) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
-    """Every fold through :func:`_fold`: in ``workers`` processes side by side (spawned, each with one BLAS and
-    one torch thread), or in this process when ``workers`` is 1. Each fold is seeded by itself, so the results do not
-    depend on how many run at once."""
-    if workers <= 1 or len(args) <= 1:
+    """Every task through :func:`_fold`: in ``workers`` processes side by side (spawned, each with one BLAS and
+    one torch thread), or in this process when ``workers`` is 0. Each task is seeded by itself and every worker
+    computes on one thread, so the numbers do not depend on how many workers run (the pipeline always uses a pool:
+    ``--cores 1`` and ``--cores 2`` give the same lrimpute and light-baseline numbers; Tangram's and gimVI's torch
+    round differently from process to process, ~1e-6; in this process the BLAS may round differently too)."""
+    if workers <= 0:
         return [_fold(a) for a in args]
     import multiprocessing
     import os
@@ -122,11 +124,21 @@ def run_folds(args: list[tuple], workers: int) -> list[tuple[dict[str, np.ndarra
                 os.environ[v] = old
 
 
+def method_groups(methods: list[str]) -> list[list[str]]:
+    """The methods of one fold split into independent tasks: lrimpute, its ablations and the light baselines
+    (sharing one validation and latent fit), then each peer on its own (they need neither), so two workers share
+    the folds' work evenly. Every method seeds itself, so the split changes no number."""
+    from pertpipe.spatial.baselines import PEERS
+
+    ours = [m for m in methods if m not in PEERS]
+    return [g for g in [ours] + [[m] for m in methods if m in PEERS] if g]
+
+
 def kfold_evaluate(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], priors: Priors | None,
                    params: SpatialParams, methods: list[str], *, k: int = 5, max_genes: int | None = None,
-                   tangram_epochs: int = 300, gimvi_epochs: int = 200, workers: int = 1) -> dict[str, Any]:
+                   tangram_epochs: int = 300, gimvi_epochs: int = 200, workers: int = 0) -> dict[str, Any]:
     """Per-gene metrics of every method over k folds of held-out LR genes (+ the held-out predictions); the folds
-    run in ``workers`` processes side by side (:func:`run_folds`)."""
+    run in ``workers`` processes side by side, or in this process with 0 (:func:`run_folds`)."""
     genes = eligible_genes(lr_genes, spatial)
     if max_genes and len(genes) > max_genes:
         rng = np.random.default_rng(params.seed)
@@ -144,11 +156,18 @@ def kfold_evaluate(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], 
     unavailable: dict[str, str] = {}
     fold_list = folds(genes, k, params.seed)
     validation = []
-    results = run_folds([(spatial, scrna, lr_genes, held, priors, params, methods, tangram_epochs, gimvi_epochs)
-                         for held in fold_list], workers)
-    for f, (held, (out, info)) in enumerate(zip(fold_list, results)):
-        unavailable.update(info["unavailable"])
-        validation.append(info["validation"])
+    groups = method_groups(methods)
+    tasks = [(g, f) for g in range(len(groups)) for f in range(len(fold_list))]  # the heaviest group first
+    results = run_folds([(spatial, scrna, lr_genes, fold_list[f], priors, params, groups[g], tangram_epochs,
+                          gimvi_epochs) for g, f in tasks], workers)
+    per_fold: list[tuple[dict[str, np.ndarray], dict[str, Any]]] = [({}, {}) for _ in fold_list]
+    for (_, f), (o, i) in zip(tasks, results):
+        per_fold[f][0].update(o)
+        unavailable.update(i["unavailable"])
+        if "validation" in i:
+            per_fold[f][1].update(i)
+    for f, (held, (out, info)) in enumerate(zip(fold_list, per_fold)):
+        validation.append(info.get("validation", {}))
         for m, pred in out.items():
             for j, g in enumerate(held):
                 preds[m][:, gcol[g]] = pred[:, j]

@@ -586,10 +586,12 @@ def run_methods(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], gen
     The validation (k, residual transfer, smoothing, priors) runs once on visible genes; the ablations switch one of
     its choices off."""
     prep = prepare(spatial, scrna, heldout, max_input_genes=params.max_input_genes)
-    val = validate(prep, params, spatial=spatial, scrna=scrna, lr_genes=lr_genes, priors=priors)
-    lat = latent(prep, params, k=val.k, neighbours=val.neighbours)
     out: dict[str, np.ndarray] = {}
-    info: dict[str, Any] = {"latent": lat.info, "validation": val.as_dict(), "unavailable": {}}
+    info: dict[str, Any] = {"unavailable": {}}
+    if any(m in LRIMPUTE_VARIANTS or m == "knn_mean" for m in methods):  # the peers need neither
+        val = validate(prep, params, spatial=spatial, scrna=scrna, lr_genes=lr_genes, priors=priors)
+        lat = latent(prep, params, k=val.k, neighbours=val.neighbours)
+        info.update(latent=lat.info, validation=val.as_dict())
     lr_col = {g: j for j, g in enumerate(lr_genes)}
     fits: dict[str, Any] = {}
     for m in methods:

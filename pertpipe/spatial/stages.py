@@ -223,7 +223,7 @@ def run_impute(spatial_path: str, scrna_path: str, knn_path: str, model_path: st
 
 def run_evaluate(spatial_path: str, scrna_path: str, lr_json: str, priors_npz: str, params: SpatialParams,
                  settings: dict[str, Any], out_per_gene: str, out_summary: str, out_json: str,
-                 out_heldout: str, *, workers: int = 1) -> dict[str, Any]:
+                 out_heldout: str, *, workers: int = 0) -> dict[str, Any]:
     spatial, scrna = read_anndata(spatial_path), read_anndata(scrna_path)
     genes = read_json(lr_json)["lr_genes"]
     methods = list(settings["methods"])

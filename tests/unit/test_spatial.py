@@ -200,10 +200,20 @@ def test_kfold_never_trains_on_held_out_genes_and_the_probe_sees_a_leak():
     assert sorted(g for f in res["folds"] for g in f) == sorted(res["genes"]) and len(res["folds"]) == 3
     assert set(res["per_gene"].method) == {"lrimpute", "knn_mean"} and len(res["per_gene"]) == 2 * len(res["genes"])
     assert res["summary"].loc["lrimpute", "pcc"] > 0.3  # the toy's genes follow the cell mixture
-    side = ev.kfold_evaluate(spatial, scrna, lr, toy_priors(lr), FAST, ["lrimpute", "knn_mean"], k=3, workers=2)
-    for m in ("lrimpute", "knn_mean"):  # folds in two spawned processes: the same numbers as one after another
-        np.testing.assert_array_equal(side["predictions"][m], res["predictions"][m])
-    assert side["validation"] == res["validation"]
+    assert ev.method_groups(["lrimpute", "tangram", "knn_mean", "gimvi"]) == [["lrimpute", "knn_mean"], ["tangram"],
+                                                                              ["gimvi"]]
+    both = ev.kfold_evaluate(spatial, scrna, lr, toy_priors(lr), FAST, ["lrimpute", "knn_mean", "tangram"], k=3,
+                             tangram_epochs=20)
+    one, two = (ev.kfold_evaluate(spatial, scrna, lr, toy_priors(lr), FAST, ["lrimpute", "knn_mean", "tangram"], k=3,
+                                  tangram_epochs=20, workers=w) for w in (1, 2))
+    for m in ("lrimpute", "knn_mean"):  # split into tasks: the same numbers as all methods in one call
+        np.testing.assert_array_equal(both["predictions"][m], res["predictions"][m])
+    for m in ("lrimpute", "knn_mean", "tangram"):  # one or two spawned workers: the same numbers (Tangram's torch
+        if m != "tangram":                          # rounds differently from process to process, ~1e-6)
+            np.testing.assert_array_equal(one["predictions"][m], two["predictions"][m])
+        np.testing.assert_allclose(one["predictions"][m], two["predictions"][m], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(one["predictions"][m], both["predictions"][m], rtol=1e-4, atol=1e-4)
+    assert one["validation"] == two["validation"] == res["validation"] and len(two["validation"]) == 3
 
 
 def test_metrics_and_accuracy_score_by_hand():
