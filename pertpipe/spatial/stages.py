@@ -186,7 +186,8 @@ def run_train(spatial_path: str, scrna_path: str, knn_path: str, priors_npz: str
     info.update({"n_out_genes": len(inp.out_genes), "n_observed_lr_genes": len(inp.obs_genes or []),
                  "n_lt_targets": 0 if inp.targets is None else int(inp.targets.shape[1]),
                  "priors_used": {"ppi": inp.laplacian is not None, "ligand_target": inp.prior is not None},
-                 "residual_strength": val.strength, "smooth": val.smooth})
+                 "residual_strength": val.strength, "regression_weight": val.regression,
+                 "regression_alpha": val.regression_alpha, "smooth": val.smooth, "offset": val.offset})
     write_json(info, out_json)
     _remove_checkpoints(checkpoint)
     return info
