@@ -146,16 +146,21 @@ class Validation:
                    float(d.get("regression_alpha", 100.0)), float(d.get("offset", 0.0)))
 
 
+def _per_gene(metric: Any, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """``metric`` (a :mod:`pertpipe.spatial.metrics` function) of every gene column."""
+    return np.array([metric(pred[:, j], truth[:, j]) for j in range(truth.shape[1])], dtype=np.float64)
+
+
 def _pccs(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     from pertpipe.spatial.metrics import pcc
 
-    return np.array([pcc(pred[:, j], truth[:, j]) for j in range(truth.shape[1])], dtype=np.float64)
+    return _per_gene(pcc, pred, truth)
 
 
 def _ssims(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     from pertpipe.spatial.metrics import ssim
 
-    return np.array([ssim(pred[:, j], truth[:, j]) for j in range(truth.shape[1])], dtype=np.float64)
+    return _per_gene(ssim, pred, truth)
 
 
 def shift_up(pred: np.ndarray, c: float) -> np.ndarray:
