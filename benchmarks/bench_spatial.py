@@ -2,8 +2,8 @@
 
 Every run is `snakemake spatial` on one pair with one seed (the original spacexr files through the mirror): k-fold
 held-out LR genes (the genes the slide measures and the scRNA-seq expresses; 5 folds, run two at a time), lrimpute,
-its default ablations (no expression regression, no residual transfer, no spatial smoothing, no offset, all-HVG
-output) and the baselines (kNN mean, HVG autoencoder, SpaGE, Tangram, gimVI).
+its default ablations (no expression regression, no residual transfer, no spatial smoothing, no offset, no depth
+step) and the baselines (kNN mean, depth alone, HVG autoencoder, SpaGE, Tangram, gimVI).
 Reported per pair and method: median over held-out genes of PCC / SSIM / RMSE / JS and the accuracy score, as
 mean +- sd over seeds; paired differences lrimpute - method per seed (median PCC) with the number of seeds where
 lrimpute is ahead and the per-gene wins; communication recovery before/after imputation; seconds per rule.

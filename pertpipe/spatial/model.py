@@ -83,6 +83,10 @@ class SpatialParams(TrainingParams):
     # and RMSE do not change, only the max-scaled metrics (SSIM) and JS see it
     offset: Literal["auto", "off"] = "auto"
     offsets: tuple[float, ...] = (0.5, 1.0, 2.0)
+    # the slide's depth: the prediction (a mean of single cells' log1p values) turned into what the slide would measure
+    # at each spot's library size, E[log1p(X x 10^4 / L)] with X ~ Poisson(L x expm1(prediction) / 10^4); kept where
+    # the validation genes gain (sparse Visium genes, whose measured value rises with the spot's depth)
+    depth: Literal["auto", "off"] = "auto"
     # the PPI and ligand -> target terms: off (the default: bench_spatial.py found neither helping on the held-out
     # genes it reaches, even when kept only where validation genes said so), validated (kept only where they help on
     # validation genes) or on (always)

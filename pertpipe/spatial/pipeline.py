@@ -25,12 +25,13 @@ LRIMPUTE_VARIANTS = {  # method -> changes to SpatialParams / to the validated c
     "lrimpute_no_residual": {"residual": "off"},
     "lrimpute_no_smooth": {"smooth": "off"},
     "lrimpute_no_offset": {"offset": "off"},
+    "lrimpute_no_depth": {"depth": "off"},
     "lrimpute_no_ppi": {"w_ppi": 0.0},
     "lrimpute_no_lt": {"w_lt": 0.0},
     "lrimpute_no_mask": {"mask": False},
     "lrimpute_all_hvg": {"output": "hvg"},
 }
-BASELINES = ("knn_mean", "hvg_ae", "spage", "tangram", "gimvi")
+BASELINES = ("knn_mean", "depth_only", "hvg_ae", "spage", "tangram", "gimvi")
 METHODS = tuple(LRIMPUTE_VARIANTS) + BASELINES
 
 
@@ -66,6 +67,11 @@ class Prepared:
     def sc_cols(self, genes: list[str]) -> list[int]:
         idx = {g: j for j, g in enumerate(self.sc_genes)}
         return [idx[g] for g in genes]
+
+    def library(self) -> np.ndarray:
+        """Each spot's total counts over its visible genes (its depth; 1 where a spot has none)."""
+        lib = np.asarray(self.sp_counts.sum(1), dtype=np.float64).ravel()
+        return np.where(lib > 0, lib, 1.0)
 
 
 def prepare(spatial: ad.AnnData, scrna: ad.AnnData, heldout: list[str] | tuple[str, ...] = (), *,
@@ -131,11 +137,12 @@ class Validation:
     regression: float = 0.0  # blend weight of the expression regression (0 = off)
     regression_alpha: float = 100.0
     offset: float = 0.0  # the output shifted up by this multiple of its mean across spots (0 = off)
+    depth: bool = False  # the output turned into what the slide would measure at each spot's depth
 
     def as_dict(self) -> dict[str, Any]:
         return {"k": self.k, "neighbours": self.neighbours, "residual_strength": self.strength, "residual_alpha": self.alpha,
                 "regression_weight": self.regression, "regression_alpha": self.regression_alpha,
-                "smooth": self.smooth, "offset": self.offset, "ppi": self.ppi, "ligand_target": self.lt, "n_validation_genes": len(self.genes),
+                "smooth": self.smooth, "offset": self.offset, "depth": self.depth, "ppi": self.ppi, "ligand_target": self.lt, "n_validation_genes": len(self.genes),
                 "scores": self.scores}
 
     @classmethod
@@ -143,7 +150,7 @@ class Validation:
         return cls(int(d["k"]), float(d["residual_strength"]), float(d["residual_alpha"]), float(d["smooth"]),
                    bool(d["ppi"]), bool(d["ligand_target"]), [], dict(d.get("scores") or {}),
                    str(d.get("neighbours", "latent")), float(d.get("regression_weight", 0.0)),
-                   float(d.get("regression_alpha", 100.0)), float(d.get("offset", 0.0)))
+                   float(d.get("regression_alpha", 100.0)), float(d.get("offset", 0.0)), bool(d.get("depth", False)))
 
 
 def _per_gene(metric: Any, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -166,6 +173,37 @@ def _ssims(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def shift_up(pred: np.ndarray, c: float) -> np.ndarray:
     """The prediction plus ``c`` x its mean across spots, per gene (a shift: correlations are unchanged)."""
     return pred if c <= 0 else (pred + c * pred.mean(0, keepdims=True)).astype(np.float32)
+
+
+def expected_measurement(pred: np.ndarray, library: np.ndarray, *, target_sum: float = 1e4,
+                         exact_below: float = 50.0) -> np.ndarray:
+    """Spots x genes: what the slide would measure at each spot's depth given the prediction.
+
+    ``pred`` is on the log1p scale of counts per ``target_sum`` (a mean of single cells' values); the spot's count is
+    taken as X ~ Poisson(L x expm1(pred) / target_sum) at its library size L, and the value returned is the
+    measurement's expectation on the evaluation's scale, E[log1p(X x target_sum / L)]. The sum over X is exact for
+    rates up to ``exact_below`` (counts up to the gene's largest rate + 8 sd) and the second-order expansion above
+    (log1p is nearly linear there); memory is spots x at most about 120 per gene. A sparse gene is mostly measured
+    as 0 and, when seen, as a large value in a shallow spot, so its measured value rises with depth in a way a
+    depth-free prediction cannot follow."""
+    lib = np.asarray(library, dtype=np.float64).ravel()
+    c = target_sum / lib  # the normalisation factor of each spot
+    out = np.empty(pred.shape, dtype=np.float64)
+    for j in range(pred.shape[1]):
+        lam = np.expm1(np.clip(np.asarray(pred[:, j], dtype=np.float64), 0, None)) / c
+        small = lam <= exact_below
+        col = np.empty_like(lam)
+        if small.any():
+            ls, cs = lam[small], c[small]
+            top = float(ls.max())
+            x = np.arange(1, int(np.ceil(top + 8 * np.sqrt(top) + 10)) + 1, dtype=np.float64)
+            pmf = np.exp(-ls)[:, None] * np.cumprod(ls[:, None] / x[None, :], axis=1)  # P(X = x), x >= 1
+            col[small] = (pmf * np.log1p(x[None, :] * cs[:, None])).sum(1)
+        if (~small).any():
+            lb, cb = lam[~small], c[~small]
+            col[~small] = np.log1p(lb * cb) - lb * cb ** 2 / (2 * (1 + lb * cb) ** 2)
+        out[:, j] = col
+    return out.astype(np.float32)
 
 
 def _median_pcc(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -288,7 +326,8 @@ def validate(prep: Prepared, params: SpatialParams, *, spatial: ad.AnnData, scrn
     lr_genes = list(lr_genes or [])
     val_genes = _validation_genes(prep, lr_genes, params)
     fixed_k = params.k if params.k != "auto" else params.align_k
-    needs = "auto" in (params.k, params.residual, params.smooth, params.regression, params.offset, params.neighbours) \
+    needs = "auto" in (params.k, params.residual, params.smooth, params.regression, params.offset, params.neighbours,
+                     params.depth) \
         or (params.priors == "validated" and priors is not None)
     if not needs or not val_genes or len(prep.input_genes) - len(val_genes) < 5:
         return Validation(int(fixed_k), genes=val_genes, ppi=params.priors != "off", lt=params.priors != "off",
@@ -314,6 +353,7 @@ def validate(prep: Prepared, params: SpatialParams, *, spatial: ad.AnnData, scrn
     nb = spot_neighbours(prep.coords, params.smooth_k) if params.smooth == "auto" else None
     run.smooth_weights = [0.0] + [float(w) for w in params.smooth_weights] if nb is not None else [0.0]
     run.nb = nb
+    _choose_depth(val, run)  # the candidates that follow are judged as measured at the spots' depth where it is on
     if params.regression == "auto":
         _choose_regression(val, run)  # the smoothing weight with it
     else:
@@ -342,10 +382,16 @@ class _Run:
     current: np.ndarray = field(default_factory=lambda: np.zeros(0))
     nb: np.ndarray | None = None
     smooth_weights: list[float] = field(default_factory=lambda: [0.0])
+    library: np.ndarray | None = None  # the spots' depth, once validation kept the depth step
+
+    def final(self, p: np.ndarray, smooth: float) -> np.ndarray:
+        """``p`` smoothed, then measured at the spots' depth where that step is on (what the output will be)."""
+        out = smooth_spots(p, self.nb, smooth)
+        return out if self.library is None else expected_measurement(out, self.library)
 
     def smoothed(self, p: np.ndarray) -> dict[float, np.ndarray]:
         """PCCs of ``p`` under each candidate smoothing weight (0 included)."""
-        return {w: _pccs(smooth_spots(p, self.nb, w), self.truth) for w in self.smooth_weights}
+        return {w: _pccs(self.final(p, w), self.truth) for w in self.smooth_weights}
 
 
 def _best(cands: dict[Any, np.ndarray], size: Any = lambda c: c) -> Any:
@@ -417,7 +463,7 @@ def _choose_regression(val: Validation, run: _Run) -> None:
         val.regression, val.regression_alpha, val.smooth = top = _best(passing, lambda c: (c[0], c[2]))
         val.scores["smooth"][f"{val.smooth:g} with the regression"] = float(np.median(passing[top]))
         run.pred = blend_regression(run.pred, regs[val.regression_alpha], val.regression)
-    run.current = _pccs(smooth_spots(run.pred, run.nb, val.smooth), run.truth)
+    run.current = _pccs(run.final(run.pred, val.smooth), run.truth)
 
 
 def _choose_smoothing(val: Validation, run: _Run) -> None:
@@ -433,11 +479,23 @@ def _choose_smoothing(val: Validation, run: _Run) -> None:
             val.smooth = top
 
 
+def _choose_depth(val: Validation, run: _Run) -> None:
+    """The kNN path measured at the spots' depth (:func:`expected_measurement`) against it as it is; where kept,
+    the regression, smoothing and offset candidates are judged as measured too."""
+    if run.params.depth != "auto":
+        return
+    library = run.prep_v.library()
+    cand = _pccs(expected_measurement(run.pred, library), run.truth)
+    val.scores["depth"] = {"off": float(np.median(run.current)), "on": float(np.median(cand))}
+    if _gains(cand, run.current, run.params.validation_margin):
+        val.depth, run.current, run.library = True, cand, library
+
+
 def _choose_offset(val: Validation, run: _Run) -> None:
     """The output's offset, judged by SSIM (a shift leaves every PCC as it is)."""
     if run.params.offset != "auto":
         return
-    final = smooth_spots(run.pred, run.nb, val.smooth)
+    final = run.final(run.pred, val.smooth)
     base = _ssims(final, run.truth)
     val.scores["offset"] = {"0": float(np.median(base))}
     cands = {}
@@ -557,7 +615,7 @@ def lrimpute_predict(prep: Prepared, lat: Latent, lr_genes: list[str], genes: li
     """lrimpute fitted and applied on the slide (spots x ``genes``): pseudo-labels, the decoder, the mask, then the
     validated spatial smoothing and offset. With ``fits`` (a dict kept across calls), variants that differ only in
     what follows the decoder (smoothing, offset) share one decoder fit."""
-    key = repr(params.with_(smooth="auto", offset="auto",  # what the decoder sees: a step validation left off is off
+    key = repr(params.with_(smooth="auto", offset="auto", depth="auto",  # what the decoder sees: a step validation left off is off
                             residual="off" if val.strength == 0 else params.residual,
                             regression="off" if val.regression == 0 else params.regression))
     if fits is not None and key in fits:
@@ -570,17 +628,22 @@ def lrimpute_predict(prep: Prepared, lat: Latent, lr_genes: list[str], genes: li
         if fits is not None:
             fits[key] = (pred, mask, out_genes, tinfo)
     cols = [{g: j for j, g in enumerate(out_genes)}[g] for g in genes]
-    return smooth_and_mask(pred[:, cols], prep.coords, params, val, mask[:, cols]), tinfo
+    return smooth_and_mask(pred[:, cols], prep.coords, params, val, mask[:, cols], library=prep.library()), tinfo
 
 
 def smooth_and_mask(pred: np.ndarray, coords: np.ndarray | None, params: SpatialParams, val: Validation,
-                    mask: np.ndarray) -> np.ndarray:
+                    mask: np.ndarray, *, library: np.ndarray | None = None) -> np.ndarray:
     """The validated spatial smoothing, then the anti-hallucination mask again (a neighbour's value does not put a
-    gene into a spot whose matched cells never express it), then the validated offset: the whole output shifts, the
-    masked spots included (they stay the gene's lowest value), so no correlation changes."""
+    gene into a spot whose matched cells never express it), then the measurement at each spot's depth where
+    validation kept it (``library``: the spots' library sizes; a masked 0 stays 0), then the validated offset: the
+    whole output shifts, the masked spots included (they stay the gene's lowest value), so no correlation changes."""
     weight = val.smooth if params.smooth != "off" else 0.0
     out = smooth_spots(pred, spot_neighbours(coords, params.smooth_k), weight)
     out = np.where(mask, out, 0.0).astype(np.float32) if params.mask else out
+    if val.depth and params.depth != "off":
+        if library is None:
+            raise ValueError("smooth_and_mask: validation kept the depth step but no library sizes were given")
+        out = expected_measurement(out, library)
     return shift_up(out, val.offset if params.offset != "off" else 0.0)
 
 
@@ -607,6 +670,9 @@ def run_methods(spatial: ad.AnnData, scrna: ad.AnnData, lr_genes: list[str], gen
             labels, _ = knn_labels(lat.idx_latent if lat.idx_latent is not None else lat.idx,
                                    prep.sc_log[:, prep.sc_cols(lr_genes)], prep.sc_counts[:, prep.sc_cols(lr_genes)])
             out[m] = labels[:, [lr_col[g] for g in genes]]
+        elif m == "depth_only":  # what depth alone predicts: each gene at its scRNA mean, measured at the spot's depth
+            level = np.asarray(prep.sc_log[:, prep.sc_cols(genes)].mean(0), dtype=np.float32).reshape(1, -1)
+            out[m] = expected_measurement(np.repeat(level, prep.x_sp.shape[0], 0), prep.library())
         elif m == "hvg_ae":
             targets = list(lr_genes) + hvgs(prep, params.n_hvg, set(lr_genes))
             y = columns(prep.sc_log, prep.sc_cols(targets))

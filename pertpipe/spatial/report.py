@@ -128,7 +128,8 @@ def validation_table(rep: dict[str, Any]) -> pd.DataFrame:
                      "residual strength": v["residual_strength"],
                      "regression weight": v.get("regression_weight", 0.0),
                      "regression alpha": v.get("regression_alpha", 0.0) if v.get("regression_weight") else "-",
-                     "smoothing weight": v["smooth"], "offset": v.get("offset", 0.0), "PPI kept": v["ppi"], "ligand->target kept": v["ligand_target"],
+                     "smoothing weight": v["smooth"], "offset": v.get("offset", 0.0),
+                     "depth step": bool(v.get("depth", False)), "PPI kept": v["ppi"], "ligand->target kept": v["ligand_target"],
                      "validation genes": v["n_validation_genes"], "priors on validation (median PCC)": why})
     return pd.DataFrame(rows)
 
@@ -167,7 +168,8 @@ def render_html(rep: dict[str, Any], links: str = "") -> str:
              "principal-vector kNN, or both). The residual transfer carries what a spot measures beyond its kNN mean to the LR "
              "genes (0 = off); the regression reads each LR gene from the spot's own profile through a ridge fitted on the scRNA "
              "cells and is blended into the kNN mean with this weight (0 = off; 1 = the regression alone); smoothing mixes "
-             "a spot with its neighbours (0 = off); the offset shifts the output up by that multiple of its mean across "
+             "a spot with its neighbours (0 = off); the depth step turns the output into what the slide would measure at "
+             "each spot's depth (a Poisson count at its library size; kept only where the validation genes gain); the offset shifts the output up by that multiple of its mean across "
              "spots, chosen by SSIM (a shift: no correlation changes; 0 = off); a prior is kept only if lrimpute "
              "predicts the LR validation genes better with it than without it.</p>",
              report_page.table(validation_table(rep)) if len(validation_table(rep)) else "<p>-</p>",
@@ -193,7 +195,7 @@ def render_text(rep: dict[str, Any]) -> str:
              f"matched cells, {100 * rep['knn_labels']['masked_fraction']:.1f}% of (spot, gene) masked",
              "validated: " + ", ".join(f"{r['where']}: {r['neighbours']} neighbours, residual {r['residual strength']:g}, "
                                        f"regression {r['regression weight']:g}, smoothing "
-                                       f"{r['smoothing weight']:g}, offset {r['offset']:g}, PPI {'on' if r['PPI kept'] else 'off'}, "
+                                       f"{r['smoothing weight']:g}, depth step {'on' if r['depth step'] else 'off'}, offset {r['offset']:g}, PPI {'on' if r['PPI kept'] else 'off'}, "
                                        f"ligand->target {'on' if r['ligand->target kept'] else 'off'}"
                                        for r in validation_table(rep).to_dict("records")),
              "", f"Held-out LR genes ({ev['n_heldout_genes']}), medians per method:",

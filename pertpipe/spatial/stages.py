@@ -187,7 +187,8 @@ def run_train(spatial_path: str, scrna_path: str, knn_path: str, priors_npz: str
                  "n_lt_targets": 0 if inp.targets is None else int(inp.targets.shape[1]),
                  "priors_used": {"ppi": inp.laplacian is not None, "ligand_target": inp.prior is not None},
                  "residual_strength": val.strength, "regression_weight": val.regression,
-                 "regression_alpha": val.regression_alpha, "smooth": val.smooth, "offset": val.offset})
+                 "regression_alpha": val.regression_alpha, "smooth": val.smooth, "offset": val.offset,
+                 "depth": val.depth})
     write_json(info, out_json)
     _remove_checkpoints(checkpoint)
     return info
@@ -205,7 +206,7 @@ def run_impute(spatial_path: str, scrna_path: str, knn_path: str, model_path: st
     model = LRImputeModule(ck["latent_dim"], params.hidden, len(ck["out_genes"]))
     model.load_state_dict(ck["state_dict"])
     pred = predict_lrimpute(model, lat.z_sp, inp.labels, inp.mask if params.mask else None)
-    pred = smooth_and_mask(pred, prep.coords, params, val, inp.mask)
+    pred = smooth_and_mask(pred, prep.coords, params, val, inp.mask, library=prep.library())
     col = {g: j for j, g in enumerate(ck["out_genes"])}
     x = pred[:, [col[g] for g in genes]]
     out = ad.AnnData(X=x, obs=pd.DataFrame(index=spatial.obs_names), var=pd.DataFrame(index=pd.Index(genes)))

@@ -587,3 +587,65 @@ def test_rank_transformed_values_are_refused(tmp_path):
         read_pair("h5ad_pair", {"spatial": str(tmp_path / "slide.h5ad"), "scrna": str(tmp_path / "ref.h5ad")})
     msg = str(err.value)
     assert "slide.h5ad" in msg and "integers but not counts" in msg and "raw UMI counts" in msg
+
+
+def test_expected_measurement_is_the_poisson_expectation_at_each_spots_depth():
+    """E[log1p(X 10^4 / L)], X ~ Poisson(L expm1(pred) / 10^4): exact below the switch, the expansion above it; a
+    zero stays zero, and at a fixed expression a sparse gene's measured value rises with the spot's depth."""
+    from scipy.stats import poisson
+
+    from pertpipe.spatial.pipeline import expected_measurement
+
+    lib = np.array([50.0, 500.0, 5000.0, 50000.0])
+    for rate in (0.0, 0.05, 1.0, 20.0, 49.0, 60.0, 500.0):
+        pred = np.log1p(rate * 1e4 / lib)[:, None]  # the prediction whose rate at each depth is `rate`
+        x = np.arange(int(rate + 20 * np.sqrt(rate) + 40))
+        exact = np.array([(poisson.pmf(x, rate) * np.log1p(x * 1e4 / L)).sum() for L in lib])
+        np.testing.assert_allclose(expected_measurement(pred, lib)[:, 0], exact, atol=1e-3, rtol=1e-4)
+    same = np.full((4, 1), 0.3, np.float32)  # one expression level, four depths
+    out = expected_measurement(same, lib)[:, 0]
+    assert np.all(np.diff(out) > 0) and out[-1] < 0.3 + 1e-3
+    assert np.all(expected_measurement(np.zeros((4, 2), np.float32), lib) == 0)
+
+
+def depth_pair(seed=0, n_sc=200, n_sp=150, n_genes=40, equal_depth=False):
+    """Two cell types; shallow spots of one type each, whose depths differ 30-fold (or are all 300 counts), so
+    most genes are sparse; HELD is a gene like the others."""
+    rng = np.random.default_rng(seed)
+    prof = rng.gamma(0.6, 1.0, (2, n_genes + 1))
+    prof[0, :10] += 3
+    prof[1, 10:20] += 3
+    prof /= prof.sum(1, keepdims=True)
+    t, ts = rng.integers(0, 2, n_sc), rng.integers(0, 2, n_sp)
+    x_sc = rng.poisson(prof[t] * 2000)
+    lib = np.full(n_sp, 300.0) if equal_depth else np.exp(rng.uniform(np.log(20), np.log(600), n_sp))
+    x_sp = np.stack([rng.multinomial(int(n), p) for n, p in zip(lib, prof[ts])]) if equal_depth \
+        else rng.poisson(prof[ts] * lib[:, None])
+    genes = [f"G{j}" for j in range(n_genes)] + ["HELD"]
+    scrna = ad.AnnData(X=sp.csr_matrix(x_sc.astype(np.float32)), var=pd.DataFrame(index=genes),
+                       obs=pd.DataFrame({"cell_type": np.array(["A", "B"])[t]}, index=[f"c{i}" for i in range(n_sc)]))
+    spatial = ad.AnnData(X=sp.csr_matrix(x_sp.astype(np.float32)), var=pd.DataFrame(index=genes),
+                         obs=pd.DataFrame(index=[f"s{i}" for i in range(n_sp)]))
+    spatial.obsm["spatial"] = rng.uniform(0, 10, (n_sp, 2))
+    return spatial, scrna
+
+
+def test_validation_keeps_the_depth_step_where_depth_drives_what_the_slide_measures():
+    """Uneven shallow spots: the validation genes keep the depth step, and lrimpute then predicts the held-out gene
+    better than without it (``lrimpute_no_depth``); ``depth_only`` is the reference of depth alone. Spots of equal
+    depth: the step is off (it would only bend each gene monotonically)."""
+    from pertpipe.spatial.metrics import pcc
+    from pertpipe.spatial.model import columns, log_normalize
+    from pertpipe.spatial.pipeline import validate
+
+    spatial, scrna = depth_pair()
+    out, info = run_methods(spatial, scrna, ["HELD"], ["HELD"], None, FAST,
+                            ["lrimpute", "lrimpute_no_depth", "depth_only"], heldout=["HELD"])
+    truth = columns(log_normalize(spatial.X), [40])[:, 0]
+    r = {m: pcc(v[:, 0], truth) for m, v in out.items()}
+    assert info["validation"]["depth"] and info["validation"]["scores"]["depth"]["on"] > \
+        info["validation"]["scores"]["depth"]["off"]
+    assert r["lrimpute"] > r["lrimpute_no_depth"] + 0.03 and r["depth_only"] > 0.05
+    even, scrna = depth_pair(equal_depth=True)
+    val = validate(prepare(even, scrna, ["HELD"]), FAST, spatial=even, scrna=scrna, lr_genes=["HELD"])
+    assert not val.depth and "depth" in val.scores
