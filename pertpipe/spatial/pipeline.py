@@ -189,16 +189,18 @@ def expected_measurement(pred: np.ndarray, library: np.ndarray, *, target_sum: f
     lib = np.asarray(library, dtype=np.float64).ravel()
     c = target_sum / lib  # the normalisation factor of each spot
     out = np.empty(pred.shape, dtype=np.float64)
+    x = np.arange(1, int(np.ceil(exact_below + 8 * np.sqrt(exact_below) + 10)) + 1, dtype=np.float64)
+    values = np.log1p(x[None, :] * c[:, None])  # spots x counts: the measured value of each count
     for j in range(pred.shape[1]):
         lam = np.expm1(np.clip(np.asarray(pred[:, j], dtype=np.float64), 0, None)) / c
         small = lam <= exact_below
         col = np.empty_like(lam)
         if small.any():
-            ls, cs = lam[small], c[small]
+            ls = lam[small]
             top = float(ls.max())
-            x = np.arange(1, int(np.ceil(top + 8 * np.sqrt(top) + 10)) + 1, dtype=np.float64)
-            pmf = np.exp(-ls)[:, None] * np.cumprod(ls[:, None] / x[None, :], axis=1)  # P(X = x), x >= 1
-            col[small] = (pmf * np.log1p(x[None, :] * cs[:, None])).sum(1)
+            n = min(len(x), int(np.ceil(top + 8 * np.sqrt(top) + 10)))
+            pmf = np.exp(-ls)[:, None] * np.cumprod(ls[:, None] / x[None, :n], axis=1)  # P(X = x), x >= 1
+            col[small] = (pmf * values[small, :n]).sum(1)
         if (~small).any():
             lb, cb = lam[~small], c[~small]
             col[~small] = np.log1p(lb * cb) - lb * cb ** 2 / (2 * (1 + lb * cb) ** 2)
@@ -353,11 +355,11 @@ def validate(prep: Prepared, params: SpatialParams, *, spatial: ad.AnnData, scrn
     nb = spot_neighbours(prep.coords, params.smooth_k) if params.smooth == "auto" else None
     run.smooth_weights = [0.0] + [float(w) for w in params.smooth_weights] if nb is not None else [0.0]
     run.nb = nb
-    _choose_depth(val, run)  # the candidates that follow are judged as measured at the spots' depth where it is on
     if params.regression == "auto":
         _choose_regression(val, run)  # the smoothing weight with it
     else:
         _choose_smoothing(val, run)
+    _choose_depth(val, run)  # then the offset is judged as measured where the depth step is on
     _choose_offset(val, run)
     if params.priors == "validated" and priors is not None:
         _validate_priors(val, prep_v, params, lr_genes, priors, spatial, Latent(z_sp, z_sc, run.idx, {}))
@@ -480,12 +482,14 @@ def _choose_smoothing(val: Validation, run: _Run) -> None:
 
 
 def _choose_depth(val: Validation, run: _Run) -> None:
-    """The kNN path measured at the spots' depth (:func:`expected_measurement`) against it as it is; where kept,
-    the regression, smoothing and offset candidates are judged as measured too."""
+    """The prediction as chosen so far (smoothing included) measured at the spots' depth
+    (:func:`expected_measurement`) against it as it is. Judged last, like each step given the ones before it: one
+    measurement per validation, where judging every regression and smoothing candidate as measured would cost one
+    each."""
     if run.params.depth != "auto":
         return
     library = run.prep_v.library()
-    cand = _pccs(expected_measurement(run.pred, library), run.truth)
+    cand = _pccs(expected_measurement(smooth_spots(run.pred, run.nb, val.smooth), library), run.truth)
     val.scores["depth"] = {"off": float(np.median(run.current)), "on": float(np.median(cand))}
     if _gains(cand, run.current, run.params.validation_margin):
         val.depth, run.current, run.library = True, cand, library
