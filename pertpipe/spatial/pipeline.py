@@ -617,8 +617,8 @@ def lrimpute_predict(prep: Prepared, lat: Latent, lr_genes: list[str], genes: li
                      params: SpatialParams, val: Validation, *, fits: dict[str, Any] | None = None
                      ) -> tuple[np.ndarray, dict[str, Any]]:
     """lrimpute fitted and applied on the slide (spots x ``genes``): pseudo-labels, the decoder, the mask, then the
-    validated spatial smoothing and offset. With ``fits`` (a dict kept across calls), variants that differ only in
-    what follows the decoder (smoothing, offset) share one decoder fit."""
+    validated spatial smoothing, depth step and offset. With ``fits`` (a dict kept across calls), variants that differ
+    only in what follows the decoder (smoothing, depth step, offset) share one decoder fit."""
     key = repr(params.with_(smooth="auto", offset="auto", depth="auto",  # what the decoder sees: a step validation left off is off
                             residual="off" if val.strength == 0 else params.residual,
                             regression="off" if val.regression == 0 else params.regression))
