@@ -6,8 +6,11 @@
 # All logic lives in the pertpipe package; rules stay thin and scripts in workflow_scripts/ are glue.
 
 import os
+import time
 
 from snakemake.utils import min_version, validate
+
+_STARTED = time.time()
 
 min_version("9.0")
 
@@ -73,3 +76,11 @@ rule stage2:
 rule stage3:
     input:
         stage3_targets(DATASET),
+
+
+onsuccess:
+    # one line: how long, the best row and its standing, where the report is (pertpipe.evaluation.summary)
+    from pertpipe.evaluation.summary import run_summary
+
+    _board = next((n for n in TASK.leaderboard if n.endswith(".csv")), None)
+    print(run_summary(f"{RESULTS}/{DATASET}", _board, time.time() - _STARTED, dataset=DATASET))

@@ -48,7 +48,7 @@ def verify_inputs(inputs: Mapping[str, Any] | Iterable[Any]) -> dict[str, str]:
     """Check every input file that a record among ``inputs`` (JSON files with :data:`RECORD_KEY`) names; returns
     the verified files (name -> sha256). Raises :class:`ContractError` on the first mismatch."""
     files = _flat(inputs)
-    recorded: dict[str, tuple[str, str, str]] = {}  # name -> (sha256, rule, record file)
+    recorded: dict[str, list[tuple[str, str, str]]] = {}  # name -> [(sha256, rule, record file)]
     for path in files:
         if path.endswith(".json") and os.path.exists(path):
             try:
@@ -56,16 +56,20 @@ def verify_inputs(inputs: Mapping[str, Any] | Iterable[Any]) -> dict[str, str]:
             except (ValueError, AttributeError):
                 rec = None
             for name, digest in ((rec or {}).get("files") or {}).items():
-                recorded[name] = (digest, rec.get("rule", "?"), path)
+                recorded.setdefault(name, []).append((digest, rec.get("rule", "?"), path))
     verified = {}
     for path in files:
         name = Path(path).name
         if name in recorded and not path.endswith(".json"):
-            expected, rule, where = recorded[name]
+            # a record names the files its rule wrote beside it: with several records of one name (a batch of
+            # rows' predictions.h5ad), the one in the file's own folder
+            cands = recorded[name]
+            here = [c for c in cands if os.path.dirname(os.path.abspath(c[2])) == os.path.dirname(os.path.abspath(path))]
+            expected, rule, where = (here or cands)[0]
             actual = sha256_file(path)
             if actual != expected:
                 raise ContractError(path, "sha256", f"is {actual} but rule {rule} recorded {expected} when it wrote "
                                     f"the file ({where}): it changed after it was made", "delete it and re-run the "
                                     f"rule that makes it (snakemake --forcerun {rule}), or restore the original")
-            verified[name] = actual
+            verified[os.path.relpath(path) if len(cands) > 1 else name] = actual
     return verified

@@ -14,7 +14,8 @@ import pandas as pd
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
          "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:3px 8px;"
-         "border-bottom:1px solid #ddd;text-align:right}h2{margin-top:1.6em}")
+         "border-bottom:1px solid #ddd;text-align:right}h2{margin-top:1.6em}img{max-width:100%;height:auto}"
+         "div.wide{overflow-x:auto;max-width:100%}summary{cursor:pointer;margin:0.6em 0}")
 
 
 def escape(text: Any) -> str:

@@ -139,7 +139,10 @@ MODEL_NAMES = list(config["models"])
 
 def model_params(name):
     """The hyperparameters of configured model ``name`` (without the alias key ``model``)."""
-    hp = dict(config["model_params"].get(name) or {})
+    hp = {}
+    if DATASET_ENTRY.simulated:  # the demo's own sizes (demo.model_params); model_params still win
+        hp.update((config["demo"].get("model_params") or {}).get(name) or {})
+    hp.update(config["model_params"].get(name) or {})
     hp.pop("model", None)
     return hp
 
@@ -186,6 +189,11 @@ RAW_ROWS = {f"{m}_raw": m for m in MODEL_NAMES if shrinks(m) and TASK.name == "c
 ROWS = MODEL_NAMES + [r for r in RAW_ROWS if r not in MODEL_NAMES]  # the scored rows (prediction files)
 
 
+def trained_model(row):
+    """The configured model whose model.pt a scored row predicts with."""
+    return RAW_ROWS.get(row, row)
+
+
 # evaluation.profile: vcc2025 (cell-eval, profile vcc; `vcc` is its old name), vcc2026 (cell-eval2's vcc2026 preset on
 # counts, beside the 2025 scores that rank the leaderboard), both; other cell-eval profiles pass through.
 EVAL_PROFILE = config["evaluation"]["profile"]
@@ -193,9 +201,37 @@ CELL_EVAL_PROFILE = "vcc" if EVAL_PROFILE in ("vcc2025", "vcc2026", "both") else
 VCC2026 = EVAL_PROFILE in ("vcc2026", "both") and TASK.name == "cells"
 
 
-def trained_model(row):
-    """The configured model whose model.pt a scored row predicts with."""
-    return RAW_ROWS.get(row, row)
+# Stage 3 scores the rows in batches (pertpipe.evaluation.rows): one job per batch and scorer imports the scorer once.
+# Rows that are ready early (baselines that read no gene knowledge) fill the first batches, so their scoring overlaps
+# the learned models' training.
+_PER_JOB = max(1, int(config["evaluation"]["rows_per_job"]))
+_LATE = {r for r in ROWS if not model_class(trained_model(r)).baseline or "knowledge" in model_reads(trained_model(r))}
+_BY_READINESS = [r for r in ROWS if r not in _LATE] + [r for r in ROWS if r in _LATE]
+ROW_BATCHES = ([_BY_READINESS[i:i + _PER_JOB] for i in range(0, len(ROWS), _PER_JOB)] if TASK.name == "cells"
+               else [])
+
+
+def job_threads(n):
+    """Threads of a job that can use ``n``: at most half the run's cores, so two such jobs run side by side on a small
+    machine (on 2 cores, two one-thread jobs finish sooner than two two-thread jobs in turn)."""
+    cores = workflow.cores if isinstance(workflow.cores, int) and workflow.cores > 0 else n
+    return max(1, min(n, cores // 2))
+
+# The cell-mean baseline the scaled scores start from is the `cell_mean` row itself where the run has it (the same
+# predictions, seed and control draws: its files are reused); otherwise rule celleval_baseline writes it.
+BASELINE_ROW = ("cell_mean" if "cell_mean" in MODEL_NAMES and model_class_name("cell_mean") == "cell_mean"
+                and not model_params("cell_mean") else None)
+
+
+def baseline_file(name):
+    """The cell-mean baseline's ``baseline.h5ad`` (its predictions), ``agg_results.csv`` or ``results.csv``."""
+    if BASELINE_ROW:
+        if name == "baseline.h5ad":
+            return stage2_path("predictions.h5ad", model=BASELINE_ROW)
+        return stage3_path(name, model=BASELINE_ROW)
+    return f"{RESULTS}/{{dataset}}/stage3/_baseline/{name}"
+
+
 
 
 # the knowledge stage (NCBI/GO downloads, embeddings) runs by default only when a configured model reads it

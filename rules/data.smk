@@ -15,7 +15,7 @@ rule simulate_demo:
         simulation=f"{RESULTS}/{{dataset}}/raw/simulation.json",
     params:
         seed=config["seed"],
-        demo=config["demo"],
+        demo={k: v for k, v in config["demo"].items() if k != "model_params"},
     log:
         log_path("simulate_demo"),
     benchmark:

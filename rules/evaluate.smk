@@ -38,91 +38,74 @@ rule celleval_baseline:
         "../workflow_scripts/celleval_baseline.py"
 
 
-rule prep:
-    input:
-        predictions=stage2_path("predictions.h5ad"),
-        genes=stage1_path("genes.txt"),
-        truth=stage1_path("truth.h5ad"),
-        template=stage1_path("template.csv"),
-        records=[stage2_path("predict.json"), stage1_path("ground_truth.json")],
-    output:
-        vcc=stage3_path("{model}.vcc"),
-        summary=stage3_path("prep.json"),
-    params:
-        engine=config["evaluation"]["prep_engine"],
-        chunk_size=S1["chunk_size"],
-    log:
-        f"{RESULTS}/{{dataset}}/logs/prep_{{model}}.log",
-    benchmark:
-        f"{RESULTS}/{{dataset}}/benchmarks/prep_{{model}}.tsv"
-    conda:
-        "../envs/pertpipe.yaml"
-    script:
-        "../workflow_scripts/prep.py"
+def _row_files(name, rows):
+    return [stage3_path(name.format(m=m), model=m) for m in rows]
 
 
-rule celleval_run:
-    input:
-        vcc=stage3_path("{model}.vcc"),
-        predictions=stage2_path("predictions.h5ad"),
-        truth=stage1_path("truth.h5ad"),
-        records=[stage2_path("predict.json"), stage1_path("ground_truth.json")],
-    output:
-        results=stage3_path("results.csv"),
-        agg=stage3_path("agg_results.csv"),
-        pred_de=stage3_path("pred_de.csv"),
-        real_de=stage3_path("real_de.csv"),
-        run_info=stage3_path("run.json"),
-    params:
-        profile=CELL_EVAL_PROFILE,
-        engine=config["evaluation"]["run_engine"],
-    threads: config["evaluation"]["threads"]
-    log:
-        f"{RESULTS}/{{dataset}}/logs/celleval_run_{{model}}.log",
-    benchmark:
-        f"{RESULTS}/{{dataset}}/benchmarks/celleval_run_{{model}}.tsv"
-    conda:
-        "../envs/pertpipe.yaml"
-    script:
-        "../workflow_scripts/celleval_run.py"
+# One job per batch of rows (evaluation.rows_per_job) and scorer: cell-eval (prep, run) and the local scorer.
+for _k, _rows in enumerate(ROW_BATCHES):
+
+    rule:
+        name:
+            f"celleval_rows_{_k}"
+        input:
+            predictions=[stage2_path("predictions.h5ad", model=m) for m in _rows],
+            genes=stage1_path("genes.txt"),
+            truth=stage1_path("truth.h5ad"),
+            template=stage1_path("template.csv"),
+            records=[stage2_path("predict.json", model=m) for m in _rows] + [stage1_path("ground_truth.json")],
+        output:
+            vcc=_row_files("{m}.vcc", _rows),
+            prep=_row_files("prep.json", _rows),
+            **({} if SUBMISSION else dict(
+                results=_row_files("results.csv", _rows),
+                agg=_row_files("agg_results.csv", _rows),
+                pred_de=_row_files("pred_de.csv", _rows),
+                real_de=_row_files("real_de.csv", _rows),
+                run_info=_row_files("run.json", _rows),
+                local_metrics=_row_files("local_metrics.json", _rows),
+                local_table=_row_files("local_results.csv", _rows),
+                consistency=_row_files("consistency.json", _rows),
+            )),
+        params:
+            rows=_rows,
+            score=not SUBMISSION,
+            profile=CELL_EVAL_PROFILE,
+            run_engine=config["evaluation"]["run_engine"],
+            prep_engine=config["evaluation"]["prep_engine"],
+            chunk_size=S1["chunk_size"],
+        threads: job_threads(config["evaluation"]["threads"])
+        resources:
+            mem_mb=16000,
+            runtime=240,
+        log:
+            log_path(f"celleval_rows_{_k}"),
+        benchmark:
+            bench_path(f"celleval_rows_{_k}")
+        conda:
+            "../envs/pertpipe.yaml"
+        script:
+            "../workflow_scripts/celleval_rows.py"
 
 
 rule score:
+    # every row against the baseline in one job (cheap; the baseline row's aggregate comes from its batch)
     input:
-        agg=stage3_path("agg_results.csv"),
-        results=stage3_path("results.csv"),
-        baseline=f"{RESULTS}/{{dataset}}/stage3/_baseline/agg_results.csv",
+        aggs=_row_files("agg_results.csv", ROWS),
+        results=_row_files("results.csv", ROWS),
+        baseline=baseline_file("agg_results.csv"),
     output:
-        score=report(stage3_path("score.json"), caption="../report/score.rst", category="Stage 3"),
+        scores=[report(p, caption="../report/score.rst", category="Stage 3") for p in _row_files("score.json", ROWS)],
+    params:
+        rows=ROWS,
     log:
-        f"{RESULTS}/{{dataset}}/logs/score_{{model}}.log",
+        log_path("score"),
     benchmark:
-        f"{RESULTS}/{{dataset}}/benchmarks/score_{{model}}.tsv"
+        bench_path("score")
     conda:
         "../envs/pertpipe.yaml"
     script:
         "../workflow_scripts/score.py"
-
-
-rule local_metrics:
-    input:
-        predictions=stage2_path("predictions.h5ad"),
-        truth=stage1_path("truth.h5ad"),
-        records=[stage2_path("predict.json"), stage1_path("ground_truth.json")],
-        results=stage3_path("results.csv"),
-        run_info=stage3_path("run.json"),
-    output:
-        metrics=stage3_path("local_metrics.json"),
-        table=stage3_path("local_results.csv"),
-        consistency=stage3_path("consistency.json"),
-    log:
-        f"{RESULTS}/{{dataset}}/logs/local_metrics_{{model}}.log",
-    benchmark:
-        f"{RESULTS}/{{dataset}}/benchmarks/local_metrics_{{model}}.tsv"
-    conda:
-        "../envs/pertpipe.yaml"
-    script:
-        "../workflow_scripts/local_metrics.py"
 
 
 rule vcc2026_bundle:
@@ -136,6 +119,7 @@ rule vcc2026_bundle:
     params:
         required=EVAL_PROFILE == "vcc2026",  # `both`: data without counts (or too small to scale) skip, and say why
         seed=config["seed"],
+        cache=config["evaluation"]["cache_dir"],
         chunk_size=S1["chunk_size"],
     log:
         log_path("vcc2026_bundle"),
@@ -147,28 +131,33 @@ rule vcc2026_bundle:
         "../workflow_scripts/vcc2026_bundle.py"
 
 
-rule vcc2026_score:
-    input:
-        predictions=stage2_path("predictions.h5ad"),
-        train=stage1_path("train.h5ad"),
-        info=f"{RESULTS}/{{dataset}}/stage3/_vcc2026/bundle.json",
-        files=f"{RESULTS}/{{dataset}}/stage3/_vcc2026/files",
-        records=[stage2_path("predict.json")],
-    output:
-        score=stage3_path("vcc2026.json"),
-        agg=stage3_path("vcc2026_agg.csv"),
-        meta=stage3_path("vcc2026_run_meta.json"),
-    params:
-        seed=config["seed"],
-        chunk_size=S1["chunk_size"],
-    log:
-        f"{RESULTS}/{{dataset}}/logs/vcc2026_score_{{model}}.log",
-    benchmark:
-        f"{RESULTS}/{{dataset}}/benchmarks/vcc2026_score_{{model}}.tsv"
-    conda:
-        "../envs/pertpipe.yaml"
-    script:
-        "../workflow_scripts/vcc2026_score.py"
+for _k, _rows in enumerate(ROW_BATCHES if VCC2026 else []):
+
+    rule:
+        name:
+            f"vcc2026_rows_{_k}"
+        input:
+            predictions=[stage2_path("predictions.h5ad", model=m) for m in _rows],
+            train=stage1_path("train.h5ad"),
+            info=f"{RESULTS}/{{dataset}}/stage3/_vcc2026/bundle.json",
+            files=f"{RESULTS}/{{dataset}}/stage3/_vcc2026/files",
+            records=[stage2_path("predict.json", model=m) for m in _rows],
+        output:
+            score=_row_files("vcc2026.json", _rows),
+            agg=_row_files("vcc2026_agg.csv", _rows),
+            meta=_row_files("vcc2026_run_meta.json", _rows),
+        params:
+            rows=_rows,
+            seed=config["seed"],
+            chunk_size=S1["chunk_size"],
+        log:
+            log_path(f"vcc2026_rows_{_k}"),
+        benchmark:
+            bench_path(f"vcc2026_rows_{_k}")
+        conda:
+            "../envs/pertpipe.yaml"
+        script:
+            "../workflow_scripts/vcc2026_rows.py"
 
 
 rule vcc2026_prep:
@@ -200,11 +189,12 @@ rule vcc2026_prep:
 rule ceiling:
     input:
         truth=stage1_path("truth.h5ad"),
-        baseline=f"{RESULTS}/{{dataset}}/stage3/_baseline/baseline.h5ad",
+        baseline=baseline_file("baseline.h5ad"),
     output:
         ceiling=f"{RESULTS}/{{dataset}}/stage3/_ceiling/ceiling.json",
     params:
         seed=config["seed"],
+        cache=config["evaluation"]["cache_dir"],
     log:
         log_path("ceiling"),
     benchmark:
@@ -223,7 +213,7 @@ rule leaderboard:
         local=expand(stage3_path("local_metrics.json", model="{m}"), m=ROWS, allow_missing=True),
         predicts=expand(stage2_path("predict.json", model="{m}"), m=ROWS, allow_missing=True),
         results=expand(stage3_path("results.csv", model="{m}"), m=ROWS, allow_missing=True),
-        baseline_results=f"{RESULTS}/{{dataset}}/stage3/_baseline/results.csv",
+        baseline_results=baseline_file("results.csv"),
         ceiling=f"{RESULTS}/{{dataset}}/stage3/_ceiling/ceiling.json",
         real_de=stage3_path("real_de.csv", model=ROWS[0]) if ROWS else [],
         vcc2026=expand(stage3_path("vcc2026.json", model="{m}"), m=ROWS if VCC2026 else [], allow_missing=True),

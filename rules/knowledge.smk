@@ -13,6 +13,7 @@ rule gene_text:
     params:
         summaries=KN["summaries"],
         cache_dir=KN["cache_dir"],
+    priority: 10  # the knowledge chain gates the learned models: start it before the baselines' jobs
     log:
         log_path("gene_text"),
     benchmark:
@@ -37,6 +38,7 @@ rule facets:
         max_chars=KN["max_chars"],
         llm=KN["llm"],
         cache_dir=KN["cache_dir"],
+    priority: 10
     log:
         log_path("facets"),
     benchmark:
@@ -61,7 +63,8 @@ rule facet_embeddings:
         max_length=KN["max_length"],
         device=KN["device"],
         cache_dir=KN["cache_dir"],
-    threads: 2
+    threads: job_threads(2)
+    priority: 10
     resources:
         mem_mb=6000,
         gpu=1 if KN["gpu"] else 0,

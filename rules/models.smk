@@ -20,7 +20,10 @@ for _model in MODEL_NAMES:
             chunk_size=S1["chunk_size"],
             checkpoint=stage2_path("checkpoint.pt", model=_model),
             distributed=config.get("distributed") or {},
-        threads: 2
+        # the baselines fit in closed form on one core (and can run side by side); learned models take two and start
+        # first (they are the run's longest path)
+        threads: 1 if model_class(_model).baseline else job_threads(2)
+        priority: 0 if model_class(_model).baseline else 10
         resources:
             **train_resources(_model),
         log:

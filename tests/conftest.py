@@ -253,7 +253,8 @@ def run_snakemake(workdir: Path, cfg: dict | None = None, *targets: str, extra: 
 
 
 REPORT_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "strong", "em", "code", "table",
-               "thead", "tbody", "tr", "th", "td", "img", "ul", "li", "a", "pre", "div", "span", "br"}
+               "thead", "tbody", "tr", "th", "td", "img", "ul", "li", "a", "pre", "div", "span", "br", "details",
+               "summary"}
 
 
 def read_report(path: Path) -> tuple[str, list[bytes], list[str]]:

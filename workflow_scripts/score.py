@@ -1,9 +1,9 @@
-"""Rule score: `cell-eval score` against the cell-mean baseline -> score.json (with versions)."""
-from pertpipe.evaluation import celleval
-from pertpipe.io import script_step, write_json
+"""Rule score: `cell-eval score` of every row against the cell-mean baseline (one process) -> score.json a row."""
+from pertpipe.evaluation.rows import score_rows
+from pertpipe.io import script_step
 
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], "score") as log:
-    s = celleval.score(sm.input.agg, sm.input.baseline, sm.input.results, log_file=sm.log[0])
-    write_json(s, sm.output.score)
-    log.info("%s", s)
+    avg = score_rows(list(sm.params.rows), list(sm.input.aggs), list(sm.input.results), sm.input.baseline,
+                     list(sm.output.scores), log_file=sm.log[0])
+    log.info("avg_score: %s", avg)

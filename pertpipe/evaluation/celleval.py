@@ -8,6 +8,7 @@ same idea but no cell spread, and scored apart from ``cell_mean``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -60,6 +61,13 @@ def _cell_eval_cmd() -> list[str]:
 
 def _run(args: list[str], what: str, log_file: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
     return run_tool(_cell_eval_cmd() + args, f"cell-eval {what}", error_cls=CellEvalError, log_file=log_file)
+
+
+def _batch(calls: list[tuple[str, list[str]]], what: str, log_file: str | os.PathLike | None = None) -> None:
+    """``calls`` = [(label, cell-eval arguments)] in one process (:func:`tool_batch.run_batch`)."""
+    from pertpipe.evaluation.tool_batch import run_batch
+
+    run_batch("cell-eval", calls, f"cell-eval {what}", error_cls=CellEvalError, log_file=log_file)
 
 
 def check_predictions(pred: str | os.PathLike, *, genes: list[str], truth: str | os.PathLike,
@@ -131,28 +139,44 @@ STREAM_ENTRIES = 1 << 25  # matrix entries per chunk where a dense file is strea
 def prep(pred: str | os.PathLike, genes_file: str | os.PathLike, dest: str | os.PathLike, *,
          log_file: str | os.PathLike | None = None, engine: str = "auto",
          chunk_size: int = DEFAULT_CHUNK) -> dict[str, Any]:
-    """``.vcc`` archive of ``pred``, opened and checked before it is moved into place.
+    """``.vcc`` archive of ``pred``, opened and checked before it is moved into place (:func:`prep_many` of one)."""
+    return prep_many([(str(pred), pred, dest)], genes_file, log_file=log_file, engine=engine,
+                     chunk_size=chunk_size)[0]
 
-    ``engine``: ``cell-eval`` runs ``cell-eval prep``; ``streaming`` writes the same archive chunk by chunk
-    (:func:`prep_streaming`); ``auto`` runs cell-eval up to :data:`PREP_STREAM_ENTRIES` stored entries and
-    streams above (VCC-size dense predictions)."""
+
+def prep_many(items: list[tuple[str, str | os.PathLike, str | os.PathLike]], genes_file: str | os.PathLike, *,
+              log_file: str | os.PathLike | None = None, engine: str = "auto",
+              chunk_size: int = DEFAULT_CHUNK) -> list[dict[str, Any]]:
+    """``.vcc`` archives of ``items`` = [(label, predictions, dest)]: every archive is opened and checked before it
+    is moved into place; a failure leaves none of them half-written.
+
+    ``engine``: ``cell-eval`` runs ``cell-eval prep`` (all items in one process, :mod:`tool_batch`); ``streaming``
+    writes the same archive chunk by chunk (:func:`prep_streaming`); ``auto`` runs cell-eval up to
+    :data:`PREP_STREAM_ENTRIES` stored entries and streams above (VCC-size dense predictions)."""
     if engine not in PREP_ENGINES:
         raise PertpipeError(f"evaluation.prep_engine '{engine}': use one of {PREP_ENGINES}")
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if engine == "auto":
-        engine = "streaming" if _stored_entries(pred) > PREP_STREAM_ENTRIES else "cell-eval"
-    with work_dir(dest.parent) as tmp:
-        out = Path(tmp) / dest.name
-        if engine == "streaming":
-            prep_streaming(pred, genes_file, out, chunk_size=chunk_size)
-        else:
-            _run(["prep", "-i", str(pred), "-g", str(genes_file), "-o", str(out)], "prep", log_file)
-        if not out.exists():
-            raise CellEvalError(f"cell-eval prep wrote no archive at {out}")
-        info = inspect_vcc(out)
-        os.replace(out, dest)
-    return {**info, "engine": engine}
+    with contextlib.ExitStack() as stack:
+        plans, calls = [], []
+        for label, pred, dest in items:
+            dest = Path(dest)
+            eng = engine
+            if eng == "auto":
+                eng = "streaming" if _stored_entries(pred) > PREP_STREAM_ENTRIES else "cell-eval"
+            out = stack.enter_context(work_dir(dest.parent)) / dest.name
+            if eng == "streaming":
+                prep_streaming(pred, genes_file, out, chunk_size=chunk_size)
+            else:
+                calls.append((label, ["prep", "-i", str(pred), "-g", str(genes_file), "-o", str(out)]))
+            plans.append((out, dest, eng))
+        _batch(calls, "prep", log_file)
+        infos = []
+        for out, dest, eng in plans:
+            if not out.exists():
+                raise CellEvalError(f"cell-eval prep wrote no archive at {out}")
+            infos.append({**inspect_vcc(out), "engine": eng})
+        for out, dest, _eng in plans:
+            os.replace(out, dest)
+    return infos
 
 
 def prep_streaming(pred: str | os.PathLike, genes_file: str | os.PathLike, dest: str | os.PathLike, *,
@@ -231,8 +255,18 @@ def _stored_entries(path: str | os.PathLike) -> int:
 def run(pred: str | os.PathLike, truth: str | os.PathLike, outdir: str | os.PathLike, *, profile: str = "vcc",
         threads: int = 1, log_file: str | os.PathLike | None = None, engine: str = "cell-eval",
         local_above_entries: int = RUN_LOCAL_ENTRIES) -> dict[str, Any]:
-    """``cell-eval run`` (or the local engine, :func:`run_local`) into a temporary folder; its four files are then
-    moved into ``outdir``. Returns ``{"files": {name: path}, "engine": ..., "entries": ..., "wall_s": ...}``.
+    """``cell-eval run`` (or the local engine) of one prediction file: :func:`run_many` of one item."""
+    return run_many([(str(pred), pred, truth, outdir)], profile=profile, threads=threads, log_file=log_file,
+                    engine=engine, local_above_entries=local_above_entries)[0]
+
+
+def run_many(items: list[tuple[str, str | os.PathLike, str | os.PathLike, str | os.PathLike]], *,
+             profile: str = "vcc", threads: int = 1, log_file: str | os.PathLike | None = None,
+             engine: str = "cell-eval", local_above_entries: int = RUN_LOCAL_ENTRIES) -> list[dict[str, Any]]:
+    """``cell-eval run`` (or the local engine, :func:`run_local`) of ``items`` = [(label, predictions, truth,
+    outdir)], each into a temporary folder whose four files are then moved into its ``outdir``. The cell-eval runs
+    share one process (:mod:`tool_batch`: the same command line, imported once). Returns per item ``{"files":
+    {name: path}, "engine": ..., "pred_entries": ..., "wall_s": ...}`` (``wall_s``: the batch's time over its items).
 
     ``engine``: ``cell-eval``; ``local`` (the vcc profile's metrics and pdex's DE tables from the local scorer,
     streamed); ``auto``: cell-eval up to ``local_above_entries`` stored entries of the predictions, local
@@ -240,32 +274,41 @@ def run(pred: str | os.PathLike, truth: str | os.PathLike, outdir: str | os.Path
     VCC size)."""
     if engine not in RUN_ENGINES:
         raise PertpipeError(f"evaluation.run_engine '{engine}': use one of {RUN_ENGINES}")
-    entries = _stored_entries(pred)
-    if engine == "auto":
-        engine = "local" if profile == "vcc" and entries > local_above_entries else "cell-eval"
     if engine == "local" and profile != "vcc":
         raise PertpipeError(f"evaluation.run_engine 'local' computes the vcc profile's metrics only, and "
                             f"evaluation.profile is '{profile}': set evaluation.profile: vcc or "
                             "evaluation.run_engine: cell-eval")
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with work_dir(outdir) as tmp:
-        if engine == "local":
-            run_local(pred, truth, tmp)
-        else:
-            _run(["run", "-ap", str(pred), "-ar", str(truth), "-o", str(tmp), "--profile", profile,
-                  "--num-threads", str(threads), "--control-pert", CONTROL_LABEL, "--pert-col", "target_gene"],
-                 "run", log_file)
-        files = {}
-        for name in RUN_FILES:
-            src = Path(tmp) / name
-            if not src.exists():
-                raise CellEvalError(f"cell-eval run wrote no {name} (in {tmp})")
-            os.replace(src, outdir / name)
-            files[name] = outdir / name
-    return {"files": files, "engine": engine, "profile": profile, "pred_entries": entries,
-            "local_above_entries": local_above_entries, "wall_s": round(time.perf_counter() - t0, 3)}
+    with contextlib.ExitStack() as stack:
+        plans, calls = [], []
+        for label, pred, truth, outdir in items:
+            entries = _stored_entries(pred)
+            eng = engine
+            if eng == "auto":
+                eng = "local" if profile == "vcc" and entries > local_above_entries else "cell-eval"
+            tmp = stack.enter_context(work_dir(outdir))
+            if eng == "local":
+                run_local(pred, truth, tmp)
+            else:
+                calls.append((label, ["run", "-ap", str(pred), "-ar", str(truth), "-o", str(tmp), "--profile",
+                                      profile, "--num-threads", str(threads), "--control-pert", CONTROL_LABEL,
+                                      "--pert-col", "target_gene"]))
+            plans.append((Path(tmp), Path(outdir), eng, entries))
+        _batch(calls, "run", log_file)
+        for tmp, _outdir, _eng, _n in plans:
+            missing = [name for name in RUN_FILES if not (tmp / name).exists()]
+            if missing:
+                raise CellEvalError(f"cell-eval run wrote no {missing[0]} (in {tmp})")
+        wall = round((time.perf_counter() - t0) / max(len(items), 1), 3)
+        out = []
+        for tmp, outdir, eng, entries in plans:
+            files = {}
+            for name in RUN_FILES:
+                os.replace(tmp / name, outdir / name)
+                files[name] = outdir / name
+            out.append({"files": files, "engine": eng, "profile": profile, "pred_entries": entries,
+                        "local_above_entries": local_above_entries, "wall_s": wall, "batch_rows": len(items)})
+    return out
 
 
 def run_local(pred: str | os.PathLike, truth: str | os.PathLike, outdir: str | os.PathLike) -> None:
@@ -320,11 +363,24 @@ def build_baseline(train: str | os.PathLike, template: pd.DataFrame, dest: str |
 
 def score(agg_user: str | os.PathLike, agg_base: str | os.PathLike, results: str | os.PathLike, *,
           log_file: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``cell-eval score`` against the baseline, returned as the score.json content."""
+    """``cell-eval score`` against the baseline, returned as the score.json content (:func:`score_many` of one)."""
+    return score_many([(str(agg_user), agg_user, agg_base, results)], log_file=log_file)[0]
+
+
+def score_many(items: list[tuple[str, str | os.PathLike, str | os.PathLike, str | os.PathLike]], *,
+               log_file: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """``cell-eval score`` of ``items`` = [(label, agg_results of the row, agg_results of the baseline, the row's
+    results.csv)] in one process; per item the score.json content."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "score.csv"
-        _run(["score", "-i", str(agg_user), "-I", str(agg_base), "-o", str(out)], "score", log_file)
-        scaled = pd.read_csv(out).set_index("metric")["from_baseline"].to_dict()
+        outs = [Path(tmp) / f"score_{i}.csv" for i in range(len(items))]
+        _batch([(label, ["score", "-i", str(agg_user), "-I", str(agg_base), "-o", str(out)])
+                for (label, agg_user, agg_base, _r), out in zip(items, outs)], "score", log_file)
+        return [_score_json(pd.read_csv(out).set_index("metric")["from_baseline"].to_dict(), agg_user, agg_base,
+                            results) for (_l, agg_user, agg_base, results), out in zip(items, outs)]
+
+
+def _score_json(scaled: dict[str, float], agg_user: str | os.PathLike, agg_base: str | os.PathLike,
+                results: str | os.PathLike) -> dict[str, Any]:
     agg = pd.read_csv(agg_user).set_index("statistic")
     base = pd.read_csv(agg_base).set_index("statistic")
     per = pd.read_csv(results)

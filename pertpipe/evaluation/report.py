@@ -92,25 +92,72 @@ def labelled(board: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def to_markdown(board: pd.DataFrame, *, title: str, lead: str | None = None) -> str:
-    from pertpipe.evaluation.metric_registry import legend
+#: the verdict columns a person reads first (leaderboard.md and the report's first table); every other metric stays in
+#: leaderboard.csv and the collapsible "All metrics" table
+SUMMARY_COLUMNS = ["model", "standing", "Δ vs strongest baseline [95 % CI]", "avg_score", "vcc2026_avg_score", "DES",
+                   "PDS", "MAE", "equals"]
 
-    shown = labelled(board)
-    head = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
+
+def _num(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) or pd.isna(v) else float(v)
+
+
+def delta_text(row: Any) -> str:
+    """``+0.123 [+0.045, +0.201]``: a row's Δ avg_score vs the strongest baseline with its interval ('' for the
+    strongest baseline itself)."""
+    d, lo, hi = (_num(row.get(c)) for c in ("delta", "ci_low", "ci_high"))
+    return "" if d is None else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def summary_table(board: pd.DataFrame) -> pd.DataFrame:
+    """The verdict view of a board (:data:`SUMMARY_COLUMNS`, at most 10): the model as printed (a λ = 0 row says
+    which baseline it is; a baseline row says it is one), its standing against the strongest baseline, Δ [95 % CI],
+    the VCC scores and DES / PDS / MAE."""
+    rows = []
+    for _, r in board.iterrows():
+        name = row_label(r) + (" (baseline)" if bool(r.get("baseline", False)) else "")
+        rows.append({"model": name, "standing": r.get("standing") or "", "Δ vs strongest baseline [95 % CI]":
+                     delta_text(r), "avg_score": _num(r.get("avg_score")),
+                     "vcc2026_avg_score": _num(r.get("vcc2026_avg_score")), "DES": _num(r.get("DES")),
+                     "PDS": _num(r.get("PDS")), "MAE": _num(r.get("MAE")),
+                     "equals": r.get("equals") if isinstance(r.get("equals"), str) else ""})
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    if out["vcc2026_avg_score"].isna().all():  # profile vcc2025, or data without counts
+        out = out.drop(columns="vcc2026_avg_score")
+    return out
+
+
+def _md_table(df: pd.DataFrame) -> str:
     fmt = lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else (  # noqa: E731
         f"{v:.4f}" if isinstance(v, float) else str(v))
-    body = "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in shown.itertuples(index=False))
-    return (f"# {title}\n\n" + (f"**{lead}**\n\n" if lead else "") + f"{legend()}. Scores from cell-eval (profile vcc) where cell-eval has the metric, "
-            "else from the local scorer; *_scaled = cell-eval score against the cell-mean baseline (0 = baseline, "
-            "1 = perfect); avg_score = their mean. Shrunk models (pertpipe.models.shrinkage) have two rows: "
-            "`<model>_raw` (λ = 1, the model's own prediction) and `<model>` (λ as validated on held-out training "
-            "groups, toward the anchor: global = cell_mean, cell_type = celltype_mean); a λ = 0 row *is* that "
-            "baseline (`equals`). delta = avg_score minus the strongest baseline's (`vs_baseline`) with its paired "
-            "bootstrap 95 % interval over perturbations (ci_low, ci_high); `tie` where it covers 0. Columns "
-            "`vcc2026_*` (evaluation.profile vcc2026 or both) come from cell-eval2's vcc2026 preset on counts: each "
-            "metric's raw mean and, as `_scaled`, its score between the truth's generic-response baseline (0) and "
-            "its split-half replicate (1); `vcc2026_avg_score` is their mean (the 2026 challenge's score).\n\n"
-            + head + body)
+    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
+    return head + "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in df.itertuples(index=False))
+
+
+LEADERBOARD_NOTE = (
+    "standing: better / worse than the strongest baseline (the baseline row with the highest avg_score), or tie "
+    "where the paired bootstrap 95 % interval of Δ avg_score over perturbations covers 0. avg_score: VCC 2025's "
+    "(cell-eval, profile vcc: DES, PDS, MAE scaled against the cell-mean baseline, 0 = baseline, 1 = perfect); "
+    "vcc2026_avg_score: VCC 2026's (cell-eval2, preset vcc2026, on counts: 0 = the truth's generic-response "
+    "baseline, 1 = its split-half replicate). A row `<model> = <baseline> (λ 0)` is a shrunk model whose validated "
+    "λ is 0: it *is* that baseline (`equals`) and does not count as a model's result.")
+
+
+def to_markdown(board: pd.DataFrame, *, title: str, lead: str | None = None) -> str:
+    """leaderboard.md: the verdict table (:func:`summary_table`), then every metric in a collapsible table with the
+    metrics' legend."""
+    from pertpipe.evaluation.metric_registry import legend
+
+    return (f"# {title}\n\n" + (f"**{lead}**\n\n" if lead else "") + _md_table(summary_table(board)) + "\n"
+            + LEADERBOARD_NOTE + "\n\n<details><summary>All metrics (also in leaderboard.csv)</summary>\n\n"
+            + f"{legend()}. Scores from cell-eval (profile vcc) where cell-eval has the metric, else from the local "
+            "scorer; *_scaled = cell-eval score against the cell-mean baseline; Shrunk models "
+            "(pertpipe.models.shrinkage) have two rows: `<model>_raw` (λ = 1, the model's own prediction) and "
+            "`<model>` (λ as validated on held-out training groups, toward the anchor: global = cell_mean, "
+            "cell_type = celltype_mean). delta = avg_score minus the strongest baseline's (`vs_baseline`), ci_low / "
+            "ci_high its interval. `vcc2026_*`: each cell-eval2 metric's raw mean and, as `_scaled`, its score "
+            "between the generic-response baseline (0) and the split-half replicate (1).\n\n"
+            + _md_table(labelled(board)) + "\n</details>\n")
 
 
 def write_leaderboard(board: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, *,
@@ -124,24 +171,35 @@ def _fig_to_img(fig) -> str:
     return report_page.figure(fig)
 
 
-def _plot_scores(board: pd.DataFrame) -> str:
+def standing_figure(board: pd.DataFrame):
+    """Δ avg_score vs the strongest baseline per row with its 95 % interval, sorted, as horizontal bars: one label a
+    line at a fixed size, the figure as tall as the rows need, so labels never overlap (the strongest baseline is
+    the 0 line). Returns the matplotlib figure."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pertpipe.evaluation.metric_registry import metrics
+    rows = board[board["delta"].notna()] if "delta" in board else board.iloc[0:0]
+    rows = rows.assign(delta=rows["delta"].astype(float)).sort_values("delta")
+    ref = board.loc[board["standing"] == "strongest baseline", "model"] if "standing" in board else []
+    fig, ax = plt.subplots(figsize=(7.5, 1.1 + 0.32 * max(len(rows), 1)))
+    if len(rows):
+        y = np.arange(len(rows))
+        d = rows["delta"].to_numpy()
+        err = np.vstack([d - rows["ci_low"].astype(float).to_numpy(), rows["ci_high"].astype(float).to_numpy() - d])
+        colours = {"better": "#2e7d32", "worse": "#c62828"}
+        ax.barh(y, d, xerr=err, color=[colours.get(s, "#9e9e9e") for s in rows["standing"]], capsize=3, height=0.6)
+        ax.set_yticks(y, [row_label(r) + (" (baseline)" if bool(r.get("baseline", False)) else "")
+                          for _, r in rows.iterrows()], fontsize=8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel(f"Δ avg_score vs the strongest baseline{f' ({list(ref)[0]})' if len(ref) else ''}, 95 % CI "
+                  "(green better, red worse, grey tie)", fontsize=8)
+    fig.tight_layout()
+    return fig
 
-    cols = [f"{m.name}_scaled" for m in metrics(in_avg_score=True)] + ["avg_score"]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(board), 3.4))
-    x = np.arange(len(board))
-    w = 0.8 / len(cols)
-    for i, c in enumerate(cols):
-        ax.bar(x + (i - (len(cols) - 1) / 2) * w, board[c].astype(float), width=w, label=c)
-    ax.set_xticks(x, board["model"])
-    ax.axhline(0, color="k", lw=0.6)
-    ax.set_ylabel("score vs cell-mean baseline")
-    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.18))
-    return _fig_to_img(fig)
+
+def _plot_standing(board: pd.DataFrame) -> str:
+    return report_page.figure(standing_figure(board), alt="delta vs the strongest baseline")
 
 
 def _plot_deltas(pred_bulks: dict[str, pd.DataFrame], truth_bulk: pd.DataFrame, max_perts: int = 8) -> str:
@@ -260,7 +318,10 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
                          for m, c in consistency.items()])
     parts = [
         *([f"<p class='verdict'><strong>{html.escape(standing['verdict'])}</strong></p>"] if standing else []),
-        "<h2>Leaderboard</h2>", _table(labelled(board)), _plot_scores(labelled(board)),
+        "<h2>Leaderboard</h2>", _table(summary_table(board)),
+        f"<p>{html.escape(LEADERBOARD_NOTE)}</p>", _plot_standing(board),
+        "<details><summary>All metrics (also in leaderboard.csv)</summary><div class='wide'>",
+        _table(labelled(board)), "</div>",
         "<p>Scaled scores come from <code>cell-eval score</code> against the cell-mean baseline "
         "(<code>cell-eval baseline</code>'s definition): 0 = baseline, 1 = perfect, clipped at 0.</p>",
         "<p>Shrunk models have two rows: <code>&lt;model&gt;_raw</code> (λ = 1, the model's own prediction) and "
@@ -272,7 +333,7 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
         "DES, PDS, MAE and their <code>_scaled</code> scores are VCC 2025's (<code>cell-eval</code>, profile vcc); "
         "<code>vcc2026_*</code> columns are VCC 2026's (<code>cell-eval2</code>, preset vcc2026, on counts: 0 = the "
         "truth's generic-response baseline, 1 = its split-half replicate); the other metrics are the local "
-        "scorer's.</p>",
+        "scorer's.</p></details>",
         "<h2>Predicted vs true change per perturbation</h2>",
         "<p>Each point is a gene: x = true pseudobulk change from control, y = predicted change; r = Pearson "
         "correlation of the two.</p>",

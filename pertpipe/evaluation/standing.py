@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -59,21 +60,44 @@ def _aligned(tables: list[pd.DataFrame]) -> list[pd.DataFrame]:
     return [t.set_index("perturbation").loc[keys].reset_index() for t in tables]
 
 
+def _values(table: pd.DataFrame) -> np.ndarray:
+    """The avg_score metrics of a per-perturbation table as a (perturbations x metrics) float array."""
+    return np.column_stack([table[col].to_numpy(dtype=float) for col, _b in scored_metrics().values()])
+
+
+def boot_avg_scores(table: np.ndarray, baseline: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """:func:`avg_scores` of every bootstrap resample at once: ``table`` / ``baseline`` from :func:`_values` (rows
+    aligned), ``idx`` (resamples x perturbations) row numbers; returns one avg_score per resample."""
+    best = np.array([b for _c, b in scored_metrics().values()])
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN resample: NaN -> 0 below
+        u, b = np.nanmean(table[idx], axis=1), np.nanmean(baseline[idx], axis=1)
+        v = np.where(best == 0.0, (b - u) / b, (u - b) / (1.0 - b))
+    v = np.where(np.isfinite(v), np.maximum(v, 0.0), 0.0)
+    return v.mean(axis=1)
+
+
+def _resamples(rng: np.random.Generator, sizes: list[int], n_boot: int) -> list[np.ndarray]:
+    """Per run, ``n_boot`` resamples of its perturbations (drawn in the order the one-at-a-time loop drew them)."""
+    draws: list[list[np.ndarray]] = [[] for _ in sizes]
+    for _ in range(n_boot):
+        for j, n in enumerate(sizes):
+            draws[j].append(rng.integers(0, n, n))
+    return [np.stack(d) if d else np.zeros((0, n), int) for d, n in zip(draws, sizes)]
+
+
 def paired_bootstrap(runs: list[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]], *, n_boot: int = N_BOOT,
                      seed: int = 0) -> dict[str, float]:
     """Δ avg_score (row − reference) over ``runs`` = [(row results, reference results, cell-mean baseline results)]
     (one per seed; per-perturbation tables), averaged over runs; perturbations resampled with replacement within
-    each run. Returns the point estimate, the 95 % interval and whether it covers 0 (``tie``)."""
+    each run (all resamples computed at once). Returns the point estimate, the 95 % interval and whether it covers
+    0 (``tie``)."""
     rng = np.random.default_rng(seed)
     aligned = [_aligned(list(r)) for r in runs]
     point = float(np.mean([avg_scores(a, c) - avg_scores(b, c) for a, b, c in aligned]))
-    boots = np.empty(n_boot)
-    for i in range(n_boot):
-        d = []
-        for a, b, c in aligned:
-            idx = rng.integers(0, len(a), len(a))
-            d.append(avg_scores(a, c, idx) - avg_scores(b, c, idx))
-        boots[i] = np.mean(d)
+    idx = _resamples(rng, [len(a) for a, _b, _c in aligned], n_boot)
+    boots = np.mean([boot_avg_scores(_values(a), _values(c), i) - boot_avg_scores(_values(b), _values(c), i)
+                     for (a, b, c), i in zip(aligned, idx)], axis=0)
     lo, hi = (float(x) for x in np.quantile(boots, [0.025, 0.975]))
     return {"delta": point, "ci_low": lo, "ci_high": hi, "tie": bool(lo <= 0.0 <= hi),
             "perturbations": int(sum(len(a[0]) for a in aligned)), "runs": len(aligned)}
@@ -125,14 +149,38 @@ def split_half_ceiling(truth: str | os.PathLike, baseline: str | os.PathLike, *,
     base = table(Expression.read(baseline))
     ceiling, base = _aligned([ceiling, base])
     rng = np.random.default_rng(seed + 1)
-    boots = np.array([avg_scores(ceiling, base, rng.integers(0, len(ceiling), len(ceiling)))
-                      for _ in range(n_boot)])
+    boots = boot_avg_scores(_values(ceiling), _values(base), _resamples(rng, [len(ceiling)], n_boot)[0])
     lo, hi = (float(x) for x in np.quantile(boots, [0.025, 0.975]))
     per_metric = scaled(_means(ceiling), _means(base))
     return {"avg_score": avg_scores(ceiling, base), "ci_low": lo, "ci_high": hi, "can_rank": bool(lo > 0.0),
             "scaled": per_metric, "perturbations": int(len(ceiling)),
             "cells": {"half_a": int(len(half_a)), "half_b": int(len(half_b))},
             "tables": {"ceiling": ceiling.to_dict(orient="list"), "baseline": base.to_dict(orient="list")}}
+
+
+def cached_ceiling(truth: str | os.PathLike, baseline: str | os.PathLike, *, seed: int = 0, n_boot: int = N_BOOT,
+                   cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """:func:`split_half_ceiling`, from the scoring cache when the same truth, baseline and seed computed it before
+    (:mod:`pertpipe.evaluation.cache`); ``cache`` = hit or built says which."""
+    import json
+    from pathlib import Path
+
+    from pertpipe.evaluation.cache import cache_key, cached_folder
+    from pertpipe.io import write_json
+
+    key = cache_key([truth, baseline], {"seed": seed, "n_boot": n_boot, "what": "split_half_ceiling"})
+    out: dict[str, Any] = {}
+
+    def build(dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        write_json(split_half_ceiling(truth, baseline, seed=seed, n_boot=n_boot), dest / "ceiling.json")
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hit = cached_folder(cache_dir, "ceiling", key, Path(tmp) / "c", build)
+        out = json.loads((Path(tmp) / "c" / "ceiling.json").read_text())
+    return {**out, "cache": "hit" if hit else "built"}
 
 
 def significant_de(real_de: str | os.PathLike, *, fdr: float = 0.05) -> dict[str, int]:
@@ -164,6 +212,7 @@ def add_standing(board: pd.DataFrame, results: dict[str, str | os.PathLike], bas
     ``baselines``), its paired bootstrap 95 % interval over perturbations and the standing (better / worse / tie)."""
     board = board.copy()
     present = [b for b in baselines if b in set(board["model"])]
+    board["baseline"] = board["model"].isin(present)
     for c in STANDING_COLUMNS:
         board[c] = None
     if not present:

@@ -102,15 +102,41 @@ def build_bundle(real_counts: str | os.PathLike, outdir: str | os.PathLike, *, s
     anchor's values (the ceiling)."""
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
+    from pertpipe.evaluation.tool_batch import run_batch
+
     base_pred = out / "baseline_pred.h5ad"
-    _run(["baseline", "-ar", str(real_counts), "-o", str(out / "baseline"), "--seed", str(seed), "--save-pred",
-          str(base_pred), *_common()], "baseline", log_file)
-    _run(["prep-real-bundle", "--real", str(real_counts), "--baseline", str(base_pred), "-o", str(out / "bundle"),
-          "--anchor-base-seed", str(seed), "--force", *_common()], "prep-real-bundle", log_file)
+    run_batch("cell-eval2", [  # both calls in one process (cell-eval2 imported once)
+        ("baseline", ["baseline", "-ar", str(real_counts), "-o", str(out / "baseline"), "--seed", str(seed),
+                      "--save-pred", str(base_pred), *_common()]),
+        ("bundle", ["prep-real-bundle", "--real", str(real_counts), "--baseline", str(base_pred), "-o",
+                    str(out / "bundle"), "--anchor-base-seed", str(seed), "--force", *_common()])],
+        "cell-eval2 baseline / prep-real-bundle", error_cls=CellEval2Error, log_file=log_file)
     base_pred.unlink()  # the bundle holds the aggregates; the prediction was only its input
     agg = pd.read_csv(out / "baseline" / "baseline_agg.csv").set_index("statistic")
     return {"baseline_mean": {c: float(agg.loc["mean", c]) for c in agg.columns},
             "replicate_ceiling": anchor_values(out / "bundle")}
+
+
+def real_bundle(val: str | os.PathLike, truth: str | os.PathLike, files: str | os.PathLike, *, seed: int = 0,
+                chunk_size: int = DEFAULT_CHUNK, log_file: str | os.PathLike | None = None,
+                cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The dataset's scoring bundle in folder ``files`` (:func:`write_real_counts` + :func:`build_bundle`), taken from
+    the scoring cache when the same truth, validation split, seed and cell-eval2 version built it before
+    (:mod:`pertpipe.evaluation.cache`). Returns the bundle's summary, with ``cache`` = hit or built."""
+    from pertpipe.evaluation.cache import cache_key, cached_folder
+    from pertpipe.io import read_json, write_json
+
+    key = cache_key([val, truth], {"seed": seed, "preset": PRESET, "versions": versions()})
+
+    def build(dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        real = write_real_counts(val, truth, dest / "real_counts.h5ad", chunk_size=chunk_size)
+        info = {**real, **build_bundle(dest / "real_counts.h5ad", dest, seed=seed, log_file=log_file),
+                "versions": versions()}
+        write_json(info, dest / "bundle_info.json")
+
+    hit = cached_folder(cache_dir, "vcc2026-bundle", key, files, build)
+    return {**read_json(Path(files) / "bundle_info.json"), "cache": "hit" if hit else "built"}
 
 
 def library_ratios(train: str | os.PathLike, *, chunk_size: int = DEFAULT_CHUNK) -> pd.DataFrame:
@@ -169,15 +195,37 @@ def to_counts(pred: str | os.PathLike, train: str | os.PathLike, dest: str | os.
 def score(pred_counts: str | os.PathLike, real_counts: str | os.PathLike, bundle: str | os.PathLike, *,
           agg_out: str | os.PathLike, meta_out: str | os.PathLike,
           log_file: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``cell-eval2 run --preset vcc2026`` (its aggregate and run metadata kept at ``agg_out`` / ``meta_out``) and
-    :func:`score_agg` against the bundle."""
+    """``cell-eval2 run --preset vcc2026`` and ``score --real-bundle`` of one prediction (:func:`score_many`)."""
+    return score_many([(str(pred_counts), pred_counts, agg_out, meta_out)], real_counts, bundle, log_file=log_file)[0]
+
+
+def score_many(items: list[tuple[str, str | os.PathLike, str | os.PathLike, str | os.PathLike]],
+               real_counts: str | os.PathLike, bundle: str | os.PathLike, *,
+               log_file: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """``items`` = [(label, predicted counts, agg_out, meta_out)]: per item ``cell-eval2 run --preset vcc2026`` (its
+    aggregate and run metadata kept at ``agg_out`` / ``meta_out``) and ``cell-eval2 score --real-bundle``, every
+    call in one process (:mod:`pertpipe.evaluation.tool_batch`); per item what :func:`score_agg` returns."""
+    from pertpipe.evaluation.tool_batch import run_batch
+
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp) / "run"
-        _run(["run", "-ap", str(pred_counts), "-ar", str(real_counts), "-o", str(run_dir), *_common()], "run",
-             log_file)
-        shutil.copyfile(run_dir / "agg_results.csv", agg_out)
-        shutil.copyfile(run_dir / "run_meta.json", meta_out)
-    return score_agg(agg_out, meta_out, bundle, log_file=log_file)
+        calls = []
+        for i, (label, pred, _agg, _meta) in enumerate(items):
+            run_dir = Path(tmp) / f"run_{i}"
+            calls += [(label, ["run", "-ap", str(pred), "-ar", str(real_counts), "-o", str(run_dir), *_common()]),
+                      (label, _score_args(run_dir / "agg_results.csv", run_dir / "run_meta.json", bundle,
+                                          Path(tmp) / f"score_{i}.csv"))]
+        run_batch("cell-eval2", calls, "cell-eval2 run", error_cls=CellEval2Error, log_file=log_file)
+        out = []
+        for i, (_label, _pred, agg_out, meta_out) in enumerate(items):
+            shutil.copyfile(Path(tmp) / f"run_{i}" / "agg_results.csv", agg_out)
+            shutil.copyfile(Path(tmp) / f"run_{i}" / "run_meta.json", meta_out)
+            out.append(_score_result(Path(tmp) / f"score_{i}.csv", agg_out))
+    return out
+
+
+def _score_args(agg: str | os.PathLike, meta: str | os.PathLike, bundle: str | os.PathLike,
+                out: str | os.PathLike) -> list[str]:
+    return ["score", "--user-agg", str(agg), "--user-meta", str(meta), "--real-bundle", str(bundle), "-o", str(out)]
 
 
 def score_agg(agg: str | os.PathLike, meta: str | os.PathLike, bundle: str | os.PathLike, *,
@@ -186,9 +234,12 @@ def score_agg(agg: str | os.PathLike, meta: str | os.PathLike, bundle: str | os.
     ``from_replicate`` (0 = the generic-response baseline, 1 = the split-half replicate anchor), and the competition
     avg_score (the mean of ``from_replicate``)."""
     with tempfile.TemporaryDirectory() as tmp:
-        _run(["score", "--user-agg", str(agg), "--user-meta", str(meta), "--real-bundle", str(bundle), "-o",
-              str(Path(tmp) / "score.csv")], "score", log_file)
-        scored = pd.read_csv(Path(tmp) / "score.csv").set_index("metric")
+        _run(_score_args(agg, meta, bundle, Path(tmp) / "score.csv"), "score", log_file)
+        return _score_result(Path(tmp) / "score.csv", agg)
+
+
+def _score_result(score_csv: str | os.PathLike, agg: str | os.PathLike) -> dict[str, Any]:
+    scored = pd.read_csv(score_csv).set_index("metric")
     means = pd.read_csv(agg).set_index("statistic")
     metrics = [m for m in scored.index if m != "avg_score"]
     return {"profile": PRESET, "metrics": {m: {"raw": float(means.loc["mean", m]),
