@@ -31,11 +31,12 @@ run: setup
 lint: setup-test
 	$(PYTHON) -m ruff check pertpipe workflow_scripts benchmarks tests
 
+# Test files run on $(CORES) workers (pytest-xdist, a file's tests on one worker so they share its fixtures).
 test: setup-test lint
-	$(PYTHON) -m pytest -q -ra --durations=25
+	$(PYTHON) -m pytest -q -ra --durations=25 -n $(CORES) --dist loadfile
 
 test-fast: setup-test
-	$(PYTHON) -m pytest -q -ra -m "not workflow and not slow"
+	$(PYTHON) -m pytest -q -ra -m "not workflow and not slow" -n $(CORES)
 
 bench: setup
 	$(PYTHON) benchmarks/bench_stage1.py

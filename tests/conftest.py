@@ -289,9 +289,9 @@ def read_report(path: Path) -> tuple[str, list[bytes], list[str]]:
     return text, page.imgs, page.links
 
 
-def open_in_browser(path: Path) -> tuple[list[tuple[int, int]], list[dict]]:
-    """Open an HTML page in a real headless Chromium (Debian's chromium + chromium-driver, installed by .ci/run):
-    (each image's natural size, the console messages). Skipped where Chromium is absent, failed under CI."""
+def _browser(width: int = 1280, height: int = 900):
+    """A real headless Chromium (Debian's chromium + chromium-driver, installed by .ci/run) with a ``width`` px wide
+    window. Skipped where Chromium is absent, failed under CI."""
     import shutil
 
     chrome, driver = shutil.which("chromium"), shutil.which("chromedriver")
@@ -303,16 +303,32 @@ def open_in_browser(path: Path) -> tuple[list[tuple[int, int]], list[dict]]:
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                f"--window-size={width},{height}"):
         opts.add_argument(arg)
     opts.binary_location = chrome
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(service=Service(driver), options=opts)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def open_in_browser(path: Path, width: int = 1280) -> tuple[list[tuple[int, int]], list[dict]]:
+    """Open an HTML page in a real headless Chromium: (each image's natural size, the console messages)."""
+    return browse(path, width)[:2]
+
+
+def browse(path: Path, width: int = 1280) -> tuple[list[tuple[int, int]], list[dict], dict[str, int]]:
+    """As :func:`open_in_browser`, and the page's layout at ``width`` px: the viewport's width and the document's
+    scroll width (wider = the page scrolls sideways), and the widest table's right edge."""
+    browser = _browser(width)
     try:
         browser.get(path.resolve().as_uri())
         sizes = browser.execute_script(
             "return Array.from(document.images).map(i => [i.complete ? i.naturalWidth : 0, i.naturalHeight])")
-        return [tuple(s) for s in sizes], browser.get_log("browser")
+        layout = browser.execute_script(
+            "const t = Array.from(document.querySelectorAll('table')).filter(e => e.offsetParent !== null);"
+            "return {viewport: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth,"
+            " table_right: Math.max(0, ...t.map(e => Math.ceil(e.getBoundingClientRect().right)))}")
+        return [tuple(s) for s in sizes], browser.get_log("browser"), layout
     finally:
         browser.quit()
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -14,22 +16,48 @@ SUBPACKAGES = ["pertpipe.data", "pertpipe.knowledge", "pertpipe.models", "pertpi
                "pertpipe.models.peers", "pertpipe.evaluation", "pertpipe.spatial"]
 
 
-@pytest.mark.slow
-def test_wheel_installs_every_subpackage_and_the_console_command(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+def venv_over(python: str | os.PathLike, dest: os.PathLike) -> Path:
+    """A fresh venv at ``dest`` whose dependencies are those ``python`` sees: the venv's own site-packages plus a .pth
+    naming ``python``'s site-packages. (``--system-site-packages`` would name the *base* interpreter's folder: from
+    inside a user's venv that is not where the packages are.)"""
+    subprocess.run([str(python), "-m", "venv", str(dest)], check=True)
+    code = "import json, site; print(json.dumps(site.getsitepackages()))"
+    theirs = json.loads(subprocess.run([str(python), "-c", code], check=True, capture_output=True,
+                                       text=True).stdout)
+    py = Path(dest) / "bin" / "python"
+    own = json.loads(subprocess.run([str(py), "-c", code], check=True, capture_output=True, text=True).stdout)[0]
+    # addsitedir, not a bare path: the .pth files in those folders count too (a venv chained onto another)
+    Path(own, "_pertpipe_test_deps.pth").write_text(f"import site; list(map(site.addsitedir, {theirs!r}))\n")
+    return py
+
+
+def _wheel(tmp_path: Path, env: dict) -> Path:
     src = tmp_path / "src"  # build from a copy: setuptools writes build/ and *.egg-info beside the sources
     shutil.copytree(REPO / "pertpipe", src / "pertpipe", ignore=shutil.ignore_patterns("__pycache__"))
     for f in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / f, src / f)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(src),
                     "-w", str(tmp_path / "dist")], check=True, env=env, cwd=tmp_path)
-    wheel = next((tmp_path / "dist").glob("pertpipe-*.whl"))
-    # system site-packages give the dependencies; the venv's own site-packages hold only the wheel
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")], check=True)
-    py = tmp_path / "venv" / "bin" / "python"
+    return next((tmp_path / "dist").glob("pertpipe-*.whl"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("outer", ["interpreter", "user venv"])
+def test_wheel_installs_every_subpackage_and_the_console_command(tmp_path, outer):
+    """From the interpreter the tests run with, and from inside a user's venv (a package only that venv has must be
+    seen: `make test` run in a venv)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    wheel = _wheel(tmp_path, env)
+    python: str | Path = sys.executable
+    if outer == "user venv":  # the user's venv: the test's packages, and one that only this venv holds
+        python = venv_over(sys.executable, tmp_path / "user")
+        site = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        Path(site, "only_in_the_user_venv.py").write_text("OK = True\n")
+    py = venv_over(python, tmp_path / "venv")  # the venv holds only the wheel; dependencies come from `python`
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
                    env=env, cwd=tmp_path)
-    code = ("import importlib, pkgutil, pertpipe; "
+    code = ("import importlib, pkgutil, pertpipe, h5py; "
             "mods = [m.name for m in pkgutil.walk_packages(pertpipe.__path__, 'pertpipe.')]; "
             "[importlib.import_module(m) for m in mods if not m.endswith('__main__')]; "
             "print(pertpipe.__file__); print(' '.join(sorted(mods)))")
@@ -38,8 +66,10 @@ def test_wheel_installs_every_subpackage_and_the_console_command(tmp_path):
     assert file.startswith(str(tmp_path / "venv")), file  # the installed copy, not the checkout
     for sub in SUBPACKAGES + ["pertpipe.data.inspect", "pertpipe.data.sources", "pertpipe.models.shrinkage",
                               "pertpipe.models.prior", "pertpipe.models.peers.gears", "pertpipe.tasks",
-                              "pertpipe.spatial.metrics", "pertpipe.cli"]:
+                              "pertpipe.spatial.metrics", "pertpipe.cli", "pertpipe.evaluation.tool_batch"]:
         assert sub in mods.split()
+    if outer == "user venv":
+        subprocess.run([str(py), "-c", "import only_in_the_user_venv"], check=True, env=env, cwd=tmp_path)
     cli = subprocess.run([str(tmp_path / "venv" / "bin" / "pertpipe"), "inspect", "--help"], capture_output=True,
                          text=True, env=env, cwd=tmp_path)
     assert cli.returncode == 0 and "--write-config" in cli.stdout

@@ -147,3 +147,42 @@ def test_e_distance_by_hand():
     assert e_distances(real, flat, n_pcs=g, squared=False)["A"] > 0.5
     assert e_distances(real, same, n_pcs=g, squared=False)["A"] == pytest.approx(0.0, abs=1e-9)
     assert {"edistance", "energy_distance"} <= {m.name for m in metrics(in_cell_eval=False)}
+
+
+def _overlapping(labels, renderer) -> list[tuple[str, str]]:
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in labels if t.get_text()]
+    return [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:] if ba.overlaps(bb)]
+
+
+def test_the_standing_figure_is_sorted_with_intervals_and_labels_that_never_overlap():
+    """Δ vs the strongest baseline with CI bars, sorted, one label a line: no two tick labels' boxes overlap, with
+    the names that used to print over each other (`celltype_mean`, `cfmvc = celltype_mean (λ 0)`) and many rows."""
+    import matplotlib.pyplot as plt
+
+    from pertpipe.evaluation.report import standing_figure
+
+    rng = np.random.default_rng(0)
+    names = ["celltype_mean", "cfmvc", "cell_mean", "dygenept_raw_with_a_long_alias_name"] + [f"m{i}" for i in range(26)]
+    d = rng.normal(0, 0.1, len(names))
+    board = pd.DataFrame({"model": names, "delta": d, "ci_low": d - 0.05, "ci_high": d + 0.05,
+                          "standing": ["tie"] * len(names), "baseline": [True, False] + [False] * (len(names) - 2),
+                          "lambda": [None, 0.0] + [None] * (len(names) - 2),
+                          "equals": [None, "celltype_mean"] + [None] * (len(names) - 2)})
+    board = pd.concat([board, pd.DataFrame([{"model": "knowledge_ridge", "standing": "strongest baseline",
+                                             "baseline": True}])], ignore_index=True)
+    for rows in (board.iloc[[0, 1, -1]], board):
+        fig = standing_figure(rows.reset_index(drop=True))
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        labels = ax.get_yticklabels()
+        assert _overlapping(labels, fig.canvas.get_renderer()) == []
+        shown = [t.get_text() for t in labels]
+        assert "cfmvc = celltype_mean (λ 0)" in shown and "celltype_mean (baseline)" in shown
+        assert "knowledge_ridge" not in " ".join(shown)  # the reference is the 0 line, named on the axis
+        assert "knowledge_ridge" in ax.get_xlabel()
+        widths = [p.get_width() for p in ax.patches]
+        assert widths == sorted(widths)  # sorted by Δ
+        from matplotlib.container import ErrorbarContainer
+
+        assert any(isinstance(c, ErrorbarContainer) and c.has_xerr for c in ax.containers)  # 95 % intervals drawn
+        plt.close(fig)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_DEMO, open_in_browser, read_report, run_snakemake
+from conftest import TINY_DEMO, browse, read_report, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -23,8 +23,18 @@ CFG = {"dataset": "demo", "demo": TINY_DEMO, "evaluation": {"profile": "both"}, 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     wd = tmp_path_factory.mktemp("s123")
-    run_snakemake(wd, CFG, "all", timeout=1200)
+    proc = run_snakemake(wd, CFG, "all", timeout=1200)
+    (wd / "snakemake.out").write_text(proc.stdout + proc.stderr)
     return wd / "results" / "demo"
+
+
+def test_the_run_ends_with_one_summary_line(full_run):
+    """The last thing a run prints: its time, the top row and its standing, the best model of ours, the report."""
+    out = (full_run.parent.parent / "snakemake.out").read_text()
+    line = next(x for x in out.splitlines() if x.startswith("pertpipe: demo finished in "))
+    assert "top row " in line and "strongest baseline" in line and line.endswith("report: results/demo/report.html")
+    board = pd.read_csv(full_run / "leaderboard.csv")
+    assert f"top row {board.loc[0, 'model']}" in line
 
 
 def test_vcc_archive(full_run, tmp_path):
@@ -64,7 +74,59 @@ def test_scores_baseline_and_linear_beats_control(full_run):
     board = pd.read_csv(full_run / "leaderboard.csv")
     assert set(board["model"]) == {"control", "cell_mean", "linear"}
     assert list(board["avg_score"]) == sorted(board["avg_score"], reverse=True)
-    assert "| model | DES | PDS | MAE |" in (full_run / "leaderboard.md").read_text()
+    md = (full_run / "leaderboard.md").read_text()
+    head = next(line for line in md.splitlines() if line.startswith("| model |"))
+    assert head.count("|") - 1 <= 10, head  # the verdict table: at most 10 columns
+    assert head.startswith("| model | standing | Δ vs strongest baseline [95 % CI] | avg_score | vcc2026_avg_score")
+    assert "| cell_mean (baseline) |" in md and "<details><summary>All metrics" in md
+    assert set(board.columns) >= {"DES_scaled", "variance_ratio", "baseline", "delta", "ci_low", "standing"}
+
+
+def test_batch_scoring_equals_the_scorers_command_lines_row_by_row(full_run, tmp_path):
+    """The rows were scored in batches (one cell-eval / cell-eval2 process a batch): the real command lines, run on
+    one row at a time as before, give the same numbers (max |Δ| <= 1e-12)."""
+    import os
+    import sys
+
+    from pertpipe.evaluation import vcc2026
+
+    bin_dir = os.path.dirname(sys.executable)
+    truth = full_run / "stage1/truth.h5ad"
+    for m in ("control", "linear"):
+        out = tmp_path / m
+        subprocess.run([f"{bin_dir}/cell-eval", "run", "-ap", str(full_run / f"stage2/{m}/predictions.h5ad"), "-ar",
+                        str(truth), "-o", str(out), "--profile", "vcc", "--num-threads", "1", "--control-pert",
+                        "non-targeting", "--pert-col", "target_gene"], check=True, capture_output=True)
+        for name in ("results.csv", "agg_results.csv"):
+            a = pd.read_csv(out / name)
+            b = pd.read_csv(full_run / f"stage3/{m}/{name}")
+            num = a.select_dtypes("number").columns
+            assert list(a.columns) == list(b.columns) and (a.drop(columns=num) == b.drop(columns=num)).all().all()
+            assert np.nanmax(np.abs(a[num].to_numpy() - b[num].to_numpy())) <= 1e-12, (m, name)
+        subprocess.run([f"{bin_dir}/cell-eval", "score", "-i", str(out / "agg_results.csv"), "-I",
+                        str(full_run / "stage3/cell_mean/agg_results.csv"), "-o", str(out / "score.csv")], check=True,
+                       capture_output=True)
+        cli = pd.read_csv(out / "score.csv").set_index("metric")["from_baseline"]
+        ours = json.loads((full_run / f"stage3/{m}/score.json").read_text())
+        assert abs(cli["avg_score"] - ours["avg_score"]) <= 1e-12
+        assert max(abs(cli[c] - ours["scaled"][k]) for k, c in (("DES", "overlap_at_N"), ("PDS",
+                   "discrimination_score_l1"), ("MAE", "mae"))) <= 1e-12
+    # cell-eval2's vcc2026 run + score of one row, as the command line does it
+    files = full_run / "stage3/_vcc2026/files"
+    vcc2026.to_counts(full_run / "stage2/linear/predictions.h5ad", full_run / "stage1/train.h5ad",
+                      tmp_path / "counts.h5ad", seed=0, chunk_size=500)
+    common = ["--preset", "vcc2026", "--pert-col", "target_gene", "--control", "non-targeting"]
+    subprocess.run([f"{bin_dir}/cell-eval2", "run", "-ap", str(tmp_path / "counts.h5ad"), "-ar",
+                    str(files / "real_counts.h5ad"), "-o", str(tmp_path / "r26"), *common], check=True,
+                   capture_output=True)
+    subprocess.run([f"{bin_dir}/cell-eval2", "score", "--user-agg", str(tmp_path / "r26/agg_results.csv"),
+                    "--user-meta", str(tmp_path / "r26/run_meta.json"), "--real-bundle", str(files / "bundle"), "-o",
+                    str(tmp_path / "s26.csv")], check=True, capture_output=True)
+    cli = pd.read_csv(tmp_path / "s26.csv").set_index("metric")
+    ours = json.loads((full_run / "stage3/linear/vcc2026.json").read_text())
+    assert abs(cli.loc["avg_score", "from_replicate"] - ours["avg_score"]) <= 1e-12
+    for k, v in ours["metrics"].items():
+        assert abs(cli.loc[k, "from_replicate"] - v["from_replicate"]) <= 1e-12, k
 
 
 def test_local_scorer_agrees_with_cell_eval(full_run):
@@ -83,7 +145,7 @@ def test_local_run_engine_through_snakemake(full_run, tmp_path):
                   "results/demo/stage3/linear/score.json", "results/demo/stage3/linear/consistency.json",
                   "results/demo/stage3/cell_mean/score.json")
     res = wd / "results" / "demo" / "stage3"
-    for run_json in (res / "linear/run.json", res / "_baseline/run.json"):
+    for run_json in (res / "linear/run.json", res / "cell_mean/run.json"):  # cell_mean's row is the baseline
         assert json.loads(run_json.read_text())["engine"] == "local"
     assert json.loads((full_run / "stage3/linear/run.json").read_text())["engine"] == "cell-eval"
     cons = json.loads((res / "linear/consistency.json").read_text())
@@ -147,8 +209,11 @@ def test_report_is_self_contained(full_run):
     assert len(imgs) >= 2 and "<h1>pertpipe report: demo (Perturbation response (cells))</h1>" in html
     assert {"leaderboard.csv", "stage1/stage1_report.txt", "stage2/linear/train_log.json",
             "stage3/linear/score.json"} <= set(links)
-    sizes, console = open_in_browser(full_run / "report.html")  # a real headless Chromium
+    sizes, console, layout = browse(full_run / "report.html", width=1280)  # a real headless Chromium
     assert len(sizes) == len(imgs) and all(w > 0 and h > 0 for w, h in sizes) and console == []
+    # at 1,280 px the page does not scroll sideways and the leaderboard table fits (the wide table is collapsed)
+    assert layout["scroll"] <= layout["viewport"] and layout["table_right"] <= layout["viewport"], layout
+    assert "<summary>All metrics" in html and "Δ vs strongest baseline [95 % CI]" in html
     for words in ("Leaderboard", "Predicted vs true change", "Local scorer vs cell-eval", "Stage 1", "linear"):
         assert words in html
     assert "http://" not in html and "https://" not in html
