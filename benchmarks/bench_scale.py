@@ -37,7 +37,7 @@ from _pipeline import run_all  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 FULL_CELLS, FULL_CONTROLS, N_TRAIN_TARGETS = 221_000, 40_000, 150
-STREAMING = ("local_metrics", "predict", "celleval_baseline", "standardize", "align_genes", "split", "ground_truth")
+STREAMING = ("celleval_rows", "predict", "celleval_baseline", "standardize", "align_genes", "split", "ground_truth")
 
 
 def make_screen(path: Path, scale: float, seed: int) -> dict:

@@ -211,6 +211,11 @@ ROW_BATCHES = ([_BY_READINESS[i:i + _PER_JOB] for i in range(0, len(ROWS), _PER_
                else [])
 
 
+def row_files(name, rows):
+    """``stage3/<row>/<name>`` of each row (``{m}`` in ``name``: the row's name)."""
+    return [stage3_path(name.format(m=m), model=m) for m in rows]
+
+
 def job_threads(n):
     """Threads of a job that can use ``n``: at most half the run's cores, so two such jobs run side by side on a small
     machine (on 2 cores, two one-thread jobs finish sooner than two two-thread jobs in turn)."""

@@ -38,10 +38,6 @@ rule celleval_baseline:
         "../workflow_scripts/celleval_baseline.py"
 
 
-def _row_files(name, rows):
-    return [stage3_path(name.format(m=m), model=m) for m in rows]
-
-
 # One job per batch of rows (evaluation.rows_per_job) and scorer: cell-eval (prep, run) and the local scorer.
 for _k, _rows in enumerate(ROW_BATCHES):
 
@@ -55,17 +51,17 @@ for _k, _rows in enumerate(ROW_BATCHES):
             template=stage1_path("template.csv"),
             records=[stage2_path("predict.json", model=m) for m in _rows] + [stage1_path("ground_truth.json")],
         output:
-            vcc=_row_files("{m}.vcc", _rows),
-            prep=_row_files("prep.json", _rows),
+            vcc=row_files("{m}.vcc", _rows),
+            prep=row_files("prep.json", _rows),
             **({} if SUBMISSION else dict(
-                results=_row_files("results.csv", _rows),
-                agg=_row_files("agg_results.csv", _rows),
-                pred_de=_row_files("pred_de.csv", _rows),
-                real_de=_row_files("real_de.csv", _rows),
-                run_info=_row_files("run.json", _rows),
-                local_metrics=_row_files("local_metrics.json", _rows),
-                local_table=_row_files("local_results.csv", _rows),
-                consistency=_row_files("consistency.json", _rows),
+                results=row_files("results.csv", _rows),
+                agg=row_files("agg_results.csv", _rows),
+                pred_de=row_files("pred_de.csv", _rows),
+                real_de=row_files("real_de.csv", _rows),
+                run_info=row_files("run.json", _rows),
+                local_metrics=row_files("local_metrics.json", _rows),
+                local_table=row_files("local_results.csv", _rows),
+                consistency=row_files("consistency.json", _rows),
             )),
         params:
             rows=_rows,
@@ -91,11 +87,11 @@ for _k, _rows in enumerate(ROW_BATCHES):
 rule score:
     # every row against the baseline in one job (cheap; the baseline row's aggregate comes from its batch)
     input:
-        aggs=_row_files("agg_results.csv", ROWS),
-        results=_row_files("results.csv", ROWS),
+        aggs=row_files("agg_results.csv", ROWS),
+        results=row_files("results.csv", ROWS),
         baseline=baseline_file("agg_results.csv"),
     output:
-        scores=[report(p, caption="../report/score.rst", category="Stage 3") for p in _row_files("score.json", ROWS)],
+        scores=[report(p, caption="../report/score.rst", category="Stage 3") for p in row_files("score.json", ROWS)],
     params:
         rows=ROWS,
     log:
@@ -143,9 +139,9 @@ for _k, _rows in enumerate(ROW_BATCHES if VCC2026 else []):
             files=f"{RESULTS}/{{dataset}}/stage3/_vcc2026/files",
             records=[stage2_path("predict.json", model=m) for m in _rows],
         output:
-            score=_row_files("vcc2026.json", _rows),
-            agg=_row_files("vcc2026_agg.csv", _rows),
-            meta=_row_files("vcc2026_run_meta.json", _rows),
+            score=row_files("vcc2026.json", _rows),
+            agg=row_files("vcc2026_agg.csv", _rows),
+            meta=row_files("vcc2026_run_meta.json", _rows),
         params:
             rows=_rows,
             seed=config["seed"],

@@ -85,6 +85,7 @@ rule score_labels:
 rule label_leaderboard:
     input:
         metrics=expand(stage3_path("label_metrics.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
+        tables=expand(stage3_path("label_results.csv", model="{m}"), m=MODEL_NAMES, allow_missing=True),
         train_logs=expand(stage2_path("train_log.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
         standardize=stage1_path("labels_standardize.json"),
     output:
@@ -95,6 +96,8 @@ rule label_leaderboard:
                    category="Stage 3"),
     params:
         models=MODEL_NAMES,
+        baselines=[m for m in MODEL_NAMES if model_class(m).baseline],
+        seed=config["seed"],
     log:
         log_path("label_leaderboard"),
     conda:

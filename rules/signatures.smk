@@ -26,12 +26,15 @@ rule score_signatures:
 rule signature_leaderboard:
     input:
         metrics=expand(stage3_path("signature_metrics.json", model="{m}"), m=MODEL_NAMES, allow_missing=True),
+        tables=expand(stage3_path("signature_results.csv", model="{m}"), m=MODEL_NAMES, allow_missing=True),
     output:
         csv=report(f"{RESULTS}/{{dataset}}/signature_leaderboard.csv", caption="../report/signatures.rst",
                    category="Stage 3"),
         md=f"{RESULTS}/{{dataset}}/signature_leaderboard.md",
     params:
         models=MODEL_NAMES,
+        baselines=[m for m in MODEL_NAMES if model_class(m).baseline],
+        seed=config["seed"],
     log:
         log_path("signature_leaderboard"),
     conda:

@@ -318,14 +318,16 @@ def open_in_browser(path: Path, width: int = 1280) -> tuple[list[tuple[int, int]
 
 def browse(path: Path, width: int = 1280) -> tuple[list[tuple[int, int]], list[dict], dict[str, int]]:
     """As :func:`open_in_browser`, and the page's layout at ``width`` px: the viewport's width and the document's
-    scroll width (wider = the page scrolls sideways), and the widest table's right edge."""
+    scroll width (wider = the page scrolls sideways), and the right edge of the widest table shown (not in a
+    collapsed <details>)."""
     browser = _browser(width)
     try:
         browser.get(path.resolve().as_uri())
         sizes = browser.execute_script(
             "return Array.from(document.images).map(i => [i.complete ? i.naturalWidth : 0, i.naturalHeight])")
         layout = browser.execute_script(
-            "const t = Array.from(document.querySelectorAll('table')).filter(e => e.offsetParent !== null);"
+            "const t = Array.from(document.querySelectorAll('table')).filter("
+            "  e => e.offsetParent !== null && e.closest('details:not([open])') === null);"
             "return {viewport: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth,"
             " table_right: Math.max(0, ...t.map(e => Math.ceil(e.getBoundingClientRect().right)))}")
         return [tuple(s) for s in sizes], browser.get_log("browser"), layout

@@ -1,5 +1,9 @@
-"""Rule label_leaderboard: every model's label metrics beside the published rows -> csv, md and the AUC figure."""
+"""Rule label_leaderboard: every model's label metrics beside the published rows, each row's standing against the
+strongest baseline (Δ auc_de paired per readout gene, bootstrap 95 % CI) -> csv, md and the AUC figure."""
+import pandas as pd
+
 from pertpipe.evaluation.labels import label_leaderboard, leaderboard_markdown, plot_leaderboard, published_rows
+from pertpipe.evaluation.standing import add_paired_standing
 from pertpipe.io import atomic_path, read_json, script_step
 
 sm = snakemake  # noqa: F821
@@ -10,6 +14,8 @@ with script_step(sm.log[0], "label_leaderboard") as log:
         metrics[m] = {**read_json(path), "train_s": read_json(tlog).get("wall_s")}
     lines = sorted(std["lines"])
     df = label_leaderboard(metrics, lines=lines, published=published_rows())
+    per_gene = {m: pd.read_csv(t).set_index("gene")["auc_de"] for m, t in zip(sm.params.models, sm.input.tables)}
+    df = add_paired_standing(df, per_gene, list(sm.params.baselines), score="auc_de", seed=sm.params.seed)
     with atomic_path(sm.output.csv) as tmp:
         df.to_csv(tmp, index=False)
     with atomic_path(sm.output.md) as tmp:

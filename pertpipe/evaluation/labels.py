@@ -111,7 +111,14 @@ def label_leaderboard(metrics: dict[str, dict[str, Any]], *, lines: list[str],
     return df.reset_index(drop=True)
 
 
+#: label_leaderboard.md's columns: the verdict first (every column stays in the csv)
+MD_COLUMNS = ["model", "standing", "Δ auc_de vs strongest baseline [95 % CI]", "auc_de", "auc_dir", "auprc_de",
+              "n_genes_de", "train_s", "source"]
+
+
 def leaderboard_markdown(df: pd.DataFrame, *, dataset: str, licence: str) -> str:
+    from pertpipe.evaluation.report import delta_text
+
     def fmt(v: Any, nd: int = 4) -> str:
         return "" if v is None or (isinstance(v, float) and np.isnan(v)) else (f"{v:.{nd}f}" if isinstance(
             v, float) else str(v))
@@ -119,12 +126,16 @@ def leaderboard_markdown(df: pd.DataFrame, *, dataset: str, licence: str) -> str
     lines = [f"# Label leaderboard: {dataset}", "",
              "auc_de / auc_dir: PerturbQA's auc_per_gene (per readout gene, ROC AUC over the test perturbations; "
              "genes with one class skipped; mean over genes). auprc_de: average precision per gene. Published rows: "
-             "Wu et al. 2025 (ICLR), Table 1, the same given split.", "",
+             "Wu et al. 2025 (ICLR), Table 1, the same given split. standing: better / worse than the strongest "
+             "baseline (the baseline row with the highest auc_de), or tie where the bootstrap 95 % interval of Δ "
+             "auc_de, paired per readout gene, covers 0.", "",
              f"Data licence: {licence}.", "",
-             "| " + " | ".join(COLUMNS + ["source"]) + " |", "|" + "---|" * (len(COLUMNS) + 1)]
+             "| " + " | ".join(MD_COLUMNS) + " |", "|" + "---|" * len(MD_COLUMNS)]
     for r in df.to_dict("records"):
-        lines.append("| " + " | ".join(fmt(r.get(c), 1 if c == "train_s" else 4) for c in COLUMNS + ["source"])
-                     + " |")
+        r = {**r, "model": f"{r['model']} (baseline)" if r.get("baseline") is True else r["model"],
+             "standing": r.get("standing") if isinstance(r.get("standing"), str) else "",
+             MD_COLUMNS[2]: delta_text(r)}
+        lines.append("| " + " | ".join(fmt(r.get(c), 1 if c == "train_s" else 4) for c in MD_COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 

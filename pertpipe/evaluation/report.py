@@ -139,8 +139,8 @@ LEADERBOARD_NOTE = (
     "where the paired bootstrap 95 % interval of Δ avg_score over perturbations covers 0. avg_score: VCC 2025's "
     "(cell-eval, profile vcc: DES, PDS, MAE scaled against the cell-mean baseline, 0 = baseline, 1 = perfect); "
     "vcc2026_avg_score: VCC 2026's (cell-eval2, preset vcc2026, on counts: 0 = the truth's generic-response "
-    "baseline, 1 = its split-half replicate). A row `<model> = <baseline> (λ 0)` is a shrunk model whose validated "
-    "λ is 0: it *is* that baseline (`equals`) and does not count as a model's result.")
+    "baseline, 1 = its split-half replicate). A row named '<model> = <baseline> (λ 0)' is a shrunk model whose "
+    "validated λ is 0: it is that baseline (column equals) and does not count as a model's result.")
 
 
 def to_markdown(board: pd.DataFrame, *, title: str, lead: str | None = None) -> str:

@@ -132,11 +132,20 @@ def write_signature_leaderboard(board: pd.DataFrame, summaries: dict[str, dict[s
 
     with atomic_path(csv) as tmp:
         board.to_csv(tmp, index=False)
+    from pertpipe.evaluation.report import delta_text
+
     fmt = board.copy()
     for c in signature_metric_names():
         fmt[c] = fmt[c].map(lambda v: f"{v:.4f}")
+    if "standing" in fmt:  # the verdict first: standing and Δ pearson vs the strongest baseline
+        fmt.insert(1, "standing", fmt.pop("standing").fillna(""))
+        fmt.insert(2, "Δ pearson vs strongest baseline [95 % CI]", [delta_text(r) for _, r in board.iterrows()])
+        fmt["model"] = [f"{m} (baseline)" if b else m for m, b in zip(board["model"], board["baseline"])]
+        fmt = fmt.drop(columns=[c for c in ("baseline", "vs_baseline", "delta", "ci_low", "ci_high") if c in fmt])
     lines = [f"# {title}", "", "Mean over held-out signatures (DeepCE's metrics; precision@k = mean of the top-k "
-             "up- and down-regulated genes' precision).", "", _markdown(fmt), "", "## Per held-out context",
+             "up- and down-regulated genes' precision). standing: better / worse than the strongest baseline (the "
+             "baseline row with the highest pearson), or tie where the bootstrap 95 % interval of Δ pearson, paired "
+             "per held-out signature, covers 0.", "", _markdown(fmt), "", "## Per held-out context",
              "", "| model | context | n | pearson | precision@50 |", "|---|---|---|---|---|"]
     for m in board["model"]:
         for ctx, s in summaries[m]["per_context"].items():

@@ -229,6 +229,43 @@ def add_standing(board: pd.DataFrame, results: dict[str, str | os.PathLike], bas
     return board
 
 
+def paired_mean_bootstrap(x: pd.Series, y: pd.Series, *, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
+    """Δ = mean over keys of (x − y), paired on the keys both score (index alignment, NaN pairs left out), with the
+    95 % interval of the keys resampled with replacement: the verdict of the signatures (per signature) and labels
+    (per readout gene) leaderboards."""
+    d = (x - y).dropna().to_numpy(dtype=float)
+    if not len(d):
+        return {"delta": None, "ci_low": None, "ci_high": None, "tie": True, "n": 0}
+    boots = d[np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))].mean(axis=1)
+    lo, hi = (float(v) for v in np.quantile(boots, [0.025, 0.975]))
+    return {"delta": float(d.mean()), "ci_low": lo, "ci_high": hi, "tie": bool(lo <= 0.0 <= hi), "n": int(len(d))}
+
+
+def add_paired_standing(board: pd.DataFrame, values: dict[str, pd.Series], baselines: list[str], *, score: str,
+                        seed: int = 0) -> pd.DataFrame:
+    """The board with the verdict columns of the cells leaderboard (``baseline`` and :data:`STANDING_COLUMNS`):
+    per row, Δ ``score`` against the strongest baseline (the baseline row with the highest ``score``), paired per
+    key of ``values`` (row -> per-key scores) with its bootstrap 95 % interval, and the standing. Rows without
+    values (published rows) get none."""
+    board = board.copy()
+    present = [b for b in baselines if b in set(board["model"]) and b in values]
+    board["baseline"] = board["model"].isin(present)
+    for c in STANDING_COLUMNS:
+        board[c] = None
+    if not present:
+        return board
+    best = board[board["model"].isin(present)].sort_values(score, ascending=False)["model"].iloc[0]
+    for i, row in board.iterrows():
+        m = row["model"]
+        if m == best:
+            board.loc[i, ["vs_baseline", "standing"]] = [best, "strongest baseline"]
+        elif m in values:
+            d = paired_mean_bootstrap(values[m], values[best], seed=seed)
+            if d["delta"] is not None:
+                board.loc[i, STANDING_COLUMNS] = [best, d["delta"], d["ci_low"], d["ci_high"], standing(d)]
+    return board
+
+
 def dataset_standing(ceiling: dict[str, Any], real_de: str | os.PathLike) -> dict[str, Any]:
     """standing.json: the verdict, the split-half ceiling (without its tables) and the truth's significant DE genes."""
     sig = significant_de(real_de)

@@ -186,3 +186,26 @@ def test_the_standing_figure_is_sorted_with_intervals_and_labels_that_never_over
 
         assert any(isinstance(c, ErrorbarContainer) and c.has_xerr for c in ax.containers)  # 95 % intervals drawn
         plt.close(fig)
+
+
+def test_paired_standing_of_the_signature_and_label_leaderboards():
+    """Per key (a signature, a readout gene): Δ against the strongest baseline is the mean paired difference, over the
+    keys both score; rows without values (published rows) get no standing."""
+    from pertpipe.evaluation.standing import add_paired_standing
+
+    keys = [f"g{i}" for i in range(40)]
+    rng = np.random.default_rng(1)
+    base = pd.Series(rng.uniform(0.5, 0.6, 40), index=keys)
+    weak = base - 0.05
+    values = {"ridge": base, "knn": weak, "deep": base + 0.03 + rng.normal(0, 0.001, 40),
+              "noisy": base + rng.normal(0, 0.1, 40)}
+    values["deep"].iloc[:5] = np.nan  # keys a model does not score are left out of its pairs
+    board = pd.DataFrame({"model": ["deep", "ridge", "noisy", "knn", "SUMMER"],
+                          "auc": [float(values[m].mean()) for m in ("deep", "ridge", "noisy", "knn")] + [0.7]})
+    out = add_paired_standing(board, values, ["ridge", "knn"], score="auc").set_index("model")
+    assert out.loc["ridge", "standing"] == "strongest baseline" and out.loc["knn", "standing"] == "worse"
+    assert out.loc["deep", "standing"] == "better" and out.loc["noisy", "standing"] == "tie"
+    d = (values["deep"] - base).dropna()
+    assert out.loc["deep", "delta"] == pytest.approx(d.mean()) and out.loc["deep", "ci_low"] > 0
+    assert bool(out.loc["knn", "baseline"]) and not bool(out.loc["deep", "baseline"])
+    assert out.loc["SUMMER", "standing"] is None and pd.isna(out.loc["SUMMER", "delta"])

@@ -45,7 +45,16 @@ def test_level5_leave_one_line_out_end_to_end(tmp_path, shared_data):
     np.testing.assert_allclose(np.asarray(pred[pred.obs.target_gene == "vemurafenib"].X)[0], vem, rtol=1e-4, atol=1e-5)
     log = json.loads((res / "stage2" / "ctxfusion_concat" / "train_log.json").read_text())
     assert log["model"] == "ctxfusion" and log["hparams"]["fusion"] == "concat" and log["gate"] is None
-    assert "| ctxfusion | A375 | 17 |" in (res / "signature_leaderboard.md").read_text()
+    md = (res / "signature_leaderboard.md").read_text()
+    assert "| ctxfusion | A375 | 17 |" in md
+    # the verdict: context_mean is the only baseline, so the strongest; the others' Δ pearson paired per signature
+    v = board.set_index("model")
+    assert v.loc["context_mean", "standing"] == "strongest baseline" and bool(v.loc["context_mean", "baseline"])
+    for m in ("ctxfusion", "ctxfusion_concat"):
+        assert v.loc[m, "standing"] in ("better", "worse", "tie") and v.loc[m, "vs_baseline"] == "context_mean"
+        assert v.loc[m, "ci_low"] <= v.loc[m, "delta"] <= v.loc[m, "ci_high"]
+        assert v.loc[m, "delta"] == pytest.approx(v.loc[m, "pearson"] - v.loc["context_mean", "pearson"])
+    assert "| model | standing | Δ pearson vs strongest baseline [95 % CI] |" in md
     html, imgs, links = read_report(res / "report.html")
     assert "pertpipe report: l1000_cmapr_level5 (Signatures (L1000))" in html and len(imgs) >= 2
     assert "A375" in html and "ctxfusion_concat" in html and "signature_leaderboard.md" in links

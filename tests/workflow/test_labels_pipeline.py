@@ -24,7 +24,9 @@ def test_perturbqa_lines_leave_one_line_out(tmp_path, shared_data):
     ours = board[board.source == "pertpipe"].set_index("model")
     assert list(ours.index) == ["xctx_rate"] and ours.loc["xctx_rate", "auc_de"] > 0.55  # measured ~0.6
     assert ours.loc["xctx_rate", "n_genes_de"] > 100
-    assert "Non-Commercial" in (res / "label_leaderboard.md").read_text()
+    md = (res / "label_leaderboard.md").read_text()
+    assert "Non-Commercial" in md and "| model | standing | Δ auc_de vs strongest baseline [95 % CI] |" in md
+    assert ours.loc["xctx_rate", "standing"] == "strongest baseline" and "| xctx_rate (baseline) |" in md
     assert (res / "label_leaderboard.png").stat().st_size > 1000
     assert not (res / "knowledge").exists()  # no configured model reads knowledge
     page, imgs, links = read_report(res / "report.html")
