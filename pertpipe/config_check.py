@@ -14,7 +14,7 @@ from typing import Any
 
 from pertpipe.errors import ConfigError
 
-NAME_PATTERN = "^[A-Za-z0-9_.-]+$"  # model names, aliases and dataset names: they become folder names
+NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # model, alias and dataset names: they become folder names
 
 
 def _where(path: list[Any]) -> str:
@@ -53,8 +53,9 @@ def explain(error: Any) -> str:
                 f"strings. Fix: put it in a YAML file and pass --configfile FILE (e.g. {path[0]}: ...), or set a "
                 "top-level key with --config")
     if error.validator == "pattern" or (error.validator == "propertyNames"):
-        return (f"{where}: {value!r} is not a safe name (it becomes a folder name under results/). Fix: use letters, "
-                "digits, '_', '.' and '-' only")
+        return (f"{where}: {value!r} is not a safe name (it becomes a folder name under results/). Fix: start with a "
+                "letter or digit and use letters, digits, '_', '.' and '-' only (names starting with '.' or '_' are "
+                "the pipeline's own folders and rows)")
     if error.validator == "minItems" and path == ["models"]:
         return "config models is empty: nothing would be trained or scored. Fix: list at least one model (e.g. " \
                "models: [cell_mean, linear])"
@@ -77,3 +78,13 @@ def check_config(config: dict[str, Any], schema_path: str | os.PathLike) -> None
     if err.validator in ("anyOf", "oneOf") and err.context:  # the branch that got furthest says most
         err = max(err.context, key=lambda e: len(e.absolute_path))
     raise ConfigError(explain(err))
+
+
+def check_row_names(models: list[str], raw_rows: dict[str, str]) -> None:
+    """A configured model or alias may not take the name of a row the pipeline makes itself: ``<model>_raw`` is the
+    raw (λ = 1) row of shrunk model ``<model>`` (``raw_rows``: row -> model), scored from that model's file."""
+    for name in models:
+        if name in raw_rows:
+            raise ConfigError(f"config models: '{name}' is the name of the raw (λ = 1) row the pipeline scores for the "
+                              f"shrunk model '{raw_rows[name]}' (from {raw_rows[name]}'s model.pt), so the row would "
+                              f"not be the model you configured. Fix: rename the alias (e.g. '{name}_alias')")

@@ -133,6 +133,7 @@ from pertpipe.models import MODELS, build_model, get_model_class  # noqa: E402  
 from pertpipe.models.inputs import INPUT_KINDS  # noqa: E402
 from pertpipe.tasks import task_of_dataset  # noqa: E402
 from pertpipe.models.distributed import DistConfig  # noqa: E402
+from pertpipe.config_check import check_row_names  # noqa: E402
 
 MODEL_NAMES = list(config["models"])
 
@@ -186,6 +187,10 @@ def shrinks(name):
 
 # Every shrunk model is also scored raw (λ = 1) from the same fitted model: leaderboard row `<model>_raw`.
 RAW_ROWS = {f"{m}_raw": m for m in MODEL_NAMES if shrinks(m) and TASK.name == "cells"}
+try:
+    check_row_names(MODEL_NAMES, RAW_ROWS)
+except PertpipeError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}")
 ROWS = MODEL_NAMES + [r for r in RAW_ROWS if r not in MODEL_NAMES]  # the scored rows (prediction files)
 
 

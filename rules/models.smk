@@ -50,6 +50,7 @@ for _row in ROWS:
             attention=stage2_path("attention.parquet", model=_row),
         params:
             model=_row,
+            model_class=model_class_name(trained_model(_row)),
             raw=_row in RAW_ROWS,  # `<model>_raw`: the shrunk model's own prediction (λ = 1)
             seed=config["seed"],
             chunk_size=S1["chunk_size"],

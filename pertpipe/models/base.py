@@ -175,11 +175,22 @@ class PerturbationModel(ABC):
         save_torch(blob, path)  # plain data, the same bytes for the same model
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> PerturbationModel:
-
+    def load(cls, path: str | os.PathLike, *, expected: str | None = None) -> PerturbationModel:
+        """Read ``model.pt`` (plain data, weights_only). With ``expected`` (the configured model's registered name),
+        a file whose ``name`` is another model is refused before any of it is used: a file swapped in under a
+        baseline's folder cannot have another model's loader run on it."""
+        from pertpipe.errors import ContractError
         from pertpipe.io import load_torch
 
         blob = load_torch(path)  # weights_only: a model.pt from elsewhere cannot run code
+        if not isinstance(blob, dict) or not isinstance(blob.get("name"), str):
+            raise ContractError(path, "name", "missing: not a pertpipe model file", "delete it and re-run the "
+                                "train rule that writes it")
+        if expected is not None and blob["name"] != expected:
+            raise ContractError(path, "name", f"is '{blob['name']}', but the model configured for this folder is "
+                                f"'{expected}': the file is not what its train rule wrote", "delete it and re-run "
+                                f"the train rule (snakemake --forcerun train_<model>), or check model_params.<alias>"
+                                ".model")
         model = build_model(blob["name"], blob["params"], seed=blob["seed"])
         model.genes = list(blob["genes"])
         model.set_state(blob["state"])
@@ -329,6 +340,6 @@ def train_log_record(model: PerturbationModel, fit_log: dict[str, Any], *, hpara
             **fit_log}
 
 
-def load_model(path: str | os.PathLike) -> PerturbationModel:
-    """Load any registered model from its ``model.pt``."""
-    return PerturbationModel.load(path)
+def load_model(path: str | os.PathLike, *, expected: str | None = None) -> PerturbationModel:
+    """Load any registered model from its ``model.pt`` (``expected``: the registered name it must hold)."""
+    return PerturbationModel.load(path, expected=expected)

@@ -12,6 +12,9 @@ CASES = [
     ("modls=[linear]", "config: unknown key 'modls'. Fix: did you mean 'models'?"),
     ("models=[]", "config models is empty: nothing would be trained or scored. Fix: list at least one model"),
     ("models=[../../x]", "config models.0: '../../x' is not a safe name (it becomes a folder name under results/)"),
+    ("models=[..]", "config models.0: '..' is not a safe name (it becomes a folder name under results/). Fix: start "
+                    "with a letter or digit"),
+    ("models=[_baseline]", "config models.0: '_baseline' is not a safe name"),
     ("stage1={chunk_size: 500}", "config stage1.chunk_size is the text '500', not an integer: values nested in "
                                  "--config arrive as strings. Fix: put it in a YAML file and pass --configfile"),
     ("model_params={linear: {rank: 5}}", "model_params.linear.rank is the text '5' (values nested in --config arrive "
@@ -33,3 +36,24 @@ def test_an_alias_that_escapes_results_is_refused(tmp_path):
                          extra=("-n",), check=False, timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "config model_params: '../evil' is not a safe name" in out
+
+
+@pytest.mark.parametrize("cfg,message", [
+    ({"dataset": "..", "datasets": {"..": {"path": "x.h5ad"}}}, "config datasets: '..' is not a safe name"),
+    ({"models": ["cell_mean", "up"], "model_params": {"up": {"model": "linear"}, "..": {"model": "linear"}}},
+     "config model_params: '..' is not a safe name"),
+    ({"spatial_datasets": {".": {"adapter": "h5ad_pair", "species": "human",
+                                 "inputs": {"spatial": "a.h5ad", "scrna": "b.h5ad"}}}},
+     "config spatial_datasets: '.' is not a safe name"),
+    ({"models": ["cell_mean", "dygenept", "dygenept_raw"], "model_params": {"dygenept_raw": {"model": "cell_mean"}}},
+     "config models: 'dygenept_raw' is the name of the raw (λ = 1) row the pipeline scores for the shrunk model "
+     "'dygenept'"),
+])
+def test_names_that_leave_their_folder_or_clash_with_generated_rows_are_refused(tmp_path, cfg, message):
+    """A dataset named '..' wrote stage1/ and logs/ into the repository root, an alias '..' wrote results/demo/model.pt,
+    '_baseline' clashed with the baseline's rule, and an alias 'dygenept_raw' trained cell_mean but its row was
+    predicted from dygenept's model.pt: each is now refused in one line, before anything runs."""
+    proc = run_snakemake(tmp_path, cfg, extra=("-n",), check=False, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and message in out, out[-2000:]
+    assert len(out.splitlines()) < 15 and not (tmp_path / "results").exists() and not (tmp_path / "stage1").exists()

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from pertpipe.errors import ConfigError
+from pertpipe.io import load_torch
 from pertpipe.models import distributed
 from pertpipe.models.distributed import DistConfig, Share, first_host, launch_command
 
@@ -61,7 +62,7 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(knowledge_demo,
         proc = _run(_train_cmd(model, knowledge_demo, out, nproc))
         assert proc.returncode == 0, proc.stderr[-3000:]
         logs[nproc] = json.loads((out / "train_log.json").read_text())
-        weights[nproc] = torch.load(out / "model.pt", weights_only=False)["state"]["net"]
+        weights[nproc] = load_torch(out / "model.pt")["state"]["net"]
         assert not (out / "checkpoint.pt").exists()  # removed once the model is written
     one, two = logs[1], logs[2]
     assert one["distributed"]["world_size"] == 1 and two["distributed"] == {"world_size": 2, "backend": "gloo"}
@@ -98,8 +99,8 @@ def test_a_killed_data_parallel_run_resumes_to_the_uninterrupted_weights(knowled
     resumed = _run(cmd(killed))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr
-    a = torch.load(full / "model.pt", weights_only=False)["state"]["net"]
-    b = torch.load(killed / "model.pt", weights_only=False)["state"]["net"]
+    a = load_torch(full / "model.pt")["state"]["net"]
+    b = load_torch(killed / "model.pt")["state"]["net"]
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
     la = json.loads((full / "train_log.json").read_text())

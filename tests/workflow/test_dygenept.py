@@ -118,7 +118,7 @@ def test_scgpt_querier_on_a_tiny_checkpoint(demo, tmp_path):
     genes = list(ad.read_h5ad(demo["train"], backed="r").var_names)
     ckpt = tmp_path / "scgpt"
     write_tiny_checkpoint(ckpt, genes[:250])  # the vocabulary covers part of the universe, as real ones do
-    keys = set(torch.load(ckpt / "best_model.pt", weights_only=False))
+    keys = set(torch.load(ckpt / "best_model.pt", weights_only=True))
     assert {"encoder.embedding.weight", "encoder.enc_norm.weight", "value_encoder.linear1.weight",
             "transformer_encoder.layers.1.self_attn.in_proj_weight", "transformer_encoder.layers.0.linear2.weight",
             "decoder.fc.0.weight"} <= keys  # scGPT's parameter names, decoder included (and ignored)
@@ -135,7 +135,7 @@ def test_scgpt_querier_on_a_tiny_checkpoint(demo, tmp_path):
     xs = np.abs(np.random.default_rng(0).normal(1, 0.5, size=(5, len(m2.genes))))
     s = m2.predict_cell_shifts("CCY1", "typeA", xs)
     assert s.shape == xs.shape and np.isfinite(s).all()
-    state = torch.load(ckpt / "best_model.pt", weights_only=False)
+    state = torch.load(ckpt / "best_model.pt", weights_only=True)
     del state["value_encoder.linear2.weight"]
     torch.save(state, ckpt / "best_model.pt")
     with pytest.raises(ConfigError, match="value_encoder.linear2.weight"):

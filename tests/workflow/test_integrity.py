@@ -40,6 +40,35 @@ def test_a_changed_file_stops_the_next_rule(tmp_path):
     assert (res / "leaderboard.csv").read_bytes() == board
     model.write_bytes(original)
 
+    # a model.pt whose blob names another model (STATE) and carries a pickle as its checkpoint, with train_log.json's
+    # record forged to match (whoever supplies model.pt can supply both): refused by name, the payload never runs
+    import pickle
+
+    import torch
+
+    marker = tmp_path / "payload_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (eval, (f"open({str(marker)!r}, 'w').write('x')",))
+
+    blob = {"name": "state", "params": {}, "seed": 0, "genes": ["G"], "shrinkage": None,
+            "state": {"ckpt": pickle.dumps(Payload()), "gene_idx": [0], "vec_genes": ["G"], "vec": [[0.0]],
+                      "x_max": 1.0}}
+    torch.save(blob, model)
+    log = res / "stage2/cell_mean/train_log.json"
+    saved_log = log.read_text()
+    forged = json.loads(saved_log)
+    forged["outputs_sha256"]["files"]["model.pt"] = sha256_file(model)
+    log.write_text(json.dumps(forged))
+    proc = run_snakemake(tmp_path, cfg, "results/demo/stage2/cell_mean/predictions.h5ad",
+                         extra=("--forcerun", "predict_cell_mean"), check=False)
+    out = proc.stdout + proc.stderr + (res / "logs/predict_cell_mean.log").read_text()
+    assert proc.returncode != 0 and not marker.exists()
+    assert "model.pt: field 'name': is 'state', but the model configured for this folder is 'cell_mean'" in out
+    log.write_text(saved_log)
+    model.write_bytes(original)
+
     # 2,000 values of the training split overwritten in place (same size): every consumer refuses it
     train = res / "stage1/train.h5ad"
     size = train.stat().st_size

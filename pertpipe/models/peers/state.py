@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -72,6 +73,49 @@ def _toml(dataset_dir: str, cell_val: dict[str, list[str]]) -> str:
     for ct, val in cell_val.items():
         lines.append(f"{q('pertpipe.' + ct)} = {{ val = [{', '.join(q(v) for v in val)}], test = [] }}")
     return "\n".join(lines) + "\n"
+
+
+def _numpy_data_types() -> list[Any]:
+    """The numpy classes a Lightning checkpoint's hyperparameters hold (scalars such as np.int64 and their dtypes):
+    data, allowlisted for torch's weights-only unpickler; nothing else is."""
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
+
+    return [scalar, np.dtype, *(getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType"))]
+
+
+def plain_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """STATE's Lightning checkpoint as plain data: ``{"state_dict": {name: tensor}, "hparams": JSON text,
+    "global_step": int}``. Read with torch's weights-only unpickler (tensors, containers and the numpy scalar types
+    of :func:`_numpy_data_types`); a checkpoint that needs anything else is refused, not run."""
+    import pickle
+
+    import torch
+
+    from pertpipe.errors import ContractError
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v.item() if isinstance(v, np.generic) else v
+
+    try:
+        with torch.serialization.safe_globals(_numpy_data_types()):
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ContractError(path, "pickle", f"STATE's checkpoint holds Python objects beyond tensors and numpy "
+                            f"scalars ({str(exc).splitlines()[0][:160]})", "use arc-state 0.11.1 (the pinned "
+                            "version), whose checkpoints hold plain hyperparameters") from None
+    try:
+        hparams = json.dumps(plain(ck["hyper_parameters"]), sort_keys=True)
+    except TypeError as exc:
+        raise ContractError(path, "hyper_parameters", f"not plain data ({exc})", "use arc-state 0.11.1") from None
+    return {"state_dict": {k: v.detach().cpu().contiguous() for k, v in ck["state_dict"].items()},
+            "hparams": hparams, "global_step": int(ck["global_step"])}
 
 
 @register_model("state")
@@ -228,8 +272,7 @@ class StateModel(GeneratesCells):
             raise StateTrainingError(f"{explain_exit('state tx train', proc.returncode)}; the end of its log:\n{tail}")
         best_path = os.path.join(run_dir, "checkpoints", "best.ckpt")
         chosen = best_path if p.checkpoint == "best" and os.path.exists(best_path) else ckpt_path
-        with open(chosen, "rb") as fh:
-            ckpt = fh.read()
+        ckpt = plain_checkpoint(chosen)
         log: dict[str, Any] = {"state_train_s": round(train_s, 3), "steps": p.max_steps,
                                "checkpoint": os.path.basename(chosen),
                                "device": "cuda" if "CUDA_VISIBLE_DEVICES" not in env and torch.cuda.is_available()
@@ -243,7 +286,7 @@ class StateModel(GeneratesCells):
                     log[key] = [float(v) for v in s[col]]
                     log[f"{key}_steps"] = [int(v) for v in s["step"]]
         if chosen == best_path:
-            log["checkpoint_step"] = int(torch.load(best_path, map_location="cpu", weights_only=False)["global_step"])
+            log["checkpoint_step"] = ckpt["global_step"]
         if self.params.max_steps:
             log["cells_seen"] = int(p.max_steps * p.batch_size * p.cell_set_len)
             log["cells_per_s"] = round(log["cells_seen"] / max(train_s, 1e-9), 1)
@@ -254,12 +297,13 @@ class StateModel(GeneratesCells):
         if self._module is None:
             from state.tx.models.state_transition import StateTransitionPerturbationModel
 
+            import torch
+
             with contextlib.redirect_stdout(io.StringIO()):  # it prints the whole module
-                # STATE's own Lightning checkpoint (hyperparameters as Python objects) needs a full unpickle; it
-                # was written by this run's `state tx train`, and predict_state loads model.pt only after checking
-                # it against the sha256 train_state recorded (pertpipe.integrity). Load no STATE model.pt of others.
-                m = StateTransitionPerturbationModel.load_from_checkpoint(io.BytesIO(self.ckpt), map_location="cpu",
-                                                                          weights_only=False)
+                # rebuilt from plain data (plain_checkpoint): its hyperparameters (JSON) and its weights, as
+                # Lightning's load_from_checkpoint does, without unpickling anything
+                m = StateTransitionPerturbationModel(**json.loads(self.ckpt["hparams"]))
+            m.load_state_dict({k: torch.as_tensor(v) for k, v in self.ckpt["state_dict"].items()}, strict=True)
             m.eval()
             self._module = m
         return self._module
@@ -298,6 +342,12 @@ class StateModel(GeneratesCells):
                 "x_max": self.x_max}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        if not isinstance(state.get("ckpt"), dict) or set(state["ckpt"]) != {"state_dict", "hparams", "global_step"}:
+            from pertpipe.errors import ContractError
+
+            raise ContractError("model.pt", "state.ckpt", "holds STATE's checkpoint in the old pickled form (or not "
+                                "at all), which loading would have to unpickle", "re-train it with this version of "
+                                "pertpipe (snakemake --forcerun train_state)")
         self.ckpt = state["ckpt"]
         self.gene_idx = np.asarray(state["gene_idx"])
         self.vec_genes = list(state["vec_genes"])
