@@ -11,18 +11,39 @@ _SECRET_QUERY = re.compile(r"(?i)\b(api[_-]?key|apikey|key|token|access[_-]?toke
 _AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\"\r\n,}]+")
 _BEARER = re.compile(r"(?i)\b(bearer|token|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 _SECRET_ENV = re.compile(r"(?i)(key|token|secret|password|passwd)")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@?#'\"<>]+@")  # scheme://user:password@host
 REDACTED = "[REDACTED]"
+_REGISTERED: set[str] = set()  # values named as credentials by the config (knowledge.*.api_key_env, ...)
+
+
+def register_secret(value: str | None) -> None:
+    """Redact ``value`` from every message and log record of this process from now on: the value of a variable the
+    config names as a credential (``knowledge.llm.api_key_env: LLM_CRED``) whatever the variable is called."""
+    if value and len(value) >= 4:
+        _REGISTERED.add(value)
+
+
+def clean_url(url: str | None) -> str | None:
+    """A URL as provenance, lock files and manifests keep it: without ``user:password@`` and with secret query
+    values redacted (``?api_key=[REDACTED]``)."""
+    if not url:
+        return url
+    return redact(_USERINFO.sub(lambda m: m.group(1), url))
 
 
 def redact(text: str) -> str:
-    """``text`` with credentials removed: secret query parameters (``api_key=...``, ``token=...``), Authorization
-    headers and bearer tokens, and the literal value of any environment variable whose name says it is a secret
-    (``NCBI_API_KEY``, ``OPENAI_API_KEY``, ...). Used for every error message and every log record."""
+    """``text`` with credentials removed: secret query parameters (``api_key=...``, ``token=...``), a URL's
+    ``user:password@``, Authorization headers and bearer tokens, the literal value of any environment variable whose
+    name says it is a secret (``NCBI_API_KEY``, ``OPENAI_API_KEY``, ...) and of any registered one
+    (:func:`register_secret`). Used for every error message and every log record."""
     if not text:
         return text
     for name, value in os.environ.items():
         if len(value) >= 8 and _SECRET_ENV.search(name) and value in text:
             text = text.replace(value, REDACTED)
+    for value in sorted(_REGISTERED, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    text = _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
     text = _SECRET_QUERY.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
     text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     return _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)

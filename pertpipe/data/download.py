@@ -31,7 +31,7 @@ from urllib.request import url2pathname
 import requests
 
 from pertpipe.data.registry import Entry
-from pertpipe.errors import DownloadError
+from pertpipe.errors import DownloadError, clean_url
 from pertpipe.http_session import RETRY_STATUS, retrying_session
 from pertpipe.io import atomic_path, sha256_file
 
@@ -275,6 +275,7 @@ def fetch(entry: Entry, dest: str | os.PathLike, *, mirror: str | None = None,
     is_http = bool(mirror) and urlparse(mirror).scheme in ("http", "https")
 
     def verify_lock(origin: str, digest: str) -> None:
+        origin = clean_url(origin)  # the lock file keys origins without credentials
         known = lock.expected(entry.name, origin)
         if known and known != digest:
             raise DownloadError(f"sha256 of {origin} is {digest} but the lock file {lock.path} recorded {known} "
@@ -296,6 +297,7 @@ def fetch(entry: Entry, dest: str | os.PathLike, *, mirror: str | None = None,
         elif obj != dest:
             with atomic_path(dest) as tmp:
                 shutil.copyfile(obj, tmp)
+        origin = clean_url(origin)
         if registry_sha is None:
             lock.record(entry.name, origin, digest)
         return {"entry": entry.name, "origin": origin, "sha256": digest, "checked_against":

@@ -55,8 +55,10 @@ class Entry:
         return self.source or self.name
 
     def provenance(self) -> dict[str, Any]:
+        from pertpipe.errors import clean_url
+
         url = self.urls[0] if self.urls else (Path(self.path).resolve().as_uri() if self.path else None)
-        return {"name": self.name, "url": url, "sha256": self.sha256,
+        return {"name": self.name, "url": clean_url(url),  # provenance never keeps a credential "sha256": self.sha256,
                 "licence": self.licence, "citation": self.citation}
 
 

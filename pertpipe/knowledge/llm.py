@@ -27,7 +27,7 @@ import requests
 
 from pertpipe.http_session import RETRY_STATUS, retrying_session
 
-from pertpipe.errors import PertpipeError
+from pertpipe.errors import PertpipeError, register_secret
 from pertpipe.io import atomic_path
 from pertpipe.knowledge.types import NONE, Facet
 
@@ -126,6 +126,7 @@ def llm_facets(gene_texts: pd.DataFrame, facets: list[Facet], settings: LLMSetti
     cdir.mkdir(parents=True, exist_ok=True)
     headers = {"Content-Type": "application/json"}
     key = os.environ.get(settings.api_key_env or "", "")
+    register_secret(key)  # whatever the variable is called (api_key_env), its value is redacted everywhere
     if key:
         headers["Authorization"] = f"Bearer {key}"
     results: dict[str, dict[str, Any]] = {}

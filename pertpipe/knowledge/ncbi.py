@@ -9,9 +9,9 @@ from pathlib import Path
 
 import requests
 
-from pertpipe.http_session import retrying_session
+from pertpipe.http_session import RETRY_STATUS, retrying_session
 
-from pertpipe.errors import DownloadError
+from pertpipe.errors import DownloadError, register_secret
 from pertpipe.io import atomic_path
 
 EUTILS = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
@@ -25,6 +25,7 @@ def fetch_summaries(gene_ids: list[int], *, cache_path: str | os.PathLike, base_
     cache: dict[str, str] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     todo = sorted({int(g) for g in gene_ids if g >= 0 and str(int(g)) not in cache})
     key = os.environ.get(api_key_env or "", "")
+    register_secret(key)  # whatever the variable is called, its value never reaches a message or a log
     min_gap = 1.0 / rate
     last = 0.0
     sess = retrying_session(retries=retries, backoff=1.0, max_backoff=10.0)  # 429/5xx/transport retried there
@@ -37,14 +38,26 @@ def fetch_summaries(gene_ids: list[int], *, cache_path: str | os.PathLike, base_
         if wait > 0:
             time.sleep(wait)
         last = time.monotonic()
-        try:
+        cached = f"{len(cache)} summaries are cached in {cache_path}"
+        try:  # messages never quote the request URL: it holds the ids (thousands of characters) and the key
             resp = sess.get(f"{base_url.rstrip('/')}/esummary.fcgi", params=params, timeout=timeout)
-            resp.raise_for_status()
+        except requests.RequestException as exc:
+            raise DownloadError(f"E-utilities esummary at {base_url} could not be reached after {retries} retries "
+                                f"({type(exc).__name__}); {cached}. Fix: retry later, or set "
+                                "knowledge.summaries.enabled: false") from None
+        if resp.status_code >= 400:
+            tried = f" after {retries} retries" if resp.status_code in RETRY_STATUS else ""
+            fix = ("check the API key in the variable knowledge.summaries.api_key_env names, or remove it"
+                   if resp.status_code in (400, 401, 403) else "retry later")
+            raise DownloadError(f"E-utilities esummary at {base_url} answered HTTP {resp.status_code} "
+                                f"{resp.reason}{tried} for a batch of {len(ids)} gene ids; {cached}. Fix: {fix}, or "
+                                "set knowledge.summaries.enabled: false")
+        try:
             result = resp.json()["result"]
-        except (requests.RequestException, ValueError, KeyError) as exc:
-            raise DownloadError(f"E-utilities esummary at {base_url} failed after {retries} retries ({exc}); "
-                                f"{len(cache)} summaries are cached in {cache_path}. Fix: retry later, or set "
-                                "knowledge.summaries.enabled: false") from None  # the cause quotes the URL
+        except (ValueError, KeyError):
+            raise DownloadError(f"E-utilities esummary at {base_url} answered HTTP {resp.status_code} with "
+                                f"something that is not an esummary result; {cached}. Fix: check "
+                                "knowledge.summaries.base_url, or set knowledge.summaries.enabled: false") from None
         for g in ids:
             cache[str(g)] = (result.get(str(g)) or {}).get("summary", "") or ""
         with atomic_path(cache_path) as tmp:

@@ -189,7 +189,7 @@ class PerturbationModel(ABC):
         if expected is not None and blob["name"] != expected:
             raise ContractError(path, "name", f"is '{blob['name']}', but the model configured for this folder is "
                                 f"'{expected}': the file is not what its train rule wrote", "delete it and re-run "
-                                f"the train rule (snakemake --forcerun train_<model>), or check model_params.<alias>"
+                                "the train rule (snakemake --forcerun train_<model>), or check model_params.<alias>"
                                 ".model")
         model = build_model(blob["name"], blob["params"], seed=blob["seed"])
         model.genes = list(blob["genes"])

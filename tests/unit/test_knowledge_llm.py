@@ -94,3 +94,52 @@ def test_parse_reply_validation():
                        (json.dumps({**{n: "x" for n in NAMES}, NAMES[0]: 3}), "not a non-empty string")):
         with pytest.raises(MalformedReply, match=words):
             parse_reply(bad, NAMES)
+
+
+def test_a_credential_the_server_echoes_is_redacted_whatever_its_variable_is_called(tmp_path, monkeypatch):
+    """knowledge.llm.api_key_env: LLM_CRED (a name that does not say "key"): the endpoint refuses and echoes the
+    Authorization header; neither the error nor the rule's log holds the credential."""
+    import http.server
+    import logging
+    import threading
+
+    import pandas as pd
+    import pytest
+
+    from pertpipe.io import script_step
+    from pertpipe.knowledge.llm import LLMSettings, llm_facets
+
+    secret = "s3cr3t-0123456789"
+    monkeypatch.setenv("LLM_CRED", secret)
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = f"invalid credential: {self.headers.get('Authorization')}".encode()
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    log_file = tmp_path / "facets.log"
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    try:
+        settings = LLMSettings(base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", model="m",
+                               api_key_env="LLM_CRED", retries=0)
+        texts = pd.DataFrame({"gene": ["GENE1"], "text": ["GENE1 binds DNA."]})
+        with pytest.raises(SystemExit), script_step(log_file, "facets"):
+            llm_facets(texts, FACETS, settings, template=TEMPLATE, cache_dir=tmp_path / "cache")
+    finally:
+        srv.shutdown()
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved:
+            root.addHandler(h)
+    text = log_file.read_text()
+    assert "401" in text and "invalid credential" in text and secret not in text and "[REDACTED]" in text

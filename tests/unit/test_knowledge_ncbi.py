@@ -73,4 +73,31 @@ def test_an_api_key_never_reaches_the_message_or_the_log(file_server, tmp_path, 
     assert any(f"api_key={secret}" in p for p in seen)  # the key was sent to the server ...
     text = log_file.read_text()
     assert "E-utilities esummary" in text and "500" in text  # ... the failure is logged with its cause ...
-    assert secret not in text and "api_key=[REDACTED]" in text  # ... without the key
+    assert secret not in text and "esummary.fcgi" not in text  # ... without the key (the URL is not quoted)
+
+
+def test_a_refused_key_is_one_short_line_that_does_not_claim_retries(file_server, tmp_path, monkeypatch):
+    """NCBI answers 403 to a key held in a variable whose name says nothing of keys (api_key_env: NCBI_CRED): the
+    error is one line that names the status and the fix, not the 2,000-character request URL; 403 is not retried,
+    so it does not say it was; the key is nowhere."""
+    import pytest
+
+    from pertpipe.errors import DownloadError
+
+    secret = "cr3d-0123456789abcdef"
+    monkeypatch.setenv("NCBI_CRED", secret)
+    calls = []
+
+    def do_get(handler):
+        calls.append(handler.path)
+        handler.send_response(403)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+    file_server.httpd.RequestHandlerClass.do_GET = do_get
+    with pytest.raises(DownloadError) as err:
+        fetch_summaries(list(range(1, 400)), cache_path=tmp_path / "s.json", base_url=file_server.url("eutils"),
+                        retries=3, api_key_env="NCBI_CRED")
+    msg = str(err.value)
+    assert len(calls) == 1 and secret in calls[0]  # asked once, with the key
+    assert "HTTP 403" in msg and "retries" not in msg and "api_key" in msg and "esummary.fcgi" not in msg
+    assert secret not in msg and len(msg) < 400 and "\n" not in msg

@@ -77,7 +77,15 @@ def _cell_eval_children(pid: int) -> list:
         procs = psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
-    return [p for p in procs if "cell-eval" in " ".join(p.cmdline()) or "cell_eval" in " ".join(p.cmdline())]
+    def scorer(p) -> bool:
+        try:
+            cmd = p.cmdline()
+        except psutil.Error:
+            return False
+        # a fork not yet exec'd (an import running a helper) still shows the parent's `python -c ...` line
+        return cmd[1:2] != ["-c"] and ("cell-eval" in " ".join(cmd) or "cell_eval" in " ".join(cmd))
+
+    return [p for p in procs if scorer(p)]
 
 
 def test_a_killed_cell_eval_is_explained_and_leaves_no_folder(tmp_path):

@@ -86,3 +86,38 @@ def test_bad_user_dataset_stops_with_a_message(tmp_path, case):
         log = (tmp_path / "results/mine/logs/standardize.log").read_text()
         assert "no control cells" in log and "control_values" in log and "f.h5ad" in log
         assert not (tmp_path / "results/mine/stage1/standardized.h5ad").exists()
+
+
+def test_a_url_with_credentials_never_leaves_them_behind(tmp_path, file_server):
+    """A user's dataset at http://user:password@host/...?api_key=...: downloaded through the real Snakemake from a
+    loopback server, then stage 1. Neither the password nor the key is in any log, Snakemake's output, the lock file
+    or the provenance of the h5ad files; a failing URL's message names it without them."""
+    import h5py
+
+    _screen(tmp_path / "src.h5ad")
+    file_server.files["/data/screen.h5ad"] = (tmp_path / "src.h5ad").read_bytes()
+    password, key = "pa55-w0rd-xyz", "k3y-abcdef-123456"
+    url = file_server.url("data/screen.h5ad").replace("http://", f"http://alice:{password}@") + f"?api_key={key}"
+    opts = {"pert_col": "sgRNA_target", "control_values": ["NTC"], "cell_type_col": "cell_line", "batch_col": "lane"}
+    cfg = {"dataset": "mine", "datasets": {"mine": {"url": url, "adapter_options": opts}},
+           "stage1": {"universe": {"kind": "source"}, "split": {"min_cells_per_target": 5}}}
+    proc = run_snakemake(tmp_path, cfg, "stage1")
+    texts = [proc.stdout, proc.stderr]
+    texts += [p.read_text(errors="replace") for p in tmp_path.rglob("*.log")]
+    texts += [p.read_text() for p in tmp_path.rglob("*.json")]
+    for h5 in (tmp_path / "results/mine/stage1").glob("*.h5ad"):
+        with h5py.File(h5, "r") as f:
+            src = f["uns/pertpipe/source/url"][()] if "uns/pertpipe/source/url" in f else b""
+            texts.append(src.decode() if isinstance(src, bytes) else str(src))
+            assert not src or b"127.0.0.1" in (src if isinstance(src, bytes) else src.encode())
+    lock = (tmp_path / "resources/datasets.lock.json")
+    assert lock.exists() and "127.0.0.1" in lock.read_text()  # the origin is recorded, its credentials are not
+    for t in texts:
+        assert password not in t and key not in t
+    # a URL that fails: the message names it, without the password or the key
+    bad = url.replace("screen.h5ad", "gone.h5ad")
+    cfg["datasets"]["gone"] = {"url": bad, "adapter_options": opts}
+    proc = run_snakemake(tmp_path, {**cfg, "dataset": "gone"}, "stage1", check=False)
+    out = proc.stdout + proc.stderr + "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*.log"))
+    assert proc.returncode != 0 and "404" in out and "gone.h5ad" in out
+    assert password not in out and key not in out
