@@ -82,28 +82,53 @@ def _counts_check(m: sp.csr_matrix, path, field: str) -> None:
                             "values cannot be normalised like counts")
 
 
+def _ranked_lines(m: sp.csr_matrix, n_other: int, pick: np.ndarray) -> tuple[int, int, int]:
+    """Of the sampled rows of ``m`` (``n_other`` columns) with >= 10 non-zero values: how many are a permutation
+    (non-zero values exactly 1..k: ranks, or ranked non-zeros; or all values 0..n-1), and how many have (nearly) all
+    values distinct; and how many were eligible."""
+    perm = distinct = eligible = 0
+    for i in pick:
+        v = np.sort(m.data[m.indptr[i]:m.indptr[i + 1]])
+        if len(v) < 10:
+            continue
+        eligible += 1
+        if np.array_equal(v, np.arange(1, len(v) + 1)) or (len(v) == n_other - 1 and
+                                                            np.array_equal(v, np.arange(1, n_other))):
+            perm += 1
+        if len(v) >= 20 and len(np.unique(v)) >= 0.9 * len(v):
+            distinct += 1
+    return perm, distinct, eligible
+
+
 def rank_like(m: sp.spmatrix | np.ndarray, *, rows: int = 200, seed: int = 0) -> str | None:
-    """Why integer values look like ranks rather than counts (None when they do not): most sampled rows are a
-    permutation (their non-zero values exactly 1..n, or all values 0..n-1), or the matrix has no zero and the
-    sampled rows' values are nearly all distinct (counts repeat small values: many 1s and 2s)."""
+    """Why integer values look like ranks or bins rather than counts (None when they do not):
+
+    * most sampled rows (spots / cells) or most sampled genes are a permutation: their non-zero values exactly
+      1..k (ranks; or each gene's non-zero values ranked), or all values 0..n-1;
+    * the matrix has no zero and the sampled rows' values are nearly all distinct (counts repeat small values);
+    * percentile bins: (almost) no zero, every value within 1..101 and spread evenly over that range (counts pile
+      up at small values: a count matrix has most of its values in the lower half of its range)."""
     m = sp.csr_matrix(m)
     n_rows, n_cols = m.shape
     if n_rows == 0 or n_cols < 10 or m.nnz == 0:
         return None
-    pick = np.random.default_rng(seed).choice(n_rows, min(rows, n_rows), replace=False)
-    perm = distinct = 0
-    for i in pick:
-        v = np.sort(m.data[m.indptr[i]:m.indptr[i + 1]])
-        if len(v) >= 10 and (np.array_equal(v, np.arange(1, len(v) + 1)) or (
-                len(v) == n_cols - 1 and np.array_equal(v, np.arange(1, n_cols)))):
-            perm += 1
-        if len(v) >= 20 and len(np.unique(v)) >= 0.9 * len(v):
-            distinct += 1
-    if perm >= 0.5 * len(pick):
-        return f"{perm} of {len(pick)} sampled rows are a permutation of 1..n (ranks)"
-    if m.nnz == n_rows * n_cols and distinct >= 0.5 * len(pick):
-        return (f"no zero anywhere and {distinct} of {len(pick)} sampled rows have (nearly) all values distinct, "
-                "a uniform spread as ranks have")
+    rng = np.random.default_rng(seed)
+    for what, mat, n_other in (("rows", m, n_cols), ("genes", sp.csr_matrix(m.T), n_rows)):
+        pick = rng.choice(mat.shape[0], min(rows, mat.shape[0]), replace=False)
+        perm, distinct, eligible = _ranked_lines(mat, n_other, pick)
+        if eligible and perm >= 0.5 * eligible:
+            return (f"{perm} of {eligible} sampled {what} are a permutation: their non-zero values are exactly 1..n "
+                    "(ranks, or ranked non-zero values)")
+        if what == "rows" and m.nnz == n_rows * n_cols and eligible and distinct >= 0.5 * eligible:
+            return (f"no zero anywhere and {distinct} of {eligible} sampled rows have (nearly) all values distinct, "
+                    "a uniform spread as ranks have")
+    zeros = 1.0 - m.nnz / (n_rows * n_cols)
+    vmax = float(m.data.max())
+    if zeros < 0.01 and vmax <= 101 and float(m.data.min()) >= 0:
+        lower = float(np.mean(m.data <= vmax / 2))
+        if 0.3 <= lower <= 0.7:
+            return (f"{zeros:.1%} zeros and every value within 0..{vmax:g}, spread evenly over that range "
+                    f"({lower:.0%} in its lower half): percentile bins, not counts")
     return None
 
 

@@ -73,6 +73,26 @@ def read_lr_resource(path: str | os.PathLike, resource: str, species: str) -> pd
     return out.reset_index(drop=True)
 
 
+def match_symbols(pairs: pd.DataFrame, genes: list[str]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The resource's pairs with each subunit spelled as the data spell it: a symbol the data do not have exactly is
+    matched case-insensitively (mouse ``Abca15`` and the data's ``abca15`` or ``ABCA15``; symbols are
+    case-insensitive within a species). Returns the pairs and how many resource genes matched exactly, by case and
+    not at all."""
+    exact = set(genes)
+    folded: dict[str, str] = {}
+    for g in genes:
+        folded.setdefault(g.upper(), g)
+    resource = sorted({g for gs in list(pairs.ligand_genes) + list(pairs.receptor_genes) for g in gs})
+    spelled = {g: g if g in exact else folded.get(g.upper(), g) for g in resource}
+    counts = {"resource_genes": len(resource), "matched_exactly": sum(g in exact for g in resource),
+              "matched_ignoring_case": sum(g not in exact and g.upper() in folded for g in resource)}
+    counts["not_in_data"] = counts["resource_genes"] - counts["matched_exactly"] - counts["matched_ignoring_case"]
+    out = pairs.copy()
+    out["ligand_genes"] = [[spelled[g] for g in gs] for gs in pairs.ligand_genes]
+    out["receptor_genes"] = [[spelled[g] for g in gs] for gs in pairs.receptor_genes]
+    return out, counts
+
+
 def expressed_genes(scrna_log: sp.spmatrix | np.ndarray, counts: sp.spmatrix | np.ndarray, genes: list[str],
                     cell_types: np.ndarray, *, min_mean: float, min_fraction: float) -> dict[str, list[str]]:
     """Genes expressed by at least one cell type: mean log1p-normalised ≥ ``min_mean`` and fraction of cells with a

@@ -21,7 +21,7 @@ from pertpipe.spatial.pipeline import (Latent, Priors, Validation, cell_type_fra
                                       smooth_and_mask, validate)
 from pertpipe.spatial.priors import (ligand_target_prior, normalized_laplacian, ppi_adjacency, read_ligand_target_matrix,
                                      read_ppi, read_table)
-from pertpipe.spatial.resources import expressed_genes, read_lr_resource, select_lr_genes
+from pertpipe.spatial.resources import expressed_genes, match_symbols, read_lr_resource, select_lr_genes
 
 log = logging.getLogger("pertpipe.spatial")
 
@@ -40,16 +40,20 @@ def run_inputs(adapter: str, files: dict[str, str], options: dict[str, Any], spe
 def run_lr_genes(spatial_path: str, scrna_path: str, resource_path: str, resource: str, species: str, *,
                  min_mean: float, min_fraction: float, out_json: str) -> dict[str, Any]:
     spatial, scrna = read_anndata(spatial_path), read_anndata(scrna_path)
-    pairs = read_lr_resource(resource_path, resource, species)
+    pairs, matched = match_symbols(read_lr_resource(resource_path, resource, species), list(scrna.var_names))
+    said = (f"{matched['matched_exactly'] + matched['matched_ignoring_case']} of the resource's "
+            f"{matched['resource_genes']} genes are in the scRNA-seq ({matched['matched_ignoring_case']} matched "
+            "ignoring case)")
     sc_log = log_normalize(scrna.X)
     expressed = expressed_genes(sc_log, scrna.X, list(scrna.var_names), scrna.obs["cell_type"].to_numpy(),
                                 min_mean=min_mean, min_fraction=min_fraction)
     info = select_lr_genes(pairs, list(scrna.var_names), list(spatial.var_names), expressed)
     if not info["lr_genes"]:
         raise ContractError(scrna_path, "lr_genes", f"no gene of the {resource} resource passes min_mean {min_mean} "
-                            f"and min_fraction {min_fraction} in any cell type ({lr_expression_range(pairs, scrna, sc_log)})",
+                            f"and min_fraction {min_fraction} in any cell type; {said} "
+                            f"({lr_expression_range(pairs, scrna, sc_log)})",
                             "lower spatial.lr.min_mean / min_fraction to what the data reach")
-    info.update({"resource": resource, "resource_file": resource_path, "species": species,
+    info.update({"symbols": matched, "resource": resource, "resource_file": resource_path, "species": species,
                  "thresholds": {"min_mean": min_mean, "min_fraction": min_fraction},
                  "heldout_eligible": ev.eligible_genes(info["lr_genes"], spatial)})
     write_json(info, out_json)

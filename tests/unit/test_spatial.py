@@ -649,3 +649,61 @@ def test_validation_keeps_the_depth_step_where_depth_drives_what_the_slide_measu
     even, scrna = depth_pair(equal_depth=True)
     val = validate(prepare(even, scrna, ["HELD"]), FAST, spatial=even, scrna=scrna, lr_genes=["HELD"])
     assert not val.depth and "depth" in val.scores
+
+
+def test_ranks_per_gene_ranked_non_zeros_and_percentile_bins_are_refused(tmp_path):
+    """Three transforms that keep integers but are not counts: each gene's values ranked across spots (0..n-1 or
+    1..n), each gene's non-zero values ranked, and percentile bins 1..101 with (almost) no zeros. Each is refused at
+    reading with the fix; the counts they came from pass."""
+    from scipy.stats import rankdata
+
+    from pertpipe.spatial.inputs import rank_like
+
+    spatial, scrna = coexpression_pair()
+    x = spatial.X.toarray()
+    assert rank_like(x) is None
+    by_gene0 = np.column_stack([rankdata(c, method="ordinal") - 1 for c in x.T])  # 0..n-1 within each gene
+    by_gene1 = by_gene0 + 1
+    nz_ranked = np.zeros_like(x)
+    for j in range(x.shape[1]):
+        nz = np.flatnonzero(x[:, j])
+        nz_ranked[nz, j] = rankdata(x[nz, j], method="ordinal")
+    pct = np.column_stack([np.ceil(rankdata(c) / len(c) * 100).astype(int) + 1 for c in x.T])  # 1..101
+    pct[0, 0] = 0  # "almost" no zeros
+    for bad, words in ((by_gene0, "genes are a permutation"), (by_gene1, "genes are a permutation"),
+                       (nz_ranked, "genes are a permutation"), (pct, "percentile bins")):
+        assert words in (rank_like(bad) or ""), words
+        slide = spatial.copy()
+        slide.X = sp.csr_matrix(bad.astype(np.float32))
+        slide.write_h5ad(tmp_path / "slide.h5ad")
+        scrna.write_h5ad(tmp_path / "ref.h5ad")
+        with pytest.raises(ContractError, match="slide.h5ad.*integers but not counts.*raw UMI counts"):
+            read_pair("h5ad_pair", {"spatial": str(tmp_path / "slide.h5ad"), "scrna": str(tmp_path / "ref.h5ad")})
+
+
+def test_lower_case_mouse_symbols_match_the_resource_ignoring_case(tmp_path):
+    """A pair whose symbols are written in lower case (`dll1`, `notch1`) against a mouse resource (`Dll1`, `Notch1`):
+    the LR genes are found, spelled as the data spell them, and lr_genes.json says how many matched by case."""
+    import anndata as ad
+
+    from pertpipe.spatial.stages import run_lr_genes
+
+    rng = np.random.default_rng(0)
+    genes = ["dll1", "notch1", "tgfb1", "tgfbr1"] + [f"gm{i}" for i in range(8)]
+    sc = ad.AnnData(X=sp.csr_matrix(rng.poisson(3, (60, len(genes))).astype(np.float32)),
+                    obs=pd.DataFrame({"cell_type": ["a", "b"] * 30}, index=[f"c{i}" for i in range(60)]),
+                    var=pd.DataFrame(index=genes))
+    spatial = ad.AnnData(X=sp.csr_matrix(rng.poisson(3, (40, len(genes))).astype(np.float32)),
+                         obs=pd.DataFrame(index=[f"s{i}" for i in range(40)]), var=pd.DataFrame(index=genes))
+    spatial.obsm["spatial"] = rng.random((40, 2))
+    sc.write_h5ad(tmp_path / "sc.h5ad")
+    spatial.write_h5ad(tmp_path / "sp.h5ad")
+    res = _commot_csv(tmp_path / "mouse.csv", [["Dll1", "Notch1", "NOTCH", "Contact"],
+                                               ["Tgfb1", "Tgfbr1", "TGFb", "Secreted"],
+                                               ["Wnt5a", "Fzd5", "WNT", "Secreted"]])
+    info = run_lr_genes(str(tmp_path / "sp.h5ad"), str(tmp_path / "sc.h5ad"), str(res), "cellchatdb", "mouse",
+                        min_mean=0.1, min_fraction=0.1, out_json=str(tmp_path / "lr.json"))
+    assert sorted(info["lr_genes"]) == ["dll1", "notch1", "tgfb1", "tgfbr1"]
+    assert info["symbols"] == {"resource_genes": 6, "matched_exactly": 0, "matched_ignoring_case": 4,
+                               "not_in_data": 2}
+    assert sorted(info["measured_in_spatial"]) == ["dll1", "notch1", "tgfb1", "tgfbr1"]
