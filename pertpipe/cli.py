@@ -13,7 +13,8 @@ from pertpipe.data.h5io import DEFAULT_CHUNK
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pertpipe", description="pertpipe helpers (the pipeline runs with snakemake)")
     sub = parser.add_subparsers(dest="command", required=True)
-    ins = sub.add_parser("inspect", help="describe an .h5ad and print the config lines that bring it in")
+    ins = sub.add_parser("inspect", help="describe an .h5ad and print the config lines that bring it in (exit 1 "
+                         "when the run would stop on the file, 2 when it cannot be read)")
     ins.add_argument("file")
     ins.add_argument("--json", action="store_true", help="print the figures as JSON")
     ins.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK)
@@ -48,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         write_text(info["config"], args.write_config)
         info["config_written_to"] = args.write_config
     print(json.dumps(info, indent=2) if args.json else render_inspect(info))
+    if info["blocking"]:  # the config was still written: fix the data or the block, then run
+        print(f"pertpipe inspect: {len(info['blocking'])} problem(s) above would stop the run (exit 1)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -108,22 +108,28 @@ def inspect_h5ad(path: str | os.PathLike, *, chunk_size: int = DEFAULT_CHUNK) ->
             "layers": r.layers(), "obsm": r.obsm_keys(), "guide_obsm_candidates": guide_keys,
             "obs_columns": {str(c): int(obs[c].nunique()) for c in obs.columns}, **figures, "guess": guess,
         }
-    out["warnings"] = list(data_warnings)
+    # blocking: what stage 1 would refuse with the suggested config (the run stops); the rest are advice
+    blocking = list(data_warnings)
+    advice: list[str] = []
     all_control = _all_control_column(obs)
     named = "target_gene" if "target_gene" in obs.columns else None  # the canonical adapter's column
     if guess["pert_col"]:
         per = _per_target(obs, guess)
-        out.update({**per, "warnings": out["warnings"] + per["warnings"]})
+        blocking += per.pop("blocking")
+        advice += per.pop("warnings")
+        out.update(per)
     elif named or all_control:  # no usable label column: what standardize would say of the likely one
         adapter = (Adapter(pert_col=named) if named
                    else Adapter(pert_col=all_control[0], control_values=(all_control[1],)))
-        out["warnings"] += [f"{f}: {p}. Fix: {x}" for f, p, x in adapter.obs_problems(obs)]
+        blocking += [f"{f}: {p}. Fix: {x}" for f, p, x in adapter.obs_problems(obs)]
     elif guide_keys:
-        out["warnings"].append(f"no perturbation column; obsm['{guide_keys[0]}'] looks like gRNA counts: set "
-                               "adapter_options.guide_obsm (and uns guide_names / guide_targets)")
+        blocking.append(f"no perturbation column; obsm['{guide_keys[0]}'] looks like gRNA counts: set "
+                        "adapter_options.guide_obsm (and uns guide_names / guide_targets)")
     else:
-        out["warnings"].append("no column looks like a perturbation label (no control value found): set "
-                               "adapter_options.pert_col and control_values by hand")
+        blocking.append("no column looks like a perturbation label (no control value found): set "
+                        "adapter_options.pert_col and control_values by hand")
+    out["blocking"] = blocking
+    out["warnings"] = blocking + advice
     out["config"] = config_block(out)
     return out
 
@@ -160,7 +166,8 @@ def _all_control_column(obs: pd.DataFrame) -> tuple[str, str] | None:
 def _per_target(obs: pd.DataFrame, guess: dict[str, Any]) -> dict[str, Any]:
     adapter = Adapter(pert_col=guess["pert_col"], control_values=tuple(guess["control_values"]) or ("control",))
     raw = obs[guess["pert_col"]]
-    warn = [f"{field}: {problem}. Fix: {fix}" for field, problem, fix in adapter.obs_problems(obs)]
+    blocking = [f"{field}: {problem}. Fix: {fix}" for field, problem, fix in adapter.obs_problems(obs)]
+    warn: list[str] = []
     raw = raw[~(raw.isna() | raw.astype(str).str.strip().isin(["", "nan", "None"]))].astype(str)
     labels = adapter.map_targets(raw[~raw.isin(adapter.exclude_values)])
     sizes = labels[labels != CONTROL_LABEL].value_counts()
@@ -175,7 +182,7 @@ def _per_target(obs: pd.DataFrame, guess: dict[str, Any]) -> dict[str, Any]:
                     "(stage1.split.min_cells_per_target)")
     if len(sizes) < 4:
         warn.append(f"{len(sizes)} perturbations: too few to hold some out and still train")
-    return {"n_control_cells": n_ctrl, "n_perturbations": int(len(sizes)), "warnings": warn,
+    return {"n_control_cells": n_ctrl, "n_perturbations": int(len(sizes)), "warnings": warn, "blocking": blocking,
             "cells_per_perturbation": {"min": int(sizes.min()) if len(sizes) else 0,
                                        "median": float(sizes.median()) if len(sizes) else 0.0,
                                        "max": int(sizes.max()) if len(sizes) else 0,
@@ -229,7 +236,7 @@ def render_inspect(info: dict[str, Any]) -> str:
                      f"{info['n_control_cells']:,}; cells per perturbation: min {cp['min']}, median "
                      f"{cp['median']:.0f}, max {cp['max']}")
     for w in info["warnings"]:
-        lines.append(f"WARNING: {w}")
+        lines.append(f"{'ERROR (the run would stop here)' if w in info.get('blocking', []) else 'WARNING'}: {w}")
     where = info.get("config_written_to")
     lines += ["", f"Config written to {where}" if where else "Paste into my_data.yaml:",
               f"then: snakemake --cores 2 --configfile {where or 'my_data.yaml'}", "", info["config"]]

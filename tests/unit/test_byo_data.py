@@ -146,3 +146,27 @@ def test_inspect_guesses_columns_and_prints_config(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pertpipe", "inspect", str(tmp_path / "nope.h5ad")],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and "no such file" in proc.stderr
+
+
+def test_inspect_exits_non_zero_when_the_run_would_stop(tmp_path):
+    """A file stage 1 would refuse (negative values; no perturbation column) makes `pertpipe inspect` say so as an
+    error and exit 1 (the config block is still printed); a usable file with only advice exits 0."""
+    good = make_adata(n_cells=200, pert_col="sgRNA_target", control="NTC", targets=("G1", "G2", "G3", "G4"))
+    good.write_h5ad(tmp_path / "good.h5ad")
+    bad = good.copy()
+    x = bad.X.toarray()
+    x[3, 2] = -1.0
+    bad.X = sp.csr_matrix(x)
+    bad.write_h5ad(tmp_path / "negative.h5ad")
+    nolabel = good.copy()
+    nolabel.obs = nolabel.obs.drop(columns="sgRNA_target")
+    nolabel.write_h5ad(tmp_path / "nolabel.h5ad")
+    codes = {}
+    for name in ("good", "negative", "nolabel"):
+        proc = subprocess.run([sys.executable, "-m", "pertpipe", "inspect", str(tmp_path / f"{name}.h5ad")],
+                              capture_output=True, text=True, cwd=REPO)
+        codes[name] = proc.returncode
+        if name != "good":
+            assert "ERROR (the run would stop here)" in proc.stdout and "would stop the run (exit 1)" in proc.stderr
+            assert "Paste into my_data.yaml" in proc.stdout
+    assert codes == {"good": 0, "negative": 1, "nolabel": 1}
