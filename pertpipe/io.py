@@ -190,14 +190,16 @@ def os_error_message(exc: BaseException) -> str | None:
 
 
 @contextlib.contextmanager
-def script_step(log_file: str | os.PathLike | None, name: str, *, verify: Any = None) -> Iterator[logging.Logger]:
+def script_step(log_file: str | os.PathLike | None, name: str, *, verify: Any = None,
+                resume: str | None = None) -> Iterator[logging.Logger]:
     """Harness for a workflow script: log to the rule's log file; a user error exits 1 with its message.
 
     ``verify`` (the rule's inputs): every input a producing rule recorded the sha256 of is checked first
     (:func:`pertpipe.integrity.verify_inputs`).
 
     ``PertpipeError`` messages (which name the file, field and fix) are logged without a traceback;
-    anything else is logged with its traceback and re-raised.
+    anything else is logged with its traceback and re-raised. Ctrl-C (SIGINT) is one line, not a traceback: what
+    was kept (``resume``: e.g. the training checkpoint and that a re-run resumes from it) and exit 130.
     """
     from pertpipe.errors import PertpipeError
 
@@ -212,6 +214,11 @@ def script_step(log_file: str | os.PathLike | None, name: str, *, verify: Any = 
             if checked:
                 step_log.info("inputs match their recorded sha256: %s", ", ".join(sorted(checked)))
         yield step_log
+    except KeyboardInterrupt:
+        step_log.error("%s interrupted (Ctrl-C): %s", name, resume or "no output of this step was written (outputs "
+                       "are moved into place only when complete); re-run the same command to do it again")
+        sys.stderr.flush()
+        raise SystemExit(130) from None
     except PertpipeError as exc:
         step_log.error("%s failed: %s", name, exc)
         sys.stderr.flush()

@@ -140,3 +140,40 @@ def test_scgpt_querier_on_a_tiny_checkpoint(demo, tmp_path):
     torch.save(state, ckpt / "best_model.pt")
     with pytest.raises(ConfigError, match="value_encoder.linear2.weight"):
         ScGPTEncoder(ckpt, genes)
+
+
+def test_ctrl_c_during_training_is_one_line_and_keeps_the_checkpoint(demo, tmp_path):
+    """Ctrl-C in the terminal (SIGINT to Snakemake's process group) while train_dygenept runs: the rule's log says in
+    one line where the checkpoint is and that a re-run resumes — no KeyboardInterrupt traceback — and the
+    checkpoint is there."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, write_config, with_test_profile
+
+    wd = tmp_path / "wd"
+    shutil.copytree(demo["wd"], wd, symlinks=True)
+    cfg = with_test_profile({"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500},
+                             "knowledge": {"cache_dir": str(demo["wd"] / "cache")}, "models": ["dygenept"],
+                             "model_params": {"dygenept": {**FAST, "epochs": 400}}})
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "results/demo/stage2/dygenept/model.pt", "-s",
+                             str(REPO / "Snakefile"), "--directory", str(wd), "--cores", "2", "--nolock",
+                             "--configfile", str(write_config(wd, cfg))], cwd=wd, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
+    ckpt = wd / "results/demo/stage2/dygenept/checkpoint.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not ckpt.exists() and proc.poll() is None:
+        time.sleep(0.2)
+    assert ckpt.exists(), "training never wrote its checkpoint"
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    out, _ = proc.communicate(timeout=120)
+    log = (wd / "results/demo/logs/train_dygenept.log").read_text()
+    assert "train_dygenept interrupted (Ctrl-C): the checkpoint" in log and "resumes training from it" in log
+    assert "Traceback" not in log and "KeyboardInterrupt" not in out
+    assert ckpt.exists() and not (wd / "results/demo/stage2/dygenept/model.pt").exists()
