@@ -36,8 +36,12 @@ class H5adReader:
         try:
             self._f = h5py.File(self.path, "r")
         except OSError as exc:
-            raise ContractError(self.path, "file", f"not a readable HDF5/h5ad file ({exc})",
-                                "re-download it (delete the file and re-run the rule) or check the path") from exc
+            short = "truncated" in str(exc).lower() or "eof" in str(exc).lower()
+            what = "cut short (a truncated copy or download)" if short else "not a readable HDF5/h5ad file"
+            raise ContractError(self.path, "file", f"{what} ({str(exc).splitlines()[0][:160]})",
+                                "your own file: write or copy it again from its source (check the copy finished); a "
+                                "file the pipeline downloaded or wrote: delete it and re-run the rule that makes it"
+                                ) from exc
         if "X" not in self._f:
             raise ContractError(self.path, "X", "the file has no X matrix", "write the expression matrix to X")
         self.obs: pd.DataFrame = read_elem(self._f["obs"])

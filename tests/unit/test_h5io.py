@@ -78,3 +78,22 @@ def test_dense_to_csr_equals_scipy(shape):
     a, b = dense_to_csr(x, rows_per_step=7), sp.csr_matrix(x)
     assert a.shape == b.shape and a.dtype == np.float32 and a.indices.dtype == np.int32
     assert a.nnz == b.nnz and (a != b).nnz == 0 and np.array_equal(a.indptr, b.indptr)
+
+
+def test_a_truncated_file_is_called_cut_short_not_told_to_re_download(tmp_path):
+    """A user's own .h5ad copied half-way: the message says it was cut short and how to fix an own file (copy it
+    again), not only "re-download" (there is nothing to download)."""
+    import anndata as ad
+    import numpy as np
+    import pytest
+
+    from pertpipe.data.h5io import H5adReader
+    from pertpipe.errors import ContractError
+
+    ad.AnnData(np.ones((50, 20), np.float32)).write_h5ad(tmp_path / "full.h5ad")
+    data = (tmp_path / "full.h5ad").read_bytes()
+    (tmp_path / "mine.h5ad").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ContractError) as err:
+        H5adReader(tmp_path / "mine.h5ad")
+    msg = str(err.value)
+    assert "mine.h5ad: field 'file': cut short" in msg and "your own file: write or copy it again" in msg
