@@ -190,12 +190,14 @@ def os_error_message(exc: BaseException) -> str | None:
 
 
 @contextlib.contextmanager
-def script_step(log_file: str | os.PathLike | None, name: str, *, verify: Any = None,
+def script_step(log_file: str | os.PathLike | None, name: str, *, verify: Any = None, job: Any = None,
                 resume: str | None = None) -> Iterator[logging.Logger]:
     """Harness for a workflow script: log to the rule's log file; a user error exits 1 with its message.
 
     ``verify`` (the rule's inputs): every input a producing rule recorded the sha256 of is checked first
-    (:func:`pertpipe.integrity.verify_inputs`).
+    (:func:`pertpipe.integrity.verify_inputs`). ``job`` (the script's ``snakemake`` object) does it for the job's
+    inputs and, when the step succeeds, records the sha256 of each of its outputs for the rules that read them
+    (:func:`pertpipe.integrity.record_outputs`).
 
     ``PertpipeError`` messages (which name the file, field and fix) are logged without a traceback;
     anything else is logged with its traceback and re-raised. Ctrl-C (SIGINT) is one line, not a traceback: what
@@ -207,6 +209,8 @@ def script_step(log_file: str | os.PathLike | None, name: str, *, verify: Any = 
     step_log = logging.getLogger(f"pertpipe.{name}")
     step_log.info("start %s", name)
     try:
+        if job is not None and verify is None:
+            verify = job.input
         if verify is not None:
             from pertpipe.integrity import verify_inputs
 
@@ -214,6 +218,10 @@ def script_step(log_file: str | os.PathLike | None, name: str, *, verify: Any = 
             if checked:
                 step_log.info("inputs match their recorded sha256: %s", ", ".join(sorted(checked)))
         yield step_log
+        if job is not None:
+            from pertpipe.integrity import record_outputs
+
+            record_outputs(job.output, job.rule)
     except KeyboardInterrupt:
         step_log.error("%s interrupted (Ctrl-C): %s", name, resume or "no output of this step was written (outputs "
                        "are moved into place only when complete); re-run the same command to do it again")

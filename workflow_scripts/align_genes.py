@@ -4,7 +4,7 @@ from pertpipe.data.h5io import read_uns, read_var
 from pertpipe.io import carry_provenance, script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "align_genes") as log:
+with script_step(sm.log[0], "align_genes", job=sm) as log:
     cfg = sm.params.universe
     if sm.input.universe:
         universe = load_universe(sm.input.universe)

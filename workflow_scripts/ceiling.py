@@ -4,7 +4,7 @@ from pertpipe.evaluation.standing import cached_ceiling
 from pertpipe.io import script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "ceiling") as log:
+with script_step(sm.log[0], "ceiling", job=sm) as log:
     ceiling = cached_ceiling(sm.input.truth, sm.input.baseline, seed=sm.params.seed, cache_dir=sm.params.cache)
     cache = ceiling.pop("cache")  # not in the file: a re-run writes the same bytes
     write_json(ceiling, sm.output.ceiling)

@@ -10,7 +10,7 @@ from pertpipe.evaluation import celleval
 from pertpipe.io import script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "celleval_baseline", verify=sm.input) as log:
+with script_step(sm.log[0], "celleval_baseline", job=sm) as log:
     split_id = read_uns(sm.input.truth).get("pertpipe", {}).get("split_id")
     info = celleval.build_baseline(sm.input.train, pd.read_csv(sm.input.template), sm.output.baseline,
                                    seed=sm.params.seed, chunk_size=sm.params.chunk_size,

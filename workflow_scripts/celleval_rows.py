@@ -5,7 +5,7 @@ from pertpipe.evaluation.rows import celleval_rows
 from pertpipe.io import script_step
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], sm.rule, verify=sm.input) as log:
+with script_step(sm.log[0], sm.rule, job=sm) as log:
     keys = ("results", "agg", "pred_de", "real_de", "run_info", "local_metrics", "local_table", "consistency")
     summary = celleval_rows(
         list(sm.params.rows), list(sm.input.predictions), genes=sm.input.genes, truth=sm.input.truth,

@@ -7,7 +7,7 @@ from pertpipe.errors import DownloadError
 from pertpipe.io import script_step
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "download") as log:
+with script_step(sm.log[0], "download", job=sm) as log:
     entry = load_registry(sm.params.registry, sm.params.user_datasets).get(sm.params.entry)
     dest = Path(sm.output[0])
     if entry.file != dest.name:

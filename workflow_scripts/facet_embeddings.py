@@ -8,7 +8,7 @@ from pertpipe.knowledge.encode import TextEncoder, facet_tensor, save_tensor
 from pertpipe.knowledge.facets import load_facets
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "facet_embeddings") as log:
+with script_step(sm.log[0], "facet_embeddings", job=sm) as log:
     torch.set_num_threads(max(1, sm.threads))
     encoder = TextEncoder(sm.params.text_encoder, device=sm.params.device, max_length=sm.params.max_length)
     facets = [f.name for f in load_facets(sm.input.facet_list)]

@@ -6,7 +6,7 @@ from pertpipe.knowledge.annotations import parse_obo
 from pertpipe.knowledge.facets import coverage, extract_facets, load_facets
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "facets") as log:
+with script_step(sm.log[0], "facets", job=sm) as log:
     ontology = parse_obo(sm.input.go_obo)
     facets = load_facets(sm.input.facets, ontology)
     table, extra = extract_facets(pd.read_parquet(sm.input.gene_text), ontology, facets,

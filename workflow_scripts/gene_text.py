@@ -8,7 +8,7 @@ from pertpipe.knowledge.gene_text import build_gene_text, map_symbols
 from pertpipe.knowledge.ncbi import fetch_summaries
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "gene_text") as log:
+with script_step(sm.log[0], "gene_text", job=sm) as log:
     universe = load_universe(sm.input.genes)
     gene_info = read_gene_info(sm.input.gene_info)
     gene2go = read_gene2go(sm.input.gene2go)

@@ -6,7 +6,7 @@ from pertpipe.integrity import RECORD_KEY, record
 from pertpipe.io import read_json, script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "ground_truth", verify=sm.input) as log:
+with script_step(sm.log[0], "ground_truth", job=sm) as log:
     split = read_json(sm.input.split)
     uns = read_uns(sm.input.val)
     figures = write_ground_truth(sm.input.val, truth_path=sm.output.truth, pseudobulk_path=sm.output.pseudobulk,

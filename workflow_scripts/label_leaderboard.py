@@ -7,7 +7,7 @@ from pertpipe.evaluation.standing import add_paired_standing
 from pertpipe.io import atomic_path, read_json, script_step
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "label_leaderboard") as log:
+with script_step(sm.log[0], "label_leaderboard", job=sm) as log:
     std = read_json(sm.input.standardize)
     metrics = {}
     for m, path, tlog in zip(sm.params.models, sm.input.metrics, sm.input.train_logs):

@@ -8,7 +8,7 @@ from pertpipe.integrity import RECORD_KEY, record
 from pertpipe.io import atomic_path, config_hash, script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "labels_split") as log:
+with script_step(sm.log[0], "labels_split", job=sm) as log:
     cfg = dict(sm.params.split)
     adata = ad.read_h5ad(sm.input.h5ad)
     split, summary = split_labels(adata.obs, strategy=cfg["strategy"], seed=sm.params.seed, fraction=cfg["fraction"],

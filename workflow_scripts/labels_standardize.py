@@ -4,7 +4,7 @@ from pertpipe.data.labels import LineFiles, build_labels, label_genes, write_lab
 from pertpipe.io import atomic_path, script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "labels_standardize") as log:
+with script_step(sm.log[0], "labels_standardize", job=sm) as log:
     lines = [LineFiles(line, str(sm.input[f"{line}_de"]), str(sm.input[f"{line}_dir"])) for line in sm.params.lines]
     adata, report = build_labels(lines, gene_info=sm.input.get("gene_info") or None,
                                  max_unknown_fraction=sm.params.max_unknown_fraction)

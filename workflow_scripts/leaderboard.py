@@ -8,7 +8,7 @@ from pertpipe.evaluation.standing import add_standing, dataset_standing
 from pertpipe.io import read_json, script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "leaderboard") as log:
+with script_step(sm.log[0], "leaderboard", job=sm) as log:
     models = list(sm.params.models)
     board = leaderboard(dict(zip(models, sm.input.scores)), dict(zip(models, sm.input.logs)),
                         dict(zip(models, sm.input.local)), dict(zip(models, sm.input.predicts)))

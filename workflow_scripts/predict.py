@@ -8,7 +8,7 @@ from pertpipe.models.shrinkage import raw_shrinkage_log
 from pertpipe.models.predict import predict_to_file
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], f"predict_{sm.params.model}", verify=sm.input) as log:
+with script_step(sm.log[0], f"predict_{sm.params.model}", job=sm) as log:
     model = load_model(sm.input.model, expected=sm.params.model_class)  # another model's file is refused
     shrinkage = model.shrinkage.log() if model.shrinkage is not None else None
     if sm.params.raw:  # `<model>_raw`: the fitted model's own prediction, no shrinkage (λ = 1)

@@ -4,7 +4,7 @@ from pertpipe.evaluation.run_report import write_run_report
 from pertpipe.io import script_step
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "report") as log:
+with script_step(sm.log[0], "report", job=sm) as log:
     inputs = {k: v if isinstance(v, str) else list(v) for k, v in sm.input.items()}  # per-model inputs are lists
     text = write_run_report(sm.params.task, dataset=sm.params.dataset, inputs=inputs, models=list(sm.params.models),
                             out_html=sm.output.html)

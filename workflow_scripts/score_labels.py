@@ -5,7 +5,7 @@ from pertpipe.evaluation.labels import score_labels
 from pertpipe.io import atomic_path, script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], f"score_labels_{sm.wildcards.model}", verify=sm.input) as log:
+with script_step(sm.log[0], f"score_labels_{sm.wildcards.model}", job=sm) as log:
     truth, pred = ad.read_h5ad(sm.input.truth), ad.read_h5ad(sm.input.predictions)
     table, metrics = score_labels(truth, pred, path=sm.input.predictions)
     with atomic_path(sm.output.table) as tmp:

@@ -9,7 +9,7 @@ from pertpipe.evaluation.standing import add_paired_standing
 from pertpipe.io import read_json, script_step
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "signature_leaderboard") as log:
+with script_step(sm.log[0], "signature_leaderboard", job=sm) as log:
     summaries = {m: read_json(p) for m, p in zip(sm.params.models, sm.input.metrics)}
     per_signature = {m: pd.read_csv(p)["pearson"] for m, p in zip(sm.params.models, sm.input.tables)}
     board = add_paired_standing(signature_leaderboard(summaries), per_signature, list(sm.params.baselines),

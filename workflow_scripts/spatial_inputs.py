@@ -3,7 +3,7 @@ from pertpipe.io import script_step
 from pertpipe.spatial.stages import run_inputs
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "spatial_inputs") as log:
+with script_step(sm.log[0], "spatial_inputs", job=sm) as log:
     e = sm.params.entry
     files = {role: str(sm.input[role]) for role in e.inputs}
     info = run_inputs(e.adapter, files, e.adapter_options, e.species, sm.output.spatial, sm.output.scrna,

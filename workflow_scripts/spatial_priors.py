@@ -3,7 +3,7 @@ from pertpipe.io import script_step
 from pertpipe.spatial.stages import run_priors
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "spatial_priors") as log:
+with script_step(sm.log[0], "spatial_priors", job=sm) as log:
     pr = sm.params.priors
     nets = {k: str(sm.input[k]) for k in ("lr", "sig", "gr", "dorothea", "matrix") if k in sm.input.keys()}
     info = run_priors(sm.input.lr_genes, sm.input.spatial, ppi=pr["ppi"],

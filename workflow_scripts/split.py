@@ -6,7 +6,7 @@ from pertpipe.integrity import RECORD_KEY, record
 from pertpipe.io import carry_provenance, script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "split") as log:
+with script_step(sm.log[0], "split", job=sm) as log:
     cfg = dict(sm.params.split)
     obs = read_obs(sm.input.h5ad)
     min_cells = min_cells_for(sm.input.h5ad, cfg["min_cells_per_target"])  # signatures: 1

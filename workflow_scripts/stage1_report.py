@@ -3,7 +3,7 @@ from pertpipe.data.stage1_review import check_report, render_text, stage1_report
 from pertpipe.io import script_step, write_json, write_text
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "stage1_report", verify=sm.input) as log:
+with script_step(sm.log[0], "stage1_report", job=sm) as log:
     i = sm.input
     artifacts = {k: str(getattr(i, k)) for k in ("train", "val", "truth", "pseudobulk", "genes", "pert_counts",
                                                  "template", "split", "zscores_h5ad")}

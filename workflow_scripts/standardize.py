@@ -5,7 +5,7 @@ from pertpipe.data.standardize import standardize
 from pertpipe.io import provenance, script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "standardize") as log:
+with script_step(sm.log[0], "standardize", job=sm) as log:
     entry = load_registry(sm.params.registry, sm.params.user_datasets).dataset(sm.params.dataset)
     side = {k: str(sm.input[k]) for k in ("inst_info", "landmarks") if k in sm.input.keys()}
     adapter = get_adapter(entry.adapter, {**entry.adapter_options, **side})  # side files at their local paths

@@ -9,7 +9,7 @@ from pertpipe.models.run import train_distributed, train_to_files
 sm = snakemake  # noqa: F821
 resume = (f"the checkpoint {sm.params.checkpoint} (the last finished epoch) is kept; re-running the same snakemake "
           "command resumes training from it and ends with the same weights")
-with script_step(sm.log[0], f"train_{sm.params.model}", verify=sm.input, resume=resume) as log:
+with script_step(sm.log[0], f"train_{sm.params.model}", job=sm, resume=resume) as log:
     files = {k: str(sm.input[k]) for k in file_fields() if k in sm.input.keys()}  # the declared inputs (models.smk)
     job = dict(seed=sm.params.seed, train=sm.input.train, files=files, model_out=sm.output.model,
                log_out=sm.output.log, checkpoint=sm.params.checkpoint, chunk_size=sm.params.chunk_size,

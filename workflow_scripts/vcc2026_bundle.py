@@ -8,7 +8,7 @@ from pertpipe.evaluation import vcc2026
 from pertpipe.io import script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "vcc2026_bundle", verify=sm.input) as log:
+with script_step(sm.log[0], "vcc2026_bundle", job=sm) as log:
     files = Path(sm.output.files)
     try:
         info = vcc2026.real_bundle(sm.input.val, sm.input.truth, files, seed=sm.params.seed,

@@ -6,7 +6,7 @@ from pertpipe.evaluation import vcc2026
 from pertpipe.io import script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "vcc2026_prep", verify=sm.input) as log:
+with script_step(sm.log[0], "vcc2026_prep", job=sm) as log:
     info = vcc2026.write_submission(sm.input.predictions, sm.input.train, pd.read_csv(sm.input.template),
                                     dict(sm.params.contexts), sm.output.h5ad, sm.output.perts, seed=sm.params.seed,
                                     chunk_size=sm.params.chunk_size)

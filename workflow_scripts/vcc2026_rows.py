@@ -5,7 +5,7 @@ from pertpipe.evaluation.rows import vcc2026_rows
 from pertpipe.io import script_step
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], sm.rule, verify=sm.input) as log:
+with script_step(sm.log[0], sm.rule, job=sm) as log:
     avg = vcc2026_rows(list(sm.params.rows), list(sm.input.predictions), train=sm.input.train,
                        bundle_info=sm.input.info, bundle_files=sm.input.files, scores=list(sm.output.score),
                        aggs=list(sm.output.agg), metas=list(sm.output.meta), seed=sm.params.seed,

@@ -3,7 +3,7 @@ from pertpipe.data.zscores import context_stats
 from pertpipe.io import script_step, write_json
 
 sm = snakemake  # noqa: F821
-with script_step(sm.log[0], "zscores", verify=sm.input) as log:
+with script_step(sm.log[0], "zscores", job=sm) as log:
     z = sm.params.zscores
     stats = context_stats(sm.input.train, robust=z["robust"], sd_floor=z["sd_floor"],
                           max_robust_cells=z["max_robust_cells"], chunk_size=sm.params.chunk_size, seed=sm.params.seed)

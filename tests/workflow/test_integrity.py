@@ -61,6 +61,11 @@ def test_a_changed_file_stops_the_next_rule(tmp_path):
     forged = json.loads(saved_log)
     forged["outputs_sha256"]["files"]["model.pt"] = sha256_file(model)
     log.write_text(json.dumps(forged))
+    from pertpipe.integrity import sidecar
+
+    saved_sides = {p: sidecar(p).read_text() for p in (model, log)}
+    sidecar(model).write_text(f"{sha256_file(model)} train_cell_mean\n")
+    sidecar(log).write_text(f"{sha256_file(log)} train_cell_mean\n")
     proc = run_snakemake(tmp_path, cfg, "results/demo/stage2/cell_mean/predictions.h5ad",
                          extra=("--forcerun", "predict_cell_mean"), check=False)
     out = proc.stdout + proc.stderr + (res / "logs/predict_cell_mean.log").read_text()
@@ -68,6 +73,23 @@ def test_a_changed_file_stops_the_next_rule(tmp_path):
     assert "model.pt: field 'name': is 'state', but the model configured for this folder is 'cell_mean'" in out
     log.write_text(saved_log)
     model.write_bytes(original)
+    for p, text in saved_sides.items():
+        sidecar(p).write_text(text)
+
+    # a scorer's per-perturbation table edited after its batch wrote it: the leaderboard (which verified nothing
+    # before) refuses it; so does every rule, through the sidecar records every rule writes
+    run_snakemake(tmp_path, cfg)  # the forced predict above failed: back to a complete run first
+    assert (res / "leaderboard.csv").read_bytes() == board
+    results = res / "stage3/cell_mean/results.csv"
+    kept = results.read_text()
+    results.write_text(kept.replace("0.", "1.", 1))
+    proc = run_snakemake(tmp_path, cfg, extra=("--forcerun", "leaderboard"), check=False)
+    log = proc.stdout + proc.stderr + "".join(p.read_text() for p in (res / "logs").glob("*.log"))
+    assert proc.returncode != 0 and "cell_mean/results.csv: field 'sha256'" in log
+    assert "rule celleval_rows_0 recorded" in log
+    assert (res / "leaderboard.csv").read_bytes() == board or not (res / "leaderboard.csv").exists()
+    results.write_text(kept)
+    assert ".results.csv.sha256" in {p.name for p in (res / "stage3/cell_mean").glob(".*.sha256")}
 
     # 2,000 values of the training split overwritten in place (same size): every consumer refuses it
     train = res / "stage1/train.h5ad"

@@ -35,6 +35,21 @@ def test_perturbqa_lines_leave_one_line_out(tmp_path, shared_data):
     assert len(sizes) == 1 and sizes[0][0] > 0 and console == []
     assert "Perturbation labels (PerturbQA)" in page and "Non-Commercial" in page and "xctx_rate" in page
     assert "held-out line hepg2" in page and "SUMMER" not in page  # published rows only for one-line datasets
+    # labels.h5ad with label codes changed in place (same size): labels_split refuses it instead of splitting it
+    import h5py
+    import numpy as np
+
+    labels = res / "stage1/labels.h5ad"
+    size = labels.stat().st_size
+    with h5py.File(labels, "r+") as f:
+        x = f["X"] if isinstance(f["X"], h5py.Dataset) else f["X/data"]
+        flat = np.asarray(x[...]).ravel()
+        flat[:219] = np.where(flat[:219] == 1, 0, 1)
+        x[...] = flat.reshape(x.shape)
+    assert labels.stat().st_size == size
+    proc = run_snakemake(tmp_path, cfg, extra=("--forcerun", "labels_split"), check=False)
+    log = (res / "logs/labels_split.log").read_text()
+    assert proc.returncode != 0 and "labels.h5ad: field 'sha256'" in log and "rule labels_standardize recorded" in log
 
 
 
