@@ -88,3 +88,27 @@ def check_row_names(models: list[str], raw_rows: dict[str, str]) -> None:
             raise ConfigError(f"config models: '{name}' is the name of the raw (λ = 1) row the pipeline scores for the "
                               f"shrunk model '{raw_rows[name]}' (from {raw_rows[name]}'s model.pt), so the row would "
                               f"not be the model you configured. Fix: rename the alias (e.g. '{name}_alias')")
+
+
+def check_output_folders(folders: list[str]) -> None:
+    """Each folder a run writes into must be a folder (or not exist yet) under folders it can write: a file where a
+    folder belongs, or a folder it cannot write, is one line naming it before any job starts (Snakemake would stop
+    in its own output removal with a traceback)."""
+    seen: set[str] = set()
+    for folder in folders:
+        path = os.path.normpath(folder)
+        parts = []
+        while path and path not in seen:
+            parts.append(path)
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+        for p in reversed(parts):
+            seen.add(p)
+            if os.path.lexists(p) and not os.path.isdir(p):
+                raise ConfigError(f"{p} is a file, but the run writes into a folder of that name. Fix: move or "
+                                  "delete the file (or set results: to another folder)")
+            if os.path.isdir(p) and p in (os.path.normpath(f) for f in folders) and not os.access(p, os.W_OK | os.X_OK):
+                raise ConfigError(f"{p}: permission denied: the run cannot write into this folder. Fix: make it "
+                                  "writable (chmod u+w), or set results: to a folder you can write")

@@ -133,7 +133,7 @@ from pertpipe.models import MODELS, build_model, get_model_class  # noqa: E402  
 from pertpipe.models.inputs import INPUT_KINDS  # noqa: E402
 from pertpipe.tasks import task_of_dataset  # noqa: E402
 from pertpipe.models.distributed import DistConfig  # noqa: E402
-from pertpipe.config_check import check_row_names  # noqa: E402
+from pertpipe.config_check import check_output_folders, check_row_names  # noqa: E402
 
 MODEL_NAMES = list(config["models"])
 
@@ -473,3 +473,11 @@ def label_provenance(dataset):
     opts = REGISTRY.dataset(dataset).adapter_options or {}
     return {line: {k: REGISTRY.get(f"perturbqa_{line}_{k}").provenance() for k in ("de", "dir")}
             for line in opts.get("lines") or []}
+
+
+try:  # the folders this run writes: a file in the way, or a folder it cannot write, is one line now
+    check_output_folders([f"{RESULTS}/{DATASET}/{d}" for d in ("stage1", "knowledge", "logs", "benchmarks")]
+                         + [stage2_path("", dataset=DATASET, model=m) for m in ROWS]
+                         + [stage3_path("", dataset=DATASET, model=m) for m in ROWS])
+except PertpipeError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}")

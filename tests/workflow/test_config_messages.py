@@ -57,3 +57,16 @@ def test_names_that_leave_their_folder_or_clash_with_generated_rows_are_refused(
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and message in out, out[-2000:]
     assert len(out.splitlines()) < 15 and not (tmp_path / "results").exists() and not (tmp_path / "stage1").exists()
+
+
+def test_a_file_where_a_results_folder_belongs_is_one_line(tmp_path):
+    """`--forcerun train_linear` with a file where stage2/linear/ belongs ended in a 110-line traceback inside
+    Snakemake's output removal: the run now stops before any job, in one line naming the path and the fix."""
+    (tmp_path / "results/demo/stage2").mkdir(parents=True)
+    (tmp_path / "results/demo/stage2/linear").write_text("not a folder")
+    proc = run_snakemake(tmp_path, {"models": ["cell_mean", "linear"]}, extra=("--forcerun", "train_linear"),
+                         check=False, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "results/demo/stage2/linear is a file, but the run writes into a folder" in out
+    assert "Traceback" not in out and len(out.splitlines()) < 15
+    assert (tmp_path / "results/demo/stage2/linear").read_text() == "not a folder"  # nothing lost
