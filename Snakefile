@@ -78,6 +78,16 @@ rule stage3:
         stage3_targets(DATASET),
 
 
+onstart:
+    # one run at a time per results folder, whichever checkout it comes from (pertpipe.io.hold_results_lock)
+    from pertpipe.io import hold_results_lock
+
+    try:
+        hold_results_lock(RESULTS, DATASET, who=f"snakemake in {os.getcwd()}")
+    except PertpipeError as exc:
+        raise WorkflowError(str(exc))
+
+
 onsuccess:
     # one line: how long, the best row and its standing, where the report is (pertpipe.evaluation.summary)
     from pertpipe.evaluation.summary import run_summary

@@ -421,3 +421,35 @@ def run_tool(cmd: list[str], what: str, *, error_cls: type[Exception], log_file:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
         raise error_cls(f"{what} failed (exit {proc.returncode}). {said or what.split()[0]} said:\n{tail}")
     return proc
+
+
+_HELD_LOCKS: list[Any] = []
+
+
+def hold_results_lock(folder: str | os.PathLike, dataset: str, *, who: str) -> Any:
+    """Take the lock of a dataset's results for this run (an exclusive ``flock`` on
+    ``<folder>/.pertpipe-<dataset>.lock``, held
+    until the process ends) so that two checkouts or two runs pointing ``results:`` at one folder do not write it at
+    once (Snakemake's own lock is per working directory). Returns the open file. Raises
+    :class:`~pertpipe.errors.PertpipeError` naming the run that holds it."""
+    import fcntl
+
+    from pertpipe.errors import PertpipeError
+
+    path = Path(folder) / f".pertpipe-{dataset}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another run"
+        fh.close()
+        raise PertpipeError(f"{path}: {holder} is writing this results folder now. Fix: wait for it to finish, or "
+                            "set results: to another folder for this run") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} ({who})\n")
+    fh.flush()
+    _HELD_LOCKS.append(fh)  # held until this process ends, whatever the caller keeps
+    return fh

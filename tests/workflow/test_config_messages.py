@@ -70,3 +70,41 @@ def test_a_file_where_a_results_folder_belongs_is_one_line(tmp_path):
     assert proc.returncode != 0 and "results/demo/stage2/linear is a file, but the run writes into a folder" in out
     assert "Traceback" not in out and len(out.splitlines()) < 15
     assert (tmp_path / "results/demo/stage2/linear").read_text() == "not a folder"  # nothing lost
+
+
+def test_two_runs_on_one_results_folder_do_not_write_it_at_once(tmp_path):
+    """Two checkouts pointing `results:` at one folder were not locked against each other (Snakemake locks its
+    working directory only): while one run holds the folder, a second stops before any job, naming the first."""
+    from pertpipe.io import hold_results_lock
+
+    shared = tmp_path / "shared_results"
+    other = hold_results_lock(shared, "demo", who="snakemake in /elsewhere/pertpipe")
+    try:
+        proc = run_snakemake(tmp_path / "wd", {"models": ["cell_mean"], "results": str(shared)}, "stage1",
+                             check=False, timeout=300)
+    finally:
+        other.close()
+    out = proc.stdout + proc.stderr
+    # and a run holds it while it runs: a second run started meanwhile stops
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, write_config
+
+    wd = tmp_path / "wd2"
+    wd.mkdir()
+    cfg = write_config(wd, {"models": ["cell_mean"], "results": str(tmp_path / "r2")})
+    first = subprocess.Popen([sys.executable, "-m", "snakemake", "stage1", "-s", str(REPO / "Snakefile"),
+                              "--directory", str(wd), "--cores", "1", "--nolock", "--configfile", str(cfg)],
+                             cwd=wd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "r2/demo").exists():
+        time.sleep(0.2)
+    second = run_snakemake(tmp_path / "wd3", {"models": ["cell_mean"], "results": str(tmp_path / "r2")}, "stage1",
+                           check=False, timeout=300)
+    assert first.wait(timeout=300) == 0
+    assert second.returncode != 0 and "is writing this results folder now" in second.stdout + second.stderr
+    assert proc.returncode != 0 and "(snakemake in /elsewhere/pertpipe) is writing this results folder now" in out
+    assert not (shared / "demo").exists()  # no job ran
