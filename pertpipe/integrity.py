@@ -55,12 +55,17 @@ def record_outputs(outputs: Iterable[Any], rule: str) -> list[str]:
     """After a rule succeeded: each output file's sha256 and the rule's name in its :func:`sidecar` (written
     atomically), so every later rule can check the file is the one this rule wrote. Folders are left out (their
     files are recorded where a rule reads them)."""
-    from pertpipe.io import write_text
+    import tempfile
 
     done = []
     for path in _flat(outputs):
         if os.path.isfile(path):
-            write_text(f"{sha256_file(path)} {rule}\n", sidecar(path))
+            side = sidecar(path)
+            fd, tmp = tempfile.mkstemp(dir=side.parent, prefix=side.name + ".")  # atomic: written, then renamed
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{sha256_file(path)} {rule}\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, side)
             done.append(path)
     return done
 
