@@ -12,9 +12,7 @@ import contextlib
 import importlib.metadata
 import logging
 import os
-import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -27,7 +25,7 @@ import pandas as pd
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter, read_obs, read_uns
 from pertpipe.errors import ContractError, PertpipeError
-from pertpipe.io import child_options, run_tool, work_dir
+from pertpipe.io import child_options, work_dir
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +50,6 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = "missing"
     return out
-
-
-def _cell_eval_cmd() -> list[str]:
-    exe = shutil.which("cell-eval")
-    return [exe] if exe else [sys.executable, "-m", "cell_eval"]
-
-
-def _run(args: list[str], what: str, log_file: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
-    return run_tool(_cell_eval_cmd() + args, f"cell-eval {what}", error_cls=CellEvalError, log_file=log_file)
 
 
 def _batch(calls: list[tuple[str, list[str]]], what: str, log_file: str | os.PathLike | None = None) -> None:

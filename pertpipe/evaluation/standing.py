@@ -168,8 +168,8 @@ def cached_ceiling(truth: str | os.PathLike, baseline: str | os.PathLike, *, see
     from pertpipe.evaluation.cache import cache_key, cached_folder
     from pertpipe.io import write_json
 
-    key = cache_key([truth, baseline], {"seed": seed, "n_boot": n_boot, "what": "split_half_ceiling"})
-    out: dict[str, Any] = {}
+    key = (cache_key([truth, baseline], {"seed": seed, "n_boot": n_boot, "what": "split_half_ceiling"})
+           if cache_dir else "")
 
     def build(dest: Path) -> None:
         dest.mkdir(parents=True, exist_ok=True)

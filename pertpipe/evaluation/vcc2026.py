@@ -126,7 +126,7 @@ def real_bundle(val: str | os.PathLike, truth: str | os.PathLike, files: str | o
     from pertpipe.evaluation.cache import cache_key, cached_folder
     from pertpipe.io import read_json, write_json
 
-    key = cache_key([val, truth], {"seed": seed, "preset": PRESET, "versions": versions()})
+    key = cache_key([val, truth], {"seed": seed, "preset": PRESET, "versions": versions()}) if cache_dir else ""
 
     def build(dest: Path) -> None:
         dest.mkdir(parents=True, exist_ok=True)
