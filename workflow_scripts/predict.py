@@ -23,6 +23,8 @@ with script_step(sm.log[0], f"predict_{sm.params.model}", job=sm) as log:
         att.to_parquet(tmp, index=False)
     summary["attention_rows"] = int(len(att))
     summary["shrinkage"] = shrinkage
+    # a model whose learned part was validated away is its baseline (only where no shrinkage mixes in another)
+    summary["equals"] = model.equals() if model.shrinkage is None or model.shrinkage.lam >= 1 else None
     summary[RECORD_KEY] = record([sm.output.predictions], f"predict_{sm.params.model}")
     write_json(summary, sm.output.summary)
     log.info("%s", summary)

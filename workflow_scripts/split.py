@@ -1,6 +1,6 @@
 """Rule split: train/val by strategy, controls divided, leakage checked; writes train/val h5ad + split.json."""
 from pertpipe.data.h5io import read_obs, read_uns
-from pertpipe.data.split import (check_no_leakage, make_split, min_cells_for, read_val_counts, split_summary,
+from pertpipe.data.split import (check_no_leakage, heldout_unit, make_split, min_cells_for, read_val_counts, split_summary,
                                  write_split)
 from pertpipe.integrity import RECORD_KEY, record
 from pertpipe.io import carry_provenance, script_step, write_json
@@ -21,7 +21,7 @@ with script_step(sm.log[0], "split", job=sm) as log:
                      heldout_genes=result.heldout_genes, by_cell_type=cfg["strategy"] == "cell_line_holdout")
     summary = split_summary(obs, result, strategy=cfg["strategy"], seed=sm.params.seed, params=cfg)
     uns = carry_provenance(read_uns(sm.input.h5ad), "split", params={**cfg, "seed": sm.params.seed},
-                           split_id=summary["split_id"])
+                           split_id=summary["split_id"], heldout_unit=heldout_unit(cfg["strategy"]))
     write_split(sm.input.h5ad, sm.output.train, sm.output.val, result, chunk_size=sm.params.chunk_size,
                 uns=uns)
     summary[RECORD_KEY] = record([sm.output.train, sm.output.val], "split")  # consumers verify against it

@@ -40,6 +40,21 @@ STRATEGIES = ("vcc", "random_unseen", "combo", "cell_line_holdout")
 TRAIN, VAL, DROP = "train", "val", "drop"
 
 
+def heldout_unit(strategy: str) -> str:
+    """What a held-out perturbation is, written into the splits' ``uns['pertpipe']['heldout_unit']``: ``group``
+    (one (target, cell type); its other cell types train) for ``cell_line_holdout``, else ``target`` (the target is
+    unseen in every cell type). Models that cross-fit on training data mirror it (:mod:`pertpipe.models.prior`)."""
+    return "group" if strategy == "cell_line_holdout" else "target"
+
+
+def read_heldout_unit(path: str | os.PathLike) -> str | None:
+    """The split's held-out unit recorded in a training file (None for files written before it was recorded)."""
+    from pertpipe.data.h5io import read_uns
+
+    unit = (read_uns(path).get("pertpipe") or {}).get("heldout_unit")
+    return str(unit) if unit in ("target", "group") else None
+
+
 @dataclass
 class SplitResult:
     assignment: np.ndarray  # per cell: "train", "val" or "drop"

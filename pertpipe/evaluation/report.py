@@ -26,16 +26,17 @@ def leaderboard_columns() -> list[str]:
             "device"]  # + pertpipe.evaluation.standing.STANDING_COLUMNS once add_standing has run
 
 
-def shrinkage_columns(model: str, shrink: dict[str, Any] | None) -> dict[str, Any]:
+def shrinkage_columns(model: str, shrink: dict[str, Any] | None, equals: str | None = None) -> dict[str, Any]:
     """A row's λ, anchor, ``equals`` and how λ was set, from its predict.json ``shrinkage`` (None: not a shrunk
-    model). A λ = 0 row must name the baseline it equals: the leaderboard refuses to print one that does not."""
+    model) and ``equals`` (the baseline a model says its predictions are, e.g. DyGenePT with its residual validated
+    to γ = 0). A λ = 0 row must name the baseline it equals: the leaderboard refuses to print one that does not."""
     if not shrink:
-        return {"lambda": None, "anchor": None, "equals": None, "shrinkage": None}
+        return {"lambda": None, "anchor": None, "equals": equals, "shrinkage": None}
     lam = float(shrink["lambda"])
     if lam == 0 and not shrink.get("equals"):
         raise ValueError(f"leaderboard row {model} has λ = 0 but does not say which baseline it equals "
                          "(predict.json shrinkage.equals)")
-    return {"lambda": lam, "anchor": shrink.get("anchor"), "equals": shrink.get("equals") if lam == 0 else None,
+    return {"lambda": lam, "anchor": shrink.get("anchor"), "equals": shrink.get("equals") if lam == 0 else equals,
             "shrinkage": shrink.get("how")}
 
 
@@ -56,7 +57,7 @@ def leaderboard(scores: dict[str, str | os.PathLike], train_logs: dict[str, str 
         rows.append({"model": model, **{k: s["raw"][k] for k in s["raw"]},
                      **{f"{k}_scaled": s["scaled"][k] for k in s["scaled"]},
                      **{m.name: local.get(m.column) for m in metrics(in_avg_score=False)},
-                     "avg_score": s["avg_score"], **shrinkage_columns(model, pl.get("shrinkage")),
+                     "avg_score": s["avg_score"], **shrinkage_columns(model, pl.get("shrinkage"), pl.get("equals")),
                      "train_s": tl.get("wall_s"), "device": tl.get("device", "cpu")})
     return (pd.DataFrame(rows, columns=leaderboard_columns()).sort_values("avg_score", ascending=False)
             .reset_index(drop=True))
@@ -81,6 +82,8 @@ def row_label(row: Any) -> str:
     lam = row.get("lambda")
     if lam is not None and not pd.isna(lam) and float(lam) == 0:
         return f"{name} = {row['equals']} (λ 0)"
+    if isinstance(row.get("equals"), str) and row.get("equals"):
+        return f"{name} = {row['equals']}"
     return name
 
 

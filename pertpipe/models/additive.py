@@ -28,7 +28,11 @@ class AdditiveModel(PredictsShift):
 
     def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         t0 = time.perf_counter()
-        s = self._summarise(inputs)
+        return {**self.fit_summary(self._summarise(inputs)), "fit_s": round(time.perf_counter() - t0, 3)}
+
+    def fit_summary(self, s: Any, lookup: Any = None) -> dict[str, Any]:
+        """Fit from a training summary (also the cross-fitted prior candidate of DyGenePT and CFM-VC)."""
+        self.genes = s.genes
         self.per_ct, self.default = s.mean_shift("cell_type")
         singles = [t for t in s.target_ct_means.index.get_level_values(0) if COMBO_SEP not in t]
         groups = s.group_deltas()
@@ -36,7 +40,7 @@ class AdditiveModel(PredictsShift):
                           if COMBO_SEP not in t}
         overall = s.target_deltas()
         self.single = {t: overall.loc[t].to_numpy() for t in sorted(set(singles))}
-        return {"fit_s": round(time.perf_counter() - t0, 3), "seen_singles": len(self.single)}
+        return {"seen_singles": len(self.single)}
 
     def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
         genes = perturbation_genes(target)

@@ -140,6 +140,11 @@ class PerturbationModel(ABC):
         self.shrinkage: Any = None  # a pertpipe.models.shrinkage.Shrinkage, set by models that validate one
         self.notes: dict[str, str] = {}  # per perturbation: how it was predicted where not the usual way
 
+    def equals(self) -> str | None:
+        """The baseline whose predictions this fitted model's are (e.g. a learned correction validated away), else
+        None: predict.json records it and the leaderboard prints the row as that baseline."""
+        return None
+
     def reads(self, task: str = "cells") -> tuple[str, ...]:
         """The input kinds this instance reads on ``task`` (the class's ``inputs``; a model whose hyperparameters or
         task change them overrides this)."""

@@ -29,10 +29,13 @@ class CellTypeMeanModel(PredictsShift):
 
     def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         t0 = time.perf_counter()
-        summary = self._summarise(inputs)
+        return {**self.fit_summary(self._summarise(inputs)), "fit_s": round(time.perf_counter() - t0, 3)}
+
+    def fit_summary(self, summary: Any, lookup: Any = None) -> dict[str, Any]:
+        """Fit from a training summary (also the cross-fitted prior candidate of DyGenePT and CFM-VC)."""
+        self.genes = summary.genes
         self.per_ct, self.default = summary.mean_shift("cell_type")
-        return {"fit_s": round(time.perf_counter() - t0, 3), "train_groups": int(len(summary.target_ct_means)),
-                "contexts": sorted(self.per_ct)}
+        return {"train_groups": int(len(summary.target_ct_means)), "contexts": sorted(self.per_ct)}
 
     def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
         if cell_type not in self.per_ct:

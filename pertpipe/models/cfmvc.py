@@ -52,8 +52,9 @@ from pertpipe.models.summary import ControlCells
 from pertpipe.models.distances import energy_distance
 from pertpipe.models.facet_lookup import MAX_TARGETS, FacetLookup
 from pertpipe.models.params import TrainingParams, fraction, positive
+from pertpipe.models.prior import PRIOR_CANDIDATES, BaselinePrior, fold_unit
 from pertpipe.models.shrinkage import check_setting as check_shrinkage
-from pertpipe.models.shrinkage import fit_shrinkage
+from pertpipe.models.shrinkage import fit_shrinkage, prior_shrinkage
 from pertpipe.models.training import TrainConfig, epoch_generator, stage_checkpoint, train, validation_targets
 
 
@@ -240,15 +241,27 @@ class CFMVCModel(GeneratesCells):
         use_spatial: bool = True
         shrinkage: Any = "auto"  # auto | none | λ in [0, 1]: toward the training mean shift (models.shrinkage)
         shrinkage_min_groups: int = positive(8)  # held-out groups needed to validate λ (fewer: the model is raw)
+        # the generated cells are centred at this predictor's mean shift (the flow gives the cell-level spread):
+        # auto = the baseline with the lowest cross-fitted error (models.prior.BaselinePrior), a named one, or none
+        centre: Literal["auto", "knowledge_ridge", "knn", "linear", "celltype_mean", "additive", "none"] = "auto"
+        centre_candidates: list[str] = field(default_factory=lambda: list(PRIOR_CANDIDATES))
+        centre_folds: int = positive(5)
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:
         super().__init__(params, seed=seed)
+        self.centre: BaselinePrior | None = None
         self._check()  # at config time: Snakemake builds every configured model while parsing
 
     # -- configuration ------------------------------------------------------------------------------------
     def _check(self) -> None:
         """What the typed Params cannot say (types, choices and bounds are checked by build_model)."""
         check_shrinkage(self.params.shrinkage, model="cfmvc")
+        odd = [x for x in self.params.centre_candidates if x not in PRIOR_CANDIDATES]
+        if odd or not self.params.centre_candidates:
+            from pertpipe.errors import ConfigError
+
+            raise ConfigError(f"model_params.cfmvc.centre_candidates: {odd or 'empty'}. Fix: use a non-empty subset "
+                              f"of {list(PRIOR_CANDIDATES)}")
 
     # -- data -----------------------------------------------------------------------------------------------
     def _read(self, train_path: str | os.PathLike, rng: np.random.Generator, chunk_size: int) -> _Data:
@@ -348,8 +361,10 @@ class CFMVCModel(GeneratesCells):
         flow_log = self._fit_flow(feed, fit_groups, val_groups, ckpt)
         joint_log = self._fit_joint(feed, vae_fit, fit_groups, val_groups, ckpt) if p.joint_epochs > 0 else None
         self.net.eval()
-        self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=p.shrinkage,
-                                       chunk_size=inputs.chunk_size, min_groups=p.shrinkage_min_groups)
+        self.centre = self._fit_centre(train_path, inputs.chunk_size)
+        self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=prior_shrinkage(p.shrinkage, self.centre), chunk_size=inputs.chunk_size, min_groups=p.shrinkage_min_groups)
+        if self.centre is not None and p.shrinkage == "auto":
+            self.shrinkage.how = "none: built on the validated baseline prior (the cell-type mean among its candidates)"
         stages = {"vae": vae_log, "flow": flow_log, **({"joint": joint_log} if joint_log else {})}
         wall = sum(s["train_wall_s"] for s in stages.values())
         cells = sum(s["cells_seen"] for s in stages.values())
@@ -362,8 +377,28 @@ class CFMVCModel(GeneratesCells):
                 "cells_seen": cells, "cells_per_s": round(cells / wall, 1) if wall > 0 else None,
                 "fit_s": round(time.perf_counter() - t0, 3), "likelihood": self.likelihood, "source": p.source,
                 "shrinkage": self.shrinkage.log(), "decode": self.decode_mode,
+                "centre": self.centre.log() if self.centre is not None else None,
                 "spatial_dim": self.spatial_dim, "train_targets": len(targets), "val_targets": sorted(val_targets),
                 "groups": len(groups), "cells": len(d.obs), "device": dev}
+
+    def _fit_centre(self, train_path: Any, chunk_size: int) -> BaselinePrior | None:
+        """The predictor whose mean shift the generated cells are centred at (cross-fitted choice on training data)."""
+        from pertpipe.models.summary import TrainingSummary
+
+        p = self.params
+        if p.centre == "none":
+            return None
+        summary = TrainingSummary.from_h5ad(train_path, chunk_size=chunk_size)
+        kw = {"folds": p.centre_folds, "unit": fold_unit("auto", train_path), "seed": self.seed}
+        if p.centre == "auto":
+            return BaselinePrior.choose(summary, self.lookup, candidates=tuple(p.centre_candidates), **kw)
+        return BaselinePrior.fixed(p.centre, summary, self.lookup, **kw)
+
+    def equals(self) -> str | None:
+        """With decode ``delta`` the centred cells are the drawn controls plus the centre's shift: that baseline."""
+        if self.centre is not None and self.decode_mode == "delta":
+            return self.centre.name if self.centre.name != "knn" else "facet kNN prior"
+        return None
 
     def _fit_vae(self, feed: _Feeder, rng: np.random.Generator, ckpt) -> tuple[np.ndarray, dict[str, Any]]:
         """Stage 1: the VAE, early-stopped on held-out cells' reconstruction. Returns (its training rows, log)."""
@@ -554,9 +589,12 @@ class CFMVCModel(GeneratesCells):
 
     @property
     def decode_mode(self) -> str:
-        """``decode`` with ``auto`` resolved: delta for NB models, sample for the log1p fallbacks (benchmarked)."""
+        """``decode`` with ``auto`` resolved: ``sample`` when the cells are centred at a baseline's shift (the flow
+        gives their spread); otherwise delta for NB models, sample for the log1p fallbacks (benchmarked)."""
         if self.params.decode != "auto":
             return self.params.decode
+        if self.centre is not None:
+            return "sample"
         return "delta" if self.likelihood == "nb" else "sample"
 
     def _encoder_input(self, controls: ControlCells, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -583,10 +621,18 @@ class CFMVCModel(GeneratesCells):
             # on sparse counts its positive half lands on zeros while the negative half is clipped away, so the
             # predicted cells drifted to dense, inflated profiles. The mean over the group has no such bias, and
             # it is taken on the data's scale (sampled counts -> normalise -> log1p), not log1p of the mean.
+            x_ctrl = controls.x[pick].toarray()
+            if self.centre is not None:  # the centre's shift: the flow's change would only move the mean
+                return np.clip(x_ctrl + self.centre.shift(target, cell_type), 0, None)
             change = (self.decode_cells(z1, z_tech, batch, lib, rng, "sample").mean(0)
                       - self.decode_cells(z_int, z_tech, batch, lib, rng, "sample").mean(0))
-            return np.clip(controls.x[pick].toarray() + change, 0, None)
-        return self.decode_cells(z1, z_tech, batch, lib, rng)
+            return np.clip(x_ctrl + change, 0, None)
+        cells = self.decode_cells(z1, z_tech, batch, lib, rng)
+        if self.centre is None:
+            return cells
+        # the generated spread around the centre's pseudobulk: drawn controls' mean + the centre's shift
+        target_mean = controls.x[pick].toarray().mean(0) + self.centre.shift(target, cell_type)
+        return np.clip(cells - cells.mean(0) + target_mean, 0, None)
 
     # -- persistence ----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -594,7 +640,8 @@ class CFMVCModel(GeneratesCells):
                 "likelihood": self.likelihood, "target_sum": self.target_sum, "batches": self.batches,
                 "cell_types": self.cell_types, "seen": list(self.seen), "z_mean": self.z_mean, "z_std": self.z_std,
                 "spatial_dim": self.spatial_dim, "xy_mean": getattr(self, "xy_mean", None),
-                "xy_std": getattr(self, "xy_std", None)}
+                "xy_std": getattr(self, "xy_std", None),
+                "centre": self.centre.state() if self.centre is not None else None}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.lookup = FacetLookup.from_state(state)
@@ -604,6 +651,8 @@ class CFMVCModel(GeneratesCells):
         self.z_mean, self.z_std = np.asarray(state["z_mean"]), np.asarray(state["z_std"])
         self.spatial_dim = int(state["spatial_dim"])
         self.xy_mean, self.xy_std = state["xy_mean"], state["xy_std"]
+        self.centre = (BaselinePrior.from_state(state["centre"], self.lookup, seed=self.seed)
+                       if state.get("centre") else None)
         self.device = pick_device(self.params.device, field="model_params.cfmvc.device")
         from pertpipe.models.modules.cfmvc import CFMVCModule
 

@@ -49,12 +49,15 @@ from pertpipe.models.summary import TrainingSummary
 from pertpipe.models.facet_lookup import FacetLookup
 from pertpipe.models.params import TrainingParams, positive
 from pertpipe.models.pca import top_components
-from pertpipe.models.prior import FacetKNNPrior
+from pertpipe.models.prior import PRIOR_CANDIDATES, BaselinePrior, FacetKNNPrior, fold_unit
 from pertpipe.io import pick_device
 from pertpipe.models.shrinkage import check_setting as check_shrinkage
-from pertpipe.models.shrinkage import fit_shrinkage
+from pertpipe.models.shrinkage import fit_shrinkage, prior_shrinkage
 from pertpipe.models.training import TrainConfig, train, validation_targets
 
+
+
+RESIDUAL_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)  # γ candidates of the learned residual over the prior
 
 
 def _torch():
@@ -92,7 +95,19 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         pca_cells: int = positive(5000)
         shrinkage: Any = "auto"  # auto | none | λ in [0, 1]: toward the training mean shift (models.shrinkage)
         shrinkage_min_groups: int = positive(8)  # held-out groups needed to validate λ (fewer: the model is raw)
-        prior: Literal["knn", "none"] = "knn"  # the network learns a residual over the facet-kNN prior
+        # the network learns a residual over this prior: auto = the baseline with the lowest cross-fitted error on
+        # the training groups (models.prior.BaselinePrior), a named baseline, or none (the network alone)
+        prior: Literal["auto", "knowledge_ridge", "knn", "linear", "celltype_mean", "additive", "none"] = "auto"
+        prior_candidates: list[str] = field(default_factory=lambda: list(PRIOR_CANDIDATES))
+        prior_folds: int = positive(5)
+        prior_fold_unit: Literal["auto", "target", "group"] = "auto"
+        residual_scale: Any = "auto"  # auto (validated γ) or a number in [0, 1]: prediction = prior + γ × network
+        # what the network adds to the prior: gain_facets (default) = a gain of the prior's shift, per gene and along
+        # the cells' principal axes, from the cell state and the state-attended facets; gain = from the state alone;
+        # full = also a free change through the facet decoder and read-out (memorises targets on small screens:
+        # chosen on the demo's validation groups, docs/models.md)
+        residual: Literal["full", "gain", "gain_facets"] = "gain_facets"
+        prior_gain: bool = True  # a learned gain of the prior per cell state, along the cells' principal axes
         prior_k: int = positive(5)
         prior_tau: float = field(default=0.05, metadata={"gt": 0})
         # the labels task (PerturbQA): the label head's own settings (attn_dim, lr and prior are shared with the
@@ -119,6 +134,18 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         """What the typed Params cannot say (types, choices and bounds are checked by build_model)."""
         p = self.params
         check_shrinkage(p.shrinkage, model="dygenept")
+        if p.residual_scale != "auto":
+            try:
+                ok = 0.0 <= float(p.residual_scale) <= 1.0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ConfigError(f"model_params.dygenept.residual_scale is {p.residual_scale!r}. Fix: use auto or a "
+                                  "number in [0, 1]")
+        odd = [x for x in p.prior_candidates if x not in PRIOR_CANDIDATES]
+        if odd or not p.prior_candidates:
+            raise ConfigError(f"model_params.dygenept.prior_candidates: {odd or 'empty'}. Fix: use a non-empty subset "
+                              f"of {list(PRIOR_CANDIDATES)}")
         bad = [x for x in p.label_priors if x not in ("knowledge_knn", "knowledge_ridge")]
         if bad:
             raise ConfigError(f"model_params.dygenept.label_priors: {bad} are not label baselines. Fix: use a subset "
@@ -233,17 +260,21 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         groups, ctrl_idx = self._groups(summary, obs)
         targets = sorted({g[0] for g in groups})
         val_targets = validation_targets(targets, p.val_fraction, rng, model="dygenept", path=train_path)
-        # the prior knows the fitted targets only, so the held-out ones stay unseen for early stopping and shrinkage
-        self.prior = (FacetKNNPrior.fit(summary, self.lookup, exclude=set(val_targets), k=p.prior_k, tau=p.prior_tau)
-                      if p.prior == "knn" else None)
+        # the prior's training shifts are cross-fitted: each group (validation ones included) gets what it would
+        # get unseen, so early stopping, the residual's validated gain and shrinkage judge unseen-like priors
+        self.prior = self._fit_prior(summary, train_path)
+        self.residual_scale = 1.0
         groups = [(t, ct, cells, delta - self._prior(t, ct, leave_out=(t, ct)).astype(np.float32))
                   for t, ct, cells, delta in groups]  # the network learns the residual over the prior
         fit_groups = [g for g in groups if g[0] not in val_targets]
         val_groups = [g for g in groups if g[0] in val_targets]
         device = self.device
         self.net = DyGenePTModule(len(self.genes), Zq.shape[1], self.facets.shape[2], p.hidden,
-                                  p.attn_dim, p.heads, p.normaliser).to(device)
+                                  p.attn_dim, p.heads, p.normaliser, gain_dim=self._gain_dim(),
+                                  residual=self._residual_mode()).to(device)
         comps = torch.tensor(self.pca_components.T, dtype=torch.float32, device=device)  # G x d
+        if self.net.gain_dim:
+            self.net.comps.copy_(comps)
         sampler = GroupSampler(Z, Zq, ctrl_idx, groups, {t: self._target_facets(t) for t in targets},
                                [self._prior(t, ct, leave_out=(t, ct)) for t, ct, _c, _d in groups],
                                cells_per_group=p.cells_per_group, device=device)
@@ -264,22 +295,75 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
                      validate=validate if val_groups else None, cfg=TrainConfig.from_params(p), seed=self.seed,
                      device=device, checkpoint=inputs.checkpoint, desc="dygenept")
         self.net.eval()
-        self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=p.shrinkage, summary=summary,
-                                       chunk_size=chunk, min_groups=p.shrinkage_min_groups)
+        gain = self._residual_gain(sampler, val_groups) if val_groups else None
+        self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=prior_shrinkage(p.shrinkage, self.prior),
+                                       summary=summary, chunk_size=chunk, min_groups=p.shrinkage_min_groups)
+        if self.prior is not None and p.shrinkage == "auto":
+            self.shrinkage.how = "none: built on the validated baseline prior (the cell-type mean among its candidates)"
         return {**tlog, "fit_s": round(time.perf_counter() - t0, 3), "train_targets": len(targets),
-                "shrinkage": self.shrinkage.log(),
+                "shrinkage": self.shrinkage.log(), "prior": self.prior.log() if self.prior else None,
+                "residual_gain": gain, "residual": self._residual_mode(),
                 "querier": p.querier, "scgpt_gene_coverage": round(self.scgpt.coverage, 4) if self.scgpt else None,
                 "val_targets": sorted(val_targets), "groups": len(groups), "latent_dim": int(self.pca_components.shape[0]),
                 "device": device}
 
+    def _residual_mode(self) -> str:
+        """``residual`` as it acts: without a prior there is nothing to gain, so the network is the full one."""
+        return self.params.residual if self.prior is not None else "full"
+
+    def _gain_dim(self) -> int:
+        """The gain on the prior acts along the cells' principal axes (none without a prior or with prior_gain off)."""
+        return int(self.pca_components.shape[0]) if (self.prior is not None and self.params.prior_gain) else 0
+
+    def _fit_prior(self, summary: TrainingSummary, train_path: Any) -> BaselinePrior | None:
+        p = self.params
+        if p.prior == "none":
+            return None
+        kw = {"folds": p.prior_folds, "unit": fold_unit(p.prior_fold_unit, train_path), "seed": self.seed, "k": p.prior_k, "tau": p.prior_tau}
+        if p.prior == "auto":
+            return BaselinePrior.choose(summary, self.lookup, candidates=tuple(p.prior_candidates), **kw)
+        return BaselinePrior.fixed(p.prior, summary, self.lookup, **kw)
+
+    def _residual_gain(self, sampler: Any, val_groups: list[tuple]) -> dict[str, Any]:
+        """What the learned residual adds on the validation groups, and its scale γ: pseudobulk-change MSE of the
+        prior alone (γ = 0) and of prior + γ × network for each γ of :data:`RESIDUAL_SCALES` (the same drawn cells).
+        ``residual_scale: auto`` takes the smallest γ within one standard error of the best (the one-SE rule toward
+        the prior, :func:`pertpipe.models.shrinkage.one_se_choice`); at γ = 0 the model *is* its prior baseline."""
+        from pertpipe.models.shrinkage import one_se_choice
+        from pertpipe.models.training import epoch_generator
+
+        b = sampler.batch(val_groups, epoch_generator(self.seed + 20_011, 0))
+        errors = self.net.scaled_residual_errors(b, RESIDUAL_SCALES)
+        setting = self.params.residual_scale
+        if self.prior is None:  # the network alone: nothing to scale toward
+            gamma, mean, how = 1.0, errors.mean(0), "no prior: the network alone"
+        elif setting == "auto":
+            gamma, mean = one_se_choice(errors, list(RESIDUAL_SCALES))
+            how = f"validated on {len(val_groups)} held-out training groups"
+        else:
+            gamma, mean, how = float(setting), errors.mean(0), "fixed"
+        self.residual_scale = float(gamma)
+        prior_mse, full_mse = float(mean[0]), float(mean[-1])
+        return {"groups": len(val_groups), "prior_mse": round(prior_mse, 8), "model_mse": round(full_mse, 8),
+                "reduction": round(1 - full_mse / prior_mse, 4) if prior_mse > 0 else None,
+                "mse_by_scale": {f"{g:g}": round(float(e), 8) for g, e in zip(RESIDUAL_SCALES, mean)},
+                "scale": self.residual_scale, "how": how}
+
+    def equals(self) -> str | None:
+        """The baseline this model's predictions are (γ = 0: the prior alone), else None."""
+        if self.prior is not None and getattr(self, "residual_scale", 1.0) == 0:
+            return self.prior.name if self.prior.name != "knn" else "facet kNN prior"
+        return None
+
     # ------------------------------------------------------------------------------------------------
-    def _forward_cells(self, target: str, x_ctrl: np.ndarray):
+    def _forward_cells(self, target: str, x_ctrl: np.ndarray, prior: np.ndarray | None = None):
         torch = _torch()
         dev = next(self.net.parameters()).device
         f, m, t = (torch.tensor(a, device=dev)[None] for a in self._target_facets(target))
         z = torch.tensor(self._query_input(x_ctrl, self._project(x_ctrl)), device=dev)[None]
+        prior = (torch.tensor(prior, dtype=torch.float32, device=dev)[None] if prior is not None else None)
         with torch.no_grad():
-            change, alpha = self.net(z, f, m, t)
+            change, alpha = self.net(z, f, m, t, prior)
         return change[0].float().cpu().numpy(), alpha[0].float().cpu().numpy()
 
     def _prior(self, target: str, cell_type: str, *, leave_out: tuple[str, str] | None = None) -> np.ndarray:
@@ -291,7 +375,10 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
     def predict_cell_shifts(self, target: str, cell_type: str, x_ctrl: np.ndarray) -> np.ndarray:
         if target == CONTROL_LABEL:
             return np.zeros_like(x_ctrl)
-        return self._forward_cells(target, x_ctrl)[0] + self._prior(target, cell_type)
+        prior = self._prior(target, cell_type)
+        if self.residual_scale == 0:
+            return np.broadcast_to(prior, x_ctrl.shape).copy()
+        return self.residual_scale * self._forward_cells(target, x_ctrl, prior)[0] + prior
 
     def attention(self, target: str, x_ctrl: np.ndarray) -> np.ndarray:
         """Mean attention [K] over cells and heads for the (first) target gene."""
@@ -303,7 +390,8 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
             return self.labels_state()
         return {"net": {k: v.cpu() for k, v in self.net.state_dict().items()}, "pca_mean": self.pca_mean,
                 "pca_components": self.pca_components, **self.lookup.state(),
-                "prior": self.prior.state() if self.prior is not None else None}
+                "prior": self.prior.state() if self.prior is not None else None,
+                "residual_scale": float(self.residual_scale)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         if "labels" in state:
@@ -311,7 +399,14 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         self.pca_mean = np.asarray(state["pca_mean"])
         self.pca_components = np.asarray(state["pca_components"])
         self._load_knowledge_state(state)
-        self.prior = FacetKNNPrior.from_state(state["prior"], self.lookup) if state.get("prior") else None
+        self.residual_scale = float(state.get("residual_scale", 1.0))
+        s_prior = state.get("prior")
+        if not s_prior:
+            self.prior = None
+        elif "name" in s_prior:
+            self.prior = BaselinePrior.from_state(s_prior, self.lookup, seed=self.seed)
+        else:  # a model.pt from before the validated prior: the facet kNN
+            self.prior = FacetKNNPrior.from_state(s_prior, self.lookup)
         p = self.params
         self.device = pick_device(p.device, field="model_params.dygenept.device")
         self._load_scgpt()
@@ -319,6 +414,7 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         from pertpipe.models.modules.dygenept import DyGenePTModule
 
         self.net = DyGenePTModule(len(self.genes), q_dim, self.facets.shape[2], p.hidden, p.attn_dim, p.heads,
-                                  p.normaliser)
+                                  p.normaliser, gain_dim=self._gain_dim() if "comps" in state["net"] else 0,
+                                  residual=self._residual_mode())
         self.net.load_state_dict(state["net"])
         self.net.to(self.device).eval()

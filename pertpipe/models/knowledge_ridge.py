@@ -93,8 +93,14 @@ class KnowledgeRidgeModel(PredictsShift, PredictsLabels):
 
         t0 = time.perf_counter()
         s = self._summarise(inputs)
-        self.per_ct, self.default = s.mean_shift("cell_type")
         lookup = FacetLookup.load(inputs.need("knowledge", "knowledge_ridge"))
+        return {**self.fit_summary(s, lookup), "fit_s": round(time.perf_counter() - t0, 3)}
+
+    def fit_summary(self, s: Any, lookup: Any) -> dict[str, Any]:
+        """Fit from a training summary and the facet lookup (also the cross-fitted prior candidate of DyGenePT and
+        CFM-VC)."""
+        self.genes = s.genes
+        self.per_ct, self.default = s.mean_shift("cell_type")
         w = lookup.mask[:, :, None]
         self.emb = ((lookup.tensor * w).sum(1) / np.maximum(w.sum(1), 1)).astype(np.float64)  # genes x dim
         self.has_text = lookup.mask.sum(1) > 0
@@ -113,7 +119,7 @@ class KnowledgeRidgeModel(PredictsShift, PredictsLabels):
         self.W = ridge_fit(X - self.x_mean, Yk - y_mean, alpha) if len(X) > 1 else np.zeros((len(self.x_mean),
                                                                                               len(self.genes)))
         self.alpha = alpha
-        return {"fit_s": round(time.perf_counter() - t0, 3), "train_targets": int(len(Y)),
+        return {"train_targets": int(len(Y)),
                 "targets_with_text": int(keep.sum()), "alpha": alpha, "cv_mse_by_alpha": cv}
 
     def predict_shift(self, target: str, cell_type: str) -> np.ndarray:

@@ -42,14 +42,24 @@ class LinearModel(PredictsShift):
 
     def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         t0 = time.perf_counter()
-        Y = self._summarise(inputs).target_deltas()  # targets x genes
+        s = self._summarise(inputs)
+        G = (pca_gene_embedding(inputs.train, k=self.params.rank, max_cells=self.params.max_cells, seed=self.seed)
+             if self.params.embedding == "cells" else None)
+        return {**self.fit_summary(s, gene_embedding=G), "fit_s": round(time.perf_counter() - t0, 3)}
+
+    def fit_summary(self, s: Any, lookup: Any = None, *, gene_embedding: np.ndarray | None = None) -> dict[str, Any]:
+        """Fit from a training summary (also the cross-fitted prior candidate of DyGenePT and CFM-VC: there the
+        pseudobulk embedding, which needs no cells). ``gene_embedding``: the cells' PCA loadings (``embedding:
+        cells``)."""
+        self.genes = s.genes
+        Y = s.target_deltas()  # targets x genes
         self.gene_index = {g: i for i, g in enumerate(self.genes)}
         Y = self._mask_own_genes(Y)
         if self.params.embedding == "pseudobulk":
             Yc = (Y.to_numpy() - Y.to_numpy().mean(axis=0, keepdims=True)).T  # genes x targets
             self.G = left_axes(Yc, self.params.rank)  # genes x k
-        elif self.params.embedding == "cells":
-            self.G = pca_gene_embedding(inputs.train, k=self.params.rank, max_cells=self.params.max_cells, seed=self.seed)
+        elif self.params.embedding == "cells" and gene_embedding is not None:
+            self.G = gene_embedding
         else:
             from pertpipe.errors import ConfigError
             raise ConfigError(f"model_params.linear.embedding is '{self.params.embedding}'. Fix: use pseudobulk or "
@@ -62,7 +72,7 @@ class LinearModel(PredictsShift):
         self.W = np.linalg.solve((P.T @ P + lam * np.eye(k)).T, (left @ P).T).T
         fitted = self.G @ self.W @ P.T + self.b[:, None]
         resid = float(np.mean((fitted - Yt) ** 2))
-        return {"fit_s": round(time.perf_counter() - t0, 3), "train_targets": int(Y.shape[0]), "rank": int(k),
+        return {"train_targets": int(Y.shape[0]), "rank": int(k),
                 "train_mse": resid, "baseline_mse": float(np.mean((Yt - self.b[:, None]) ** 2))}
 
     def _mask_own_genes(self, Y):

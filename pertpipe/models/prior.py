@@ -102,3 +102,127 @@ class FacetKNNPrior:
         shifts = {g: np.asarray(s["group_shift"][i]) for i, g in enumerate(groups)}
         return cls(list(s["targets"]), np.asarray(s["vectors"]), shifts, dict(zip(groups, s["group_cells"])),
                    np.asarray(s["mean_shift"]), int(s["k"]), float(s["tau"]), lookup)
+
+
+# -- the validated baseline prior ----------------------------------------------------------------------------------
+PRIOR_CANDIDATES = ("knowledge_ridge", "knn", "linear", "celltype_mean", "additive")
+_NEEDS_LOOKUP = {"knowledge_ridge", "knn"}
+
+
+class _KNNCandidate:
+    """The facet kNN as a prior candidate (the same interface as the baselines' ``predict_shift``)."""
+
+    def __init__(self, k: int, tau: float) -> None:
+        self.k, self.tau, self.knn = k, tau, None
+
+    def fit_summary(self, summary: Any, lookup: Any) -> dict[str, Any]:
+        self.knn = FacetKNNPrior.fit(summary, lookup, k=self.k, tau=self.tau)
+        return {}
+
+    def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
+        return self.knn.shift(target, cell_type)
+
+
+def _candidate(name: str, *, seed: int, k: int, tau: float) -> Any:
+    if name == "knn":
+        return _KNNCandidate(k, tau)
+    from pertpipe.models.base import build_model
+
+    return build_model(name, {}, seed=seed)  # the baseline with its default (validated-in-fit) settings
+
+
+def fold_unit(how: str = "auto", train: Any = None) -> str:
+    """What one cross-fitting fold leaves out: ``target`` (every cell type of a target: what an unseen target gets)
+    or ``group`` (one (target, cell type): what a cell-line holdout gets, the target's other lines kept). ``auto``:
+    the split's held-out unit recorded in the training file ``train`` (:func:`pertpipe.data.split.heldout_unit`),
+    ``target`` where none is recorded (the stricter choice)."""
+    if how != "auto":
+        return how
+    if train is not None and not hasattr(train, "read"):
+        from pertpipe.data.split import read_heldout_unit
+
+        return read_heldout_unit(train) or "target"
+    return "target"
+
+
+@dataclass
+class BaselinePrior:
+    """The strongest baseline an unseen perturbation can get, chosen on training data by cross-fitting.
+
+    Every candidate of :data:`PRIOR_CANDIDATES` is fitted ``folds`` times, each time without one fold of training
+    groups, and predicts that fold: so each training group has the prediction it would get were it unseen. The
+    candidate with the lowest mean squared error of those cross-fitted shifts against the observed ones (averaged
+    over groups) is the prior; it is then fitted on every training group for prediction, while training keeps the
+    chosen candidate's cross-fitted shifts (:meth:`shift` with ``leave_out``), so a residual learned over the prior
+    is learned over what unseen perturbations get.
+    """
+
+    name: str
+    model: Any  # the chosen candidate fitted on every training group
+    crossfit: dict[tuple[str, str], np.ndarray]  # (target, cell type) -> the chosen candidate's cross-fitted shift
+    errors: dict[str, float]  # candidate -> cross-fitted MSE
+    unit: str = "target"
+    folds: int = 5
+    lookup: Any = field(default=None, repr=False)
+
+    @classmethod
+    def choose(cls, summary: Any, lookup: Any, *, candidates: tuple[str, ...] | list[str] = PRIOR_CANDIDATES,
+               folds: int = 5, unit: str = "target", seed: int = 0, k: int = 5, tau: float = 0.05) -> BaselinePrior:
+        """``unit``: ``target`` or ``group`` (resolve ``auto`` with :func:`fold_unit` first)."""
+        groups = list(summary.target_ct_means.index)
+        keys = sorted({g[0] for g in groups}) if unit == "target" else groups
+        order = np.random.default_rng(seed).permutation(len(keys))
+        n_folds = max(2, min(folds, len(keys)))
+        fold_of = {keys[j]: i % n_folds for i, j in enumerate(order)}
+        truth = summary.group_deltas()
+        cross: dict[str, dict[tuple[str, str], np.ndarray]] = {c: {} for c in candidates}
+        for f in range(n_folds):
+            held = [g for g in groups if fold_of[g[0] if unit == "target" else g] == f]
+            if not held:
+                continue
+            sub = summary.without(set(held))
+            for c in candidates:
+                m = _candidate(c, seed=seed, k=k, tau=tau)
+                m.fit_summary(sub, lookup)
+                for t, ct in held:
+                    cross[c][(t, ct)] = np.asarray(m.predict_shift(t, ct), dtype=np.float64)
+        errors = {c: float(np.mean([np.mean((cross[c][g] - truth.loc[g].to_numpy()) ** 2) for g in groups]))
+                  for c in candidates}
+        best = min(candidates, key=lambda c: (errors[c], list(candidates).index(c)))
+        model = _candidate(best, seed=seed, k=k, tau=tau)
+        model.fit_summary(summary, lookup)
+        return cls(best, model, cross[best], errors, unit, n_folds, lookup)
+
+    @classmethod
+    def fixed(cls, name: str, summary: Any, lookup: Any, **kw: Any) -> BaselinePrior:
+        """One named candidate, still cross-fitted (its error is reported beside no others)."""
+        return cls.choose(summary, lookup, candidates=(name,), **kw)
+
+    def shift(self, target: str, cell_type: str, *, leave_out: tuple[str, str] | None = None) -> np.ndarray:
+        """The prior shift [G]; with ``leave_out`` = (target, cell type) of a training group, its cross-fitted one."""
+        if leave_out is not None and leave_out in self.crossfit:
+            return self.crossfit[leave_out]
+        return np.asarray(self.model.predict_shift(target, cell_type), dtype=np.float64)
+
+    def log(self) -> dict[str, Any]:
+        """train_log.json's ``prior``: the chosen baseline and every candidate's cross-fitted error."""
+        return {"chosen": self.name, "crossfit_mse": {k: round(v, 8) for k, v in self.errors.items()},
+                "fold_unit": self.unit, "folds": self.folds, "groups": len(self.crossfit)}
+
+    def state(self) -> dict[str, Any]:
+        m = self.model.knn.state() if self.name == "knn" else self.model.state()
+        return {"name": self.name, "model": m, "genes": list(getattr(self.model, "genes", [])),
+                "errors": self.errors, "unit": self.unit, "folds": self.folds,
+                "k": getattr(self.model, "k", 5), "tau": getattr(self.model, "tau", 0.05)}
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any], lookup: Any, *, seed: int = 0) -> BaselinePrior:
+        """Restore the fitted prior (the cross-fitted training shifts are not kept: prediction never uses them)."""
+        name = str(s["name"])
+        model = _candidate(name, seed=seed, k=int(s["k"]), tau=float(s["tau"]))
+        if name == "knn":
+            model.knn = FacetKNNPrior.from_state(s["model"], lookup)
+        else:
+            model.genes = list(s["genes"])
+            model.set_state(s["model"])
+        return cls(name, model, {}, dict(s["errors"]), str(s["unit"]), int(s["folds"]), lookup)

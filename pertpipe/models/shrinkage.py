@@ -87,6 +87,14 @@ class Shrinkage:
                 "equals": EQUALS[self.anchor_kind] if self.lam == 0 else None, "mae_by_lambda": self.mae_by_lambda}
 
 
+def prior_shrinkage(setting: Any, prior: Any) -> Any:
+    """The shrinkage setting of a model built on a validated baseline prior (:class:`pertpipe.models.prior.
+    BaselinePrior`): ``auto`` becomes ``none``, since the prior was already chosen among the baselines (the cell-type
+    mean among them) on cross-fitted training groups, and shrinking toward the cell-type mean would undo that choice.
+    A fixed λ is kept as the user set it."""
+    return "none" if (prior is not None and setting == "auto") else setting
+
+
 def raw_shrinkage_log(validated: dict[str, Any] | None) -> dict[str, Any]:
     """predict.json's ``shrinkage`` for a ``<model>_raw`` row: λ = 1, beside the λ the model row uses."""
     return {"lambda": 1.0, "anchor": None, "how": "raw: the model's own prediction (λ = 1)", "equals": None,

@@ -55,6 +55,13 @@ class TrainingSummary:
         ctb = obs[obs["target_gene"] == CONTROL_LABEL].groupby(["cell_type", "batch"]).size()
         return cls(genes, means[~is_ctrl], counts[~is_ctrl], ctrl, ctb, sorted(ctrl.index))
 
+    def without(self, groups: set[tuple[str, str]]) -> TrainingSummary:
+        """The same summary with the perturbed (target, cell type) ``groups`` left out (controls kept): what a
+        baseline fitted without those groups sees (the cross-fitting of :mod:`pertpipe.models.baseline_prior`)."""
+        keep = ~self.target_ct_means.index.isin(sorted(groups))
+        return TrainingSummary(self.genes, self.target_ct_means[keep], self.target_ct_counts[keep],
+                               self.control_ct_means, self.control_ctb_counts, list(self.cell_types))
+
     def target_deltas(self) -> pd.DataFrame:
         """Per training target: mean over cell types (cell-weighted) of (target mean - control mean)."""
         rows, names = [], []

@@ -49,3 +49,69 @@ def test_prior_state_roundtrip():
     back = FacetKNNPrior.from_state(prior.state(), _lookup())
     for label in ("NEW", "B", "NOFACET"):
         assert np.allclose(back.shift(label, "x"), prior.shift(label, "x"))
+
+
+# -- the validated baseline prior (cross-fitted choice among the baselines) -------------------------------------------
+def _many_targets(n: int = 12, *, text_explains: bool = True):
+    """n targets in one cell type over 3 genes; each target's shift is its facet vector mapped linearly (so the
+    knowledge ridge should win) or noise unrelated to the text."""
+    from pertpipe.models.facet_lookup import FacetLookup
+
+    rng = np.random.default_rng(0)
+    genes = [f"T{i}" for i in range(n)] + ["NEW"]
+    t = rng.normal(size=(len(genes), 1, 4)).astype(np.float32)
+    m = np.ones((len(genes), 1), np.float32)
+    lookup = FacetLookup({g: i for i, g in enumerate(genes)}, ["f1"], t, m)
+    W = rng.normal(size=(4, 3))
+    emb = t[:, 0].astype(np.float64)
+    shifts = emb @ W if text_explains else rng.normal(size=(len(genes), 3))
+    idx = pd.MultiIndex.from_tuples([(g, "x") for g in genes[:n]], names=["target_gene", "cell_type"])
+    ctrl = pd.DataFrame([[1.0, 1.0, 1.0]], index=["x"], columns=["g1", "g2", "g3"])
+    means = pd.DataFrame(1.0 + shifts[:n], index=idx, columns=["g1", "g2", "g3"])
+    summary = TrainingSummary(["g1", "g2", "g3"], means, pd.Series(10, index=idx), ctrl, pd.Series(dtype=int), ["x"])
+    return summary, lookup, shifts
+
+
+def test_baseline_prior_chooses_by_cross_fitted_error_and_keeps_unseen_like_training_shifts():
+    from pertpipe.models.prior import BaselinePrior
+
+    summary, lookup, shifts = _many_targets()
+    prior = BaselinePrior.choose(summary, lookup, folds=4, seed=0)
+    assert prior.name == "knowledge_ridge"  # the text maps linearly to the shift
+    assert prior.errors["knowledge_ridge"] < min(v for k, v in prior.errors.items() if k != "knowledge_ridge")
+    # a training group's shift with leave_out is the cross-fitted one (fitted without it), not its own
+    own = summary.group_deltas().loc[("T0", "x")].to_numpy()
+    assert not np.allclose(prior.shift("T0", "x", leave_out=("T0", "x")), own, atol=1e-6)
+    # ... and differs from the all-data fit, which saw it
+    assert not np.allclose(prior.shift("T0", "x", leave_out=("T0", "x")), prior.shift("T0", "x"))
+    # an unseen target: the ridge fitted on every training group
+    assert np.corrcoef(prior.shift("NEW", "x"), shifts[-1])[0, 1] > 0.9
+    log = prior.log()
+    assert log["chosen"] == "knowledge_ridge" and set(log["crossfit_mse"]) == set(prior.errors)
+    back = BaselinePrior.from_state(prior.state(), lookup)
+    assert back.name == prior.name and np.allclose(back.shift("NEW", "x"), prior.shift("NEW", "x"))
+
+
+def test_baseline_prior_falls_back_to_the_mean_when_text_says_nothing():
+    from pertpipe.models.prior import BaselinePrior
+
+    summary, lookup, _ = _many_targets(text_explains=False)
+    prior = BaselinePrior.choose(summary, lookup, candidates=("knowledge_ridge", "celltype_mean"), folds=4)
+    assert prior.name == "celltype_mean"
+    assert prior.errors["celltype_mean"] <= prior.errors["knowledge_ridge"]
+
+
+def test_fold_unit_follows_the_split(tmp_path):
+    from pertpipe.data.split import heldout_unit
+    from pertpipe.models.prior import fold_unit
+
+    assert heldout_unit("cell_line_holdout") == "group"
+    assert heldout_unit("random_unseen") == heldout_unit("combo") == heldout_unit("vcc") == "target"
+    assert fold_unit("group") == "group" and fold_unit("auto") == "target"
+
+
+def test_summary_without_drops_only_the_named_groups():
+    s = _summary()
+    w = s.without({("A", "x")})
+    assert ("A", "x") not in w.target_ct_means.index and ("A", "y") in w.target_ct_means.index
+    assert len(w.target_ct_counts) == 3 and w.control_ct_means.equals(s.control_ct_means)

@@ -104,7 +104,8 @@ def _latents(m, path, label, cell_type):
 def test_vae_reconstruction_improves(fitted):
     _m, log = fitted
     vae = log["stage_curves"]["vae"]
-    assert log["likelihood"] == "nb" and log["decode"] == "delta"  # decode: auto -> delta for NB models
+    # decode: auto -> sample when the cells are centred at a baseline's shift (the default), delta for NB otherwise
+    assert log["likelihood"] == "nb" and log["decode"] == "sample" and log["centre"]["chosen"]
     # held-out cells' NB reconstruction NLL per gene: at least 10% lower after training than after one epoch
     assert min(vae["val"]) <= 0.9 * vae["val"][0] and vae["loss"][-1] < vae["loss"][0]
 
@@ -283,3 +284,29 @@ def test_cfmvc_through_the_pipeline(demo):
     assert board.set_index("model").loc["cfmvc_raw", "lambda"] == 1.0
     html = (res / "report.html").read_text()
     assert "cfmvc" in html and html.count("data:image/png;base64,") >= 3
+
+
+@pytest.mark.workflow
+def test_generated_cells_are_centred_at_the_chosen_baseline(demo, fitted):
+    """The flow's cells keep their spread but their pseudobulk is the centre's: drawn controls + its shift."""
+    from pertpipe.models.summary import ControlCells
+
+    m, log = fitted
+    centre = log["centre"]
+    assert centre["crossfit_mse"][centre["chosen"]] == min(centre["crossfit_mse"].values())
+    controls = ControlCells.load(demo["train"], counts=True)
+    pick = np.flatnonzero((controls.obs.cell_type == "typeA").to_numpy())[:60]
+    rng = np.random.default_rng(0)
+    cells = m.predict_cells("CCY1", "typeA", "batch1", controls, pick, rng)
+    want = controls.x[pick].toarray().mean(0) + m.centre.shift("CCY1", "typeA")
+    got = cells.mean(0)
+    assert np.corrcoef(got - controls.x[pick].toarray().mean(0), want - controls.x[pick].toarray().mean(0))[0, 1] > 0.9
+    assert cells.std(0).mean() > 0.05  # generated cells, not one profile
+    # decode delta: the centred cells are the drawn controls plus the centre's shift, i.e. that baseline
+    m.params.decode = "delta"
+    try:
+        assert m.equals() == (m.centre.name if m.centre.name != "knn" else "facet kNN prior")
+        x = m.predict_cells("CCY1", "typeA", "batch1", controls, pick, rng)
+        np.testing.assert_allclose(x, np.clip(controls.x[pick].toarray() + m.centre.shift("CCY1", "typeA"), 0, None))
+    finally:
+        m.params.decode = "auto"

@@ -33,7 +33,7 @@ def _fit(demo, tmp_path, **kw):
 
 
 def test_loss_falls_and_predictions_follow_the_contract(demo, tmp_path):
-    m, log = _fit(demo, tmp_path, epochs=10)
+    m, log = _fit(demo, tmp_path, epochs=10, prior="none")  # the network alone must learn
     curve = log["loss_curve"]
     assert len(curve) == 10 and curve[-1] <= 0.7 * curve[0]  # stated fraction: at least 30% lower
     assert log["cells_per_s"] > 0 and log["device"] == "cpu"
@@ -89,7 +89,16 @@ def test_dygenept_through_the_pipeline_with_attention_in_the_report(demo):
     # visible shrinkage: each shrunk model is scored raw too; λ, anchor and the baseline a λ = 0 row equals are shown
     board = pd.read_csv(res / "leaderboard.csv").set_index("model")
     assert {"cell_mean", "dygenept", "dygenept_raw", "dygenept_zero", "dygenept_zero_raw"} == set(board.index)
-    assert "fewer than the 8" in board.loc["dygenept", "shrinkage"] and board.loc["dygenept", "lambda"] == 1.0
+    # built on the validated baseline prior, the model is not shrunk toward the cell-type mean (a candidate already)
+    assert board.loc["dygenept", "shrinkage"].startswith("none: built on the validated baseline prior")
+    assert board.loc["dygenept", "lambda"] == 1.0
+    log = __import__("json").loads((res / "stage2/dygenept/train_log.json").read_text())
+    chosen, gamma = log["prior"]["chosen"], log["residual_gain"]["scale"]
+    # a residual validated to γ = 0 makes the row its prior baseline, and the leaderboard says which
+    if gamma == 0:
+        assert board.loc["dygenept_raw", "equals"] == (chosen if chosen != "knn" else "facet kNN prior")
+    else:
+        assert pd.isna(board.loc["dygenept_raw", "equals"])
     assert board.loc["dygenept_zero", "lambda"] == 0.0 and board.loc["dygenept_zero", "equals"] == "cell_mean"
     for col in ("DES", "PDS", "MAE", "avg_score"):  # λ = 0 with the global anchor is cell_mean, score for score
         assert board.loc["dygenept_zero", col] == board.loc["cell_mean", col]
@@ -177,3 +186,28 @@ def test_ctrl_c_during_training_is_one_line_and_keeps_the_checkpoint(demo, tmp_p
     assert "train_dygenept interrupted (Ctrl-C): the checkpoint" in log and "resumes training from it" in log
     assert "Traceback" not in log and "KeyboardInterrupt" not in out
     assert ckpt.exists() and not (wd / "results/demo/stage2/dygenept/model.pt").exists()
+
+
+def test_prior_is_the_validated_baseline_and_gamma_zero_is_exactly_it(demo, tmp_path):
+    m, log = _fit(demo, tmp_path)
+    prior = log["prior"]
+    assert prior["chosen"] in prior["crossfit_mse"]
+    assert prior["crossfit_mse"][prior["chosen"]] == min(prior["crossfit_mse"].values())
+    gain = log["residual_gain"]
+    assert gain["scale"] in (0.0, 0.25, 0.5, 0.75, 1.0) and set(gain["mse_by_scale"]) == {"0", "0.25", "0.5", "0.75", "1"}
+    assert m.residual_scale == gain["scale"]
+    # residual scale 0 on the ridge prior: the predictions are knowledge_ridge's, to the bit
+    m0, log0 = _fit(demo, tmp_path, prior="knowledge_ridge", residual_scale=0)
+    assert m0.equals() == "knowledge_ridge" and log0["residual_gain"]["how"] == "fixed"
+    ridge = build_model("knowledge_ridge", {}, seed=0)
+    ridge.fit(ModelInputs(demo["train"], knowledge=demo["knowledge"]))
+    x = np.abs(np.random.default_rng(0).normal(1, 0.5, size=(4, len(m0.genes))))
+    tpl = pd.read_csv(demo["template"])
+    for t in tpl.target_gene.unique()[:4]:
+        if t == "non-targeting":
+            continue
+        assert np.array_equal(m0.predict_cell_shifts(t, "typeA", x)[0], ridge.predict_shift(t, "typeA"))
+    # and it survives save / load
+    m0.save(tmp_path / "m0.pt")
+    back = load_model(tmp_path / "m0.pt")
+    assert back.residual_scale == 0 and back.prior.name == "knowledge_ridge" and back.equals() == "knowledge_ridge"

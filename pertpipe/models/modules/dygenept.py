@@ -68,7 +68,7 @@ class DyGenePTModule(nn.Module):
     """Querier -> multi-head masked sparsemax/entmax/softmax attention over facets -> latent shift -> decoder."""
 
     def __init__(self, n_genes: int, latent_dim: int, facet_dim: int, hidden: int, attn_dim: int, heads: int,
-                 normaliser: str) -> None:
+                 normaliser: str, *, gain_dim: int = 0, residual: str = "full") -> None:
         super().__init__()
         self.heads, self.attn_dim, self.normaliser = heads, attn_dim, normaliser
         ha = heads * attn_dim
@@ -81,6 +81,25 @@ class DyGenePTModule(nn.Module):
         self.shift = mlp(2 * ha, hidden, hidden)
         self.interact = mlp(2 * ha, hidden, hidden)
         self.decoder = mlp(hidden, hidden, n_genes)
+        # the learned correction starts at exactly the prior: the decoder's change and the gain start at zero
+        nn.init.zeros_(self.decoder[-1].weight)
+        nn.init.zeros_(self.decoder[-1].bias)
+        self.gain_dim, self.residual = gain_dim, residual
+        # a linear read-out of the state-weighted facets (a per-state ridge over the facets, learned jointly)
+        self.readout = nn.Linear(ha, n_genes)
+        nn.init.zeros_(self.readout.weight)
+        nn.init.zeros_(self.readout.bias)
+        if gain_dim:
+            # the prior's shift, gated per cell state and target along the cells' principal axes (comps [G, k]):
+            # a cell type where a programme is silent can damp what the (context-blind) prior says of it
+            self.register_buffer("comps", torch.zeros(n_genes, gain_dim))
+            self.gain = mlp(hidden + ha, hidden, gain_dim)
+            nn.init.zeros_(self.gain[-1].weight)
+            nn.init.zeros_(self.gain[-1].bias)
+            # ... and per gene: the state scales each gene's prior shift (a programme silent in a cell type)
+            self.gene_gain = nn.Linear(hidden, n_genes)
+            nn.init.zeros_(self.gene_gain.weight)
+            nn.init.zeros_(self.gene_gain.bias)
 
     def normalise(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # a bounded large negative: finfo.min would overflow sparsemax's cumulative sums to -inf/NaN
@@ -96,8 +115,9 @@ class DyGenePTModule(nn.Module):
         a = a * mask  # all-masked rows -> exactly zero
         return a.to(scores.dtype)
 
-    def forward(self, z, facets, fmask, tmask):
-        """z [B, n, d]; facets [B, T, K, D]; fmask [B, T, K]; tmask [B, T] -> (change [B, n, G], α [B, n, T, H, K])."""
+    def forward(self, z, facets, fmask, tmask, prior=None):
+        """z [B, n, d]; facets [B, T, K, D]; fmask [B, T, K]; tmask [B, T]; prior [B, G] (with a gain) ->
+        (change over the prior [B, n, G], α [B, n, T, H, K])."""
         B, n, _ = z.shape
         T, K = facets.shape[1], facets.shape[2]
         h = self.querier(z)
@@ -116,14 +136,23 @@ class DyGenePTModule(nn.Module):
         two = (tmask.sum(-1) >= 2).to(delta.dtype)[:, None, None]
         e_sum = (e * tmask[:, None, :, None]).sum(dim=2)
         delta = delta + two * self.interact(torch.cat([e_sum, q.reshape(B, n, -1)], dim=-1))
-        change = self.decoder(h + delta) - self.decoder(h)
+        if self.residual in ("gain", "gain_facets"):  # the state's (and facets') gain on the prior only
+            change = torch.zeros(B, n, self.readout.out_features, dtype=h.dtype, device=h.device)
+            if self.residual == "gain":  # the state alone: it cannot memorise a target
+                e_sum = torch.zeros_like(e_sum)
+        else:
+            change = self.decoder(h + delta) - self.decoder(h) + self.readout(e_sum)
+        if self.gain_dim and prior is not None:
+            g = self.gain(torch.cat([h, e_sum], dim=-1))  # [B, n, k]
+            p_lat = prior.to(change.dtype) @ self.comps  # [B, k]
+            change = change + (g * p_lat[:, None, :]) @ self.comps.T + prior[:, None, :].to(change.dtype) * self.gene_gain(h)
         return change, alpha
 
     def loss(self, b: GroupBatch, *, comps: torch.Tensor, dist_loss: str, dist_weight: float,
              attn_sparsity: float) -> tuple[torch.Tensor, dict[str, float]]:
         """Pseudobulk-change MSE (of the residual over the prior) + distribution distance of predicted and observed
         perturbed cells in PCA space (``comps`` [G, k]) + the attention's Gini impurity."""
-        change, alpha = self(b.zq, b.facets, b.fmask, b.tmask)
+        change, alpha = self(b.zq, b.facets, b.fmask, b.tmask, b.prior)
         mse = ((change.mean(1) - b.delta) ** 2).mean()
         loss = mse
         parts = {"delta_mse": float(mse.detach())}
@@ -141,8 +170,16 @@ class DyGenePTModule(nn.Module):
             parts["attn_gini"] = float(pen.detach())
         return loss, parts
 
+    def scaled_residual_errors(self, b: GroupBatch, scales: tuple[float, ...]) -> np.ndarray:
+        """Per group and per scale γ: MSE of γ × the mean predicted change against the observed residual [B, S]."""
+        with torch.no_grad():
+            change, _ = self(b.zq, b.facets, b.fmask, b.tmask, b.prior)
+            c = change.mean(1).float()
+            d = b.delta.float()
+            return np.stack([((g * c - d) ** 2).mean(-1).cpu().numpy() for g in scales], axis=1)
+
     def residual_mse(self, b: GroupBatch) -> float:
         """Validation: MSE of the mean predicted change against the observed residual (no gradient)."""
         with torch.no_grad():
-            change, _ = self(b.zq, b.facets, b.fmask, b.tmask)
+            change, _ = self(b.zq, b.facets, b.fmask, b.tmask, b.prior)
             return float(((change.mean(1) - b.delta) ** 2).mean())
