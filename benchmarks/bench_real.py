@@ -36,7 +36,7 @@ from _pipeline import run_all  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 PRESET = REPO / "resources" / "presets" / "bench_real.yaml"
-METRICS = ("DES", "PDS", "MAE", "avg_score", "energy_distance")
+METRICS = ("DES", "PDS", "MAE", "avg_score", "energy_distance", "vcc2026_avg_score")
 
 
 def dataset_configs() -> dict[str, dict]:
@@ -81,10 +81,12 @@ def collect(res: Path) -> dict:
     board = pd.read_csv(res / "leaderboard.csv").set_index("model")
     rename = {"overlap_at_N": "DES", "discrimination_score_l1": "PDS", "mae": "MAE"}
     board = board.rename(columns=rename)
-    scores = {m: {k: float(board.loc[m, k]) for k in METRICS} for m in board.index}
+    scores = {m: {k: float(board.loc[m, k]) if k in board.columns else float("nan") for k in METRICS}
+              for m in board.index}
     shrink = {m: {"lambda": float(board.loc[m, "lambda"]), "anchor": none_if_nan(board.loc[m, "anchor"]),
                   "equals": none_if_nan(board.loc[m, "equals"]), "how": none_if_nan(board.loc[m, "shrinkage"])}
               for m in board.index if not pd.isna(board.loc[m, "lambda"])}
+    equals = {m: board.loc[m, "equals"] for m in board.index if isinstance(board.loc[m, "equals"], str)}
     standing = json.loads((res / "standing.json").read_text())
     split = json.loads((res / "stage1" / "split.json").read_text())
     sig = standing["sig_de_genes"]
@@ -93,8 +95,25 @@ def collect(res: Path) -> dict:
               "genes": int(len((res / "stage1" / "genes.txt").read_text().split())),
               "dropped_small_targets": split.get("dropped_small_targets", {}),
               "ceiling": standing["ceiling"], "can_rank": standing["can_rank"], "verdict": standing["verdict"]}
-    return {"scores": scores, "shrinkage": shrink, "signal": signal,
+    return {"scores": scores, "shrinkage": shrink, "equals": equals, "priors": priors(res, list(board.index)),
+            "signal": signal,
             "per_perturbation": per_perturbation(res, list(board.index))}
+
+
+def priors(res: Path, models: list[str]) -> dict:
+    """Per model built on a validated baseline prior: the chosen baseline, its cross-fitted error beside the other
+    candidates', and (DyGenePT) the residual's validated scale γ and what it did on the validation groups."""
+    out = {}
+    for m in models:
+        path = res / "stage2" / m.removesuffix("_raw") / "train_log.json"
+        if not path.exists():
+            continue
+        log = json.loads(path.read_text())
+        prior = log.get("prior") or log.get("centre")
+        if prior:
+            out[m] = {"chosen": prior["chosen"], "crossfit_mse": prior["crossfit_mse"],
+                      "residual_gain": log.get("residual_gain")}
+    return out
 
 
 def none_if_nan(v):
@@ -126,13 +145,17 @@ def summarise(runs: dict[int, dict]) -> dict:
     for m in models:
         row = {}
         for k in METRICS:
-            v = np.array([r["scores"][m][k] for r in ok.values() if m in r["scores"]])
+            v = np.array([r["scores"][m].get(k, np.nan) for r in ok.values() if m in r["scores"]], dtype=float)
+            if np.isnan(v).all():
+                continue
             row[k] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "per_seed": v.tolist()}
             d = np.array([r["scores"][m][k] - r["scores"]["cell_mean"][k] for r in ok.values()
-                          if m in r["scores"] and "cell_mean" in r["scores"]])
+                          if m in r["scores"] and "cell_mean" in r["scores"]], dtype=float)
             if len(d):
                 row[k]["minus_cell_mean"] = {"mean": float(d.mean()), "sd": float(d.std(ddof=1)) if len(d) > 1 else 0.0}
         row["shrinkage"] = [r["shrinkage"].get(m) for r in ok.values() if m in r.get("shrinkage", {})]
+        row["equals"] = [r.get("equals", {}).get(m) for r in ok.values() if m in r["scores"]]
+        row["prior"] = [r.get("priors", {}).get(m) for r in ok.values() if m in r["scores"]]
         row["baseline"] = m in baselines
         if best and m != best:
             pp = [r["per_perturbation"]["models"] for r in ok.values() if m in r["scores"]]
@@ -143,6 +166,9 @@ def summarise(runs: dict[int, dict]) -> dict:
 
 
 def _label(m: str, r: dict) -> str:
+    same = [e for e in r.get("equals", []) if e]
+    if same and not any(s and s.get("lambda") == 0 for s in r.get("shrinkage", [])):
+        return f"{m} = {', '.join(sorted(set(same)))} in {len(same)} of {len(r['equals'])} seeds"
     eq = {s["equals"] for s in r.get("shrinkage", []) if s and s.get("lambda") == 0}
     zeros = sum(1 for s in r.get("shrinkage", []) if s and s.get("lambda") == 0)
     if zeros and zeros == len(r["shrinkage"]):
@@ -167,21 +193,22 @@ def markdown(name: str, table: dict, runs: dict[int, dict]) -> str:
     best = table.get("_strongest_baseline")
     lines = [f"**{name}** ({ok[0]['signal']['genes'] if ok else '?'} genes; truth: {sig})", "", verdict, "",
              f"| model | DES | PDS | MAE | avg_score | Δ avg vs {best} (strongest baseline) [95 % CI] | standing | "
-             "Δ avg vs cell_mean | λ (anchor) per seed |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "Δ avg vs cell_mean | energy_distance | vcc2026_avg_score | prior (γ) per seed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = [m for m in table if not m.startswith("_")]
     for m in sorted(rows, key=lambda m: -table[m]["avg_score"]["mean"]):
         r = table[m]
-        f = lambda k: f"{r[k]['mean']:.4f} ± {r[k]['sd']:.4f}"  # noqa: E731
+        f = lambda k: f"{r[k]['mean']:.4f} ± {r[k]['sd']:.4f}" if k in r else "—"  # noqa: E731
         d = (f"{r['avg_score']['minus_cell_mean']['mean']:+.4f} ± {r['avg_score']['minus_cell_mean']['sd']:.4f}"
              if "minus_cell_mean" in r["avg_score"] and m != "cell_mean" else "")
         vs = r.get("vs_strongest_baseline")
         ci = f"{vs['delta']:+.4f} [{vs['ci_low']:+.4f}, {vs['ci_high']:+.4f}]" if vs else "—"
         st = vs["standing"] if vs else ("strongest baseline" if m == best else "")
-        lam = ", ".join(f"{s['lambda']:g}" + (f" ({s['anchor']})" if s.get("anchor") and s["lambda"] < 1 else "")
-                        for s in r.get("shrinkage", []) if s)
+        pri = ", ".join(p["chosen"] + (f" (γ {p['residual_gain']['scale']:g})" if p.get("residual_gain") else "")
+                        for p in r.get("prior", []) if p)
         name_ = _label(m, r) + (" *(baseline)*" if r.get("baseline") else "")
-        lines.append(f"| {name_} | {f('DES')} | {f('PDS')} | {f('MAE')} | {f('avg_score')} | {ci} | {st} | {d} | {lam} |")
+        lines.append(f"| {name_} | {f('DES')} | {f('PDS')} | {f('MAE')} | {f('avg_score')} | {ci} | {st} | {d} | "
+                     f"{f('energy_distance')} | {f('vcc2026_avg_score')} | {pri} |")
     return "\n".join(lines) + "\n"
 
 
