@@ -211,6 +211,11 @@ def test_label_models_learn_the_knowledge_and_round_trip(tmp_path, model, hp):
     assert log["task"] == "labels" and log["knowledge_coverage"]["perturbations"]["fraction"] == 1.0
     de, dr = m.predict_labels(data.perts[test], data.lines[test])
     assert mean_auc(data.de[test], de) > 0.7  # learned from the knowledge (0.5 = chance)
+    if model == "dygenept":  # the head's share against the ridge, chosen on validation: never below the ridge there
+        for kind in ("de", "dir"):
+            b = log["blend"][kind]
+            aucs = b["val_auc_by_gamma"]
+            assert b["gamma"] in (0, 0.25, 0.5, 0.75, 1) and aucs[f"{b['gamma']:g}"] >= aucs["0"]
     m.save(tmp_path / "model.pt")
     de2, dr2 = load_model(tmp_path / "model.pt").predict_labels(data.perts[test], data.lines[test])
     np.testing.assert_allclose(de2, de, rtol=1e-4, atol=1e-4)
