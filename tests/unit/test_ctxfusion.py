@@ -60,7 +60,8 @@ def test_zscores_by_hand(tmp_path):
     np.testing.assert_allclose(r.z[k], (np.median(pert, 0) - np.median(ctrl, 0)) / np.maximum(mad, 0.05), rtol=1e-5)
     s.write(tmp_path / "z.h5ad")
     back = ContextStats.read(tmp_path / "z.h5ad")
-    np.testing.assert_allclose(back.z, s.z, rtol=1e-6) and np.testing.assert_allclose(back.baseline, s.baseline)
+    np.testing.assert_allclose(back.z, s.z, rtol=1e-6)
+    np.testing.assert_allclose(back.baseline, s.baseline)  # its own statement: `and` never ran it
     assert back.groups.target_gene.tolist() == s.groups.target_gene.tolist() and back.value_kind == "log1p"
 
 
