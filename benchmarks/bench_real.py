@@ -241,6 +241,8 @@ def main() -> None:
     ap.add_argument("--no-rerun", action="store_true", help="collect finished runs in --workdir without Snakemake")
     ap.add_argument("--save", action="store_true", help="also write benchmarks/results/bench_real.json (the results "
                     "page's source; render it with python benchmarks/results.py)")
+    ap.add_argument("--name", default="bench_real", help="the results file's name (e.g. bench_unseen_line for the "
+                    "unseen-cell-line datasets)")
     ap.add_argument("--note", default=None, help="a line for the results page (e.g. the commit finished runs were made "
                     "with, when collected with --no-rerun)")
     args = ap.parse_args()
@@ -271,7 +273,7 @@ def main() -> None:
     print(json.dumps(out, indent=2))
     from results import save_if_asked
 
-    save_if_asked(args, "bench_real", out)
+    save_if_asked(args, args.name, out, script="bench_real")
 
 
 if __name__ == "__main__":
