@@ -175,6 +175,9 @@ class CtxFusionModel(_ContextModel, PredictsLabels):
         # labels task: gated (a gate on what the signal has) or sum (signal + context, no gate; chosen on a
         # validation share of K562's training perturbations, leave-one-line-out)
         label_fusion: Literal["gated", "sum"] = "sum"
+        # labels task: also the cross-line transfer ridge (pertpipe.models.label_transfer: the perturbation's labels
+        # in the other lines over every gene -> its labels in this line) as a signal term
+        label_transfer: bool = True
 
     def reads(self, task: str = "cells") -> tuple[str, ...]:
         """The context statistics, and the facet tensor with ``knowledge_fallback``; on labels the facet tensor."""

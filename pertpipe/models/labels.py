@@ -686,15 +686,39 @@ class FusionLearner(Learner):
     context = v₁[c]·logit(knowledge ridge score, cross-fitted) + v₀[c], gate = σ(a₀ + a₁·has_label + a₂·has_rate)."""
 
     name = "ctxfusion"
-    FEATS = 5  # has_label, label_o - 1/2, has_rate, logit(rate_o), context score
+    # has_label, label_o - 1/2, has_rate, logit(rate_o), context score, has_transfer, transfer score - 1/2
+    FEATS = 7
 
-    def _features(self, codes: np.ndarray, others: list[np.ndarray], ctx: np.ndarray) -> np.ndarray:
+    def _features(self, codes: np.ndarray, others: list[np.ndarray], ctx: np.ndarray,
+                  transfer: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         lab, rate = _signal(codes, others)
         has_l = np.isfinite(lab)
         has_r = np.broadcast_to(np.isfinite(rate)[:, None], lab.shape)
         r = np.broadcast_to(_logit(np.nan_to_num(rate, nan=0.5))[:, None], lab.shape)
-        return np.stack([has_l, np.where(has_l, lab - 0.5, 0), has_r, np.where(has_r, r, 0), ctx], -1).astype(
-            np.float32)
+        if transfer is None:
+            has_t, t = np.zeros(lab.shape, bool), np.zeros(lab.shape, np.float32)
+        else:
+            has_t = np.broadcast_to(transfer[1][:, None], lab.shape)
+            t = np.where(has_t, transfer[0] - 0.5, 0)
+        return np.stack([has_l, np.where(has_l, lab - 0.5, 0), has_r, np.where(has_r, r, 0), ctx, has_t, t],
+                        -1).astype(np.float32)
+
+    def _transfer(self, data: LabelData, folds: int, fold: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The cross-line transfer scores of every training row, out of fold (folds of perturbations), and the
+        transfer ridges refitted on every row for prediction (:mod:`pertpipe.models.label_transfer`)."""
+        from pertpipe.models.label_transfer import LineTransfer
+
+        out = {k: (np.zeros(data.de.shape, np.float32), np.zeros(len(data.perts), bool)) for k in ("de", "dir")}
+        for i in range(folds):
+            held = fold == i
+            lt = LineTransfer(self.seed)
+            lt.fit(data, rows=~held)
+            for k in out:
+                sc, has = lt.predict(data, k, data.perts[held], data.lines[held])
+                out[k][0][held], out[k][1][held] = sc, has
+        self.transfer = LineTransfer(self.seed)
+        self.transfer_log = self.transfer.fit(data)
+        return out
 
     def _net(self, n_lines: int, G: int) -> Any:
         import torch
@@ -705,18 +729,19 @@ class FusionLearner(Learner):
         class Gate(nn.Module):
             def __init__(self) -> None:
                 super().__init__()
-                # [kind, line]: w0, w1 (label), w2 (rate); the signal head starts as xctx_rate does (label, then rate)
-                self.w = nn.Parameter(torch.tensor([0.0, 4.0, 1.0]).repeat(2, n_lines, 1))
+                # [kind, line]: w0, w1 (label), w2 (rate), w3 (transfer); the signal head starts as xctx_rate does
+                # (label, then rate) plus the transfer score
+                self.w = nn.Parameter(torch.tensor([0.0, 4.0, 1.0, 4.0]).repeat(2, n_lines, 1))
                 self.v = nn.Parameter(torch.tensor([1.0, 0.0]).repeat(2, n_lines, 1))  # v1, v0
-                self.a = nn.Parameter(torch.zeros(2, 3))
+                self.a = nn.Parameter(torch.zeros(2, 4))
                 self.b = nn.Parameter(torch.zeros(2, G))
 
             def forward(self, kind: int, X: Any, line: Any, gene: Any) -> Any:
                 w, v, a = self.w[kind][line], self.v[kind][line], self.a[kind]
-                sig = w[:, 0] * X[:, 0] + w[:, 1] * X[:, 1] + w[:, 2] * X[:, 3] * X[:, 2]
+                sig = w[:, 0] * X[:, 0] + w[:, 1] * X[:, 1] + w[:, 2] * X[:, 3] * X[:, 2] + w[:, 3] * X[:, 6]
                 ctx = v[:, 0] * X[:, 4] + v[:, 1]
                 if self_gate:
-                    g = torch.sigmoid(a[0] + a[1] * X[:, 0] + a[2] * X[:, 2])
+                    g = torch.sigmoid(a[0] + a[1] * X[:, 0] + a[2] * X[:, 2] + a[3] * X[:, 5])
                     return g * sig + (1 - g) * ctx + self.b[kind][gene]
                 return sig + ctx + self.b[kind][gene]
 
@@ -745,12 +770,14 @@ class FusionLearner(Learner):
             de, dr = rl.predict(data.perts[held], data.lines[held])
             ctx["de"][held], ctx["dir"][held] = _feature("ridge", de), _feature("ridge", dr)
         others = _other_lines(data.perts, data.lines, data.perts, data.lines)
+        self.transfer, self.transfer_log = None, None
+        trans = self._transfer(data, 5, f) if self.p.label_transfer and len(self.line_index) > 1 else {}
         line = torch.as_tensor([self.line_index[str(c)] for c in data.lines])
         self.net = self._net(len(self.line_index), len(self.genes))
         opt = torch.optim.LBFGS(self.net.parameters(), lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
         batches = []
         for kind, codes in (("de", data.de), ("dir", data.dir)):
-            X = self._features(codes, others, ctx[kind])
+            X = self._features(codes, others, ctx[kind], trans.get(kind))
             r, g = np.nonzero(codes != MISSING)
             batches.append((torch.as_tensor(X[r, g]), line[r], torch.as_tensor(g),
                             torch.as_tensor(codes[r, g], dtype=torch.float32)))
@@ -768,7 +795,8 @@ class FusionLearner(Learner):
         self.ridge.fit(data, kn)
         covered = sum(len(o) > 0 for o in others)
         return {"loss": round(loss, 5), "train_rows_with_other_lines": int(covered),
-                "gate": self.net.a.detach().numpy().round(3).tolist()}
+                "gate": self.net.a.detach().numpy().round(3).tolist(), "transfer": self.transfer_log,
+                "signal_weights": self.net.w.detach().numpy().round(3).tolist()}
 
     def predict(self, perts: np.ndarray, lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -780,7 +808,10 @@ class FusionLearner(Learner):
         out = []
         with torch.no_grad():
             for k, (codes, c) in enumerate(((self.store.de, de), (self.store.dir, dr))):
-                X = self._features(codes, others, _feature("ridge", c))
+                kind = ("de", "dir")[k]
+                tr = (self.transfer.predict(self.store, kind, np.asarray(perts), np.asarray(lines))
+                      if self.transfer is not None else None)
+                X = self._features(codes, others, _feature("ridge", c), tr)
                 n = len(perts)
                 flat = torch.as_tensor(X.reshape(n * G, self.FEATS))
                 s = self.net(k, flat, torch.as_tensor(np.repeat(line_i, G)), torch.as_tensor(np.tile(np.arange(G), n)))
@@ -791,7 +822,8 @@ class FusionLearner(Learner):
         return {"genes": self.genes, "line_index": self.line_index, "ridge": self.ridge.state(),
                 "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
                 "de": self.store.de, "dir": self.store.dir, "perts": list(self.store.perts),
-                "lines": list(self.store.lines)}
+                "lines": list(self.store.lines),
+                "transfer": self.transfer.state() if self.transfer is not None else None}
 
     def set_state(self, state: dict[str, Any], kn_blob: dict[str, Any] | None = None) -> None:
         import types
@@ -803,6 +835,9 @@ class FusionLearner(Learner):
                                np.asarray(state["perts"]), np.asarray(state["lines"]), self.genes)
         self.net = self._net(len(self.line_index), len(self.genes))
         self.net.load_state_dict(state["net"])
+        from pertpipe.models.label_transfer import LineTransfer
+
+        self.transfer = LineTransfer.from_state(state["transfer"], self.seed) if state.get("transfer") else None
 
 
 LEARNERS[FusionLearner.name] = FusionLearner

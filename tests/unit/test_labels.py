@@ -234,9 +234,45 @@ def test_ctxfusion_on_labels_uses_the_other_lines(tmp_path):
     path = _write_train(train, tmp_path / "train.h5ad")
     m = build_model("ctxfusion", {}, seed=0)
     assert m.reads("labels") == ("knowledge",)
-    m.fit(ModelInputs(train=path, knowledge=kn))
+    log = m.fit(ModelInputs(train=path, knowledge=kn))
+    assert set(log["transfer"]) == {"k562", "rpe1"}  # a transfer ridge per line and kind, α validated
     de, _ = m.predict_labels(data.perts[test], data.lines[test])
+    m.save(tmp_path / "model.pt")
+    from pertpipe.models import load_model
+
+    np.testing.assert_allclose(load_model(tmp_path / "model.pt").predict_labels(data.perts[test], data.lines[test])[0],
+                               de, atol=1e-4)
     x = build_model("xctx_rate", {}, seed=0)
     x.fit(ModelInputs(train=path))
     de_x, _ = x.predict_labels(data.perts[test], data.lines[test])
     assert mean_auc(data.de[test], de) > 0.7 and mean_auc(data.de[test], de_x) > 0.6
+
+
+def test_line_transfer_reads_co_regulated_genes_in_the_other_lines():
+    """Line b's gene j follows line a's gene j+1 (co-regulation): the same gene's label elsewhere (xctx_rate's
+    signal) says nothing, the transfer ridge over every gene recovers it; its training rows never include the
+    scored row's own label."""
+    from pertpipe.data.labels import LabelData
+    from pertpipe.models.label_transfer import LineTransfer, other_line_means
+    from pertpipe.models.labels import mean_auc
+
+    rng = np.random.default_rng(0)
+    n, G = 200, 12
+    a = (rng.random((n, G)) < 0.3).astype(np.int8)
+    b = np.roll(a, -1, axis=1).copy()
+    b[rng.random(b.shape) < 0.05] ^= 1  # a little noise
+    perts = np.array([f"P{i}" for i in range(n)])
+    data = LabelData(np.vstack([a, b]), np.vstack([a, b]), np.concatenate([perts, perts]),
+                     np.array(["a"] * n + ["b"] * n), [f"G{j}" for j in range(G)])
+    test = np.zeros(2 * n, bool)
+    test[n + 150:] = True  # line b's last 50 perturbations
+    lt = LineTransfer(seed=0)
+    log = lt.fit(data, rows=~test)
+    assert log["b"]["de"]["alpha"] in (10.0, 100.0, 1000.0, 10000.0) and log["b"]["de"]["rows"] == 150
+    scores, has = lt.predict(data, "de", data.perts[test], data.lines[test])
+    assert has.all()
+    truth = data.de[test]
+    same_gene, _ = other_line_means(data, "de", data.perts[test], data.lines[test])
+    assert mean_auc(truth, scores) > 0.9 > 0.65 > mean_auc(truth, same_gene)
+    back = LineTransfer.from_state(lt.state())
+    np.testing.assert_allclose(back.predict(data, "de", data.perts[test], data.lines[test])[0], scores, atol=1e-5)
