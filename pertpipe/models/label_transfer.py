@@ -50,73 +50,100 @@ def other_line_means(store: Any, kind: str, perts: np.ndarray, lines: np.ndarray
 
 
 class LineTransfer:
-    """Per line and kind, the dual-form ridge from other-line labels to the line's labels (module docstring)."""
+    """Per line and kind, the dual-form ridge from other-line labels to the line's labels (module docstring).
+
+    One object fitted several times on the same store (the cross-fitting folds) computes each line's features and
+    their Gram matrix once: every fold's centred kernel and validation products are read from it."""
 
     def __init__(self, seed: int = 0, val_fraction: float = 0.15, alphas: tuple[float, ...] = ALPHAS) -> None:
         self.seed, self.val_fraction, self.alphas = seed, val_fraction, alphas
         self.fits: dict[tuple[str, str], dict[str, Any]] = {}
-        self._A: dict[tuple[str, str], np.ndarray] = {}  # centred training features (rebuilt, not stored)
+        self._cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # rows, X, Gram
+        self._store_id: int | None = None
 
-    def _features(self, store: Any, line: str, kind: str) -> np.ndarray:
-        if (line, kind) not in self._A:
-            f = self.fits[(line, kind)]
-            X, _ = other_line_means(store, kind, store.perts[f["rows"]], store.lines[f["rows"]])
-            self._A[(line, kind)] = X - f["fm"]
-        return self._A[(line, kind)]
+    def _line(self, store: Any, line: str, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(store rows of ``line`` measured in another line, their features X, X Xᵀ), cached per store."""
+        if self._store_id != id(store):
+            self._cache, self._store_id = {}, id(store)
+        if (line, kind) not in self._cache:
+            idx = np.flatnonzero(store.lines == line)
+            X, has = other_line_means(store, kind, store.perts[idx], store.lines[idx])
+            X = X[has]
+            self._cache[(line, kind)] = (idx[has], X, (X @ X.T).astype(np.float64))
+        return self._cache[(line, kind)]
 
     @staticmethod
-    def _solve(A: np.ndarray, Y: np.ndarray, alpha: float) -> np.ndarray:
-        K = A @ A.T
-        return np.linalg.solve(K + alpha * np.eye(len(K)), Y)
+    def _centred(Gm: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(x_i - m)·(x_j - m) for i in ``rows``, j in ``cols``, m the mean of the ``cols`` features."""
+        r_rows = Gm[np.ix_(rows, cols)].mean(1)
+        r_cols = Gm[np.ix_(cols, cols)].mean(1)
+        return Gm[np.ix_(rows, cols)] - r_rows[:, None] - r_cols[None, :] + r_cols.mean()
 
     def fit(self, store: Any, rows: np.ndarray | None = None) -> dict[str, Any]:
         """Fit on ``store``'s rows (``rows``: a boolean mask of those the ridges may train on; features always come
-        from the whole store). Returns {line: {kind: chosen α}}."""
+        from the whole store). Returns {line: {kind: the chosen α, rows, validation AUC per α}}."""
         from pertpipe.models.labels import mean_auc
 
         rows = np.ones(len(store.perts), bool) if rows is None else rows
         rng = np.random.default_rng(self.seed + 53)
         log: dict[str, Any] = {}
+        self.fits, self._A_key = {}, None  # a new fit: the rebuilt training features are stale
         for line in sorted(set(map(str, store.lines))):
-            idx = np.flatnonzero(rows & (store.lines == line))
             for kind in ("de", "dir"):
-                X, has = other_line_means(store, kind, store.perts[idx], store.lines[idx])
-                idx_k, X = idx[has], X[has]
-                if len(idx_k) < 10:
+                idx, X, Gm = self._line(store, line, kind)
+                keep = np.flatnonzero(rows[idx])
+                if len(keep) < 10:
                     continue
-                Y = _codes(store, kind)[idx_k]
-                Yf = np.where(Y == MISSING, FILL[kind], Y).astype(np.float32)
-                perts = np.unique(store.perts[idx_k])
+                Y = _codes(store, kind)[idx[keep]]
+                Yf = np.where(Y == MISSING, FILL[kind], Y).astype(np.float64)
+                perts = np.unique(store.perts[idx[keep]])
                 val_p = set(rng.choice(perts, size=max(1, int(round(self.val_fraction * len(perts)))), replace=False))
-                va = np.array([p in val_p for p in store.perts[idx_k]])
+                va = np.array([p in val_p for p in store.perts[idx[keep]]])
                 aucs = {}
                 if va.any() and (~va).any():
-                    fm, ym = X[~va].mean(0), Yf[~va].mean(0)
-                    A = X[~va] - fm
+                    t, v = keep[~va], keep[va]
+                    w, U = np.linalg.eigh(self._centred(Gm, t, t))
+                    Kv = self._centred(Gm, v, t)
+                    ym = Yf[~va].mean(0)
+                    UtY = U.T @ (Yf[~va] - ym)
                     for a in self.alphas:
-                        coef = self._solve(A, Yf[~va] - ym, a)
-                        aucs[a] = mean_auc(Y[va], (X[va] - fm) @ A.T @ coef + ym)
+                        coef = U @ (UtY / (np.maximum(w, 0) + a)[:, None])
+                        aucs[a] = mean_auc(Y[va], Kv @ coef + ym)
                 alpha = max(aucs, key=lambda a: (aucs[a], a)) if aucs else self.alphas[len(self.alphas) // 2]
-                fm, ym = X.mean(0), Yf.mean(0)
-                A = X - fm
+                K = self._centred(Gm, keep, keep)
+                ym = Yf.mean(0)
+                coef = np.linalg.solve(K + alpha * np.eye(len(K)), Yf - ym)
                 # the training features are rebuilt from the store when predicting (model.pt keeps the row numbers)
-                self.fits[(line, kind)] = {"rows": idx_k.astype(np.int64), "coef": self._solve(A, Yf - ym, alpha)
-                                           .astype(np.float32), "fm": fm.astype(np.float32),
-                                           "ym": ym.astype(np.float32), "alpha": alpha}
-                self._A[(line, kind)] = A.astype(np.float32)
-                log.setdefault(line, {})[kind] = {"alpha": alpha, "rows": int(len(idx_k)),
+                self.fits[(line, kind)] = {"rows": idx[keep].astype(np.int64), "coef": coef.astype(np.float32),
+                                           "fm": X[keep].mean(0).astype(np.float32), "ym": ym.astype(np.float32),
+                                           "alpha": alpha}
+                log.setdefault(line, {})[kind] = {"alpha": alpha, "rows": int(len(keep)),
                                                   "val_auc_by_alpha": {f"{a:g}": round(float(v), 4)
                                                                        for a, v in aucs.items()}}
         return log
+
+    def release(self) -> None:
+        """Drop the cached features and Gram matrices (what fitting needed; prediction rebuilds what it needs)."""
+        self._cache, self._store_id, self._A_key = {}, None, None
+
+    def _features(self, store: Any, line: str, kind: str) -> np.ndarray:
+        """The centred training features of a fitted (line, kind), rebuilt from the store."""
+        f = self.fits[(line, kind)]
+        key = ("A", line, kind, id(store))
+        if getattr(self, "_A_key", None) != key:
+            X, _ = other_line_means(store, kind, store.perts[f["rows"]], store.lines[f["rows"]])
+            self._A, self._A_key = X - f["fm"], key
+        return self._A
 
     def predict(self, store: Any, kind: str, perts: np.ndarray, lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[n, G] transfer scores of the queries and [n] whether the perturbation is measured in another line (rows
         without get the line's mean label, or :data:`FILL` for a line the ridges never saw)."""
         X, has = other_line_means(store, kind, perts, lines)
         out = np.full(X.shape, FILL[kind], dtype=np.float32)
+        lines = np.asarray(lines)
         for line in set(map(str, lines)):
             f = self.fits.get((line, kind))
-            sel = np.asarray(lines) == line
+            sel = lines == line
             if f is None:
                 continue
             out[sel] = f["ym"]

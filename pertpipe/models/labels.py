@@ -709,15 +709,16 @@ class FusionLearner(Learner):
         from pertpipe.models.label_transfer import LineTransfer
 
         out = {k: (np.zeros(data.de.shape, np.float32), np.zeros(len(data.perts), bool)) for k in ("de", "dir")}
+        lt = LineTransfer(self.seed)  # one object: the lines' features and Gram matrices are computed once
         for i in range(folds):
             held = fold == i
-            lt = LineTransfer(self.seed)
             lt.fit(data, rows=~held)
             for k in out:
                 sc, has = lt.predict(data, k, data.perts[held], data.lines[held])
                 out[k][0][held], out[k][1][held] = sc, has
-        self.transfer = LineTransfer(self.seed)
-        self.transfer_log = self.transfer.fit(data)
+        self.transfer_log = lt.fit(data)
+        lt.release()
+        self.transfer = lt
         return out
 
     def _net(self, n_lines: int, G: int) -> Any:
