@@ -53,11 +53,12 @@ from pertpipe.models.prior import PRIOR_CANDIDATES, BaselinePrior, FacetKNNPrior
 from pertpipe.io import pick_device
 from pertpipe.models.shrinkage import check_setting as check_shrinkage
 from pertpipe.models.shrinkage import fit_shrinkage, prior_shrinkage
-from pertpipe.models.training import TrainConfig, train, validation_targets
+from pertpipe.models.training import TrainConfig, stage_checkpoint, train, validation_targets
 
 
 
 RESIDUAL_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)  # γ candidates of the learned residual over the prior
+RESIDUAL_MODES = ("gain_facets", "full")  # what residual: auto tries, in this order of preference
 
 
 def _torch():
@@ -102,11 +103,11 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         prior_folds: int = positive(5)
         prior_fold_unit: Literal["auto", "target", "group"] = "auto"
         residual_scale: Any = "auto"  # auto (validated γ) or a number in [0, 1]: prediction = prior + γ × network
-        # what the network adds to the prior: gain_facets (default) = a gain of the prior's shift, per gene and along
-        # the cells' principal axes, from the cell state and the state-attended facets; gain = from the state alone;
-        # full = also a free change through the facet decoder and read-out (memorises targets on small screens:
-        # chosen on the demo's validation groups, docs/models.md)
-        residual: Literal["full", "gain", "gain_facets"] = "gain_facets"
+        # what the network adds to the prior: gain_facets = a gain of the prior's shift, per gene and along the
+        # cells' principal axes, from the cell state and the state-attended facets; gain = from the state alone;
+        # full = also a free change through the facet decoder and read-out; auto (default) = gain_facets and full
+        # both trained, the one with the lower validation error kept (docs/models.md)
+        residual: Literal["auto", "full", "gain", "gain_facets"] = "auto"
         prior_gain: bool = True  # a learned gain of the prior per cell state, along the cells' principal axes
         prior_k: int = positive(5)
         prior_tau: float = field(default=0.05, metadata={"gt": 0})
@@ -269,12 +270,7 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         fit_groups = [g for g in groups if g[0] not in val_targets]
         val_groups = [g for g in groups if g[0] in val_targets]
         device = self.device
-        self.net = DyGenePTModule(len(self.genes), Zq.shape[1], self.facets.shape[2], p.hidden,
-                                  p.attn_dim, p.heads, p.normaliser, gain_dim=self._gain_dim(),
-                                  residual=self._residual_mode()).to(device)
         comps = torch.tensor(self.pca_components.T, dtype=torch.float32, device=device)  # G x d
-        if self.net.gain_dim:
-            self.net.comps.copy_(comps)
         sampler = GroupSampler(Z, Zq, ctrl_idx, groups, {t: self._target_facets(t) for t in targets},
                                [self._prior(t, ct, leave_out=(t, ct)) for t, ct, _c, _d in groups],
                                cells_per_group=p.cells_per_group, device=device)
@@ -291,11 +287,33 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         def validate():
             return self.net.residual_mse(sampler.batch(val_groups, epoch_generator(self.seed + 10_007, 0)))
 
-        tlog = train(self.net, param_groups=self._param_groups(), step=step,
-                     validate=validate if val_groups else None, cfg=TrainConfig.from_params(p), seed=self.seed,
-                     device=device, checkpoint=inputs.checkpoint, desc="dygenept")
-        self.net.eval()
-        gain = self._residual_gain(sampler, val_groups) if val_groups else None
+        def fit_mode(mode: str, checkpoint: Any) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+            torch.manual_seed(self.seed)
+            self.residual_mode = mode
+            self.net = DyGenePTModule(len(self.genes), Zq.shape[1], self.facets.shape[2], p.hidden,
+                                      p.attn_dim, p.heads, p.normaliser, gain_dim=self._gain_dim(),
+                                      residual=self._residual_mode()).to(device)
+            if self.net.gain_dim:
+                self.net.comps.copy_(comps)
+            tlog = train(self.net, param_groups=self._param_groups(), step=step,
+                         validate=validate if val_groups else None, cfg=TrainConfig.from_params(p), seed=self.seed,
+                         device=device, checkpoint=checkpoint, desc=f"dygenept ({self._residual_mode()})")
+            self.net.eval()
+            return self.net, tlog, (self._residual_gain(sampler, val_groups) if val_groups else None)
+
+        modes = list(RESIDUAL_MODES) if (p.residual == "auto" and self.prior is not None and val_groups) else \
+            [p.residual if p.residual != "auto" else RESIDUAL_MODES[0]]
+        tried = {m: fit_mode(m, stage_checkpoint(inputs.checkpoint, m) if len(modes) > 1 else inputs.checkpoint)
+                 for m in modes}
+        # the residual chosen on the validation groups: the lowest MSE at its validated γ (ties: the first listed)
+        chosen = min(modes, key=lambda m: (tried[m][2]["mse_by_scale"][f"{tried[m][2]['scale']:g}"]
+                                           if tried[m][2] else 0.0, modes.index(m)))
+        self.net, tlog, gain = tried[chosen]
+        self.residual_mode = chosen
+        if gain:
+            self.residual_scale = gain["scale"]
+            gain = {**gain, "by_residual": {m: {"scale": g["scale"], "mse_by_scale": g["mse_by_scale"]}
+                                            for m, (_n, _t, g) in tried.items() if g}}
         self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=prior_shrinkage(p.shrinkage, self.prior),
                                        summary=summary, chunk_size=chunk, min_groups=p.shrinkage_min_groups)
         if self.prior is not None and p.shrinkage == "auto":
@@ -308,8 +326,12 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
                 "device": device}
 
     def _residual_mode(self) -> str:
-        """``residual`` as it acts: without a prior there is nothing to gain, so the network is the full one."""
-        return self.params.residual if self.prior is not None else "full"
+        """``residual`` as it acts (auto: the one chosen in fit); without a prior there is nothing to gain, so the
+        network is the full one."""
+        if self.prior is None:
+            return "full"
+        mode = getattr(self, "residual_mode", None) or self.params.residual
+        return RESIDUAL_MODES[0] if mode == "auto" else mode
 
     def _gain_dim(self) -> int:
         """The gain on the prior acts along the cells' principal axes (none without a prior or with prior_gain off)."""
@@ -391,7 +413,7 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         return {"net": {k: v.cpu() for k, v in self.net.state_dict().items()}, "pca_mean": self.pca_mean,
                 "pca_components": self.pca_components, **self.lookup.state(),
                 "prior": self.prior.state() if self.prior is not None else None,
-                "residual_scale": float(self.residual_scale)}
+                "residual_scale": float(self.residual_scale), "residual_mode": self._residual_mode()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         if "labels" in state:
@@ -400,6 +422,7 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         self.pca_components = np.asarray(state["pca_components"])
         self._load_knowledge_state(state)
         self.residual_scale = float(state.get("residual_scale", 1.0))
+        self.residual_mode = state.get("residual_mode")
         s_prior = state.get("prior")
         if not s_prior:
             self.prior = None
