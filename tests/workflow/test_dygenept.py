@@ -67,7 +67,9 @@ def test_attention_is_sparse_and_respects_the_mask(demo, tmp_path):
 
 def test_killed_and_resumed_gives_the_same_weights(demo, tmp_path):
     ckpt = tmp_path / "killed.pt"
-    killed_at = fit_killed_after("dygenept", dict(FAST, epochs=8), demo["train"], demo["knowledge"], ckpt)
+    # residual auto trains two networks, each with its stage checkpoint: killed in the first, resumed there
+    killed_at = fit_killed_after("dygenept", dict(FAST, epochs=8), demo["train"], demo["knowledge"], ckpt,
+                                 watch=tmp_path / "killed.gain_facets.pt")
     assert killed_at is not None and killed_at < 8, "the run was not killed mid-training"
     torch.set_num_threads(1)
     resumed = build_model("dygenept", dict(FAST, epochs=8), seed=0)
@@ -168,7 +170,7 @@ def test_ctrl_c_during_training_is_one_line_and_keeps_the_checkpoint(demo, tmp_p
     shutil.copytree(demo["wd"], wd, symlinks=True)
     cfg = with_test_profile({"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500},
                              "knowledge": {"cache_dir": str(demo["wd"] / "cache")}, "models": ["dygenept"],
-                             "model_params": {"dygenept": {**FAST, "epochs": 400}}})
+                             "model_params": {"dygenept": {**FAST, "epochs": 400, "residual": "gain_facets"}}})
     proc = subprocess.Popen([sys.executable, "-m", "snakemake", "results/demo/stage2/dygenept/model.pt", "-s",
                              str(REPO / "Snakefile"), "--directory", str(wd), "--cores", "2", "--nolock",
                              "--configfile", str(write_config(wd, cfg))], cwd=wd, start_new_session=True,
