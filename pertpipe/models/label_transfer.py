@@ -55,8 +55,10 @@ class LineTransfer:
     One object fitted several times on the same store (the cross-fitting folds) computes each line's features and
     their Gram matrix once: every fold's centred kernel and validation products are read from it."""
 
-    def __init__(self, seed: int = 0, val_fraction: float = 0.15, alphas: tuple[float, ...] = ALPHAS) -> None:
-        self.seed, self.val_fraction, self.alphas = seed, val_fraction, alphas
+    def __init__(self, score: Any, seed: int = 0, val_fraction: float = 0.15,
+                 alphas: tuple[float, ...] = ALPHAS) -> None:
+        """``score(codes, scores)``: the validation score α is chosen by (the labels models' mean AUC over genes)."""
+        self.score, self.seed, self.val_fraction, self.alphas = score, seed, val_fraction, alphas
         self.fits: dict[tuple[str, str], dict[str, Any]] = {}
         self._cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # rows, X, Gram
         self._store_id: int | None = None
@@ -82,8 +84,6 @@ class LineTransfer:
     def fit(self, store: Any, rows: np.ndarray | None = None) -> dict[str, Any]:
         """Fit on ``store``'s rows (``rows``: a boolean mask of those the ridges may train on; features always come
         from the whole store). Returns {line: {kind: the chosen α, rows, validation AUC per α}}."""
-        from pertpipe.models.labels import mean_auc
-
         rows = np.ones(len(store.perts), bool) if rows is None else rows
         rng = np.random.default_rng(self.seed + 53)
         log: dict[str, Any] = {}
@@ -108,7 +108,7 @@ class LineTransfer:
                     UtY = U.T @ (Yf[~va] - ym)
                     for a in self.alphas:
                         coef = U @ (UtY / (np.maximum(w, 0) + a)[:, None])
-                        aucs[a] = mean_auc(Y[va], Kv @ coef + ym)
+                        aucs[a] = self.score(Y[va], Kv @ coef + ym)
                 alpha = max(aucs, key=lambda a: (aucs[a], a)) if aucs else self.alphas[len(self.alphas) // 2]
                 K = self._centred(Gm, keep, keep)
                 ym = Yf.mean(0)
@@ -156,8 +156,8 @@ class LineTransfer:
         return {f"{line}|{kind}": v for (line, kind), v in self.fits.items()}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], seed: int = 0) -> LineTransfer:
-        t = cls(seed)
+    def from_state(cls, state: dict[str, Any], score: Any, seed: int = 0) -> LineTransfer:
+        t = cls(score, seed)
         t.fits = {tuple(k.split("|", 1)): {n: (np.asarray(a) if n != "alpha" else float(a)) for n, a in v.items()}
                   for k, v in state.items()}
         for f in t.fits.values():

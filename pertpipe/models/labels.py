@@ -709,7 +709,7 @@ class FusionLearner(Learner):
         from pertpipe.models.label_transfer import LineTransfer
 
         out = {k: (np.zeros(data.de.shape, np.float32), np.zeros(len(data.perts), bool)) for k in ("de", "dir")}
-        lt = LineTransfer(self.seed)  # one object: the lines' features and Gram matrices are computed once
+        lt = LineTransfer(mean_auc, self.seed)  # one object: the lines' features and Gram matrices are computed once
         for i in range(folds):
             held = fold == i
             lt.fit(data, rows=~held)
@@ -838,7 +838,7 @@ class FusionLearner(Learner):
         self.net.load_state_dict(state["net"])
         from pertpipe.models.label_transfer import LineTransfer
 
-        self.transfer = LineTransfer.from_state(state["transfer"], self.seed) if state.get("transfer") else None
+        self.transfer = LineTransfer.from_state(state["transfer"], mean_auc, self.seed) if state.get("transfer") else None
 
 
 LEARNERS[FusionLearner.name] = FusionLearner

@@ -266,7 +266,7 @@ def test_line_transfer_reads_co_regulated_genes_in_the_other_lines():
                      np.array(["a"] * n + ["b"] * n), [f"G{j}" for j in range(G)])
     test = np.zeros(2 * n, bool)
     test[n + 150:] = True  # line b's last 50 perturbations
-    lt = LineTransfer(seed=0)
+    lt = LineTransfer(mean_auc, seed=0)
     log = lt.fit(data, rows=~test)
     assert log["b"]["de"]["alpha"] in (10.0, 100.0, 1000.0, 10000.0) and log["b"]["de"]["rows"] == 150
     scores, has = lt.predict(data, "de", data.perts[test], data.lines[test])
@@ -274,5 +274,5 @@ def test_line_transfer_reads_co_regulated_genes_in_the_other_lines():
     truth = data.de[test]
     same_gene, _ = other_line_means(data, "de", data.perts[test], data.lines[test])
     assert mean_auc(truth, scores) > 0.9 > 0.65 > mean_auc(truth, same_gene)
-    back = LineTransfer.from_state(lt.state())
+    back = LineTransfer.from_state(lt.state(), mean_auc)
     np.testing.assert_allclose(back.predict(data, "de", data.perts[test], data.lines[test])[0], scores, atol=1e-5)
