@@ -407,3 +407,56 @@ def predict_reloaded(model, demo: dict[str, Path], tmp_path: Path):
     assert list(p.var_names) == list(ad.read_h5ad(demo["train"], backed="r").var_names)
     assert p.obs.groupby("target_gene").size().to_dict() == tpl.groupby("target_gene")["n_cells"].sum().to_dict()
     return p, tpl
+
+
+# a user's model module (one file): the registry's unit tests and the plugin workflow test load it
+TOY_MODEL = '''
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from pertpipe.models.base import PredictsShift, register_model
+from pertpipe.models.params import positive
+
+
+@register_model("toy_shift")
+class ToyShift(PredictsShift):
+    inputs = ("knowledge",)  # declared: the rule passes the facet tensor, fit reads it
+
+    @dataclass
+    class Params:
+        size: float = field(default=0.5, metadata={"ge": 0})
+        mode: Literal["up", "down"] = "up"
+        repeats: int = positive(1)
+
+    def fit(self, inputs):
+        if inputs.train is None:
+            self.genes = ["A", "B"]
+            return {}
+        self._summarise(inputs)
+        self.facets_read = str(inputs.need("knowledge", "toy_shift"))
+        return {"facets_read": self.facets_read}
+
+    def predict_shift(self, target, cell_type):
+        return np.full(len(self.genes), self.params.size * (1 if self.params.mode == "up" else -1))
+
+    def state(self):
+        return {}
+
+    def set_state(self, state):
+        pass
+'''
+
+# Markers by folder: a test that runs Snakemake lives in tests/workflow (or tests/real, tests/slurm, which also need
+# the reference data / a Slurm), and its folder marks it, so `make test-fast` (not workflow) never runs one.
+FOLDER_MARKERS = {"workflow": ("workflow",), "real": ("real", "workflow"), "slurm": ("slurm", "workflow")}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        for mark in FOLDER_MARKERS.get(folder, ()):
+            item.add_marker(getattr(pytest.mark, mark))

@@ -145,3 +145,26 @@ def test_no_model_prediction_raises_not_implemented():
 def test_checks_read_the_real_package():
     # guard against an empty walk (a moved package would make every check above pass vacuously)
     assert len(MODULES) > 50 and "pertpipe.models.base" in MODULES
+
+
+SNAKEMAKE_FOLDERS = {"workflow", "real", "slurm"}  # conftest.FOLDER_MARKERS marks their tests (workflow among them)
+
+
+def _runs_snakemake(tree: ast.AST) -> bool:
+    """A call of conftest's run_snakemake, or a command list naming snakemake ("-m", "snakemake" / "snakemake")."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "run_snakemake":
+            return True
+        if isinstance(node, ast.List) and any(isinstance(e, ast.Constant) and e.value == "snakemake"
+                                              for e in node.elts):
+            return True
+    return False
+
+
+def test_tests_that_run_snakemake_live_in_the_workflow_folders():
+    tests = PKG.parent / "tests"
+    misplaced = [str(p.relative_to(tests)) for p in tests.rglob("test_*.py")
+                 if p.parent.name not in SNAKEMAKE_FOLDERS and _runs_snakemake(ast.parse(p.read_text()))]
+    assert not misplaced, f"{misplaced} run Snakemake outside tests/{{workflow,real,slurm}}: move them there"
+    # ... and the check sees a Snakemake-running test where there is one
+    assert _runs_snakemake(ast.parse((tests / "workflow" / "test_model_plugin.py").read_text()))

@@ -14,43 +14,7 @@ from pertpipe.models import MODELS, build_model, get_model_class
 from pertpipe.models.base import PredictsShift, register_model
 from pertpipe.models.inputs import ModelInputs
 
-TOY = '''
-from dataclasses import dataclass, field
-from typing import Literal
-
-import numpy as np
-
-from pertpipe.models.base import PredictsShift, register_model
-from pertpipe.models.params import positive
-
-
-@register_model("toy_shift")
-class ToyShift(PredictsShift):
-    inputs = ("knowledge",)  # declared: the rule passes the facet tensor, fit reads it
-
-    @dataclass
-    class Params:
-        size: float = field(default=0.5, metadata={"ge": 0})
-        mode: Literal["up", "down"] = "up"
-        repeats: int = positive(1)
-
-    def fit(self, inputs):
-        if inputs.train is None:
-            self.genes = ["A", "B"]
-            return {}
-        self._summarise(inputs)
-        self.facets_read = str(inputs.need("knowledge", "toy_shift"))
-        return {"facets_read": self.facets_read}
-
-    def predict_shift(self, target, cell_type):
-        return np.full(len(self.genes), self.params.size * (1 if self.params.mode == "up" else -1))
-
-    def state(self):
-        return {}
-
-    def set_state(self, state):
-        pass
-'''
+from conftest import TOY_MODEL as TOY  # noqa: E402  (the toy model module, shared with tests/workflow)
 
 
 @pytest.fixture
@@ -110,28 +74,6 @@ def test_a_model_whose_declaration_does_not_match_is_refused():
     with pytest.raises(ConfigError, match="unknown input kind"):
         register_model("broken_toy")(UnknownInput)
     assert "broken_toy" not in MODELS
-
-
-@pytest.mark.workflow
-def test_one_module_runs_through_snakemake(tmp_path):
-    """The toy model is ONE file in a folder of the user's own ($PERTPIPE_MODELS_PATH): no rule, runner or script is
-    edited, and it trains (with its declared input passed by the rule), predicts and is scored like any model."""
-    from conftest import TINY_DEMO, run_snakemake
-
-    plugins = tmp_path / "my_models"
-    plugins.mkdir()
-    (plugins / "toy_shift.py").write_text(TOY)
-    wd = tmp_path / "wd"
-    run_snakemake(wd, {"dataset": "demo", "demo": TINY_DEMO, "stage1": {"chunk_size": 500},
-                       "models": ["cell_mean", "toy_shift"], "model_params": {"toy_shift": {"size": 0.1}},
-                       "knowledge": {"cache_dir": str(wd / "cache")}},
-                  env={"PERTPIPE_MODELS_PATH": str(plugins), "HF_HUB_OFFLINE": "1"}, timeout=1200)
-    res = wd / "results/demo"
-    log = json.loads((res / "stage2/toy_shift/train_log.json").read_text())
-    assert log["model"] == "toy_shift" and log["facets_read"].endswith("knowledge/facet_embeddings.pt")
-    board = pd.read_csv(res / "leaderboard.csv").set_index("model")
-    assert {"cell_mean", "toy_shift"} <= set(board.index)
-    assert board.loc["toy_shift", "MAE"] != board.loc["cell_mean", "MAE"]  # its own predictions were scored
 
 
 def test_tasks_own_their_splits_and_metrics():
