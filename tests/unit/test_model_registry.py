@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
-import pandas as pd
 import pytest
 
 import pertpipe.models as models_pkg
@@ -14,7 +12,7 @@ from pertpipe.models import MODELS, build_model, get_model_class
 from pertpipe.models.base import PredictsShift, register_model
 from pertpipe.models.inputs import ModelInputs
 
-from conftest import TOY_MODEL as TOY  # noqa: E402  (the toy model module, shared with tests/workflow)
+from conftest import TOY_MODEL as TOY  # the toy model module, shared with tests/workflow
 
 
 @pytest.fixture
