@@ -198,6 +198,27 @@ class _Feeder:
         return self.net.flow_loss(z0, z1, c, pe, t, group_size=k, mmd_weight=p.mmd_weight, mmd_steps=p.mmd_steps)
 
 
+def centre_cells(cells: np.ndarray, target_mean: np.ndarray, *, iters: int = 30) -> np.ndarray:
+    """``cells`` [n x G] moved per gene by an offset o so that, clipped at 0, their mean is ``target_mean`` (>= 0).
+
+    A plain shift by (target - mean) is biased upward on sparse data, where clipping removes the negative part.
+    f(o) = mean(clip(x + o, 0)) is convex and increasing, so Newton's method started to the right of the root (o
+    with every cell at or above the target) walks down to it monotonically; a gene whose target is 0 ends at 0."""
+    x = np.asarray(cells, dtype=np.float64)
+    t = np.asarray(target_mean, dtype=np.float64)
+    o = t - x.min(0)  # every cell >= t, so f(o) >= t
+    for _ in range(iters):
+        y = x + o
+        f = np.clip(y, 0, None).mean(0)
+        slope = (y > 0).mean(0)
+        gap = f - t
+        step = np.divide(gap, slope, out=np.zeros_like(gap), where=slope > 0)
+        if np.abs(gap).max() < 1e-7:
+            break
+        o -= step
+    return np.clip(x + o, 0, None)
+
+
 @register_model("cfmvc")
 class CFMVCModel(GeneratesCells):
     """Generates a row's cells together: its latents come from one flow draw and its change from the row's mean."""
@@ -631,8 +652,8 @@ class CFMVCModel(GeneratesCells):
         if self.centre is None:
             return cells
         # the generated spread around the centre's pseudobulk: drawn controls' mean + the centre's shift
-        target_mean = controls.x[pick].toarray().mean(0) + self.centre.shift(target, cell_type)
-        return np.clip(cells - cells.mean(0) + target_mean, 0, None)
+        target_mean = np.clip(controls.x[pick].toarray().mean(0) + self.centre.shift(target, cell_type), 0, None)
+        return centre_cells(cells, target_mean)
 
     # -- persistence ----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -115,3 +115,20 @@ def test_summary_without_drops_only_the_named_groups():
     w = s.without({("A", "x")})
     assert ("A", "x") not in w.target_ct_means.index and ("A", "y") in w.target_ct_means.index
     assert len(w.target_ct_counts) == 3 and w.control_ct_means.equals(s.control_ct_means)
+
+
+def test_centred_cells_hit_the_target_mean_without_clipping_bias():
+    """CFM-VC's generated cells moved to the centre's pseudobulk: exactly its mean after clipping at 0, also on
+    sparse cells where a plain shift would be biased upward, and a zero target gives zeros."""
+    from pertpipe.models.cfmvc import centre_cells
+
+    rng = np.random.default_rng(0)
+    x = np.where(rng.random((200, 50)) < 0.05, rng.gamma(2, 1, (200, 50)), 0)
+    t = np.abs(rng.normal(0.1, 0.05, 50))
+    t[0] = 0
+    c = centre_cells(x, t)
+    assert (c >= 0).all() and np.abs(c.mean(0) - t).max() < 1e-6 and c[:, 0].max() == 0
+    naive = np.clip(x - x.mean(0) + t, 0, None)
+    assert (naive.mean(0) - t).max() > 0.05  # what the plain shift gets wrong
+    dense = rng.normal(3, 0.3, (100, 20))  # nothing reaches 0: the plain shift, exactly
+    np.testing.assert_allclose(centre_cells(dense, np.full(20, 2.0)), dense - dense.mean(0) + 2.0, atol=1e-9)

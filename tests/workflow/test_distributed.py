@@ -22,8 +22,9 @@ from pertpipe.models.distributed import DistConfig, Share, first_host, launch_co
 from conftest import REPO, TINY_DEMO, kill_at_checkpoint, run_snakemake
 
 HP = {
+    # one residual network (auto trains two, each with a stage checkpoint): the kill test watches checkpoint.pt
     "dygenept": {"epochs": 6, "steps_per_epoch": 5, "hidden": 32, "device": "cpu", "shrinkage": "none",
-                 "patience": 100, "groups_per_step": 8},
+                 "patience": 100, "groups_per_step": 8, "residual": "gain_facets"},
     "cfmvc": {"vae_epochs": 4, "flow_epochs": 4, "joint_epochs": 2, "steps_per_epoch": 5, "hidden": 32,
               "flow_hidden": 32, "d_int": 8, "device": "cpu", "shrinkage": "none", "patience": 100,
               "groups_per_step": 8, "cells_per_group": 16, "vae_batch": 64},
