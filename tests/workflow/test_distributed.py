@@ -24,7 +24,7 @@ from conftest import REPO, TINY_DEMO, kill_at_checkpoint, run_snakemake
 HP = {
     # one residual network (auto trains two, each with a stage checkpoint): the kill test watches checkpoint.pt
     "dygenept": {"epochs": 6, "steps_per_epoch": 5, "hidden": 32, "device": "cpu", "shrinkage": "none",
-                 "patience": 100, "groups_per_step": 8, "residual": "gain_facets"},
+                 "patience": 100, "groups_per_step": 8, "residual": "full"},
     "cfmvc": {"vae_epochs": 4, "flow_epochs": 4, "joint_epochs": 2, "steps_per_epoch": 5, "hidden": 32,
               "flow_hidden": 32, "d_int": 8, "device": "cpu", "shrinkage": "none", "patience": 100,
               "groups_per_step": 8, "cells_per_group": 16, "vae_batch": 64},
@@ -72,6 +72,21 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(knowledge_demo,
     assert c1.keys() == c2.keys() and all(len(c1[k]) == len(c2[k]) > 1 for k in c1)
     for k in c1:
         np.testing.assert_allclose(c2[k], c1[k], rtol=RTOL, err_msg=k)
+    if model == "dygenept":
+        # its correction starts at exactly zero (zero-initialised last layers): weights whose gradients are 0 or
+        # tiny early on move by Adam's normalised step on one process's rounding and not the other's, so the raw
+        # weights are not comparable; what the two models predict is
+        import pandas as pd
+
+        from pertpipe.models import load_model
+
+        m1, m2 = (load_model(tmp_path / f"p{n}" / "model.pt") for n in (1, 2))
+        x = np.abs(np.random.default_rng(0).normal(1, 0.5, size=(8, len(m1.genes))))
+        targets = [t for t in pd.read_csv(knowledge_demo["template"]).target_gene.unique() if t != "non-targeting"]
+        for t in targets[:4]:
+            np.testing.assert_allclose(m2.predict_cell_shifts(t, "typeA", x), m1.predict_cell_shifts(t, "typeA", x),
+                                       rtol=0, atol=2e-3, err_msg=t)
+        return
     for name, w in weights[1].items():
         np.testing.assert_allclose(weights[2][name].numpy(), w.numpy(), rtol=0, atol=1e-3, err_msg=name)
 
