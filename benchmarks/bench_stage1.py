@@ -39,7 +39,7 @@ def make_input(path: Path, n_cells: int, nnz_per_cell: int, seed: int = 0, chunk
     import pandas as pd
     import scipy.sparse as sp
 
-    from pertpipe.data.h5io import H5adWriter
+    from pertpipe.core.h5io import H5adWriter
 
     rng = np.random.default_rng(seed)
     uni = universe()
@@ -68,7 +68,7 @@ def make_input(path: Path, n_cells: int, nnz_per_cell: int, seed: int = 0, chunk
 def worker_chunked(src: Path, out: Path, chunk_size: int) -> None:
     from pertpipe.data.adapters import get_adapter
     from pertpipe.data.genes import align_genes
-    from pertpipe.data.h5io import read_obs
+    from pertpipe.core.h5io import read_obs
     from pertpipe.data.split import make_split, write_split
     from pertpipe.data.standardize import standardize
 
@@ -83,7 +83,7 @@ def worker_naive(src: Path, out: Path) -> None:
     import anndata as ad
     import scanpy as sc
 
-    from pertpipe.data.h5io import read_obs
+    from pertpipe.core.h5io import read_obs
     from pertpipe.data.split import make_split
 
     a = ad.read_h5ad(src)

@@ -7,7 +7,7 @@ import json
 import sys
 
 from pertpipe.errors import PertpipeError
-from pertpipe.data.h5io import DEFAULT_CHUNK
+from pertpipe.core.h5io import DEFAULT_CHUNK
 
 
 def main(argv: list[str] | None = None) -> int:

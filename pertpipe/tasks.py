@@ -106,6 +106,6 @@ def task_of_dataset(entry: Any) -> Task:
 
 def task_of_file(path: str | os.PathLike) -> Task:
     """The task of a stage-1 file, from its provenance (``uns['pertpipe']['standardize']['scale']``)."""
-    from pertpipe.data.zscores import value_kind
+    from pertpipe.core.h5io import value_kind
 
     return task_of_value_kind(value_kind(path))

@@ -132,7 +132,7 @@ def stage1_targets(dataset):
 from pertpipe.models import MODELS, build_model, get_model_class  # noqa: E402  (registers the models)
 from pertpipe.models.inputs import INPUT_KINDS  # noqa: E402
 from pertpipe.tasks import task_of_dataset  # noqa: E402
-from pertpipe.models.distributed import DistConfig  # noqa: E402
+from pertpipe.core.distributed import DistConfig  # noqa: E402
 from pertpipe.config_check import check_output_folders, check_row_names  # noqa: E402
 
 MODEL_NAMES = list(config["models"])

@@ -417,7 +417,7 @@ from typing import Literal
 import numpy as np
 
 from pertpipe.models.base import PredictsShift, register_model
-from pertpipe.models.params import positive
+from pertpipe.core.params import positive
 
 
 @register_model("toy_shift")

@@ -1,6 +1,6 @@
 """Rule align_genes: reorder/fill genes to the universe (alias rescue via NCBI gene_info), chunk by chunk."""
 from pertpipe.data.genes import align_genes, load_alias_map, load_universe
-from pertpipe.data.h5io import read_uns, read_var
+from pertpipe.core.h5io import read_uns, read_var
 from pertpipe.io import carry_provenance, script_step, write_json
 
 sm = snakemake  # noqa: F821

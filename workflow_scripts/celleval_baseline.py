@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pertpipe.data.h5io import read_uns
+from pertpipe.core.h5io import read_uns
 from pertpipe.evaluation import celleval
 from pertpipe.io import script_step, write_json
 

@@ -1,5 +1,5 @@
 """Rule ground_truth: truth h5ad, pseudobulk parquet, gene order and the prediction template."""
-from pertpipe.data.h5io import read_uns
+from pertpipe.core.h5io import read_uns
 from pertpipe.data.pseudobulk import write_ground_truth
 from pertpipe.data.split import write_template_files
 from pertpipe.integrity import RECORD_KEY, record

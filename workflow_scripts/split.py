@@ -1,5 +1,5 @@
 """Rule split: train/val by strategy, controls divided, leakage checked; writes train/val h5ad + split.json."""
-from pertpipe.data.h5io import read_obs, read_uns
+from pertpipe.core.h5io import read_obs, read_uns
 from pertpipe.data.split import (check_no_leakage, heldout_unit, make_split, min_cells_for, read_val_counts, split_summary,
                                  write_split)
 from pertpipe.integrity import RECORD_KEY, record

@@ -3,7 +3,7 @@ With `distributed.enabled` (and the model in `distributed.models`) the fit runs 
 from pertpipe.integrity import RECORD_KEY, record
 from pertpipe.io import read_json, script_step, write_json
 from pertpipe.models.inputs import file_fields
-from pertpipe.models.distributed import DistConfig
+from pertpipe.core.distributed import DistConfig
 from pertpipe.models.run import train_distributed, train_to_files
 
 sm = snakemake  # noqa: F821

@@ -19,7 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pertpipe import COMBO_SEP, CONTROL_LABEL
-from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
+from pertpipe.core.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ConfigError, ContractError
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.adapters import Adapter
-from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
+from pertpipe.core.h5io import DEFAULT_CHUNK, H5adReader
 from pertpipe.data.standardize import LOG1P_MAX, is_integer_valued
 from pertpipe.errors import ContractError
 

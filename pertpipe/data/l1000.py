@@ -341,7 +341,7 @@ def standardize_l1000(src: str | os.PathLike, dest: str | os.PathLike, *, adapte
     GCTX streams plate by plate); returns summary figures."""
     import scipy.sparse as sp
 
-    from pertpipe.data.h5io import H5adWriter
+    from pertpipe.core.h5io import H5adWriter
 
     src = Path(src)
     if not src.exists():

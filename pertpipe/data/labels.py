@@ -262,7 +262,7 @@ def write_labels(adata: Any, path: str | os.PathLike) -> None:
 
 
 def is_labels_file(path: str | os.PathLike) -> bool:
-    from pertpipe.data.zscores import value_kind
+    from pertpipe.core.h5io import value_kind
 
     return value_kind(path) == SCALE
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
-from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
+from pertpipe.core.groups import group_sums
+from pertpipe.core.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.io import atomic_path, write_text
 
 
@@ -17,15 +17,9 @@ def pseudobulk_means(path: str | os.PathLike, *, by: str = "target_gene", chunk_
                      layer: str | None = None) -> tuple[pd.DataFrame, pd.Series]:
     """Mean of X per group of ``obs[by]`` ([groups x genes], float64) and the cells per group, chunk by chunk."""
     with H5adReader(path) as reader:
-        groups = reader.obs[by].astype(str).to_numpy()
-        names, codes = np.unique(groups, return_inverse=True)
-        sums = np.zeros((len(names), reader.n_vars), dtype=np.float64)
-        for start, stop, block in reader.iter_chunks(chunk_size, layer=layer):
-            c = codes[start:stop]
-            ind = sp.csr_matrix((np.ones(len(c)), (c, np.arange(len(c)))), shape=(len(names), len(c)))
-            sums += (ind @ block.astype(np.float64)).toarray()
-        n = np.bincount(codes, minlength=len(names))
-        means = pd.DataFrame(sums / n[:, None], index=pd.Index(names, name=by), columns=list(reader.var_names))
+        g = group_sums(reader, reader.obs[by].astype(str).to_numpy(), chunk_size=chunk_size, layer=layer)
+        names, n = g.names, g.n
+        means = pd.DataFrame(g.sums / n[:, None], index=pd.Index(names, name=by), columns=list(reader.var_names))
     return means, pd.Series(n, index=means.index, name="n_cells")
 
 

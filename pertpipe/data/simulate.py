@@ -37,7 +37,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import H5adWriter
+from pertpipe.core.h5io import H5adWriter
 from pertpipe.io import atomic_path, write_json, write_text
 
 # (prefix, name, GO root id, root name, root definition) for the eight programs.

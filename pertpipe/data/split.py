@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from pertpipe import COMBO_SEP, CONTROL_LABEL, perturbation_genes
-from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
+from pertpipe.core.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ConfigError, ContractError, LeakageError
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def heldout_unit(strategy: str) -> str:
 
 def read_heldout_unit(path: str | os.PathLike) -> str | None:
     """The split's held-out unit recorded in a training file (None for files written before it was recorded)."""
-    from pertpipe.data.h5io import read_uns
+    from pertpipe.core.h5io import read_uns
 
     unit = (read_uns(path).get("pertpipe") or {}).get("heldout_unit")
     return str(unit) if unit in ("target", "group") else None

@@ -10,7 +10,7 @@ import pandas as pd
 
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.genes import load_universe
-from pertpipe.data.h5io import DEFAULT_CHUNK, read_obs
+from pertpipe.core.h5io import DEFAULT_CHUNK, read_obs
 from pertpipe.data.split import check_no_leakage
 from pertpipe.data.validate import validate_h5ad
 from pertpipe.errors import LeakageError

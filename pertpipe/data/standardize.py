@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.adapters import Adapter
-from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
+from pertpipe.core.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ConfigError, ContractError
 
 log = logging.getLogger(__name__)

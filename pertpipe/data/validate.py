@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, read_uns
+from pertpipe.core.h5io import DEFAULT_CHUNK, H5adReader, read_uns
 from pertpipe.data.standardize import LOG1P_MAX, check_values
 from pertpipe.errors import ContractError
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
+from pertpipe.core.groups import group_sums
+from pertpipe.core.h5io import DEFAULT_CHUNK, H5adReader, value_kind
 from pertpipe.errors import ContractError
 
 SD_FLOOR = 0.05
@@ -88,15 +88,6 @@ class ContextStats:
                 "median_abs_z": float(np.median(np.abs(self.z))) if self.z.size else 0.0}
 
 
-def value_kind(path: str | os.PathLike) -> str:
-    """``zscore`` for a signature dataset (L1000), ``labels`` for a labels dataset (PerturbQA), ``log1p`` otherwise
-    (from the file's stage-1 provenance)."""
-    from pertpipe.data.h5io import read_uns
-
-    std = (read_uns(path).get("pertpipe") or {}).get("standardize") or {}
-    return std.get("scale") if std.get("scale") in ("zscore", "labels") else "log1p"
-
-
 def context_stats(path: str | os.PathLike, *, robust: bool = False, sd_floor: float = SD_FLOOR,
                   max_robust_cells: int = 2000, chunk_size: int = DEFAULT_CHUNK, seed: int = 0) -> ContextStats:
     """The statistics of the training h5ad at ``path`` (see the module docstring)."""
@@ -105,16 +96,8 @@ def context_stats(path: str | os.PathLike, *, robust: bool = False, sd_floor: fl
         obs = r.obs[["target_gene", "cell_type"]].astype(str)
         genes = [str(g) for g in r.var_names]
         keys = obs["target_gene"] + "\x1f" + obs["cell_type"]
-        names, codes = np.unique(keys.to_numpy(), return_inverse=True)
-        s1 = np.zeros((len(names), len(genes)))
-        s2 = np.zeros((len(names), len(genes)))
-        for start, stop, block in r.iter_chunks(chunk_size):
-            c = codes[start:stop]
-            ind = sp.csr_matrix((np.ones(len(c)), (c, np.arange(len(c)))), shape=(len(names), len(c)))
-            b = block.astype(np.float64)
-            s1 += (ind @ b).toarray()
-            s2 += (ind @ b.multiply(b)).toarray()
-    n = np.bincount(codes, minlength=len(names)).astype(float)
+        g = group_sums(r, keys.to_numpy(), chunk_size=chunk_size, squares=True)
+    names, s1, s2, n = g.names, g.sums, g.squares, g.n.astype(float)
     mean = s1 / n[:, None]
     var = np.maximum(s2 / n[:, None] - mean ** 2, 0) * (n / np.maximum(n - 1, 1))[:, None]
     split = [k.split("\x1f") for k in names]

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter, read_obs, read_uns
+from pertpipe.core.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter, read_obs, read_uns
 from pertpipe.errors import ContractError, PertpipeError
 from pertpipe.io import child_options, work_dir
 

@@ -33,7 +33,7 @@ from scipy.special import ndtr
 from scipy.stats import false_discovery_control
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import H5adReader
+from pertpipe.core.h5io import H5adReader
 
 FDR_THRESHOLD = 0.05
 
@@ -46,14 +46,14 @@ class Expression:
     (``X[rows]``), so the scorer's memory follows the largest group and the control reference, not the file.
     """
 
-    X: Any  # sp.csr_matrix or pertpipe.data.h5io.RowReader
+    X: Any  # sp.csr_matrix or pertpipe.core.h5io.RowReader
     labels: np.ndarray
     genes: np.ndarray
     _means: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> Expression:
-        from pertpipe.data.h5io import RowReader
+        from pertpipe.core.h5io import RowReader
 
         with H5adReader(path) as r:
             labels = r.obs["target_gene"].astype(str).to_numpy()
@@ -110,7 +110,7 @@ class ReferenceIndex:
 
     @staticmethod
     def _csr(block: Any, dtype: np.dtype | None) -> sp.csr_matrix:
-        from pertpipe.data.h5io import dense_to_csr
+        from pertpipe.core.h5io import dense_to_csr
 
         if isinstance(block, np.ndarray):
             out = dense_to_csr(block)

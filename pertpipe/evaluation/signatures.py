@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from pertpipe.data.h5io import H5adReader
+from pertpipe.core.h5io import H5adReader
 
 KS = (10, 20, 50, 100)
 

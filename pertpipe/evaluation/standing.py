@@ -128,7 +128,7 @@ def split_half_ceiling(truth: str | os.PathLike, baseline: str | os.PathLike, *,
     """The split-half replicate ceiling of ``truth`` (local scorer) and the cell-mean ``baseline`` file scored against
     the same half. Returns per-perturbation tables of both, the ceiling's avg_score with its bootstrap interval, and
     the verdict ``can_rank`` (the interval excludes 0)."""
-    from pertpipe.data.h5io import RowReader
+    from pertpipe.core.h5io import RowReader
     from pertpipe.evaluation.metrics import Expression
     from pertpipe.evaluation.metric_registry import metrics
     from pertpipe.evaluation.scoring import ScoringContext

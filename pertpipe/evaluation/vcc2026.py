@@ -42,7 +42,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
+from pertpipe.core.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ContractError, PertpipeError
 from pertpipe.io import run_tool
 
@@ -164,7 +164,7 @@ def to_counts(pred: str | os.PathLike, train: str | os.PathLike, dest: str | os.
     module docstring); the draws are seeded by ``seed`` and the row number, so they do not depend on the model.
     With ``contexts`` (cell type -> challenge context label) the file is a 2026 submission: control cells left out,
     obs ``target_gene`` and ``context``. Written chunk by chunk (memory: one chunk)."""
-    from pertpipe.data.h5io import RowReader
+    from pertpipe.core.h5io import RowReader
 
     ratios = library_ratios(train, chunk_size=chunk_size)
     pools = {ct: g["ratio"].to_numpy() for ct, g in ratios.groupby("cell_type")}

@@ -106,7 +106,7 @@ def get_model_class(name: str) -> type[PerturbationModel]:
 
 def build_model(name: str, hparams: dict[str, Any] | None = None, *, seed: int = 0) -> PerturbationModel:
     """Instantiate registered model ``name`` with ``hparams`` checked against its typed ``Params`` dataclass."""
-    from pertpipe.models.params import check_params
+    from pertpipe.core.params import check_params
 
     cls = get_model_class(name)
     hp = dict(hparams or {})

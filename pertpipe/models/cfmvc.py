@@ -26,7 +26,7 @@ user-facing :class:`CFMVCModel` prepares data and runs the training stages):
   ``delta`` adds the decoded change mean(z_1) - mean(z_ctrl) to the drawn control cell. ``auto`` (default) is
   ``delta`` for NB models and ``sample`` for the log1p fallbacks: the choice the model benchmark supports.
 
-Training (each stage on the shared loop of :mod:`pertpipe.models.training`, each with its own resumable
+Training (each stage on the shared loop of :mod:`pertpipe.core.training`, each with its own resumable
 checkpoint): 1) the VAE; 2) the context/perturbation encoders and the flow on the VAE's detached latents, with an
 optional MMD between generated and encoded latents; 3) optionally a joint fine-tune at ``joint_lr_scale``.
 """
@@ -42,20 +42,20 @@ import numpy as np
 import pandas as pd
 
 from pertpipe import CONTROL_LABEL, perturbation_genes
-from pertpipe.data.h5io import H5adReader
+from pertpipe.core.h5io import H5adReader
 from pertpipe.errors import ContractError
 from pertpipe.io import pick_device
-from pertpipe.models import distributed
+from pertpipe.core import distributed
 from pertpipe.models.base import GeneratesCells, register_model
 from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.summary import ControlCells
-from pertpipe.models.distances import energy_distance
+from pertpipe.core.distances import energy_distance
 from pertpipe.models.facet_lookup import MAX_TARGETS, FacetLookup
-from pertpipe.models.params import TrainingParams, fraction, positive
+from pertpipe.core.params import TrainingParams, fraction, positive
 from pertpipe.models.prior import PRIOR_CANDIDATES, BaselinePrior, fold_unit
 from pertpipe.models.shrinkage import check_setting as check_shrinkage
 from pertpipe.models.shrinkage import fit_shrinkage, prior_shrinkage
-from pertpipe.models.training import TrainConfig, epoch_generator, stage_checkpoint, train, validation_targets
+from pertpipe.core.training import TrainConfig, epoch_generator, stage_checkpoint, train, validation_targets
 
 
 
@@ -66,7 +66,7 @@ class _Data:
     """The kept training cells: their rows on disk (counts for NB, else log1p X; read batch by batch, never the
     whole matrix), library sizes and context indices. The encoder reads log1p counts (NB) or X itself."""
 
-    rows: Any  # pertpipe.data.h5io.RowReader over the kept cells
+    rows: Any  # pertpipe.core.h5io.RowReader over the kept cells
     enc_log1p: bool
     lib: np.ndarray
     b: np.ndarray
@@ -313,7 +313,7 @@ class CFMVCModel(GeneratesCells):
         self.spatial_dim = 0 if xy is None else int(xy.shape[1])
         b = np.array([self._index(self.batches, v) for v in obs.batch], np.int64)
         ct = np.array([self._index(self.cell_types, v) for v in obs.cell_type], np.int64)
-        from pertpipe.data.h5io import RowReader
+        from pertpipe.core.h5io import RowReader
 
         rows = RowReader(train_path, layer, rows=np.flatnonzero(keep))  # batches are read from disk as drawn
         return _Data(rows, layer == "counts", lib.astype(np.float32), b, ct, xy, obs)

@@ -43,13 +43,14 @@ from typing import Any, Literal
 import numpy as np
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import H5adReader
+from pertpipe.core.h5io import H5adReader
+from pertpipe.core.knn import ranked, softmax_weights, target_vector
 from pertpipe.data.zscores import ContextStats, context_stats
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.data.labels import is_labels_file
 from pertpipe.models.base import PredictsLabels, PredictsShift, PredictsSignatures, register_model
 from pertpipe.models.inputs import ModelInputs
-from pertpipe.models.params import TrainingParams, fraction, positive
+from pertpipe.core.params import TrainingParams, fraction, positive
 
 Z_CLIP = 10.0
 
@@ -212,7 +213,7 @@ class CtxFusionModel(_ContextModel, PredictsLabels):
                     m[idx] = True
                     feats[k] = enc.embed(r.read_masked(m, chunk_size=chunk).toarray()).mean(0)
             return feats
-        from pertpipe.models.pca import pca_gene_embedding, top_components
+        from pertpipe.core.pca import pca_gene_embedding, top_components
 
         if self.value_kind == "log1p":
             G = pca_gene_embedding(train, k=p.pca_dim, max_cells=p.pca_cells, seed=self.seed)
@@ -271,7 +272,7 @@ class CtxFusionModel(_ContextModel, PredictsLabels):
         torch = _torch()
         from pertpipe.io import pick_device
         from pertpipe.models.modules.ctxfusion import CtxFusionModule
-        from pertpipe.models.training import TrainConfig, train as train_loop, validation_targets
+        from pertpipe.core.training import TrainConfig, train as train_loop, validation_targets
 
         if is_labels_file(inputs.train):
             return self.fit_labels(inputs)
@@ -390,9 +391,7 @@ class CtxFusionModel(_ContextModel, PredictsLabels):
     def _borrow(self, target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """A perturbation measured nowhere (``knowledge_fallback``): the signal, shifts and context mask of a
         softmax(cosine / τ)-weighted mix of the ``fallback_k`` training perturbations whose facet embeddings are
-        nearest (:func:`pertpipe.models.prior.target_vector`); None without knowledge or facet text."""
-        from pertpipe.models.prior import target_vector
-
+        nearest (:mod:`pertpipe.core.knn`); None without knowledge or facet text."""
         if self.lookup is None:
             return None
         v = target_vector(self.lookup, target)
@@ -400,9 +399,8 @@ class CtxFusionModel(_ContextModel, PredictsLabels):
             return None
         vecs = np.stack([target_vector(self.lookup, q) for q in self.perts])
         sims = vecs @ v
-        near = np.argsort(-sims, kind="stable")[: self.params.fallback_k]
-        w = np.exp((sims[near] - sims[near].max()) / self.params.fallback_tau)
-        w /= w.sum()
+        near = ranked(sims)[: self.params.fallback_k]
+        w = softmax_weights(sims[near], self.params.fallback_tau)
         has = self.has[near]  # [k, C]
         wc = w[:, None] * has
         wc = wc / np.maximum(wc.sum(0, keepdims=True), 1e-12)

@@ -39,21 +39,21 @@ import numpy as np
 import pandas as pd
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import H5adReader
+from pertpipe.core.h5io import H5adReader
 from pertpipe.errors import ConfigError
-from pertpipe.models import distributed
+from pertpipe.core import distributed
 from pertpipe.data.labels import is_labels_file
 from pertpipe.models.base import PredictsCellShifts, PredictsLabels, register_model
 from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.summary import TrainingSummary
 from pertpipe.models.facet_lookup import FacetLookup
-from pertpipe.models.params import TrainingParams, positive
-from pertpipe.models.pca import top_components
+from pertpipe.core.params import TrainingParams, positive
+from pertpipe.core.pca import top_components
 from pertpipe.models.prior import PRIOR_CANDIDATES, BaselinePrior, FacetKNNPrior, fold_unit
 from pertpipe.io import pick_device
 from pertpipe.models.shrinkage import check_setting as check_shrinkage
 from pertpipe.models.shrinkage import fit_shrinkage, prior_shrinkage
-from pertpipe.models.training import TrainConfig, stage_checkpoint, train, validation_targets
+from pertpipe.core.training import TrainConfig, stage_checkpoint, train, validation_targets
 
 
 
@@ -243,7 +243,7 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         """Data preparation (PCA, groups, the knowledge prior) and the shared training loop on the module's loss."""
         torch = _torch()
         from pertpipe.models.modules.dygenept import DyGenePTModule, GroupSampler
-        from pertpipe.models.training import epoch_generator
+        from pertpipe.core.training import epoch_generator
 
         self._check()
         if is_labels_file(inputs.train):
@@ -352,7 +352,7 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         ``residual_scale: auto`` takes the smallest γ within one standard error of the best (the one-SE rule toward
         the prior, :func:`pertpipe.models.shrinkage.one_se_choice`); at γ = 0 the model *is* its prior baseline."""
         from pertpipe.models.shrinkage import one_se_choice
-        from pertpipe.models.training import epoch_generator
+        from pertpipe.core.training import epoch_generator
 
         b = sampler.batch(val_groups, epoch_generator(self.seed + 20_011, 0))
         errors = self.net.scaled_residual_errors(b, RESIDUAL_SCALES)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pertpipe.data.h5io import DEFAULT_CHUNK
+from pertpipe.core.h5io import DEFAULT_CHUNK
 from pertpipe.errors import ConfigError
 
 

@@ -28,35 +28,10 @@ from pertpipe import perturbation_genes
 from pertpipe.data.labels import is_labels_file
 from pertpipe.models.base import PredictsLabels, PredictsShift, register_model
 from pertpipe.models.inputs import ModelInputs
-from pertpipe.models.params import positive
+from pertpipe.core.params import positive
+from pertpipe.core.ridge import cv_alpha, ridge_fit
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
-
-
-def ridge_fit(X: np.ndarray, Y: np.ndarray, alpha: float) -> np.ndarray:
-    """W minimising |Y - X W|² + α|W|² (X, Y centred)."""
-    return np.linalg.solve(X.T @ X + alpha * np.eye(X.shape[1]), X.T @ Y)
-
-
-def cv_alpha(X: np.ndarray, Y: np.ndarray, alphas: tuple[float, ...], folds: int, seed: int) -> tuple[float, dict]:
-    """The α of ``alphas`` with the lowest ``folds``-fold CV error (centring inside each fold)."""
-    n = X.shape[0]
-    k = min(folds, n)
-    if k < 2:
-        return float(alphas[len(alphas) // 2]), {}
-    order = np.random.default_rng(seed).permutation(n)
-    errs = {}
-    for a in alphas:
-        sse = 0.0
-        for f in range(k):
-            te = order[f::k]
-            tr = np.setdiff1d(order, te)
-            xm, ym = X[tr].mean(0), Y[tr].mean(0)
-            W = ridge_fit(X[tr] - xm, Y[tr] - ym, a)
-            sse += float(((Y[te] - ym - (X[te] - xm) @ W) ** 2).sum())
-        errs[f"{a:g}"] = sse / Y.size
-    best = min(errs, key=errs.get)
-    return float(best), errs
 
 
 @register_model("knowledge_ridge")

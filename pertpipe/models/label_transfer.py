@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from pertpipe.core.ridge import ridge_solve
 from pertpipe.data.labels import MISSING
 
 ALPHAS = (10.0, 100.0, 1000.0, 10000.0)
@@ -112,7 +113,7 @@ class LineTransfer:
                 alpha = max(aucs, key=lambda a: (aucs[a], a)) if aucs else self.alphas[len(self.alphas) // 2]
                 K = self._centred(Gm, keep, keep)
                 ym = Yf.mean(0)
-                coef = np.linalg.solve(K + alpha * np.eye(len(K)), Yf - ym)
+                coef = ridge_solve(K, Yf - ym, alpha)
                 # the training features are rebuilt from the store when predicting (model.pt keeps the row numbers)
                 self.fits[(line, kind)] = {"rows": idx[keep].astype(np.int64), "coef": coef.astype(np.float32),
                                            "fm": X[keep].mean(0).astype(np.float32), "ym": ym.astype(np.float32),

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from pertpipe.core.ridge import ridge_solve
 from pertpipe.data.labels import MISSING, LabelData
 
 
@@ -239,7 +240,7 @@ class RidgeLearner(Learner):
                 ym = Y.mean(0)
                 XtY = Xc.T @ (Y - ym)
                 for a in alphas:
-                    W = np.linalg.solve(XtX + a * np.eye(X.shape[1]), XtY)
+                    W = ridge_solve(XtX, XtY, a)
                     fits[a].setdefault(str(line), {})[kind] = (W, xm, ym)
         return fits
 

@@ -23,8 +23,8 @@ import numpy as np
 from pertpipe import CONTROL_LABEL, perturbation_genes
 from pertpipe.models.base import PredictsShift, register_model
 from pertpipe.models.inputs import ModelInputs
-from pertpipe.models.params import positive
-from pertpipe.models.pca import left_axes, pca_gene_embedding
+from pertpipe.core.params import positive
+from pertpipe.core.pca import left_axes, pca_gene_embedding
 
 
 @register_model("linear")

@@ -22,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import DEFAULT_CHUNK, H5adWriter
+from pertpipe.core.h5io import DEFAULT_CHUNK, H5adWriter
 from pertpipe.errors import ContractError
 from pertpipe.models.base import MODELS, PREDICT_BLOCK_ENTRIES, PerturbationModel
 from pertpipe.models.summary import ControlCells

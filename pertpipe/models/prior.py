@@ -19,13 +19,7 @@ from typing import Any
 
 import numpy as np
 
-
-def target_vector(lookup: Any, label: str) -> np.ndarray:
-    """Unit vector of a perturbation label from the facet tensor (zeros when no facet has text)."""
-    f, m, _t = lookup.target(label)
-    v = (f * m[..., None]).sum(axis=(0, 1)) / max(1.0, float(m.sum()))
-    n = float(np.linalg.norm(v))
-    return (v / n).astype(np.float64) if n > 0 else v.astype(np.float64)
+from pertpipe.core.knn import mix, ranked, target_vector
 
 
 @dataclass
@@ -77,7 +71,7 @@ class FacetKNNPrior:
             return self.mean_shift
         sims = self.vectors @ v
         cand, shifts = [], []
-        for i in np.argsort(-sims):
+        for i in ranked(sims):
             s = self._shift_of(self.targets[i], cell_type, leave_out)
             if s is not None:
                 cand.append(sims[i])
@@ -86,9 +80,7 @@ class FacetKNNPrior:
                 break
         if not cand:
             return self.mean_shift
-        sim = np.asarray(cand)
-        w = np.exp((sim - sim.max()) / self.tau)
-        return (w / w.sum()) @ np.stack(shifts)
+        return mix(np.asarray(cand), np.stack(shifts), self.tau)
 
     def state(self) -> dict[str, Any]:
         return {"targets": self.targets, "vectors": self.vectors, "mean_shift": self.mean_shift, "k": self.k,

@@ -188,7 +188,7 @@ def one_se_choice(errors: np.ndarray, grid) -> tuple[float, np.ndarray]:
 def fit_shrinkage(model: Any, train_path: Any, val_targets: set[str], *, setting: Any, summary: Any = None,
                   chunk_size: int | None = None, min_groups: int = MIN_GROUPS) -> Shrinkage:
     """:func:`choose_shrinkage` reading what it needs from the training split (the fitted model's end of ``fit``)."""
-    from pertpipe.data.h5io import DEFAULT_CHUNK
+    from pertpipe.core.h5io import DEFAULT_CHUNK
     from pertpipe.models.summary import ControlCells, TrainingSummary
 
     chunk_size = chunk_size or DEFAULT_CHUNK

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import DEFAULT_CHUNK, H5adReader
+from pertpipe.core.groups import group_sums
+from pertpipe.core.h5io import DEFAULT_CHUNK, H5adReader
 from pertpipe.errors import ContractError
 
 
@@ -37,13 +37,8 @@ class TrainingSummary:
             obs = r.obs[["target_gene", "cell_type", "batch"]].astype(str)
             genes = [str(g) for g in r.var_names]
             keys = obs["target_gene"] + "\x1f" + obs["cell_type"]
-            names, codes = np.unique(keys.to_numpy(), return_inverse=True)
-            sums = np.zeros((len(names), len(genes)))
-            for start, stop, block in r.iter_chunks(chunk_size):
-                c = codes[start:stop]
-                ind = sp.csr_matrix((np.ones(len(c)), (c, np.arange(len(c)))), shape=(len(names), len(c)))
-                sums += (ind @ block.astype(np.float64)).toarray()
-        n = np.bincount(codes, minlength=len(names))
+            g = group_sums(r, keys.to_numpy(), chunk_size=chunk_size)
+        names, sums, n = g.names, g.sums, g.n
         idx = pd.MultiIndex.from_tuples([tuple(k.split("\x1f")) for k in names], names=["target_gene", "cell_type"])
         means = pd.DataFrame(sums / n[:, None], index=idx, columns=genes)
         counts = pd.Series(n, index=idx)
@@ -112,7 +107,7 @@ class ControlCells:
     counts (``layers["counts"]``) and ``obsm["spatial"]`` (None where the file has none or nobody asked).
 
     ``x`` and ``counts`` are row sources indexed by control number: read from the file on demand
-    (:class:`~pertpipe.data.h5io.RowReader`, so memory follows the rows drawn, not the control pool) or, in
+    (:class:`~pertpipe.core.h5io.RowReader`, so memory follows the rows drawn, not the control pool) or, in
     tests, in-memory CSR matrices; ``x[pick]`` is a CSR either way.
     """
 
@@ -124,7 +119,7 @@ class ControlCells:
     @classmethod
     def load(cls, train: str | os.PathLike, *, counts: bool = False, spatial: bool = False,
              chunk_size: int = DEFAULT_CHUNK) -> ControlCells:
-        from pertpipe.data.h5io import RowReader
+        from pertpipe.core.h5io import RowReader
 
         with H5adReader(train) as r:
             obs = r.obs[["target_gene", "cell_type", "batch"]].astype(str)

@@ -23,8 +23,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from pertpipe.models.modules.layers import mlp
-from pertpipe.models.params import TrainingParams, fraction
+from pertpipe.core.layers import mlp
+from pertpipe.core.params import TrainingParams, fraction
 
 
 
@@ -32,7 +32,7 @@ from pertpipe.models.params import TrainingParams, fraction
 class SpatialParams(TrainingParams):
     """Settings of the latent space, the pseudo-labels and lrimpute (config ``spatial.model``).
 
-    The training fields are the shared loop's (:class:`~pertpipe.models.params.TrainingParams`) with the spatial fits'
+    The training fields are the shared loop's (:class:`~pertpipe.core.params.TrainingParams`) with the spatial fits'
     defaults: Adam (weight_decay 0), no warm-up, no early stopping (patience 0: every epoch runs) and the last
     epoch's weights kept; ``val_fraction`` is the share of visible shared genes held out to choose k (``k: auto``).
     """
@@ -96,7 +96,7 @@ class SpatialParams(TrainingParams):
 
     @classmethod
     def from_config(cls, values: dict[str, Any] | None, *, seed: int = 0, where: str = "spatial.model") -> SpatialParams:
-        from pertpipe.models.params import check_params
+        from pertpipe.core.params import check_params
 
         values = dict(values or {})
         tuples = {"k_candidates": int, "residual_strengths": float, "residual_alphas": float, "smooth_weights": float,
@@ -268,7 +268,7 @@ def _generator(seed: int) -> torch.Generator:
 
 def pca_basis(x: np.ndarray, n: int) -> np.ndarray:
     """genes x n principal axes of ``x`` (rows = observations)."""
-    from pertpipe.models.pca import top_components
+    from pertpipe.core.pca import top_components
 
     basis = top_components(x - x.mean(0), n, fix_signs=False).T
     if basis.shape[1] < n:  # fewer observations/genes than latent dims: pad with zeros
@@ -281,7 +281,7 @@ def _loop_config(params: SpatialParams, epochs: int, steps: int) -> Any:
     gradient clipping, the last epoch's weights kept."""
     from dataclasses import replace
 
-    from pertpipe.models.training import TrainConfig
+    from pertpipe.core.training import TrainConfig
 
     return replace(TrainConfig.from_params(params), epochs=epochs, steps_per_epoch=steps, grad_clip=0.0,
                    restore_best=False)
@@ -297,9 +297,9 @@ def fit_latent(x_sp: np.ndarray, x_sc: np.ndarray, params: SpatialParams, *, che
     """Latent codes (spots, cells) of the two standardised shared-gene matrices, aligned by kNN: every epoch each
     spot's k matched cells (and each cell's k matched spots: the pull goes both ways, so spots do not collapse onto
     a few hub cells) give a fixed centroid that the code is pulled toward. Trained by the shared loop
-    (:func:`pertpipe.models.training.train`), which checkpoints to ``checkpoint`` and resumes from it."""
+    (:func:`pertpipe.core.training.train`), which checkpoints to ``checkpoint`` and resumes from it."""
     from pertpipe.io import pick_device
-    from pertpipe.models.training import train
+    from pertpipe.core.training import train
 
     torch.manual_seed(params.seed)
     g = _generator(params.seed)
@@ -404,7 +404,7 @@ def fit_lrimpute(inp: ImputeInputs, params: SpatialParams, *, checkpoint: str | 
     """The LR-only decoder on one slide's inputs, trained by the shared loop (a full pass over the spots per epoch;
     a last batch of one spot is skipped), checkpointed to ``checkpoint`` and resumed from it."""
     from pertpipe.io import pick_device
-    from pertpipe.models.training import train
+    from pertpipe.core.training import train
 
     torch.manual_seed(params.seed)
     g = _generator(params.seed + 1)

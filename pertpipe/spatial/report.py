@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pertpipe import report_page
-from pertpipe.data.h5io import read_anndata
+from pertpipe.core.h5io import read_anndata
 from pertpipe.io import atomic_path, read_json, write_json, write_text
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pertpipe.errors import ConfigError, ContractError
-from pertpipe.data.h5io import read_anndata, read_var, write_anndata
+from pertpipe.core.h5io import read_anndata, read_var, write_anndata
 from pertpipe.io import atomic_path, load_torch, read_json, save_torch, write_json
 from pertpipe.spatial import evaluate as ev
 from pertpipe.spatial.inputs import read_pair, summary
@@ -132,7 +132,7 @@ def run_knn_labels(spatial_path: str, scrna_path: str, lr_json: str, priors_npz:
     """Validation (k, residual transfer, smoothing, priors: chosen on visible genes), the latent space and the
     pseudo-labels; the latent fits checkpoint to ``checkpoint`` (resumed when a killed job runs again), removed once
     the outputs are written."""
-    from pertpipe.models.training import stage_checkpoint
+    from pertpipe.core.training import stage_checkpoint
 
     spatial, scrna = read_anndata(spatial_path), read_anndata(scrna_path)
     genes = read_json(lr_json)["lr_genes"]
@@ -160,7 +160,7 @@ def run_knn_labels(spatial_path: str, scrna_path: str, lr_json: str, priors_npz:
 
 def _remove_checkpoints(checkpoint: str | None) -> None:
     """Training finished and its outputs are written: the resume checkpoints are not needed."""
-    from pertpipe.models.training import checkpoint_files
+    from pertpipe.core.training import checkpoint_files
 
     for ckpt in checkpoint_files(checkpoint) if checkpoint else []:
         os.remove(ckpt)

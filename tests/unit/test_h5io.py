@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from pertpipe.data.h5io import H5adReader, H5adWriter
+from pertpipe.core.h5io import H5adReader, H5adWriter
 
 
 def test_roundtrip_in_chunks_equals_source(tmp_path, adata_factory):
@@ -71,7 +71,7 @@ def test_atomic_outputs_follow_the_process_umask(tmp_path, umask, mode):
 @pytest.mark.parametrize("shape", [(0, 5), (1, 7), (300, 40), (513, 3)])
 def test_dense_to_csr_equals_scipy(shape):
     """Dense rows become CSR through preallocated arrays (a few rows at a time): scipy's result, exactly."""
-    from pertpipe.data.h5io import dense_to_csr
+    from pertpipe.core.h5io import dense_to_csr
 
     rng = np.random.default_rng(0)
     x = (rng.random(shape) * (rng.random(shape) < 0.3)).astype(np.float32)
@@ -87,7 +87,7 @@ def test_a_truncated_file_is_called_cut_short_not_told_to_re_download(tmp_path):
     import numpy as np
     import pytest
 
-    from pertpipe.data.h5io import H5adReader
+    from pertpipe.core.h5io import H5adReader
     from pertpipe.errors import ContractError
 
     ad.AnnData(np.ones((50, 20), np.float32)).write_h5ad(tmp_path / "full.h5ad")

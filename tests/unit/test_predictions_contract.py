@@ -109,7 +109,7 @@ def _unpack_vcc(vcc, dest):
 @pytest.mark.parametrize("dense", [True, False])
 def test_streaming_prep_writes_what_cell_eval_prep_writes(tmp_path, dense):
     """The streaming .vcc writer (VCC-size files) against the real `cell-eval prep` on the same predictions."""
-    from pertpipe.data.h5io import H5adWriter
+    from pertpipe.core.h5io import H5adWriter
     from pertpipe.evaluation.celleval import prep
 
     rng = np.random.default_rng(3)

@@ -14,7 +14,7 @@ import pytest
 import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.h5io import H5adReader, H5adWriter, RowReader
+from pertpipe.core.h5io import H5adReader, H5adWriter, RowReader
 from pertpipe.data.simulate import ScreenParams, count_statistics, write_screen
 from pertpipe.evaluation.metrics import Expression
 from pertpipe.evaluation.scoring import score_local
@@ -151,7 +151,7 @@ import numpy as np, torch
 from pertpipe.models import build_model
 from pertpipe.models.inputs import ModelInputs
 path, model = sys.argv[1], sys.argv[2]
-from pertpipe.data.h5io import H5adReader
+from pertpipe.core.h5io import H5adReader
 with H5adReader(path) as r:
     genes = [str(g) for g in r.var_names]
 rng = np.random.default_rng(0)
@@ -205,7 +205,7 @@ def test_training_memory_does_not_grow_with_the_number_of_cells(tmp_path, model)
 
 
 def test_randomized_principal_axes_match_the_exact_svd(monkeypatch):
-    import pertpipe.models.pca as pca
+    import pertpipe.core.pca as pca
 
     rng = np.random.default_rng(0)
     low = (rng.normal(size=(600, 12)) * np.geomspace(30, 1, 12)) @ rng.normal(size=(12, 900))

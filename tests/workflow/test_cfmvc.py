@@ -18,7 +18,7 @@ from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.predict import write_predictions
 from pertpipe.models import build_model, load_model
 from pertpipe.models.modules.cfmvc import Hurdle, NegativeBinomialMu, NormalLogVar
-from pertpipe.models.distances import energy_distance
+from pertpipe.core.distances import energy_distance
 
 from conftest import TINY_DEMO, fit_killed_after, predict_reloaded, run_snakemake
 

@@ -16,8 +16,8 @@ import torch
 
 from pertpipe.errors import ConfigError
 from pertpipe.io import load_torch
-from pertpipe.models import distributed
-from pertpipe.models.distributed import DistConfig, Share, first_host, launch_command
+from pertpipe.core import distributed
+from pertpipe.core.distributed import DistConfig, Share, first_host, launch_command
 
 from conftest import REPO, TINY_DEMO, kill_at_checkpoint, run_snakemake
 

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Normal, constraints, kl_divergence, register_kl
 
-from pertpipe.models.distances import mmd_rbf
+from pertpipe.core.distances import mmd_rbf
 from pertpipe.models.facet_lookup import MAX_TARGETS
-from pertpipe.models.modules.layers import mlp
+from pertpipe.core.layers import mlp
 
 _EPS = 1e-8
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pertpipe.models.modules.layers import mlp
+from pertpipe.core.layers import mlp
 
 
 def gelu_mlp(d_in: int, d_hidden: int, d_out: int, *, dropout: float = 0.0) -> nn.Sequential:

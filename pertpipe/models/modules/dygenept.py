@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pertpipe.models.distances import energy_distance, mmd_rbf
-from pertpipe.models.modules.layers import mlp
+from pertpipe.core.distances import energy_distance, mmd_rbf
+from pertpipe.core.layers import mlp
 
 
 @dataclass

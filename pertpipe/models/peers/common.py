@@ -43,7 +43,7 @@ def training_cells(train: str | os.PathLike, genes: list[str], target: np.ndarra
     fifth of the draw). Genes: the ``n_genes`` most variable among those cells plus every gene a drawn cell's
     target names (all genes when ``n_genes`` is 0 or covers them). Read from disk for the drawn rows only.
     """
-    from pertpipe.data.h5io import RowReader
+    from pertpipe.core.h5io import RowReader
 
     rows = np.flatnonzero(usable)
     rng = np.random.default_rng(seed)

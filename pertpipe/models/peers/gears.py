@@ -154,7 +154,7 @@ class GearsModel(PredictsShift):
         left out for lack of GO annotation."""
         import anndata as ad
 
-        from pertpipe.data.h5io import H5adReader
+        from pertpipe.core.h5io import H5adReader
 
         p = self.params
         with H5adReader(train) as r:

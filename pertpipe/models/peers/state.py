@@ -168,7 +168,7 @@ class StateModel(GeneratesCells):
     # -- training -----------------------------------------------------------------------------------------
     def fit(self, inputs: ModelInputs) -> dict[str, Any]:
         train, knowledge = inputs.train, inputs.need("knowledge", "state")
-        from pertpipe.data.h5io import H5adReader
+        from pertpipe.core.h5io import H5adReader
 
         t0 = time.perf_counter()
         p = self.params

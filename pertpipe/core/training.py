@@ -10,7 +10,7 @@
   data preparation before the loop runs again, deterministically, from the seed);
 * AMP (bfloat16 autocast) on CUDA, a progress bar, and a log with loss curves, wall time, device and
   throughput (cells/s);
-* data-parallel under ``torchrun`` (:mod:`pertpipe.models.distributed`): the module is wrapped in
+* data-parallel under ``torchrun`` (:mod:`pertpipe.core.distributed`): the module is wrapped in
   DistributedDataParallel, each process computes its share of every batch (the model's ``step`` asks for it with
   ``distributed.shard``), the logged loss is the whole batch's, and rank 0 alone writes checkpoints.
 """
@@ -105,7 +105,7 @@ def train(module, *, param_groups: Callable[[int], list[dict[str, Any]]] | list[
     import torch
     from tqdm import tqdm
 
-    from pertpipe.models import distributed as dist
+    from pertpipe.core import distributed as dist
 
     ckpt = Path(checkpoint) if checkpoint else None
     # fresh dicts per call: torch writes its defaults (and the warm-up's lr) into the groups it is given
@@ -185,7 +185,7 @@ def _run_epoch(module, opt, step: Callable, gen, epoch: int, cfg: TrainConfig, u
     over the epoch, cells seen by all processes)."""
     import torch
 
-    from pertpipe.models import distributed as dist
+    from pertpipe.core import distributed as dist
 
     losses, parts_acc, cells = [], {}, 0
     for _ in range(cfg.steps_per_epoch):

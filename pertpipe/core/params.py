@@ -84,7 +84,7 @@ def fraction(default: float) -> Any:
 
 @dataclass
 class TrainingParams:
-    """The shared training loop's settings (:class:`pertpipe.models.training.TrainConfig` reads the fields of the
+    """The shared training loop's settings (:class:`pertpipe.core.training.TrainConfig` reads the fields of the
     same name), inherited by every model trained with it; a model redeclares a field to change its default."""
 
     lr: float = field(default=1e-3, metadata={"gt": 0})

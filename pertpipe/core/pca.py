@@ -48,7 +48,7 @@ def left_axes(x: np.ndarray, d: int) -> np.ndarray:
 
 def pca_gene_embedding(train: str | os.PathLike, *, k: int, max_cells: int, seed: int) -> np.ndarray:
     """Gene loadings [genes x k] of a PCA of (a seeded subsample of) the training cells' log1p X."""
-    from pertpipe.data.h5io import H5adReader
+    from pertpipe.core.h5io import H5adReader
 
     rng = np.random.default_rng(seed)
     with H5adReader(train) as r:

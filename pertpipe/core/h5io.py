@@ -480,6 +480,13 @@ def read_uns(path: str | os.PathLike) -> dict[str, Any]:
         return read_elem(f["uns"]) if "uns" in f else {}
 
 
+def value_kind(path: str | os.PathLike) -> str:
+    """``zscore`` for a signature dataset (L1000), ``labels`` for a labels dataset (PerturbQA), ``log1p`` otherwise
+    (from the file's stage-1 provenance)."""
+    std = (read_uns(path).get("pertpipe") or {}).get("standardize") or {}
+    return std.get("scale") if std.get("scale") in ("zscore", "labels") else "log1p"
+
+
 def read_anndata(path: str | os.PathLike) -> Any:
     """A whole (small) h5ad file as an AnnData, read through :class:`H5adReader`: X and every layer as stored (a
     dense array stays dense, CSR stays CSR), obs, var, obsm and uns; a missing or broken file is a ContractError
