@@ -92,5 +92,4 @@ onsuccess:
     # one line: how long, the best row and its standing, where the report is (pertpipe.evaluation.summary)
     from pertpipe.evaluation.summary import run_summary
 
-    _board = next((n for n in TASK.leaderboard if n.endswith(".csv")), None)
-    print(run_summary(f"{RESULTS}/{DATASET}", _board, time.time() - _STARTED, dataset=DATASET))
+    print(run_summary(f"{RESULTS}/{DATASET}", TASK.leaderboard_csv, time.time() - _STARTED, dataset=DATASET))

@@ -22,11 +22,10 @@ def escape(text: Any) -> str:
     return html.escape(str(text))
 
 
-def task_title(task: str, dataset: str) -> str:
-    """A report's title: the run's dataset and its task's report section (:data:`pertpipe.tasks.TASKS`)."""
-    from pertpipe.tasks import get_task
-
-    return f"pertpipe report: {dataset} ({get_task(task).report})"
+def task_title(section: str, dataset: str) -> str:
+    """A report's title: the run's dataset and its task's report section (each task's evaluation module names its
+    ``SECTION``)."""
+    return f"pertpipe report: {dataset} ({section})"
 
 
 def page(title: str, parts: list[str]) -> str:

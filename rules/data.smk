@@ -31,7 +31,7 @@ rule download:
         f"{DOWNLOADS}/{{entry}}/{{file}}",
     params:
         entry=lambda wc: wc.entry,
-        registry=_repo_path(config["registry"]),
+        registry=repo_path(config["registry"]),
         user_datasets=USER_DATASETS,
         mirror=config["mirror"],
         lock_file=config["lock_file"],
@@ -56,7 +56,7 @@ rule standardize:
         summary=stage1_path("standardize.json"),
     params:
         dataset=lambda wc: wc.dataset,
-        registry=_repo_path(config["registry"]),
+        registry=repo_path(config["registry"]),
         user_datasets=USER_DATASETS,
         input_scale=S1["input_scale"],
         target_sum=S1["target_sum"],

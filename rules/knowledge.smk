@@ -28,8 +28,8 @@ rule facets:
     input:
         gene_text=knowledge_path("gene_text.parquet"),
         go_obo=lambda wc: annotation_paths(wc.dataset)["go_obo"],
-        facets=_repo_path(KN["facets"]),
-        prompt=_repo_path(KN["llm"]["prompt"]) if KN["extractor"] == "llm" else [],
+        facets=repo_path(KN["facets"]),
+        prompt=repo_path(KN["llm"]["prompt"]) if KN["extractor"] == "llm" else [],
     output:
         table=report(knowledge_path("facets.parquet"), caption="../report/facets.rst", category="Knowledge"),
         coverage=knowledge_path("coverage.json"),
@@ -53,7 +53,7 @@ rule facet_embeddings:
     input:
         facets=knowledge_path("facets.parquet"),
         genes=knowledge_genes,
-        facet_list=_repo_path(KN["facets"]),
+        facet_list=repo_path(KN["facets"]),
     output:
         tensor=knowledge_path("facet_embeddings.pt"),
         summary=knowledge_path("facet_embeddings.json"),

@@ -43,7 +43,7 @@ for _row in ROWS:
         name:
             f"predict_{_row}"
         input:
-            **predict_inputs(_row),  # model.pt + its record, the training split, the template (pertpipe.tasks)
+            **predict_inputs(_row),  # model.pt + its record, the training split, what to predict (the task's)
         output:
             predictions=stage2_path("predictions.h5ad", model=_row),
             summary=stage2_path("predict.json", model=_row),
@@ -56,8 +56,7 @@ for _row in ROWS:
             chunk_size=S1["chunk_size"],
         threads: 1
         resources:
-            mem_mb=8000,
-            gpu=model_gpu(trained_model(_row)),
+            **predict_resources(_row),  # the model class's (pertpipe.models.base: predict_resources)
         log:
             f"{RESULTS}/{{dataset}}/logs/predict_{_row}.log",
         benchmark:

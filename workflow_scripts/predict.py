@@ -1,11 +1,12 @@
-"""Rule predict_<model>: predictions.h5ad on the validation template (cells, or signatures for L1000 data)."""
+"""Rule predict_<model>: predictions.h5ad on the template, written as the training file's task asks (pertpipe.tasks:
+cells, signatures or labels)."""
 import pandas as pd
 
 from pertpipe.integrity import RECORD_KEY, record
 from pertpipe.io import atomic_path, provenance, read_json, script_step, write_json
 from pertpipe.models import load_model
 from pertpipe.models.shrinkage import raw_shrinkage_log
-from pertpipe.models.predict import predict_to_file
+from pertpipe.tasks import task_of_file
 
 sm = snakemake  # noqa: F821
 with script_step(sm.log[0], f"predict_{sm.params.model}", job=sm) as log:
@@ -17,8 +18,9 @@ with script_step(sm.log[0], f"predict_{sm.params.model}", job=sm) as log:
     split = read_json(sm.input.split)
     prov = provenance("predict", params={"model": sm.params.model})
     prov.update(model=sm.params.model, split_id=split["split_id"])
-    summary, att = predict_to_file(model, template, sm.input.train, sm.output.predictions, seed=sm.params.seed,
-                                   uns={"pertpipe": prov}, chunk_size=sm.params.chunk_size)
+    summary, att = task_of_file(sm.input.train).write_predictions(
+        model, template, sm.input.train, sm.output.predictions, seed=sm.params.seed, uns={"pertpipe": prov},
+        chunk_size=sm.params.chunk_size)
     with atomic_path(sm.output.attention) as tmp:
         att.to_parquet(tmp, index=False)
     summary["attention_rows"] = int(len(att))

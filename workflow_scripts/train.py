@@ -1,9 +1,11 @@
 """Rule train_<model>: fit one registered model on the training split; model.pt + train_log.json.
-With `distributed.enabled` (and the model in `distributed.models`) the fit runs under torchrun."""
+With `distributed.enabled`, for a model that supports it (and is in `distributed.models` where that names any),
+the fit runs under torchrun."""
 from pertpipe.integrity import RECORD_KEY, record
 from pertpipe.io import read_json, script_step, write_json
 from pertpipe.models.inputs import file_fields
 from pertpipe.core.distributed import DistConfig
+from pertpipe.models import get_model_class
 from pertpipe.models.run import train_distributed, train_to_files
 
 sm = snakemake  # noqa: F821
@@ -15,7 +17,7 @@ with script_step(sm.log[0], f"train_{sm.params.model}", job=sm, resume=resume) a
                log_out=sm.output.log, checkpoint=sm.params.checkpoint, chunk_size=sm.params.chunk_size,
                threads=sm.threads)
     dist = DistConfig.from_config(sm.params.distributed)
-    if dist.applies_to(sm.params.model_class):
+    if dist.applies_to(get_model_class(sm.params.model_class)):
         log.info("data-parallel: %d node(s) x %d process(es)", dist.nnodes, dist.nproc_per_node)
         train_log = train_distributed(dist, log, model_class=sm.params.model_class,
                                       hparams=sm.params.hparams, **job)

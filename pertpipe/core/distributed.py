@@ -33,15 +33,12 @@ import numpy as np
 
 from pertpipe.errors import ConfigError
 
-DISTRIBUTED_MODELS = ("dygenept", "cfmvc")  # models whose training loop shards its batches
-
-
 @dataclass(frozen=True)
 class DistConfig:
     """The ``distributed:`` config block."""
 
     enabled: bool = False
-    models: tuple[str, ...] = DISTRIBUTED_MODELS
+    models: tuple[str, ...] = ()  # () = every configured model that supports it (``supports_ddp``)
     nproc_per_node: int = 1
     nnodes: int = 1
     backend: str = "auto"
@@ -55,11 +52,7 @@ class DistConfig:
             raise ConfigError(f"config distributed: unknown key(s) {unknown}. Fix: use enabled, models, "
                               "nproc_per_node, nnodes, backend, port")
         if "models" in cfg:
-            cfg["models"] = tuple(cfg["models"])
-            bad = [m for m in cfg["models"] if m not in DISTRIBUTED_MODELS]
-            if bad:
-                raise ConfigError(f"config distributed.models: {bad} cannot train data-parallel. Fix: use a subset of "
-                                  f"{list(DISTRIBUTED_MODELS)}")
+            cfg["models"] = tuple(cfg["models"])  # which can train data-parallel is the models' own word (the run plan)
         for key in ("nproc_per_node", "nnodes"):
             if key in cfg and (not isinstance(cfg[key], int) or cfg[key] < 1):
                 raise ConfigError(f"config distributed.{key} is {cfg[key]!r}. Fix: a whole number >= 1")
@@ -67,8 +60,11 @@ class DistConfig:
             raise ConfigError(f"config distributed.backend is {cfg['backend']!r}. Fix: use auto, nccl or gloo")
         return cls(**cfg)
 
-    def applies_to(self, model_class: str) -> bool:
-        return self.enabled and model_class in self.models
+    def applies_to(self, model_class: type) -> bool:
+        """Whether ``model_class`` (a registered model) trains data-parallel: enabled, the model's training loop shards
+        its batches (``supports_ddp``) and ``models`` names it (or names none)."""
+        return (self.enabled and bool(getattr(model_class, "supports_ddp", False))
+                and (not self.models or model_class.name in self.models))
 
     @property
     def world_size(self) -> int:

@@ -305,9 +305,9 @@ def _assign(obs: pd.DataFrame, *, strategy: str, seed: int, fraction: float, con
 def min_cells_for(path: str | os.PathLike, configured: int) -> int:
     """``min_cells_per_target`` for the file at ``path``: as configured for cells; 1 for signature data, which
     are scored one signature at a time (no DE test over cells)."""
-    from pertpipe.tasks import task_of_file
+    from pertpipe.data.contracts import contract_of_file
 
-    return 1 if task_of_file(path).name == "signatures" else configured
+    return 1 if contract_of_file(path).scored_per_row else configured
 
 
 def template_table(val_obs: pd.DataFrame, n_cells_requested: dict[str, int] | None = None) -> pd.DataFrame:

@@ -29,13 +29,13 @@ def validate_h5ad(path: str | os.PathLike, *, universe: list[str] | None = None,
     Returns the figures the stage-1 report shows: shape, dtype, value range, log1p check, gene order.
     """
     from pertpipe.data.l1000 import ZSCORE_CLIP
-    from pertpipe.tasks import task_of_file
+    from pertpipe.data.contracts import contract_of_file
 
-    task = task_of_file(path)  # the contract is the task's: cells (log1p) or signatures (z-scores)
-    zscore = task.value_kind == "zscore"
-    require_controls = require_controls and task.require_controls
+    contract = contract_of_file(path)  # cells (log1p) or signatures (z-scores), from the file's provenance
+    zscore = contract.value_kind == "zscore"
+    require_controls = require_controls and contract.require_controls
     with H5adReader(path) as r:
-        for col in task.obs:
+        for col in contract.obs:
             if col not in r.obs.columns:
                 raise ContractError(path, f"obs['{col}']", "column missing", "run the file through stage 1 "
                                     "(standardize), or add the column")

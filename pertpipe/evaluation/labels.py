@@ -20,6 +20,8 @@ import pandas as pd
 
 from pertpipe.data.labels import MISSING
 
+SECTION = "Perturbation labels (PerturbQA)"  # the report's title section
+
 PUBLISHED = Path(__file__).resolve().parents[2] / "resources" / "perturbqa_published.csv"
 COLUMNS = ["model", "auc_de", "auc_dir", "auprc_de", "n_genes_de", "n_genes_dir", "train_s"]
 
@@ -236,4 +238,4 @@ def html_report(*, dataset: str, board: pd.DataFrame, figure_png: str | os.PathL
         "<h2>Versions</h2>",
         report_page.table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])), links,
     ]
-    return report_page.page(report_page.task_title("labels", dataset), parts)
+    return report_page.page(report_page.task_title(SECTION, dataset), parts)

@@ -9,7 +9,7 @@ evaluation), the consistency check against cell-eval, ``cell-eval score``'s read
 and ``bench_scoring`` all read this table, so adding a metric is one :func:`register_metric` call.
 
 Contexts: cells :class:`pertpipe.evaluation.scoring.ScoringContext`; signatures
-:class:`pertpipe.evaluation.signatures.SignatureContext`; spatial :class:`pertpipe.spatial.metrics.GeneColumns`;
+:class:`pertpipe.evaluation.signatures.SignatureContext`; spatial :class:`pertpipe.evaluation.spatial.GeneColumns`;
 labels :class:`pertpipe.evaluation.labels.LabelContext`.
 
 ``in_cell_eval``: cell-eval's run reports the column too (the consistency check compares the two).
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pertpipe.spatial import metrics as spatial_metrics
+from pertpipe.evaluation import spatial as spatial_metrics
 
 TASK_UNITS = {"cells": "perturbation", "signatures": "signature", "spatial": "gene", "labels": "readout gene"}
 
@@ -54,7 +54,7 @@ METRICS: dict[str, Metric] = {}
 
 
 def _key(task: str, name: str) -> str:
-    return name if task == "cells" else f"{task}:{name}"
+    return f"{task}:{name}"
 
 
 def register_metric(metric: Metric) -> Metric:

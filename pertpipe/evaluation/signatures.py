@@ -23,6 +23,8 @@ from scipy.stats import rankdata
 
 from pertpipe.core.h5io import H5adReader
 
+SECTION = "Signatures (L1000)"  # the report's title section
+
 KS = (10, 20, 50, 100)
 
 
@@ -234,4 +236,4 @@ def html_report(*, dataset: str, board: pd.DataFrame, summaries: dict[str, dict[
         "<h2>Versions</h2>",
         report_page.table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"])), links,
     ]
-    return report_page.page(report_page.task_title("signatures", dataset), parts)
+    return report_page.page(report_page.task_title(SECTION, dataset), parts)

@@ -1,7 +1,7 @@
 """The model contract and registry.
 
 A model is one registered module: a class with typed ``Params`` (checked when the config is read), the tasks it
-serves (``tasks``: names in :data:`pertpipe.tasks.TASKS`), the input kinds it reads (``inputs``: names in
+serves (``tasks``: keys of :data:`TASK_METHODS`), the input kinds it reads (``inputs``: names in
 :data:`pertpipe.models.inputs.INPUT_KINDS`), ``fit(inputs)`` on a typed :class:`~pertpipe.models.inputs.ModelInputs`,
 ``state()``/``set_state()`` for persistence, and the prediction method of each task it serves, taken from one of the
 prediction levels below. Rules, the runner and the CLI derive files and arguments from these declarations, so adding
@@ -37,19 +37,29 @@ PREDICT_BLOCK_ENTRIES = 1 << 23  # cells x genes the writer predicts at a time (
 
 MODELS: dict[str, type[PerturbationModel]] = {}
 
+# The prediction method a model serving each task implements (the tasks in pertpipe.tasks call it).
+TASK_METHODS = {"cells": "predict_cells", "signatures": "predict_signature", "labels": "predict_labels",
+                "spatial": "impute"}
+
+
+def require_task(model: PerturbationModel, task: str, where: str) -> None:
+    """Refuse ``model`` for ``task`` unless it declares and implements it (``where``: the file being written)."""
+    if task not in type(model).tasks or not callable(getattr(model, TASK_METHODS[task], None)):
+        ok = sorted(n for n, c in MODELS.items() if task in c.tasks)
+        raise ConfigError(f"{where}: model {model.name} does not predict the {task} task. Fix: use a model that "
+                          f"does ({', '.join(ok)})")
+
 
 def register_model(name: str) -> Callable[[type[PerturbationModel]], type[PerturbationModel]]:
     """Class decorator: make a model available under ``name`` in config ``models:`` (its contract checked)."""
     def deco(cls: type[PerturbationModel]) -> type[PerturbationModel]:
-        from pertpipe.tasks import TASKS
-
         cls.name = name
         check_kinds(name, cls.inputs)
         for task in cls.tasks:
-            if task not in TASKS:
-                raise ConfigError(f"model {name} declares unknown task '{task}'. Fix: use {sorted(TASKS)}")
-            if not callable(getattr(cls, TASKS[task].predicts, None)):
-                raise ConfigError(f"model {name} declares task '{task}' but has no {TASKS[task].predicts}(). Fix: "
+            if task not in TASK_METHODS:
+                raise ConfigError(f"model {name} declares unknown task '{task}'. Fix: use {sorted(TASK_METHODS)}")
+            if not callable(getattr(cls, TASK_METHODS[task], None)):
+                raise ConfigError(f"model {name} declares task '{task}' but has no {TASK_METHODS[task]}(). Fix: "
                                   "derive from the prediction level that gives it (pertpipe.models.base)")
         MODELS[name] = cls
         return cls
@@ -121,7 +131,13 @@ class PerturbationModel(ABC):
     name: ClassVar[str] = "base"
     tasks: ClassVar[tuple[str, ...]] = ("cells",)
     inputs: ClassVar[tuple[str, ...]] = ()  # input kinds fit() reads (pertpipe.models.inputs.INPUT_KINDS)
+    task_inputs: ClassVar[dict[str, tuple[str, ...]]] = {}  # a task whose fit reads other kinds -> those
     baseline: ClassVar[bool] = False  # a reference model: rows are compared with the strongest baseline
+    supports_ddp: ClassVar[bool] = False  # its training loop shards batches under torchrun (config `distributed:`)
+    # scheduler resources of its train / predict rules (MB, minutes): the rules and the SLURM profile read them, so
+    # an alias of the model (model_params.<alias>.model) gets its model's
+    train_resources: ClassVar[dict[str, int]] = {"mem_mb": 8000, "runtime": 240}
+    predict_resources: ClassVar[dict[str, int]] = {"mem_mb": 8000, "runtime": 60}
     uses_counts: ClassVar[bool] = False  # predict_cells reads the drawn controls' raw counts (when present)
     uses_spatial: ClassVar[bool] = False  # ... and their obsm["spatial"] (when present)
     # predict_cells treats each drawn control cell on its own, so the writer may call it on blocks of a template
@@ -146,9 +162,9 @@ class PerturbationModel(ABC):
         return None
 
     def reads(self, task: str = "cells") -> tuple[str, ...]:
-        """The input kinds this instance reads on ``task`` (the class's ``inputs``; a model whose hyperparameters or
-        task change them overrides this)."""
-        return tuple(self.inputs)
+        """The input kinds this instance reads on ``task``: the class's ``task_inputs`` for that task where it names
+        it, else its ``inputs`` (a model whose hyperparameters change them overrides this)."""
+        return tuple(self.task_inputs.get(task, self.inputs))
 
     @abstractmethod
     def fit(self, inputs: ModelInputs) -> dict[str, Any]:

@@ -222,6 +222,9 @@ def centre_cells(cells: np.ndarray, target_mean: np.ndarray, *, iters: int = 30)
 @register_model("cfmvc")
 class CFMVCModel(GeneratesCells):
     """Generates a row's cells together: its latents come from one flow draw and its change from the row's mean."""
+    supports_ddp = True
+    train_resources = {"mem_mb": 24000, "runtime": 720}
+    predict_resources = {"mem_mb": 16000, "runtime": 120}
 
     inputs = ("knowledge",)
     uses_counts = True

@@ -145,7 +145,9 @@ class ContextMeanModel(_ContextModel):
 
 @register_model("ctxfusion")
 class CtxFusionModel(_ContextModel, PredictsLabels):
+    train_resources = {"mem_mb": 16000, "runtime": 240}
     tasks = ("cells", "signatures", "labels")
+    task_inputs = {"labels": ("knowledge",)}
     label_learner = "ctxfusion"
 
     @dataclass
@@ -182,8 +184,8 @@ class CtxFusionModel(_ContextModel, PredictsLabels):
 
     def reads(self, task: str = "cells") -> tuple[str, ...]:
         """The context statistics, and the facet tensor with ``knowledge_fallback``; on labels the facet tensor."""
-        if task == "labels":
-            return ("knowledge",)
+        if task in self.task_inputs:
+            return self.task_inputs[task]
         return self.inputs + (("knowledge",) if self.params.knowledge_fallback else ())
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:

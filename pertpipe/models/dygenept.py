@@ -68,6 +68,9 @@ def _torch():
 
 @register_model("dygenept")
 class DyGenePTModel(PredictsCellShifts, PredictsLabels):
+    supports_ddp = True
+    train_resources = {"mem_mb": 16000, "runtime": 720}
+    predict_resources = {"mem_mb": 16000, "runtime": 120}
     inputs = ("knowledge",)
     tasks = ("cells", "labels")
     label_learner = "dygenept"

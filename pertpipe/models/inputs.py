@@ -17,19 +17,24 @@ from pertpipe.core.h5io import DEFAULT_CHUNK
 from pertpipe.errors import ConfigError
 
 
+ANNOTATION = "annotation"  # a path template meaning: the run's annotation file of that name (demo's own or download)
+
+
 @dataclass(frozen=True)
 class InputKind:
     name: str
     fields: tuple[str, ...]  # the ModelInputs fields it fills
     description: str
+    paths: dict[str, str]  # field -> where the run has it: a template over {results} and {dataset}, or ANNOTATION
 
 
 INPUT_KINDS: dict[str, InputKind] = {k.name: k for k in (
     InputKind("knowledge", ("knowledge",), "the knowledge stage's facet tensor (facet_embeddings.pt: genes x facets "
-              "x dim)"),
+              "x dim)", {"knowledge": "{results}/{dataset}/knowledge/facet_embeddings.pt"}),
     InputKind("context_stats", ("context_stats",), "stage 1's per-context statistics (zscores.h5ad: baselines, mean "
-              "shifts, z-scores)"),
-    InputKind("annotations", ("gene2go", "gene_info"), "NCBI gene2go and gene_info (GEARS's GO graph)"),
+              "shifts, z-scores)", {"context_stats": "{results}/{dataset}/stage1/zscores.h5ad"}),
+    InputKind("annotations", ("gene2go", "gene_info"), "NCBI gene2go and gene_info (GEARS's GO graph)",
+              {"gene2go": ANNOTATION, "gene_info": ANNOTATION}),
 )}
 
 

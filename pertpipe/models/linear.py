@@ -30,6 +30,7 @@ from pertpipe.core.pca import left_axes, pca_gene_embedding
 @register_model("linear")
 class LinearModel(PredictsShift):
     """Reads only the training split (no facet tensor): its gene embedding comes from the responses or the cells."""
+    train_resources = {"mem_mb": 16000, "runtime": 120}
 
     baseline = True
 

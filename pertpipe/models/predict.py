@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from pertpipe import CONTROL_LABEL
 from pertpipe.core.h5io import DEFAULT_CHUNK, H5adWriter
 from pertpipe.errors import ContractError
-from pertpipe.models.base import MODELS, PREDICT_BLOCK_ENTRIES, PerturbationModel
+from pertpipe.models.base import PREDICT_BLOCK_ENTRIES, PerturbationModel, require_task
 from pertpipe.models.summary import ControlCells
 
 
@@ -120,10 +120,8 @@ def write_signature_predictions(model: PerturbationModel, template: pd.DataFrame
                                 uns: dict[str, Any] | None = None) -> dict[str, Any]:
     """Signature datasets (z-scores, no cells to start from): ``n_cells`` rows per template row, each the
     model's predicted signature of (target, cell type)."""
-    from pertpipe.tasks import TASKS
-
     t0 = time.perf_counter()
-    TASKS["signatures"].check_models({model.name: type(model)}, dataset=str(dest), registry=MODELS)
+    require_task(model, "signatures", str(dest))
     rows = template.sort_values(["target_gene", "cell_type", "batch"]).reset_index(drop=True)
     rep = rows.loc[rows.index.repeat(rows["n_cells"].astype(int)), ["target_gene", "cell_type", "batch"]]
     obs = rep.reset_index(drop=True).astype(str)
@@ -148,10 +146,9 @@ def write_label_predictions(model: PerturbationModel, template: pd.DataFrame, de
     import anndata as ad
 
     from pertpipe.io import atomic_path
-    from pertpipe.tasks import TASKS
 
     t0 = time.perf_counter()
-    TASKS["labels"].check_models({model.name: type(model)}, dataset=str(dest), registry=MODELS)
+    require_task(model, "labels", str(dest))
     perts, lines = template["target_gene"].astype(str).to_numpy(), template["cell_type"].astype(str).to_numpy()
     de, dr = model.predict_labels(perts, lines)
     obs = pd.DataFrame({"target_gene": perts, "cell_type": lines}, index=template["row"].astype(str).to_numpy())
@@ -170,20 +167,3 @@ def write_label_predictions(model: PerturbationModel, template: pd.DataFrame, de
                             for k in range(a.shape[1])], columns=cols)
     return {"rows": int(len(obs)), "genes": len(model.genes), "labels": True,
             "predict_s": round(time.perf_counter() - t0, 3)}, att
-
-
-def predict_to_file(model: PerturbationModel, template: pd.DataFrame, train: str | os.PathLike,
-                    dest: str | os.PathLike, *, seed: int, uns: dict[str, Any] | None = None,
-                    chunk_size: int = DEFAULT_CHUNK) -> tuple[dict[str, Any], pd.DataFrame]:
-    """The predict rule's work, as the training file's task asks (:func:`pertpipe.tasks.task_of_file`): cells or
-    signatures (z-score data such as L1000), and the facet attention table (empty for signatures and for models
-    without attention). Returns (summary, attention)."""
-    from pertpipe.tasks import task_of_file
-
-    if task_of_file(train).name == "labels":
-        return write_label_predictions(model, template, dest, uns=uns)
-    if task_of_file(train).name == "signatures":
-        return write_signature_predictions(model, template, dest, uns=uns), attention_table(
-            model, template.iloc[:0], train, seed=seed)
-    summary = write_predictions(model, template, train, dest, seed=model.seed, uns=uns, chunk_size=chunk_size)
-    return summary, attention_table(model, template, train, seed=seed)

@@ -1,7 +1,7 @@
 """Evaluation of spatial imputation (SpatialBenchmarking, Li et al. 2022 Nat Methods) and communication recovery.
 
 Per held-out gene, truth = the spot's measured log1p-normalised expression (counts per 10k over all genes), and
-the metrics are the metric table's ``spatial`` entries (PCC, SSIM, RMSE, JS: :mod:`pertpipe.spatial.metrics`).
+the metrics are the metric table's ``spatial`` entries (PCC, SSIM, RMSE, JS: :mod:`pertpipe.evaluation.spatial`).
 Accuracy score (AS): per metric, methods ranked by their median (best -> 1, worst -> 0, linear), averaged over
 the four metrics (higher is better; relative to the methods in the table).
 
@@ -18,7 +18,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from pertpipe.spatial.metrics import scaled
+from pertpipe.evaluation.spatial import scaled
 from pertpipe.spatial.model import SpatialParams, columns, log_normalize, nearest
 from pertpipe.spatial.pipeline import Priors, run_methods
 
@@ -34,7 +34,7 @@ def spatial_metric_names() -> dict[str, bool]:
 def gene_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Every spatial metric of the metric table on one gene's imputed vs measured vector."""
     from pertpipe.evaluation.metric_registry import metrics
-    from pertpipe.spatial.metrics import GeneColumns
+    from pertpipe.evaluation.spatial import GeneColumns
 
     ctx = GeneColumns(np.asarray(pred)[:, None], np.asarray(truth)[:, None], ["g"])
     return {m.name: m.local(ctx)["g"] for m in metrics(task="spatial")}

@@ -154,18 +154,18 @@ class Validation:
 
 
 def _per_gene(metric: Any, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """``metric`` (a :mod:`pertpipe.spatial.metrics` function) of every gene column."""
+    """``metric`` (a :mod:`pertpipe.evaluation.spatial` function) of every gene column."""
     return np.array([metric(pred[:, j], truth[:, j]) for j in range(truth.shape[1])], dtype=np.float64)
 
 
 def _pccs(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    from pertpipe.spatial.metrics import pcc
+    from pertpipe.evaluation.spatial import pcc
 
     return _per_gene(pcc, pred, truth)
 
 
 def _ssims(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    from pertpipe.spatial.metrics import ssim
+    from pertpipe.evaluation.spatial import ssim
 
     return _per_gene(ssim, pred, truth)
 

@@ -12,6 +12,8 @@ from pertpipe import report_page
 from pertpipe.core.h5io import read_anndata
 from pertpipe.io import atomic_path, read_json, write_json, write_text
 
+SECTION = "Spatial LR imputation"  # the report's title section
+
 
 def _map(ax, xy: np.ndarray, v: np.ndarray, title: str) -> None:
     ax.scatter(xy[:, 0], xy[:, 1], c=v, s=6, cmap="viridis", linewidths=0)
@@ -177,7 +179,7 @@ def render_html(rep: dict[str, Any], links: str = "") -> str:
              f"<h2>Maps ({report_page.escape(', '.join(rep['map_genes']))})</h2>",
              report_page.png_file(rep["figures"]["maps"], "maps"),
              f"<h2>Communication recovery ({c['n_pairs']} LR pairs)</h2>", report_page.table(comm), links]
-    return report_page.page(report_page.task_title("spatial", rep["dataset"]), parts)
+    return report_page.page(report_page.task_title(SECTION, rep["dataset"]), parts)
 
 
 def render_text(rep: dict[str, Any]) -> str:

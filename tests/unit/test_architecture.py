@@ -5,6 +5,7 @@ NotImplementedError. Each check reads the code with ``ast``, so it fails the mom
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "pertpipe"
@@ -110,6 +111,48 @@ def test_no_import_circle():
     assert _cycles(_graph()) == []
 
 
+# The floors of the package, lowest first, declared once (docs/architecture.md draws them): a module imports only
+# from its own floor or the floors below it. `pertpipe` alone is the package's __init__ (CONTROL_LABEL, helpers).
+LAYERS = (
+    ("pertpipe", "pertpipe.errors", "pertpipe.integrity", "pertpipe.io", "pertpipe.http_session",
+     "pertpipe.config_check", "pertpipe.core"),
+    ("pertpipe.data", "pertpipe.knowledge", "pertpipe.report_page"),
+    ("pertpipe.models",),
+    ("pertpipe.evaluation",),
+    ("pertpipe.spatial",),
+    ("pertpipe.tasks",),
+    ("pertpipe.workflow", "pertpipe.cli", "pertpipe.__main__", "pertpipe.config_docs"),
+)
+
+
+def _floor(mod: str, layers=LAYERS) -> int | None:
+    for i, floor in enumerate(layers):
+        if any(mod == p or (p != "pertpipe" and mod.startswith(p + ".")) for p in floor):
+            return i
+    return None
+
+
+def _upward(graph: dict[str, set[str]], layers=LAYERS) -> list[str]:
+    return [f"{m} (floor {_floor(m, layers)}) imports {t} (floor {_floor(t, layers)})" for m in sorted(graph)
+            for t in sorted(graph[m]) if _floor(t, layers) > _floor(m, layers)]
+
+
+def test_every_module_stands_on_a_declared_floor():
+    assert [m for m in MODULES if _floor(m) is None] == []
+
+
+def test_the_floor_check_finds_an_import_running_up():
+    layers = (("pertpipe.a",), ("pertpipe.b",))
+    assert _upward({"pertpipe.a.x": {"pertpipe.b.y"}, "pertpipe.b.y": {"pertpipe.a.z"}}, layers) == [
+        "pertpipe.a.x (floor 0) imports pertpipe.b.y (floor 1)"]
+
+
+def test_no_import_runs_up_the_floors():
+    """At any depth (imports inside functions count): spatial stands on core, not on models; a task's dispatch sits
+    above the models and the evaluation it calls; the data layer reads contracts, not tasks."""
+    assert _upward(_graph()) == []
+
+
 def test_no_private_name_imported_across_modules():
     bad = []
     for mod, path in MODULES.items():
@@ -168,3 +211,31 @@ def test_tests_that_run_snakemake_live_in_the_workflow_folders():
     assert not misplaced, f"{misplaced} run Snakemake outside tests/{{workflow,real,slurm}}: move them there"
     # ... and the check sees a Snakemake-running test where there is one
     assert _runs_snakemake(ast.parse((tests / "workflow" / "test_model_plugin.py").read_text()))
+
+
+TASK_NAMES = ("cells", "signatures", "labels", "spatial")
+TASK_BRANCH = re.compile(r"(\btask\b|\bTASK\b|\.name)\s*(==|!=|\bin\b)\s*[\"'(]|\b(LABELS|SIGNATURES)\s*=\s*TASK")
+
+
+def _task_branches(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if TASK_BRANCH.search(line)
+            and any(f'"{t}"' in line or f"'{t}'" in line for t in TASK_NAMES)]
+
+
+def test_the_branch_finder_finds_a_branch_on_a_task_name():
+    assert _task_branches('    if task == "labels":\n        pass\nx = a.kind == "spatial"') == ['if task == "labels":']
+    assert _task_branches('LABELS = TASK.name == "labels"') != []
+
+
+def test_only_the_tasks_ask_which_task_a_run_is():
+    """Rules, scripts and every package but pertpipe/tasks ask the run's task object instead of testing its name."""
+    root = PKG.parent
+    files = [*root.glob("rules/*.smk"), root / "Snakefile", *root.glob("workflow_scripts/*.py"),
+             *(p for p in PKG.rglob("*.py") if "tasks" not in p.relative_to(PKG).parts)]
+    found = {str(p.relative_to(root)): b for p in files if (b := _task_branches(p.read_text()))}
+    assert found == {}
+
+
+def test_common_smk_is_glue():
+    lines = (PKG.parent / "rules" / "common.smk").read_text().splitlines()
+    assert len(lines) <= 150, f"rules/common.smk has {len(lines)} lines; run planning belongs in pertpipe/workflow/plan.py"

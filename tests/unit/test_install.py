@@ -66,7 +66,7 @@ def test_wheel_installs_every_subpackage_and_the_console_command(tmp_path, outer
     assert file.startswith(str(tmp_path / "venv")), file  # the installed copy, not the checkout
     for sub in SUBPACKAGES + ["pertpipe.data.inspect", "pertpipe.data.sources", "pertpipe.models.shrinkage",
                               "pertpipe.models.prior", "pertpipe.models.peers.gears", "pertpipe.tasks",
-                              "pertpipe.spatial.metrics", "pertpipe.cli", "pertpipe.evaluation.tool_batch"]:
+                              "pertpipe.evaluation.spatial", "pertpipe.cli", "pertpipe.evaluation.tool_batch"]:
         assert sub in mods.split()
     if outer == "user venv":
         subprocess.run([str(py), "-c", "import only_in_the_user_venv"], check=True, env=env, cwd=tmp_path)

@@ -25,7 +25,7 @@ def _write(path, rows, genes):
 
 def test_builtin_table():
     assert [m.name for m in metrics(in_avg_score=True)] == ["DES", "PDS", "MAE"]
-    assert METRICS["MAE"].column == "mae" and METRICS["MAE"].best == 0.0 and not METRICS["MAE"].higher_is_better
+    assert METRICS["cells:MAE"].column == "mae" and METRICS["cells:MAE"].best == 0.0 and not METRICS["cells:MAE"].higher_is_better
     assert [m.name for m in metrics(in_cell_eval=False)] == ["variance_ratio", "edistance", "energy_distance",
                                                              "pearson_delta", "spearman_delta", "precision50_delta"]
 

@@ -451,7 +451,7 @@ def coexpression_pair(seed=0, n_sc=300, n_sp=200, n_genes=30):
 def test_residual_transfer_and_smoothing_are_chosen_on_visible_genes_and_help_a_held_out_gene():
     """What a spot measures on the visible genes, carried through the scRNA's within-type co-expression, predicts
     the held-out TGT better than the kNN mean; validation (visible genes only) turns it on, and smoothing too."""
-    from pertpipe.spatial.metrics import pcc
+    from pertpipe.evaluation.spatial import pcc
     from pertpipe.spatial.pipeline import residual_transfer, smooth_spots, spot_neighbours, validate
 
     spatial, scrna = coexpression_pair()
@@ -476,7 +476,7 @@ def test_expression_regression_is_the_ridge_by_hand_and_validation_turns_it_on_w
     """The regression equals the closed-form ridge from the standardised shared genes to the output gene on the
     scRNA cells (dual and gene-space forms agree); its blend is rescaled to the labels' spread; on the co-expression
     pair validation (visible genes only) picks it and it predicts the held-out TGT better than the kNN mean."""
-    from pertpipe.spatial.metrics import pcc
+    from pertpipe.evaluation.spatial import pcc
     from pertpipe.spatial.pipeline import blend_regression, expression_regression, validate
 
     spatial, scrna = coexpression_pair()
@@ -560,7 +560,7 @@ def test_validation_switches_off_what_does_not_help():
 
 def test_spage_recovers_a_gene_from_its_nearest_cells():
     from pertpipe.spatial.baselines import spage
-    from pertpipe.spatial.metrics import pcc
+    from pertpipe.evaluation.spatial import pcc
 
     spatial, scrna = coexpression_pair(seed=2)
     sc_log = np.log1p(scrna.X.toarray())
@@ -634,7 +634,7 @@ def test_validation_keeps_the_depth_step_where_depth_drives_what_the_slide_measu
     """Uneven shallow spots: the validation genes keep the depth step, and lrimpute then predicts the held-out gene
     better than without it (``lrimpute_no_depth``); ``depth_only`` is the reference of depth alone. Spots of equal
     depth: the step is off (it would only bend each gene monotonically)."""
-    from pertpipe.spatial.metrics import pcc
+    from pertpipe.evaluation.spatial import pcc
     from pertpipe.spatial.model import columns, log_normalize
     from pertpipe.spatial.pipeline import validate
 

@@ -157,10 +157,13 @@ def test_launch_commands_for_one_node_and_a_slurm_allocation():
 
 def test_distributed_config_is_checked():
     assert DistConfig.from_config({"enabled": True, "nproc_per_node": 2}).world_size == 2
-    assert DistConfig.from_config(None).applies_to("dygenept") is False
-    assert DistConfig.from_config({"enabled": True, "models": ["cfmvc"]}).applies_to("dygenept") is False
-    with pytest.raises(ConfigError, match="cannot train data-parallel"):
-        DistConfig.from_config({"models": ["linear"]})
+    from pertpipe.models import get_model_class
+
+    dyg, cfm, lin = (get_model_class(m) for m in ("dygenept", "cfmvc", "linear"))
+    assert DistConfig.from_config(None).applies_to(dyg) is False
+    assert DistConfig.from_config({"enabled": True, "models": ["cfmvc"]}).applies_to(dyg) is False
+    assert DistConfig.from_config({"enabled": True}).applies_to(cfm) is True  # no list: every model that supports it
+    assert DistConfig.from_config({"enabled": True}).applies_to(lin) is False  # linear's fit has no training loop
     with pytest.raises(ConfigError, match="unknown key"):
         DistConfig.from_config({"gpus": 2})
     with pytest.raises(ConfigError, match="nproc_per_node"):
