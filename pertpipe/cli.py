@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from pertpipe.errors import PertpipeError
 from pertpipe.core.h5io import DEFAULT_CHUNK
+from pertpipe.errors import PertpipeError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,8 @@ import importlib.metadata
 import json
 import logging
 import os
-import sys
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

@@ -6,11 +6,11 @@ import http.server
 import json
 import os
 import re
-import time
-from collections import defaultdict
 import subprocess
 import sys
 import threading
+import time
+from collections import defaultdict
 from pathlib import Path
 
 import anndata as ad

@@ -33,6 +33,7 @@ import numpy as np
 
 from pertpipe.errors import ConfigError
 
+
 @dataclass(frozen=True)
 class DistConfig:
     """The ``distributed:`` config block."""

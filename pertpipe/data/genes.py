@@ -23,7 +23,6 @@ from pertpipe.core.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ConfigError, ContractError
 
 
-
 def _open_text(path: str | os.PathLike):
     path = Path(path)
     with open(path, "rb") as fh:

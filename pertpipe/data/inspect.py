@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.adapters import Adapter
 from pertpipe.core.h5io import DEFAULT_CHUNK, H5adReader
+from pertpipe.data.adapters import Adapter
 from pertpipe.data.standardize import LOG1P_MAX, is_integer_valued
 from pertpipe.errors import ContractError
 

@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.genes import load_universe
 from pertpipe.core.h5io import DEFAULT_CHUNK, read_obs
+from pertpipe.data.genes import load_universe
 from pertpipe.data.split import check_no_leakage
 from pertpipe.data.validate import validate_h5ad
 from pertpipe.errors import LeakageError

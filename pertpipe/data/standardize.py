@@ -19,8 +19,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.data.adapters import Adapter
 from pertpipe.core.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
+from pertpipe.data.adapters import Adapter
 from pertpipe.errors import ConfigError, ContractError
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ def validate_h5ad(path: str | os.PathLike, *, universe: list[str] | None = None,
 
     Returns the figures the stage-1 report shows: shape, dtype, value range, log1p check, gene order.
     """
-    from pertpipe.data.l1000 import ZSCORE_CLIP
     from pertpipe.data.contracts import contract_of_file
+    from pertpipe.data.l1000 import ZSCORE_CLIP
 
     contract = contract_of_file(path)  # cells (log1p) or signatures (z-scores), from the file's provenance
     zscore = contract.value_kind == "zscore"

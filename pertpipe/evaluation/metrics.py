@@ -22,8 +22,8 @@ the model and can be computed once and reused (:func:`de_table`).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np

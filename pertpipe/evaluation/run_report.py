@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 from pertpipe import report_page
 
 RUN_FILES = (  # what a report links, relative to results/{dataset}/ (only files that exist are linked)

@@ -25,12 +25,10 @@ from typing import Any
 import pandas as pd
 import requests
 
-from pertpipe.http_session import RETRY_STATUS, retrying_session
-
 from pertpipe.errors import PertpipeError, register_secret
+from pertpipe.http_session import RETRY_STATUS, retrying_session
 from pertpipe.io import atomic_path
 from pertpipe.knowledge.types import NONE, Facet
-
 
 
 class LLMError(PertpipeError):

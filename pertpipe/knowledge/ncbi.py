@@ -9,9 +9,8 @@ from pathlib import Path
 
 import requests
 
-from pertpipe.http_session import RETRY_STATUS, retrying_session
-
 from pertpipe.errors import DownloadError, register_secret
+from pertpipe.http_session import RETRY_STATUS, retrying_session
 from pertpipe.io import atomic_path
 
 EUTILS = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"

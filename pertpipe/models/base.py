@@ -14,7 +14,7 @@ Prediction levels (mixins; each gives the cells task's ``predict_cells`` from wh
 * :class:`GeneratesCells`: the model makes a row's cells itself from the drawn controls (generative models);
 * :class:`PredictsSignatures`: one signature per (target, cell type) (the signatures task);
 * :class:`PredictsLabels`: DE and direction scores per readout gene of (target, line) rows (the labels task), from
-  a learner of :mod:`pertpipe.models.labels`.
+  the model's learner (``label_learner``, a :class:`pertpipe.models.label_learner.Learner` beside it).
 
 :func:`register_model` refuses a class whose declarations do not match what it implements.
 """
@@ -61,6 +61,9 @@ def register_model(name: str) -> Callable[[type[PerturbationModel]], type[Pertur
             if not callable(getattr(cls, TASK_METHODS[task], None)):
                 raise ConfigError(f"model {name} declares task '{task}' but has no {TASK_METHODS[task]}(). Fix: "
                                   "derive from the prediction level that gives it (pertpipe.models.base)")
+        if "labels" in cls.tasks and not isinstance(getattr(cls, "label_learner", None), type):
+            raise ConfigError(f"model {name} declares task 'labels' but names no learner class. Fix: set "
+                              "label_learner to a pertpipe.models.label_learner.Learner subclass beside the model")
         MODELS[name] = cls
         return cls
     return deco
@@ -269,62 +272,86 @@ class PredictsSignatures(PerturbationModel):
 
 
 class PredictsLabels(PerturbationModel):
-    """Labels task: scores for every readout gene of (perturbation, line) rows, by the learner ``label_learner``
-    (:data:`pertpipe.models.labels.LEARNERS`). ``fit`` hands a labels file to :meth:`fit_labels`; ``state`` /
-    ``set_state`` to :meth:`labels_state` / :meth:`set_labels_state` when the model holds one."""
+    """Labels task: scores for every readout gene of (perturbation, line) rows, by the model's learner class
+    ``label_learner`` (a :class:`pertpipe.models.label_learner.Learner` defined beside the model). The labels branching
+    lives here: ``fit`` hands a labels file to :meth:`fit_labels` and any other training file to
+    :meth:`fit_profiles` (the model's cells / signatures fit); ``state`` / ``set_state`` go to the learner's state
+    when the model holds one, else to :meth:`profiles_state` / :meth:`set_profiles_state`."""
 
-    label_learner: ClassVar[str] = ""
+    label_learner: ClassVar[type | None] = None
     labeler: Any = None
+
+    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
+        from pertpipe.data.labels import is_labels_file
+
+        if is_labels_file(inputs.train):
+            return self.fit_labels(inputs)
+        return self.fit_profiles(inputs)
+
+    def fit_profiles(self, inputs: ModelInputs) -> dict[str, Any]:
+        """Fit on a cells or signatures file (a model that serves only the labels task refuses it)."""
+        raise ConfigError(f"{self.name} serves the labels task, but {inputs.train} is not a labels file. Fix: use "
+                          "it on a labels dataset (perturbqa_*)")
+
+    def state(self) -> dict[str, Any]:
+        return self.labels_state() if self.labeler is not None else self.profiles_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if "labels" in state:
+            return self.set_labels_state(state)
+        return self.set_profiles_state(state)
+
+    def profiles_state(self) -> dict[str, Any]:
+        raise ConfigError(f"model {self.name} holds no fitted state. Fix: fit it on a labels dataset first")
+
+    def set_profiles_state(self, state: dict[str, Any]) -> None:
+        raise ConfigError(f"model {self.name} serves only the labels task, but its model.pt holds no labels state. "
+                          "Fix: retrain it on a labels dataset")
 
     def fit_labels(self, inputs: ModelInputs) -> dict[str, Any]:
         import time
 
         from pertpipe.data.labels import LabelData
-        from pertpipe.models.labels import LEARNERS, Knowledge
+        from pertpipe.models.label_learner import Knowledge
 
         t0 = time.perf_counter()
         data = LabelData.read(inputs.train)
         kn = Knowledge.read(inputs.need("knowledge", self.name)) if "knowledge" in self.reads("labels") else None
         if kn is not None:  # model.pt keeps the tensor in float16: fit on exactly what a loaded model reads
             kn.tensor = kn.tensor.astype(np.float16).astype(np.float32)
-        self.labeler = LEARNERS[self.label_learner](self.params, self.seed)
+        self.labeler = self.label_learner(self.params, self.seed)
         log = self.labeler.fit(data, kn, threads=inputs.threads)
         self.genes = list(data.genes)
         self._kn_blob = None
         if kn is not None:
-            import numpy as _np
-
-            log["knowledge_coverage"] = {"perturbations": kn.coverage(_np.unique(data.perts)),
+            log["knowledge_coverage"] = {"perturbations": kn.coverage(np.unique(data.perts)),
                                          "readout_genes": kn.coverage(data.genes)}
             self._kn_blob = {"genes": kn.genes, "tensor": kn.tensor.astype("float16"), "mask": kn.mask,
                              "facets": kn.facet_names}
-        return {"task": "labels", "learner": self.label_learner, "fit_s": round(time.perf_counter() - t0, 2),
+        return {"task": "labels", "learner": self.label_learner.name, "fit_s": round(time.perf_counter() - t0, 2),
                 "train_rows": int(len(data.perts)), **log}
 
     def predict_labels(self, perts: Any, lines: Any) -> tuple[np.ndarray, np.ndarray]:
         """(DE scores, direction scores), each [rows x self.genes]: higher = more likely DE / up."""
         if self.labeler is None:
-            from pertpipe.errors import ConfigError
-
             raise ConfigError(f"model {self.name} was not trained on a labels dataset. Fix: train it on one (its "
                               "model.pt is from another task)")
         return self.labeler.predict(np.asarray(perts), np.asarray(lines))
 
     def labels_state(self) -> dict[str, Any]:
-        import numpy as _np
-
-        kn = None if self._kn_blob is None else {k: (_np.asarray(v) if k not in ("genes", "facets") else list(v))
+        kn = None if self._kn_blob is None else {k: (np.asarray(v) if k not in ("genes", "facets") else list(v))
                                                   for k, v in self._kn_blob.items()}
-        return {"labels": {"learner": self.label_learner, "state": self.labeler.state(), "knowledge": kn}}
+        return {"labels": {"learner": self.label_learner.name, "state": self.labeler.state(), "knowledge": kn}}
 
     def set_labels_state(self, state: dict[str, Any]) -> None:
-        from pertpipe.models.labels import LEARNERS
-
         st = state["labels"]
+        if st["learner"] != self.label_learner.name:
+            raise ConfigError(f"model {self.name}'s model.pt holds a '{st['learner']}' learner, not its own "
+                              f"'{self.label_learner.name}'. Fix: retrain it")
         self._kn_blob = st.get("knowledge")
         if self._kn_blob is not None:
             self._kn_blob = {**self._kn_blob, "tensor": np.asarray(self._kn_blob["tensor"], dtype=np.float32)}
-        self.labeler = LEARNERS[st["learner"]](self.params, self.seed)
+        self.labeler = self.label_learner(self.params, self.seed)
         self.labeler.set_state(st["state"], self._kn_blob)
 
 
@@ -332,20 +359,6 @@ class LabelsOnly(PredictsLabels):
     """A model of the labels task alone: ``fit`` refuses another task's file; its state is the learner's."""
 
     tasks: ClassVar[tuple[str, ...]] = ("labels",)
-
-    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
-        from pertpipe.data.labels import is_labels_file
-
-        if not is_labels_file(inputs.train):
-            raise ConfigError(f"{self.name} serves the labels task, but {inputs.train} is not a labels file. Fix: use "
-                              "it on a labels dataset (perturbqa_*)")
-        return self.fit_labels(inputs)
-
-    def state(self) -> dict[str, Any]:
-        return self.labels_state()
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.set_labels_state(state)
 
 
 def train_log_record(model: PerturbationModel, fit_log: dict[str, Any], *, hparams: dict[str, Any],

@@ -42,22 +42,20 @@ import numpy as np
 import pandas as pd
 
 from pertpipe import CONTROL_LABEL, perturbation_genes
+from pertpipe.core import distributed
+from pertpipe.core.distances import energy_distance
 from pertpipe.core.h5io import H5adReader
+from pertpipe.core.params import TrainingParams, fraction, positive
+from pertpipe.core.training import TrainConfig, epoch_generator, stage_checkpoint, train, validation_targets
 from pertpipe.errors import ContractError
 from pertpipe.io import pick_device
-from pertpipe.core import distributed
 from pertpipe.models.base import GeneratesCells, register_model
-from pertpipe.models.inputs import ModelInputs
-from pertpipe.models.summary import ControlCells
-from pertpipe.core.distances import energy_distance
 from pertpipe.models.facet_lookup import MAX_TARGETS, FacetLookup
-from pertpipe.core.params import TrainingParams, fraction, positive
+from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.prior import PRIOR_CANDIDATES, BaselinePrior, fold_unit
 from pertpipe.models.shrinkage import check_setting as check_shrinkage
 from pertpipe.models.shrinkage import fit_shrinkage, prior_shrinkage
-from pertpipe.core.training import TrainConfig, epoch_generator, stage_checkpoint, train, validation_targets
-
-
+from pertpipe.models.summary import ControlCells
 
 
 # -- the model --------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ trained at ``lr * context_lr_scale``; the scGPT encoder itself stays frozen (its
 A context with no control cells in training (L1000 level 5 has no vehicles) has no baseline: its context input
 is the mean of the training contexts' (``context_fallbacks`` in the log says how many).
 
-On a labels dataset (PerturbQA, leave one line out) ``ctxfusion`` is :class:`pertpipe.models.labels.FusionLearner`:
+On a labels dataset (PerturbQA, leave one line out) ``ctxfusion`` is :class:`pertpipe.models.ctxfusion_labels.FusionLearner`:
 the signal head reads the perturbation's labels and DE rate in the other lines, the context head the knowledge
 ridge's (cross-fitted) score with per-line weights, and a gate on what the signal has fuses them.
 """
@@ -45,12 +45,12 @@ import numpy as np
 from pertpipe import CONTROL_LABEL
 from pertpipe.core.h5io import H5adReader
 from pertpipe.core.knn import ranked, softmax_weights, target_vector
+from pertpipe.core.params import TrainingParams, fraction, positive
 from pertpipe.data.zscores import ContextStats, context_stats
 from pertpipe.errors import ConfigError, ContractError
-from pertpipe.data.labels import is_labels_file
 from pertpipe.models.base import PredictsLabels, PredictsShift, PredictsSignatures, register_model
+from pertpipe.models.ctxfusion_labels import FusionLearner
 from pertpipe.models.inputs import ModelInputs
-from pertpipe.core.params import TrainingParams, fraction, positive
 
 Z_CLIP = 10.0
 
@@ -148,7 +148,7 @@ class CtxFusionModel(_ContextModel, PredictsLabels):
     train_resources = {"mem_mb": 16000, "runtime": 240}
     tasks = ("cells", "signatures", "labels")
     task_inputs = {"labels": ("knowledge",)}
-    label_learner = "ctxfusion"
+    label_learner = FusionLearner
 
     @dataclass
     class Params(TrainingParams):
@@ -270,14 +270,13 @@ class CtxFusionModel(_ContextModel, PredictsLabels):
             b["y"] = torch.tensor(self.shift[P_, C_], device=dev)
         return b
 
-    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
+    def fit_profiles(self, inputs: ModelInputs) -> dict[str, Any]:
         torch = _torch()
+        from pertpipe.core.training import TrainConfig, validation_targets
+        from pertpipe.core.training import train as train_loop
         from pertpipe.io import pick_device
         from pertpipe.models.modules.ctxfusion import CtxFusionModule
-        from pertpipe.core.training import TrainConfig, train as train_loop, validation_targets
 
-        if is_labels_file(inputs.train):
-            return self.fit_labels(inputs)
         train = inputs.train
         p = self.params
         t0 = time.perf_counter()
@@ -412,19 +411,15 @@ class CtxFusionModel(_ContextModel, PredictsLabels):
                               f"perturbations {[self.perts[i] for i in near]} (weights {np.round(w, 3).tolist()})")
         return sig, shift, has.any(0)
 
-    def state(self) -> dict[str, Any]:
-        if self.labeler is not None:
-            return self.labels_state()
+    def profiles_state(self) -> dict[str, Any]:
         return {**self._state_arrays(), "ctx_feat": self.ctx_feat, "sig_in": self.sig_in,
                 "net": {k: v.cpu() for k, v in self.net.state_dict().items()},
                 "context_fallbacks": self.context_fallbacks,
                 "lookup": self.lookup.state() if self.lookup is not None else None}
 
-    def set_state(self, state: dict[str, Any]) -> None:
+    def set_profiles_state(self, state: dict[str, Any]) -> None:
         from pertpipe.models.modules.ctxfusion import CtxFusionModule
 
-        if "labels" in state:
-            return self.set_labels_state(state)
         p = self.params
         self._set_arrays(state)
         self.ctx_feat, self.sig_in = np.asarray(state["ctx_feat"]), np.asarray(state["sig_in"])

@@ -20,7 +20,7 @@ left out group by group in training), and the prediction is prior + network. (Th
 impurity λ(1 - Σ_k α_k²), which is 0 for one-hot attention and largest for uniform attention.) Unseen targets
 are predicted from their facet texts alone.
 
-On a labels dataset (PerturbQA) it is a label head on the same idea (:class:`pertpipe.models.labels.AttentionLearner`):
+On a labels dataset (PerturbQA) it is a label head on the same idea (:class:`pertpipe.models.dygenept_labels.AttentionLearner`):
 the cell line's ``heads`` queries attend over the perturbation gene's facets (softmax), the pooled facets join
 through a linear path, and DE / direction logits are a bilinear read-out against each readout gene (its own facets
 projected plus a free vector), with a per-gene bias, a strength term and (``label_priors``) a residual over the
@@ -39,23 +39,21 @@ import numpy as np
 import pandas as pd
 
 from pertpipe import CONTROL_LABEL
-from pertpipe.core.h5io import H5adReader
-from pertpipe.errors import ConfigError
 from pertpipe.core import distributed
-from pertpipe.data.labels import is_labels_file
-from pertpipe.models.base import PredictsCellShifts, PredictsLabels, register_model
-from pertpipe.models.inputs import ModelInputs
-from pertpipe.models.summary import TrainingSummary
-from pertpipe.models.facet_lookup import FacetLookup
+from pertpipe.core.h5io import H5adReader
 from pertpipe.core.params import TrainingParams, positive
 from pertpipe.core.pca import top_components
-from pertpipe.models.prior import PRIOR_CANDIDATES, BaselinePrior, FacetKNNPrior, fold_unit
+from pertpipe.core.training import TrainConfig, stage_checkpoint, train, validation_targets
+from pertpipe.errors import ConfigError
 from pertpipe.io import pick_device
+from pertpipe.models.base import PredictsCellShifts, PredictsLabels, register_model
+from pertpipe.models.dygenept_labels import AttentionLearner
+from pertpipe.models.facet_lookup import FacetLookup
+from pertpipe.models.inputs import ModelInputs
+from pertpipe.models.prior import PRIOR_CANDIDATES, BaselinePrior, FacetKNNPrior, fold_unit
 from pertpipe.models.shrinkage import check_setting as check_shrinkage
 from pertpipe.models.shrinkage import fit_shrinkage, prior_shrinkage
-from pertpipe.core.training import TrainConfig, stage_checkpoint, train, validation_targets
-
-
+from pertpipe.models.summary import TrainingSummary
 
 RESIDUAL_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)  # γ candidates of the learned residual over the prior
 RESIDUAL_MODES = ("gain_facets", "full")  # what residual: auto tries, in this order of preference
@@ -73,7 +71,7 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
     predict_resources = {"mem_mb": 16000, "runtime": 120}
     inputs = ("knowledge",)
     tasks = ("cells", "labels")
-    label_learner = "dygenept"
+    label_learner = AttentionLearner
 
     @dataclass
     class Params(TrainingParams):
@@ -242,15 +240,13 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
             return [{"params": rest, "lr": p.lr}, {"params": querier, "lr": p.lr * scale}]
         return groups
 
-    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
+    def fit_profiles(self, inputs: ModelInputs) -> dict[str, Any]:
         """Data preparation (PCA, groups, the knowledge prior) and the shared training loop on the module's loss."""
         torch = _torch()
-        from pertpipe.models.modules.dygenept import DyGenePTModule, GroupSampler
         from pertpipe.core.training import epoch_generator
+        from pertpipe.models.modules.dygenept import DyGenePTModule, GroupSampler
 
         self._check()
-        if is_labels_file(inputs.train):
-            return self.fit_labels(inputs)
         train_path, knowledge = inputs.train, inputs.need("knowledge", "dygenept")
         p = self.params
         t0 = time.perf_counter()
@@ -354,8 +350,8 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         prior alone (γ = 0) and of prior + γ × network for each γ of :data:`RESIDUAL_SCALES` (the same drawn cells).
         ``residual_scale: auto`` takes the smallest γ within one standard error of the best (the one-SE rule toward
         the prior, :func:`pertpipe.models.shrinkage.one_se_choice`); at γ = 0 the model *is* its prior baseline."""
-        from pertpipe.models.shrinkage import one_se_choice
         from pertpipe.core.training import epoch_generator
+        from pertpipe.models.shrinkage import one_se_choice
 
         b = sampler.batch(val_groups, epoch_generator(self.seed + 20_011, 0))
         errors = self.net.scaled_residual_errors(b, RESIDUAL_SCALES)
@@ -410,17 +406,13 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         _change, alpha = self._forward_cells(target, x_ctrl)
         return alpha[:, 0].mean(axis=(0, 1))
 
-    def state(self) -> dict[str, Any]:
-        if self.labeler is not None:
-            return self.labels_state()
+    def profiles_state(self) -> dict[str, Any]:
         return {"net": {k: v.cpu() for k, v in self.net.state_dict().items()}, "pca_mean": self.pca_mean,
                 "pca_components": self.pca_components, **self.lookup.state(),
                 "prior": self.prior.state() if self.prior is not None else None,
                 "residual_scale": float(self.residual_scale), "residual_mode": self._residual_mode()}
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        if "labels" in state:
-            return self.set_labels_state(state)
+    def set_profiles_state(self, state: dict[str, Any]) -> None:
         self.pca_mean = np.asarray(state["pca_mean"])
         self.pca_components = np.asarray(state["pca_components"])
         self._load_knowledge_state(state)

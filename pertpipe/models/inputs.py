@@ -16,7 +16,6 @@ from typing import Any
 from pertpipe.core.h5io import DEFAULT_CHUNK
 from pertpipe.errors import ConfigError
 
-
 ANNOTATION = "annotation"  # a path template meaning: the run's annotation file of that name (demo's own or download)
 
 

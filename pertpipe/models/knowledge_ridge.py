@@ -13,7 +13,7 @@ gets x = x̄, i.e. the cell-type mean (:mod:`pertpipe.models.celltype_mean`), an
 
 On a labels dataset (PerturbQA) it is the GenePert / GenePT-style baseline of the labels task: ridge from the same
 pooled facet features to the perturbation's DE and direction label vectors, per line, α chosen on a validation
-share of the training perturbations (:class:`pertpipe.models.labels.RidgeLearner`).
+share of the training perturbations (:class:`RidgeLearner`, below).
 """
 
 from __future__ import annotations
@@ -25,13 +25,85 @@ from typing import Any
 import numpy as np
 
 from pertpipe import perturbation_genes
-from pertpipe.data.labels import is_labels_file
+from pertpipe.core.params import positive
+from pertpipe.core.ridge import cv_alpha, ridge_fit, ridge_solve
+from pertpipe.data.labels import LabelData
 from pertpipe.models.base import PredictsLabels, PredictsShift, register_model
 from pertpipe.models.inputs import ModelInputs
-from pertpipe.core.params import positive
-from pertpipe.core.ridge import cv_alpha, ridge_fit
+from pertpipe.models.label_learner import Knowledge, Learner, label_targets, validation_split
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
+
+
+LABEL_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
+
+
+class RidgeLearner(Learner):
+    """Per line: W = (XᵀX + αI)⁻¹ Xᵀ(Y - ȳ) on pooled facet features (unlabelled DE pairs count as 0, unlabelled
+    direction pairs as 0.5: the perturbation's label vector as PerturbQA's files give it)."""
+
+    name = "knowledge_ridge"
+
+    def _fit_all(self, data: LabelData, X: np.ndarray, alphas: list[float]) -> dict[float, dict[str, Any]]:
+        """alpha -> line -> kind -> (W, x̄, ȳ); XᵀY is formed once per line and kind, then solved per α."""
+        fits: dict[float, dict[str, Any]] = {a: {} for a in alphas}
+        for line in np.unique(data.lines):
+            m = data.lines == line
+            xm = X[m].mean(0)
+            Xc = X[m] - xm
+            XtX = Xc.T @ Xc
+            for kind, codes, fill in (("de", data.de, 0.0), ("dir", data.dir, 0.5)):
+                Y = label_targets(codes[m], fill)
+                ym = Y.mean(0)
+                XtY = Xc.T @ (Y - ym)
+                for a in alphas:
+                    W = ridge_solve(XtX, XtY, a)
+                    fits[a].setdefault(str(line), {})[kind] = (W, xm, ym)
+        return fits
+
+    def _apply(self, fits: dict[str, Any], X: np.ndarray, lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        G = len(self.genes)
+        out = {k: np.zeros((len(X), G), dtype=np.float32) for k in ("de", "dir")}
+        for line in np.unique(lines):
+            m = lines == line
+            f = fits.get(str(line)) or next(iter(fits.values()))  # a line not in training: the first line's map
+            for k in out:
+                W, xm, ym = f[k]
+                out[k][m] = ym + (X[m] - xm) @ W
+        return out["de"], out["dir"]
+
+    def fit(self, data: LabelData, kn: Knowledge | None, threads: int = 1) -> dict[str, Any]:
+        self.genes = data.genes
+        X, known = kn.pooled(data.perts)
+        tr, va = validation_split(data, self.p.val_fraction, self.seed)
+        alphas = [self.p.ridge] if self.p.ridge is not None else list(LABEL_ALPHAS)
+        choice = {}
+        if len(alphas) > 1 and va.any():
+            by_alpha = self._fit_all(data.rows(tr), X[tr], alphas)
+            for a in alphas:
+                choice[f"{a:g}"] = self._validate(data.rows(va), self._apply(by_alpha[a], X[va],
+                                                                              data.lines[va]))["auc_de"]
+            self.alpha = float(max(choice, key=choice.get))
+        else:
+            self.alpha = float(alphas[0])
+        self.fits = self._fit_all(data, X, [self.alpha])[self.alpha]
+        self.kn = kn
+        return {"alpha": self.alpha, "validation_auc_de": choice, "perturbations_without_text": int((~known).sum())}
+
+    def predict(self, perts: np.ndarray, lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        X, _ = self.kn.pooled(perts)
+        return self._apply(self.fits, X, np.asarray(lines))
+
+    def state(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "genes": self.genes,
+                "fits": {ln: {k: [np.asarray(a, dtype=np.float32) for a in v] for k, v in f.items()}
+                         for ln, f in self.fits.items()}}
+
+    def set_state(self, state: dict[str, Any], kn_blob: dict[str, Any] | None = None) -> None:
+        self.alpha, self.genes = float(state["alpha"]), list(state["genes"])
+        self.fits = {ln: {k: tuple(np.asarray(a, dtype=np.float64) for a in v) for k, v in f.items()}
+                     for ln, f in state["fits"].items()}
+        self.kn = Knowledge(kn_blob)
 
 
 @register_model("knowledge_ridge")
@@ -40,7 +112,7 @@ class KnowledgeRidgeModel(PredictsShift, PredictsLabels):
 
     baseline = True
     tasks = ("cells", "labels")
-    label_learner = "knowledge_ridge"
+    label_learner = RidgeLearner
 
     inputs = ("knowledge",)
 
@@ -60,11 +132,8 @@ class KnowledgeRidgeModel(PredictsShift, PredictsLabels):
                 known = True
         return x, known
 
-    def fit(self, inputs: ModelInputs) -> dict[str, Any]:
+    def fit_profiles(self, inputs: ModelInputs) -> dict[str, Any]:
         from pertpipe.models.facet_lookup import FacetLookup
-
-        if is_labels_file(inputs.train):
-            return self.fit_labels(inputs)
 
         t0 = time.perf_counter()
         s = self._summarise(inputs)
@@ -105,15 +174,11 @@ class KnowledgeRidgeModel(PredictsShift, PredictsLabels):
             return base
         return base + (x - self.x_mean) @ self.W
 
-    def state(self) -> dict[str, Any]:
-        if self.labeler is not None:
-            return self.labels_state()
+    def profiles_state(self) -> dict[str, Any]:
         return {"per_ct": self.per_ct, "default": self.default, "emb": self.emb, "has_text": self.has_text,
                 "emb_genes": list(self.emb_index), "x_mean": self.x_mean, "W": self.W, "alpha": self.alpha}
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        if "labels" in state:
-            return self.set_labels_state(state)
+    def set_profiles_state(self, state: dict[str, Any]) -> None:
         self.per_ct = {k: np.asarray(v) for k, v in state["per_ct"].items()}
         self.default = np.asarray(state["default"])
         self.emb, self.has_text = np.asarray(state["emb"]), np.asarray(state["has_text"], bool)

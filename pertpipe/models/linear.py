@@ -21,10 +21,10 @@ from typing import Any, Literal
 import numpy as np
 
 from pertpipe import CONTROL_LABEL, perturbation_genes
-from pertpipe.models.base import PredictsShift, register_model
-from pertpipe.models.inputs import ModelInputs
 from pertpipe.core.params import positive
 from pertpipe.core.pca import left_axes, pca_gene_embedding
+from pertpipe.models.base import PredictsShift, register_model
+from pertpipe.models.inputs import ModelInputs
 
 
 @register_model("linear")

@@ -19,11 +19,11 @@ def train_to_files(model_class: str, hparams: dict[str, Any], *, seed: int, trai
     once the model is written. Returns the training log on rank 0, None on the other ranks."""
     import torch
 
-    from pertpipe.models import build_model
     from pertpipe.core import distributed as dist
+    from pertpipe.core.training import checkpoint_files
+    from pertpipe.models import build_model
     from pertpipe.models.base import train_log_record
     from pertpipe.models.inputs import ModelInputs
-    from pertpipe.core.training import checkpoint_files
 
     t0 = time.perf_counter()
     state = dist.init_from_env(backend)
@@ -68,9 +68,9 @@ def train_distributed(dist_cfg, log, **kwargs: Any) -> dict[str, Any]:
     import collections
     import json
 
+    from pertpipe.core.distributed import launch_command, quote
     from pertpipe.errors import PertpipeError
     from pertpipe.io import child_options, explain_exit
-    from pertpipe.core.distributed import launch_command, quote
 
     cmd = launch_command(dist_cfg, train_args(backend=dist_cfg.backend, **kwargs))
     log.info("$ %s", quote(cmd))

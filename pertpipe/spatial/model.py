@@ -27,7 +27,6 @@ from pertpipe.core.layers import mlp
 from pertpipe.core.params import TrainingParams, fraction
 
 
-
 @dataclass
 class SpatialParams(TrainingParams):
     """Settings of the latent space, the pseudo-labels and lrimpute (config ``spatial.model``).
@@ -298,8 +297,8 @@ def fit_latent(x_sp: np.ndarray, x_sc: np.ndarray, params: SpatialParams, *, che
     spot's k matched cells (and each cell's k matched spots: the pull goes both ways, so spots do not collapse onto
     a few hub cells) give a fixed centroid that the code is pulled toward. Trained by the shared loop
     (:func:`pertpipe.core.training.train`), which checkpoints to ``checkpoint`` and resumes from it."""
-    from pertpipe.io import pick_device
     from pertpipe.core.training import train
+    from pertpipe.io import pick_device
 
     torch.manual_seed(params.seed)
     g = _generator(params.seed)
@@ -403,8 +402,8 @@ def fit_lrimpute(inp: ImputeInputs, params: SpatialParams, *, checkpoint: str | 
                  ) -> tuple[LRImputeModule, dict[str, Any]]:
     """The LR-only decoder on one slide's inputs, trained by the shared loop (a full pass over the spots per epoch;
     a last batch of one spot is skipped), checkpointed to ``checkpoint`` and resumed from it."""
-    from pertpipe.io import pick_device
     from pertpipe.core.training import train
+    from pertpipe.io import pick_device
 
     torch.manual_seed(params.seed)
     g = _generator(params.seed + 1)

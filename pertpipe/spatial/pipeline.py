@@ -14,8 +14,19 @@ import numpy as np
 import scipy.sparse as sp
 
 from pertpipe.spatial import baselines
-from pertpipe.spatial.model import (ImputeInputs, SpatialParams, col_variance, columns, fit_latent, fit_lrimpute,
-                                    knn_labels, log_normalize, match_cells, predict_lrimpute, standardize)
+from pertpipe.spatial.model import (
+    ImputeInputs,
+    SpatialParams,
+    col_variance,
+    columns,
+    fit_latent,
+    fit_lrimpute,
+    knn_labels,
+    log_normalize,
+    match_cells,
+    predict_lrimpute,
+    standardize,
+)
 
 log = logging.getLogger("pertpipe.spatial")
 

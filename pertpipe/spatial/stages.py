@@ -10,17 +10,39 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from pertpipe.errors import ConfigError, ContractError
 from pertpipe.core.h5io import read_anndata, read_var, write_anndata
+from pertpipe.errors import ConfigError, ContractError
 from pertpipe.io import atomic_path, load_torch, read_json, save_torch, write_json
 from pertpipe.spatial import evaluate as ev
 from pertpipe.spatial.inputs import read_pair, summary
-from pertpipe.spatial.model import (LRImputeModule, SpatialParams, columns, fit_lrimpute, knn_labels,
-                                    log_normalize, predict_lrimpute)
-from pertpipe.spatial.pipeline import (Latent, Priors, Validation, cell_type_fractions, impute_inputs, latent, prepare,
-                                      smooth_and_mask, validate)
-from pertpipe.spatial.priors import (ligand_target_prior, normalized_laplacian, ppi_adjacency, read_ligand_target_matrix,
-                                     read_ppi, read_table)
+from pertpipe.spatial.model import (
+    LRImputeModule,
+    SpatialParams,
+    columns,
+    fit_lrimpute,
+    knn_labels,
+    log_normalize,
+    predict_lrimpute,
+)
+from pertpipe.spatial.pipeline import (
+    Latent,
+    Priors,
+    Validation,
+    cell_type_fractions,
+    impute_inputs,
+    latent,
+    prepare,
+    smooth_and_mask,
+    validate,
+)
+from pertpipe.spatial.priors import (
+    ligand_target_prior,
+    normalized_laplacian,
+    ppi_adjacency,
+    read_ligand_target_matrix,
+    read_ppi,
+    read_table,
+)
 from pertpipe.spatial.resources import expressed_genes, match_symbols, read_lr_resource, select_lr_genes
 
 log = logging.getLogger("pertpipe.spatial")

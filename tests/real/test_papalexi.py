@@ -7,10 +7,9 @@ import json
 import anndata as ad
 import numpy as np
 import pytest
+from conftest import run_snakemake
 
 from pertpipe.data.sources import read_sceptre_rda
-
-from conftest import run_snakemake
 
 RDA = "perturb/papalexi2021/lowmoi_example_data.rda"
 

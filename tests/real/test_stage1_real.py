@@ -7,10 +7,9 @@ import json
 import anndata as ad
 import numpy as np
 import pytest
+from conftest import FileServer, run_snakemake
 
 from pertpipe.data.genes import load_alias_map, load_universe
-
-from conftest import FileServer, run_snakemake
 
 pytestmark = [pytest.mark.real, pytest.mark.workflow]
 

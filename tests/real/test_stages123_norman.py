@@ -7,7 +7,6 @@ import tarfile
 
 import pandas as pd
 import pytest
-
 from conftest import run_snakemake
 
 pytestmark = [pytest.mark.real, pytest.mark.workflow]

@@ -13,10 +13,9 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import REPO, TINY_DEMO, run_snakemake
 
 from pertpipe.io import sha256_file
-
-from conftest import REPO, TINY_DEMO, run_snakemake
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 

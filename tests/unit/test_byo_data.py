@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import REPO, make_adata
 
 from pertpipe.data.adapters import get_adapter
 from pertpipe.data.download import fetch
@@ -20,8 +21,6 @@ from pertpipe.data.registry import Registry
 from pertpipe.data.split import make_split
 from pertpipe.data.standardize import standardize
 from pertpipe.errors import ConfigError, ContractError
-
-from conftest import REPO, make_adata
 
 
 def test_assign_guides_by_hand():

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-
 from conftest import fit_killed_after
+
 from pertpipe import CONTROL_LABEL
-from pertpipe.models.inputs import ModelInputs
 from pertpipe.data.zscores import ContextStats, context_stats
 from pertpipe.models import build_model, load_model
+from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.modules.ctxfusion import CtxFusionModule
 
 FAST = {"epochs": 6, "steps_per_epoch": 4, "d": 8, "hidden": 16, "pca_dim": 4, "batch_size": 8}

@@ -3,13 +3,12 @@
 import gzip
 
 import pytest
+from conftest import REPO
 
 from pertpipe.errors import ConfigError, ContractError
 from pertpipe.knowledge.annotations import parse_obo, read_gene2go, read_gene_info
 from pertpipe.knowledge.facets import NONE, coverage, go_facets, load_facets
 from pertpipe.knowledge.gene_text import build_gene_text
-
-from conftest import REPO
 
 
 @pytest.fixture(scope="module")

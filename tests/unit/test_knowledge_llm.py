@@ -11,11 +11,10 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import REPO, ChatServer
 
 from pertpipe.knowledge.facets import NONE, Facet
-from pertpipe.knowledge.llm import LLMError, LLMSettings, llm_facets, parse_reply, MalformedReply
-
-from conftest import REPO, ChatServer
+from pertpipe.knowledge.llm import LLMError, LLMSettings, MalformedReply, llm_facets, parse_reply
 
 FACETS = [Facet("transcriptional_regulation", "transcription", ("GO:0006355",)),
           Facet("cell_death_survival", "death", ("GO:0008219",)),

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pertpipe.data.labels import (MISSING, LabelData, LineFiles, build_labels, read_label_csv, split_labels)
+from pertpipe.data.labels import MISSING, LabelData, LineFiles, build_labels, read_label_csv, split_labels
 from pertpipe.errors import ContractError, LeakageError
 
 
@@ -129,7 +129,8 @@ def _knowledge(genes, dim=4, seed=0):
 def test_knowledge_knn_is_the_neighbours_mean_label_by_hand():
     import types
 
-    from pertpipe.models.labels import Knowledge, KnnLearner
+    from pertpipe.models.knowledge_knn import KnnLearner
+    from pertpipe.models.label_learner import Knowledge
 
     kn = {"genes": ["A", "B", "C", "Q"], "facets": ["f"], "mask": np.ones((4, 1), np.float32),
           "tensor": np.array([[[1, 0]], [[0.9, 0.1]], [[0, 1]], [[1, 0.05]]], np.float32)}
@@ -146,7 +147,7 @@ def test_knowledge_knn_is_the_neighbours_mean_label_by_hand():
 def test_xctx_rate_reads_the_other_lines_by_hand():
     import types
 
-    from pertpipe.models.labels import CrossContextLearner
+    from pertpipe.models.xctx_rate import CrossContextLearner
 
     data = LabelData(np.array([[1, 0, MISSING], [MISSING, 1, 1], [0, 0, 0]], np.int8), np.full((3, 3), MISSING, np.int8),
                      np.array(["A", "A", "B"]), np.array(["k562", "rpe1", "hepg2"]), ["g1", "g2", "g3"])
@@ -200,7 +201,7 @@ def test_label_models_learn_the_knowledge_and_round_trip(tmp_path, model, hp):
 
     from pertpipe.models import build_model, load_model
     from pertpipe.models.inputs import ModelInputs
-    from pertpipe.models.labels import mean_auc
+    from pertpipe.models.label_learner import mean_auc
 
     data, kn = _synthetic()
     test = np.arange(len(data.perts)) >= 120
@@ -226,7 +227,7 @@ def test_ctxfusion_on_labels_uses_the_other_lines(tmp_path):
 
     from pertpipe.models import build_model
     from pertpipe.models.inputs import ModelInputs
-    from pertpipe.models.labels import mean_auc
+    from pertpipe.models.label_learner import mean_auc
 
     data, kn = _synthetic(lines=("k562", "rpe1"), seed=1)
     test = (data.lines == "rpe1") & (np.char.lstrip(data.perts.astype(str), "P").astype(int) >= 120)
@@ -253,8 +254,8 @@ def test_line_transfer_reads_co_regulated_genes_in_the_other_lines():
     signal) says nothing, the transfer ridge over every gene recovers it; its training rows never include the
     scored row's own label."""
     from pertpipe.data.labels import LabelData
+    from pertpipe.models.label_learner import mean_auc
     from pertpipe.models.label_transfer import LineTransfer, other_line_means
-    from pertpipe.models.labels import mean_auc
 
     rng = np.random.default_rng(0)
     n, G = 200, 12

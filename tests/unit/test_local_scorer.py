@@ -7,8 +7,14 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import mannwhitneyu
 
-from pertpipe.evaluation.metrics import (Expression, ReferenceIndex, des_scores, mae_pds_scores, mannwhitneyu_sparse,
-                                         top_de_genes)
+from pertpipe.evaluation.metrics import (
+    Expression,
+    ReferenceIndex,
+    des_scores,
+    mae_pds_scores,
+    mannwhitneyu_sparse,
+    top_de_genes,
+)
 
 
 def test_mwu_matches_scipy_with_ties_and_zeros():

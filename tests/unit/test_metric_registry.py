@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse as sp
 
 from pertpipe.evaluation.metric_registry import METRICS, Metric, metrics, register_metric, unregister_metric
-from pertpipe.evaluation.scoring import score_local
 from pertpipe.evaluation.report import leaderboard, leaderboard_columns, to_markdown
+from pertpipe.evaluation.scoring import score_local
 from pertpipe.io import write_json
 
 

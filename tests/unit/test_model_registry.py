@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 
 import pytest
+from conftest import TOY_MODEL as TOY  # the toy model module, shared with tests/workflow
 
 import pertpipe.models as models_pkg
 from pertpipe.errors import ConfigError
 from pertpipe.models import MODELS, build_model, get_model_class
 from pertpipe.models.base import PredictsShift, register_model
 from pertpipe.models.inputs import ModelInputs
-
-from conftest import TOY_MODEL as TOY  # the toy model module, shared with tests/workflow
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pertpipe.models.summary import TrainingSummary
 from pertpipe.models.facet_lookup import FacetLookup
 from pertpipe.models.prior import FacetKNNPrior
+from pertpipe.models.summary import TrainingSummary
 
 
 def _lookup():

@@ -1,11 +1,10 @@
 """The committed dataset registry and its error messages."""
 
 import pytest
+from conftest import REPO
 
 from pertpipe.data.registry import Registry
 from pertpipe.errors import ConfigError
-
-from conftest import REPO
 
 
 def test_committed_registry_has_the_required_entries():

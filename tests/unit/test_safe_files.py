@@ -28,9 +28,9 @@ def _plant(path, marker, **extra) -> None:
 
 
 def test_a_pickle_payload_is_refused_by_every_loader(tmp_path):
+    from pertpipe.core.training import TrainConfig, train
     from pertpipe.knowledge.encode import load_facet_tensor
     from pertpipe.models import load_model
-    from pertpipe.core.training import TrainConfig, train
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"

@@ -8,8 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 from pertpipe.errors import ConfigError
-from pertpipe.models.summary import ControlCells, TrainingSummary
 from pertpipe.models.shrinkage import Shrinkage, check_setting, choose_shrinkage
+from pertpipe.models.summary import ControlCells, TrainingSummary
 
 G = 4
 

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from pertpipe.io import load_torch
 from pertpipe.data.registry import Registry
 from pertpipe.errors import ConfigError, ContractError
+from pertpipe.io import load_torch
 from pertpipe.spatial import evaluate as ev
 from pertpipe.spatial.inputs import read_pair
 from pertpipe.spatial.model import SpatialParams, knn_labels, match_cells
 from pertpipe.spatial.pipeline import Priors, impute_inputs, latent, prepare, run_methods
-from pertpipe.spatial.priors import (ligand_target_prior, normalized_laplacian, ppi_adjacency, read_ppi, read_table)
+from pertpipe.spatial.priors import ligand_target_prior, normalized_laplacian, ppi_adjacency, read_ppi, read_table
 from pertpipe.spatial.resources import expressed_genes, read_lr_resource, select_lr_genes, split_complex
 
 FAST = SpatialParams(k=5, latent_dim=4, hidden=16, encoder_epochs=5, decoder_epochs=20, batch_size=32, seed=0)
@@ -559,8 +559,8 @@ def test_validation_switches_off_what_does_not_help():
 
 
 def test_spage_recovers_a_gene_from_its_nearest_cells():
-    from pertpipe.spatial.baselines import spage
     from pertpipe.evaluation.spatial import pcc
+    from pertpipe.spatial.baselines import spage
 
     spatial, scrna = coexpression_pair(seed=2)
     sc_log = np.log1p(scrna.X.toarray())

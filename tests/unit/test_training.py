@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pertpipe.io import load_torch
 from pertpipe.core.training import TrainConfig, checkpoint_files, stage_checkpoint, train
+from pertpipe.io import load_torch
 
 
 def test_list_param_groups_reach_the_full_learning_rate_and_resume(tmp_path):

@@ -10,17 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_DEMO, fit_killed_after, predict_reloaded, run_snakemake
 from scipy import stats
 
-from pertpipe.io import load_torch
-from pertpipe.errors import ConfigError, ContractError
-from pertpipe.models.inputs import ModelInputs
-from pertpipe.models.predict import write_predictions
-from pertpipe.models import build_model, load_model
-from pertpipe.models.modules.cfmvc import Hurdle, NegativeBinomialMu, NormalLogVar
 from pertpipe.core.distances import energy_distance
-
-from conftest import TINY_DEMO, fit_killed_after, predict_reloaded, run_snakemake
+from pertpipe.errors import ConfigError, ContractError
+from pertpipe.io import load_torch
+from pertpipe.models import build_model, load_model
+from pertpipe.models.inputs import ModelInputs
+from pertpipe.models.modules.cfmvc import Hurdle, NegativeBinomialMu, NormalLogVar
+from pertpipe.models.predict import write_predictions
 
 FAST = {"vae_epochs": 12, "flow_epochs": 30, "steps_per_epoch": 20, "hidden": 64, "flow_hidden": 64,
         "groups_per_step": 8, "cells_per_group": 16, "patience": 100, "d_int": 8}

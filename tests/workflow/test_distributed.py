@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, TINY_DEMO, kill_at_checkpoint, run_snakemake
 
-from pertpipe.errors import ConfigError
-from pertpipe.io import load_torch
 from pertpipe.core import distributed
 from pertpipe.core.distributed import DistConfig, Share, first_host, launch_command
-
-from conftest import REPO, TINY_DEMO, kill_at_checkpoint, run_snakemake
+from pertpipe.errors import ConfigError
+from pertpipe.io import load_torch
 
 HP = {
     # one residual network (auto trains two, each with a stage checkpoint): the kill test watches checkpoint.pt

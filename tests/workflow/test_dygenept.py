@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_DEMO, fit_killed_after, predict_reloaded, run_snakemake
 
 from pertpipe.models import build_model, load_model
 from pertpipe.models.inputs import ModelInputs
-
-from conftest import TINY_DEMO, fit_killed_after, predict_reloaded, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -164,7 +162,7 @@ def test_ctrl_c_during_training_is_one_line_and_keeps_the_checkpoint(demo, tmp_p
     import sys
     import time
 
-    from conftest import REPO, write_config, with_test_profile
+    from conftest import REPO, with_test_profile, write_config
 
     wd = tmp_path / "wd"
     shutil.copytree(demo["wd"], wd, symlinks=True)

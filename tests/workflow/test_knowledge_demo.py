@@ -7,7 +7,6 @@ import json
 import pandas as pd
 import pytest
 import torch
-
 from conftest import TINY_DEMO, ChatServer, run_snakemake
 
 from pertpipe.io import load_torch

@@ -10,7 +10,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO, SHARED_DATA, open_in_browser, read_report, run_snakemake
 
 pytestmark = pytest.mark.workflow

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-
 from conftest import open_in_browser, read_report, run_snakemake
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-
 from conftest import TINY_DEMO, TOY_MODEL, run_snakemake
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, make_adata, run_snakemake
 
 pytestmark = pytest.mark.workflow

@@ -12,7 +12,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import TINY_DEMO, run_snakemake
 
 pytestmark = pytest.mark.workflow

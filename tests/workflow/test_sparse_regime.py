@@ -9,7 +9,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_snakemake
 
 pytestmark = pytest.mark.workflow

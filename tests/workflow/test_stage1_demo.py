@@ -9,10 +9,9 @@ import shutil
 import anndata as ad
 import pandas as pd
 import pytest
+from conftest import TINY_DEMO, run_snakemake
 
 from pertpipe.io import sha256_file
-
-from conftest import TINY_DEMO, run_snakemake
 
 pytestmark = pytest.mark.workflow
 

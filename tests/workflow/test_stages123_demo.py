@@ -11,7 +11,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import TINY_DEMO, browse, read_report, run_snakemake
 
 pytestmark = pytest.mark.workflow

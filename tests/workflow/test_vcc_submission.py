@@ -12,13 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, run_snakemake
 
 from pertpipe import CONTROL_LABEL
 from pertpipe.data.simulate import ScreenParams, write_screen
 from pertpipe.data.split import make_split
 from pertpipe.errors import ConfigError
-
-from conftest import REPO, run_snakemake
 
 GENES = [f"G{i:04d}" for i in range(400)]
 TRAINED = [f"G{i:04d}" for i in range(10, 22)]

@@ -15,8 +15,8 @@ from torch import nn
 from torch.distributions import Distribution, Normal, constraints, kl_divergence, register_kl
 
 from pertpipe.core.distances import mmd_rbf
-from pertpipe.models.facet_lookup import MAX_TARGETS
 from pertpipe.core.layers import mlp
+from pertpipe.models.facet_lookup import MAX_TARGETS
 
 _EPS = 1e-8
 

@@ -103,3 +103,28 @@ class CtxFusionModule(nn.Module):
         if "gate" in out:
             parts["gate_mean"] = float(out["gate"].detach().mean())
         return mse, parts
+
+
+class LabelGate(nn.Module):
+    """The labels task's fusion (:class:`pertpipe.models.ctxfusion_labels.FusionLearner`), per kind and line:
+    signal = w₀·has_label + w₁·(label_o - ½) + w₂·has_rate·logit(rate_o) + w₃·(transfer - ½); context = v₁·score + v₀;
+    gated: σ(a₀ + a₁·has_label + a₂·has_rate + a₃·has_transfer) mixes them, else they add; + b_g."""
+
+    def __init__(self, n_lines: int, G: int, gated: bool) -> None:
+        super().__init__()
+        self.gated = gated
+        # [kind, line]: w0, w1 (label), w2 (rate), w3 (transfer); the signal head starts as xctx_rate does
+        # (label, then rate) plus the transfer score
+        self.w = nn.Parameter(torch.tensor([0.0, 4.0, 1.0, 4.0]).repeat(2, n_lines, 1))
+        self.v = nn.Parameter(torch.tensor([1.0, 0.0]).repeat(2, n_lines, 1))  # v1, v0
+        self.a = nn.Parameter(torch.zeros(2, 4))
+        self.b = nn.Parameter(torch.zeros(2, G))
+
+    def forward(self, kind: int, X: torch.Tensor, line: torch.Tensor, gene: torch.Tensor) -> torch.Tensor:
+        w, v, a = self.w[kind][line], self.v[kind][line], self.a[kind]
+        sig = w[:, 0] * X[:, 0] + w[:, 1] * X[:, 1] + w[:, 2] * X[:, 3] * X[:, 2] + w[:, 3] * X[:, 6]
+        ctx = v[:, 0] * X[:, 4] + v[:, 1]
+        if self.gated:
+            g = torch.sigmoid(a[0] + a[1] * X[:, 0] + a[2] * X[:, 2] + a[3] * X[:, 5])
+            return g * sig + (1 - g) * ctx + self.b[kind][gene]
+        return sig + ctx + self.b[kind][gene]

@@ -183,3 +183,55 @@ class DyGenePTModule(nn.Module):
         with torch.no_grad():
             change, _ = self(b.zq, b.facets, b.fmask, b.tmask, b.prior)
             return float(((change.mean(1) - b.delta) ** 2).mean())
+
+
+class LabelAttention(nn.Module):
+    """The labels task's head (:class:`pertpipe.models.dygenept_labels.AttentionLearner`): z(p, line) = attention of
+    the line's H queries over p's facets (+ a linear path of p's pooled facets); logit(p, line, g) = z · u_g + b_g +
+    strength(z), for DE and direction, plus a weighted sum of ``n_priors`` baselines' scores (logit scale).
+    ``basis``: the free gene vectors' start (the training labels' leading right singular vectors), else zeros."""
+
+    def __init__(self, D: int, K: int, G: int, n_lines: int, gene_feats: np.ndarray, p, n_priors: int = 0,
+                 basis: dict[str, np.ndarray] | None = None) -> None:
+        super().__init__()
+        h, H, hidden = p.attn_dim, p.label_heads, p.label_hidden
+        self.h, self.H, self.n_priors = h, H, n_priors
+        self.key = nn.Linear(D, h)
+        self.value = nn.Linear(D, h)
+        self.facet = nn.Parameter(torch.zeros(K, h))
+        self.query = nn.Parameter(torch.randn(n_lines, H, h) * 0.1)
+        self.mix = nn.Linear(H * h, hidden)
+        self.pool = nn.Linear(D, hidden)
+        self.drop = nn.Dropout(p.label_dropout)
+        self.register_buffer("gene_feats", torch.as_tensor(gene_feats, dtype=torch.float32))
+        self.gene_in = nn.ModuleDict({k: nn.Linear(D, hidden) for k in ("de", "dir")})
+        self.gene_free = nn.ParameterDict({k: nn.Parameter(
+            torch.as_tensor(basis[k], dtype=torch.float32) if basis else torch.zeros(G, hidden))
+            for k in ("de", "dir")})
+        self.gene_bias = nn.ParameterDict({k: nn.Parameter(torch.zeros(G)) for k in ("de", "dir")})
+        self.strength = nn.ModuleDict({k: nn.Linear(hidden, 1) for k in ("de", "dir")})
+        self.prior_w = nn.ParameterDict({k: nn.Parameter(torch.ones(n_priors)) for k in ("de", "dir")})
+
+    def embed(self, T: torch.Tensor, M: torch.Tensor, line: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, H = self.h, self.H
+        k = self.key(T) + self.facet  # [B, K, h]
+        v = self.value(T)
+        q = self.query[line]  # [B, H, h]
+        s = torch.einsum("bhd,bkd->bhk", q, k) / h ** 0.5
+        s = s.masked_fill(M[:, None, :] <= 0, -1e4)
+        a = torch.softmax(s, dim=-1) * (M.sum(1) > 0).float()[:, None, None]
+        c = torch.einsum("bhk,bkd->bhd", a, v).reshape(len(T), H * h)
+        pooled = (T * M[..., None]).sum(1) / M.sum(1, keepdim=True).clamp(min=1)
+        z = self.drop(torch.nn.functional.gelu(self.mix(c) + self.pool(pooled)))
+        return z, a
+
+    def forward(self, T: torch.Tensor, M: torch.Tensor, line: torch.Tensor,
+                priors: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        z, a = self.embed(T, M, line)
+        out = {}
+        for kind in ("de", "dir"):
+            u = self.gene_in[kind](self.gene_feats) + self.gene_free[kind]  # [G, hidden]
+            out[kind] = z @ u.T + self.gene_bias[kind] + self.strength[kind](z)
+            if self.n_priors:  # a residual over the baselines' scores (logit scale) [B, n_priors, G]
+                out[kind] = out[kind] + torch.einsum("bpg,p->bg", priors[kind], self.prior_w[kind])
+        return out, a

@@ -295,9 +295,8 @@ class StateModel(GeneratesCells):
     # -- prediction ---------------------------------------------------------------------------------------
     def _net(self):
         if self._module is None:
-            from state.tx.models.state_transition import StateTransitionPerturbationModel
-
             import torch
+            from state.tx.models.state_transition import StateTransitionPerturbationModel
 
             with contextlib.redirect_stdout(io.StringIO()):  # it prints the whole module
                 # rebuilt from plain data (plain_checkpoint): its hyperparameters (JSON) and its weights, as
