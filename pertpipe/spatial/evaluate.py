@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from pertpipe.evaluation.spatial import scaled
+from pertpipe.spatial.methods import run_methods
 from pertpipe.spatial.model import SpatialParams, columns, log_normalize, nearest
-from pertpipe.spatial.pipeline import Priors, run_methods
+from pertpipe.spatial.prepare import Priors
 
 log = logging.getLogger("pertpipe.spatial")
 

@@ -15,6 +15,7 @@ from pertpipe.errors import ConfigError, ContractError
 from pertpipe.io import atomic_path, load_torch, read_json, save_torch, write_json
 from pertpipe.spatial import evaluate as ev
 from pertpipe.spatial.inputs import read_pair, summary
+from pertpipe.spatial.lrimpute import Validation, impute_inputs, smooth_and_mask
 from pertpipe.spatial.model import (
     LRImputeModule,
     SpatialParams,
@@ -24,17 +25,7 @@ from pertpipe.spatial.model import (
     log_normalize,
     predict_lrimpute,
 )
-from pertpipe.spatial.pipeline import (
-    Latent,
-    Priors,
-    Validation,
-    cell_type_fractions,
-    impute_inputs,
-    latent,
-    prepare,
-    smooth_and_mask,
-    validate,
-)
+from pertpipe.spatial.prepare import Latent, Priors, cell_type_fractions, latent, prepare
 from pertpipe.spatial.priors import (
     ligand_target_prior,
     normalized_laplacian,
@@ -44,6 +35,7 @@ from pertpipe.spatial.priors import (
     read_table,
 )
 from pertpipe.spatial.resources import expressed_genes, match_symbols, read_lr_resource, select_lr_genes
+from pertpipe.spatial.validation import validate
 
 log = logging.getLogger("pertpipe.spatial")
 

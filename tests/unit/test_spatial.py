@@ -14,8 +14,10 @@ from pertpipe.errors import ConfigError, ContractError
 from pertpipe.io import load_torch
 from pertpipe.spatial import evaluate as ev
 from pertpipe.spatial.inputs import read_pair
+from pertpipe.spatial.lrimpute import impute_inputs
+from pertpipe.spatial.methods import run_methods
 from pertpipe.spatial.model import SpatialParams, knn_labels, match_cells
-from pertpipe.spatial.pipeline import Priors, impute_inputs, latent, prepare, run_methods
+from pertpipe.spatial.prepare import Priors, latent, prepare
 from pertpipe.spatial.priors import ligand_target_prior, normalized_laplacian, ppi_adjacency, read_ppi, read_table
 from pertpipe.spatial.resources import expressed_genes, read_lr_resource, select_lr_genes, split_complex
 
@@ -166,7 +168,7 @@ def test_mask_keeps_genes_out_of_spots_whose_cells_never_express_them():
                          ["lrimpute", "lrimpute_no_mask"])
     assert np.all(out["lrimpute"][~inp.mask] == 0)
     assert np.any(out["lrimpute_no_mask"][~inp.mask] != 0)
-    from pertpipe.spatial.pipeline import Validation, smooth_and_mask
+    from pertpipe.spatial.lrimpute import Validation, smooth_and_mask
 
     pred = np.abs(np.random.default_rng(0).normal(size=inp.mask.shape)).astype(np.float32) + 0.1
     shifted = smooth_and_mask(pred, None, FAST, Validation(5, offset=1.0), inp.mask)
@@ -452,7 +454,8 @@ def test_residual_transfer_and_smoothing_are_chosen_on_visible_genes_and_help_a_
     """What a spot measures on the visible genes, carried through the scRNA's within-type co-expression, predicts
     the held-out TGT better than the kNN mean; validation (visible genes only) turns it on, and smoothing too."""
     from pertpipe.evaluation.spatial import pcc
-    from pertpipe.spatial.pipeline import residual_transfer, smooth_spots, spot_neighbours, validate
+    from pertpipe.spatial.refine import residual_transfer, smooth_spots, spot_neighbours
+    from pertpipe.spatial.validation import validate
 
     spatial, scrna = coexpression_pair()
     prep = prepare(spatial, scrna, ["TGT"])
@@ -477,7 +480,8 @@ def test_expression_regression_is_the_ridge_by_hand_and_validation_turns_it_on_w
     scRNA cells (dual and gene-space forms agree); its blend is rescaled to the labels' spread; on the co-expression
     pair validation (visible genes only) picks it and it predicts the held-out TGT better than the kNN mean."""
     from pertpipe.evaluation.spatial import pcc
-    from pertpipe.spatial.pipeline import blend_regression, expression_regression, validate
+    from pertpipe.spatial.refine import blend_regression, expression_regression
+    from pertpipe.spatial.validation import validate
 
     spatial, scrna = coexpression_pair()
     prep = prepare(spatial, scrna, ["TGT"])
@@ -514,7 +518,7 @@ def test_without_priors_an_unmeasured_gene_keeps_its_pseudo_label():
     """The decoder's change starts at zero and only the measured genes' term moves it: with the priors off, a
     held-out gene's imputation is its pseudo-label after the mask, smoothing and offset (as docs/spatial.md says),
     while a measured LR gene moves."""
-    from pertpipe.spatial.pipeline import Validation, impute_inputs, lrimpute_predict, smooth_and_mask
+    from pertpipe.spatial.lrimpute import Validation, impute_inputs, lrimpute_predict, smooth_and_mask
 
     spatial, scrna = toy_pair()
     lr = ["LIG", "REC", "HELD"]
@@ -531,7 +535,8 @@ def test_without_priors_an_unmeasured_gene_keeps_its_pseudo_label():
 def test_validation_switches_off_what_does_not_help():
     """Random spots (no co-expression to carry, no spatial structure): the residual and the smoothing stay off; the
     ablation names exist; priors 'on' keeps both terms without judging them."""
-    from pertpipe.spatial.pipeline import LRIMPUTE_VARIANTS, validate
+    from pertpipe.spatial.methods import LRIMPUTE_VARIANTS
+    from pertpipe.spatial.validation import validate
 
     spatial, scrna = coexpression_pair(seed=3)
     rng = np.random.default_rng(1)
@@ -594,7 +599,7 @@ def test_expected_measurement_is_the_poisson_expectation_at_each_spots_depth():
     zero stays zero, and at a fixed expression a sparse gene's measured value rises with the spot's depth."""
     from scipy.stats import poisson
 
-    from pertpipe.spatial.pipeline import expected_measurement
+    from pertpipe.spatial.refine import expected_measurement
 
     lib = np.array([50.0, 500.0, 5000.0, 50000.0])
     for rate in (0.0, 0.05, 1.0, 20.0, 49.0, 60.0, 500.0):
@@ -636,7 +641,7 @@ def test_validation_keeps_the_depth_step_where_depth_drives_what_the_slide_measu
     depth: the step is off (it would only bend each gene monotonically)."""
     from pertpipe.evaluation.spatial import pcc
     from pertpipe.spatial.model import columns, log_normalize
-    from pertpipe.spatial.pipeline import validate
+    from pertpipe.spatial.validation import validate
 
     spatial, scrna = depth_pair()
     out, info = run_methods(spatial, scrna, ["HELD"], ["HELD"], None, FAST,
