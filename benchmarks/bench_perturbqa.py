@@ -73,11 +73,11 @@ def write_rows(adata, mask: np.ndarray, path: Path) -> None:
 
 
 def run_model(name: str, seed: int, train_path: Path, test, kn_path: Path) -> dict:
+    import anndata as ad
+
     from pertpipe.evaluation.labels import score_labels
     from pertpipe.models import build_model
     from pertpipe.models.inputs import ModelInputs
-
-    import anndata as ad
 
     m = build_model(name, {}, seed=seed)
     t0 = time.perf_counter()

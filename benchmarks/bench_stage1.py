@@ -66,9 +66,9 @@ def make_input(path: Path, n_cells: int, nnz_per_cell: int, seed: int = 0, chunk
 
 
 def worker_chunked(src: Path, out: Path, chunk_size: int) -> None:
+    from pertpipe.core.h5io import read_obs
     from pertpipe.data.adapters import get_adapter
     from pertpipe.data.genes import align_genes
-    from pertpipe.core.h5io import read_obs
     from pertpipe.data.split import make_split, write_split
     from pertpipe.data.standardize import standardize
 

@@ -306,8 +306,8 @@ def run_local(pred: str | os.PathLike, truth: str | os.PathLike, outdir: str | o
     ``describe`` of it, as cell-eval writes it) and pdex's ``real_de.csv`` / ``pred_de.csv``."""
     import polars as pl
 
+    from pertpipe.evaluation.de import Expression, de_frame
     from pertpipe.evaluation.metric_registry import metrics
-    from pertpipe.evaluation.metrics import Expression, de_frame
     from pertpipe.evaluation.scoring import ScoringContext
 
     real, pr = Expression.read(truth), Expression.read(pred)

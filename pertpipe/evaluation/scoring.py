@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from pertpipe import CONTROL_LABEL
+from pertpipe.evaluation.de import Expression, de_table
 from pertpipe.evaluation.metric_registry import score_context
-from pertpipe.evaluation.metrics import Expression, de_table, group_means, mae_pds_scores
+from pertpipe.evaluation.metrics import group_means, mae_pds_scores
 
 
 @dataclass

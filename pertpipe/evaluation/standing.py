@@ -129,8 +129,8 @@ def split_half_ceiling(truth: str | os.PathLike, baseline: str | os.PathLike, *,
     the same half. Returns per-perturbation tables of both, the ceiling's avg_score with its bootstrap interval, and
     the verdict ``can_rank`` (the interval excludes 0)."""
     from pertpipe.core.h5io import RowReader
+    from pertpipe.evaluation.de import Expression
     from pertpipe.evaluation.metric_registry import metrics
-    from pertpipe.evaluation.metrics import Expression
     from pertpipe.evaluation.scoring import ScoringContext
 
     real = Expression.read(truth)

@@ -7,14 +7,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import mannwhitneyu
 
-from pertpipe.evaluation.metrics import (
-    Expression,
-    ReferenceIndex,
-    des_scores,
-    mae_pds_scores,
-    mannwhitneyu_sparse,
-    top_de_genes,
-)
+from pertpipe.evaluation.de import Expression, ReferenceIndex, mannwhitneyu_sparse, top_de_genes
+from pertpipe.evaluation.metrics import des_scores, mae_pds_scores
 
 
 def test_mwu_matches_scipy_with_ties_and_zeros():

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from pertpipe import CONTROL_LABEL
 from pertpipe.core.h5io import H5adReader, H5adWriter, RowReader
 from pertpipe.data.simulate import ScreenParams, count_statistics, write_screen
-from pertpipe.evaluation.metrics import Expression
+from pertpipe.evaluation.de import Expression
 from pertpipe.evaluation.scoring import score_local
 from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.predict import write_predictions

@@ -122,8 +122,9 @@ def test_split_half_ceiling_scores_a_real_signal_and_flags_none(tmp_path):
 def test_e_distance_by_hand():
     import scipy.sparse as sp
 
+    from pertpipe.evaluation.de import Expression
     from pertpipe.evaluation.metric_registry import metrics
-    from pertpipe.evaluation.metrics import Expression, e_distances
+    from pertpipe.evaluation.metrics import e_distances
 
     rng = np.random.default_rng(3)
     g = 6
