@@ -45,3 +45,18 @@ def test_config_reference_is_generated_from_the_schema(tmp_path):
     assert "| `stage1.brand_new_key` | integer | `7` | ≥ 1 | a \\| test key |" in config_docs.render(changed)
     keys = [r[0] for r in config_docs.rows(yaml.safe_load(config_docs.SCHEMA.read_text()))]
     assert "stage1.split.strategy" in keys and "evaluation.profile" in keys and len(keys) == len(set(keys))
+
+
+def test_the_architecture_page_is_true_to_the_tree():
+    """Every module docs/architecture.md names exists, and every module and package folder of pertpipe/ is named
+    (as `pkg/module.py` / `pkg/` relative to pertpipe/)."""
+    import re
+
+    text = (REPO / "docs" / "architecture.md").read_text()
+    pkg = REPO / "pertpipe"
+    named = set(re.findall(r"`((?:[a-z_0-9]+/)*[a-z_0-9]+\.py)`", text))
+    assert named and [m for m in sorted(named) if not ((REPO if m.startswith("tests/") else pkg) / m).is_file()] == []
+    modules = {str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if p.name != "__init__.py"}
+    assert sorted(modules - named) == []
+    folders = {str(p.parent.relative_to(pkg)) + "/" for p in pkg.rglob("__init__.py") if p.parent != pkg}
+    assert sorted(f for f in folders if f"`{f}`" not in text) == []
