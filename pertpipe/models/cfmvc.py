@@ -419,7 +419,7 @@ class CFMVCModel(GeneratesCells):
     def equals(self) -> str | None:
         """With decode ``delta`` the centred cells are the drawn controls plus the centre's shift: that baseline."""
         if self.centre is not None and self.decode_mode == "delta":
-            return self.centre.name if self.centre.name != "knn" else "facet kNN prior"
+            return self.centre.display_name
         return None
 
     def _fit_vae(self, feed: _Feeder, rng: np.random.Generator, ckpt) -> tuple[np.ndarray, dict[str, Any]]:

@@ -372,8 +372,9 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
 
     def equals(self) -> str | None:
         """The baseline this model's predictions are (γ = 0: the prior alone), else None."""
-        if self.prior is not None and getattr(self, "residual_scale", 1.0) == 0:
-            return self.prior.name if self.prior.name != "knn" else "facet kNN prior"
+        prior = getattr(self, "prior", None)  # none on a labels fit (its learner blends with the ridge instead)
+        if prior is not None and getattr(self, "residual_scale", 1.0) == 0:
+            return prior.display_name
         return None
 
     # ------------------------------------------------------------------------------------------------

@@ -157,6 +157,11 @@ class BaselinePrior:
     folds: int = 5
     lookup: Any = field(default=None, repr=False)
 
+    @property
+    def display_name(self) -> str:
+        """How a leaderboard names a model that equals this prior (the facet kNN is no registered baseline)."""
+        return "facet kNN prior" if self.name == "knn" else self.name
+
     @classmethod
     def choose(cls, summary: Any, lookup: Any, *, candidates: tuple[str, ...] | list[str] = PRIOR_CANDIDATES,
                folds: int = 5, unit: str = "target", seed: int = 0, k: int = 5, tau: float = 0.05) -> BaselinePrior:
