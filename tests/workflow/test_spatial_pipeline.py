@@ -94,6 +94,15 @@ def test_users_own_h5ad_pair(tmp_path, shared_data):
     assert inputs["spatial"]["n_spots"] == 250 and inputs["scrna"]["cell_types"]["B"] == 30
     assert json.loads((res / "priors.json").read_text())["ppi"] == "iref"
     assert "Held-out LR genes (4)" in (res / "spatial_report.txt").read_text()
+    # the branch's artifacts are verified like every other: a slide changed after spatial_inputs wrote it (same
+    # size, one byte) stops the next rule that reads it, naming the file, its sha256 and the rule to re-run
+    slide = res / "inputs" / "spatial.h5ad"
+    raw = bytearray(slide.read_bytes())
+    raw[-1] ^= 1
+    slide.write_bytes(bytes(raw))
+    proc = run_snakemake(tmp_path, cfg, "spatial", extra=("--forcerun", "lr_genes"), check=False)
+    log = (tmp_path / "results/my_node/logs/spatial_lr_genes.log").read_text()
+    assert proc.returncode != 0 and "spatial.h5ad: field 'sha256'" in log and "rule spatial_inputs recorded" in log
     # a missing cell-type column: the rule fails, names the file, the field and the fix, and leaves no output
     cfg["spatial_datasets"]["my_node"]["adapter_options"] = {"cell_type_col": "celltype"}
     cfg["results"] = "results2"
