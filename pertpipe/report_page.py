@@ -79,3 +79,19 @@ def write(path: str | os.PathLike, text: str) -> None:
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_text(text, path)
+
+
+def cell_text(value: Any, column: str = "", digits: int = 4) -> str:
+    """A table cell as text: empty for None / NaN, a float to ``digits`` decimals, anything else as str."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(df: Any, fmt: Any = cell_text) -> str:
+    """The one markdown table writer of the leaderboards (cells, signatures, labels): a header, its rule and one line
+    per row, each cell ``fmt(value, column)``; no trailing newline."""
+    cols = [str(c) for c in df.columns]
+    rows = ["| " + " | ".join(fmt(v, c) for v, c in zip(r, cols)) + " |" for r in df.itertuples(index=False)]
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols), *rows])
+

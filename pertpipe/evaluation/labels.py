@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pertpipe import report_page
 from pertpipe.data.labels import MISSING
 
 SECTION = "Perturbation labels (PerturbQA)"  # the report's title section
@@ -121,10 +122,10 @@ MD_COLUMNS = ["model", "standing", "Δ auc_de vs strongest baseline [95 % CI]", 
 def leaderboard_markdown(df: pd.DataFrame, *, dataset: str, licence: str) -> str:
     from pertpipe.evaluation.report import delta_text
 
-    def fmt(v: Any, nd: int = 4) -> str:
-        return "" if v is None or (isinstance(v, float) and np.isnan(v)) else (f"{v:.{nd}f}" if isinstance(
-            v, float) else str(v))
-
+    rows = [{**r, "model": f"{r['model']} (baseline)" if r.get("baseline") is True else r["model"],
+             "standing": r.get("standing") if isinstance(r.get("standing"), str) else "",
+             MD_COLUMNS[2]: delta_text(r)} for r in df.to_dict("records")]
+    rows = [[r.get(c) for c in MD_COLUMNS] for r in rows]
     lines = [f"# Label leaderboard: {dataset}", "",
              "auc_de / auc_dir: PerturbQA's auc_per_gene (per readout gene, ROC AUC over the test perturbations; "
              "genes with one class skipped; mean over genes). auprc_de: average precision per gene. Published rows: "
@@ -132,12 +133,8 @@ def leaderboard_markdown(df: pd.DataFrame, *, dataset: str, licence: str) -> str
              "baseline (the baseline row with the highest auc_de), or tie where the bootstrap 95 % interval of Δ "
              "auc_de, paired per readout gene, covers 0.", "",
              f"Data licence: {licence}.", "",
-             "| " + " | ".join(MD_COLUMNS) + " |", "|" + "---|" * len(MD_COLUMNS)]
-    for r in df.to_dict("records"):
-        r = {**r, "model": f"{r['model']} (baseline)" if r.get("baseline") is True else r["model"],
-             "standing": r.get("standing") if isinstance(r.get("standing"), str) else "",
-             MD_COLUMNS[2]: delta_text(r)}
-        lines.append("| " + " | ".join(fmt(r.get(c), 1 if c == "train_s" else 4) for c in MD_COLUMNS) + " |")
+             report_page.markdown_table(pd.DataFrame(rows, columns=MD_COLUMNS), lambda v, c: report_page.cell_text(
+                 v, c, 1 if c == "train_s" else 4))]
     return "\n".join(lines) + "\n"
 
 
@@ -187,7 +184,6 @@ def _plot_curves(train_logs: dict[str, dict[str, Any]]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pertpipe import report_page
 
     curves = {m: tl["curve"] for m, tl in train_logs.items() if isinstance(tl.get("curve"), dict)
               and tl["curve"].get("epoch")}
@@ -212,7 +208,6 @@ def html_report(*, dataset: str, board: pd.DataFrame, figure_png: str | os.PathL
                 train_logs: dict[str, dict[str, Any]], versions: dict[str, str], links: str = "") -> str:
     """The labels task's ``report.html``: the leaderboard beside the published rows and its figure, what each
     model chose on validation, knowledge coverage, the stage-1 summary and the data licence."""
-    from pertpipe import report_page
     from pertpipe.data.labels import labels_report_text
 
     std = stage1["standardize"]

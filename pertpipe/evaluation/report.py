@@ -129,13 +129,6 @@ def summary_table(board: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _md_table(df: pd.DataFrame) -> str:
-    fmt = lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else (  # noqa: E731
-        f"{v:.4f}" if isinstance(v, float) else str(v))
-    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return head + "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in df.itertuples(index=False))
-
-
 LEADERBOARD_NOTE = (
     "standing: better / worse than the strongest baseline (the baseline row with the highest avg_score), or tie "
     "where the paired bootstrap 95 % interval of Δ avg_score over perturbations covers 0. avg_score: VCC 2025's "
@@ -150,7 +143,7 @@ def to_markdown(board: pd.DataFrame, *, title: str, lead: str | None = None) -> 
     metrics' legend."""
     from pertpipe.evaluation.metric_registry import legend
 
-    return (f"# {title}\n\n" + (f"**{lead}**\n\n" if lead else "") + _md_table(summary_table(board)) + "\n"
+    return (f"# {title}\n\n" + (f"**{lead}**\n\n" if lead else "") + report_page.markdown_table(summary_table(board)) + "\n" + "\n"
             + LEADERBOARD_NOTE + "\n\n<details><summary>All metrics (also in leaderboard.csv)</summary>\n\n"
             + f"{legend()}. Scores from cell-eval (profile vcc) where cell-eval has the metric, else from the local "
             "scorer; *_scaled = cell-eval score against the cell-mean baseline; Shrunk models "
@@ -159,7 +152,7 @@ def to_markdown(board: pd.DataFrame, *, title: str, lead: str | None = None) -> 
             "cell_type = celltype_mean). delta = avg_score minus the strongest baseline's (`vs_baseline`), ci_low / "
             "ci_high its interval. `vcc2026_*`: each cell-eval2 metric's raw mean and, as `_scaled`, its score "
             "between the generic-response baseline (0) and the split-half replicate (1).\n\n"
-            + _md_table(labelled(board)) + "\n</details>\n")
+            + report_page.markdown_table(labelled(board)) + "\n" + "\n</details>\n")
 
 
 def write_leaderboard(board: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, *,

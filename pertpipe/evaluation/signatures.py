@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from pertpipe import report_page
 from pertpipe.core.h5io import H5adReader
 
 SECTION = "Signatures (L1000)"  # the report's title section
@@ -147,19 +148,12 @@ def write_signature_leaderboard(board: pd.DataFrame, summaries: dict[str, dict[s
     lines = [f"# {title}", "", "Mean over held-out signatures (DeepCE's metrics; precision@k = mean of the top-k "
              "up- and down-regulated genes' precision). standing: better / worse than the strongest baseline (the "
              "baseline row with the highest pearson), or tie where the bootstrap 95 % interval of Δ pearson, paired "
-             "per held-out signature, covers 0.", "", _markdown(fmt), "", "## Per held-out context",
+             "per held-out signature, covers 0.", "", report_page.markdown_table(fmt, lambda v, c: str(v)), "", "## Per held-out context",
              "", "| model | context | n | pearson | precision@50 |", "|---|---|---|---|---|"]
     for m in board["model"]:
         for ctx, s in summaries[m]["per_context"].items():
             lines.append(f"| {m} | {ctx} | {s['n']} | {s['pearson']:.4f} | {s['precision@50']:.4f} |")
     write_text("\n".join(lines) + "\n", md)
-
-
-def _markdown(df: pd.DataFrame) -> str:
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    sep = "|" + "---|" * len(df.columns)
-    body = ["| " + " | ".join(map(str, r)) + " |" for r in df.itertuples(index=False)]
-    return "\n".join([head, sep, *body])
 
 
 def _plot_board(board: pd.DataFrame) -> str:
@@ -169,7 +163,6 @@ def _plot_board(board: pd.DataFrame) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pertpipe import report_page
 
     fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(board) + 2), 3.2))
     x = np.arange(len(board))
@@ -190,7 +183,6 @@ def _plot_per_signature(tables: dict[str, pd.DataFrame]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pertpipe import report_page
 
     models = [m for m, t in tables.items() if len(t)]
     if not models:
@@ -209,7 +201,6 @@ def html_report(*, dataset: str, board: pd.DataFrame, summaries: dict[str, dict[
                 versions: dict[str, str], links: str = "") -> str:
     """The signatures task's ``report.html``: the leaderboard and its figure, Pearson per held-out signature, the
     per-context table, training (the gate of ctxfusion, loss curves), stage 1, versions and the run's files."""
-    from pertpipe import report_page
     from pertpipe.evaluation.report import plot_losses
 
     per_ctx = pd.DataFrame([{"model": m, "context": c, "n": v["n"], "pearson": v["pearson"],
