@@ -151,9 +151,12 @@ def summarise(runs: dict[int, dict]) -> dict:
             v = np.array([r["scores"][m].get(k, np.nan) for r in ok.values() if m in r["scores"]], dtype=float)
             if np.isnan(v).all():
                 continue
-            row[k] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "per_seed": v.tolist()}
-            d = np.array([r["scores"][m][k] - r["scores"]["cell_mean"][k] for r in ok.values()
+            per_seed, v = v.tolist(), v[~np.isnan(v)]  # a seed whose run lacks the metric is left out, and counted
+            row[k] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "per_seed": per_seed,
+                      "n_seeds": int(len(v))}
+            d = np.array([r["scores"][m].get(k, np.nan) - r["scores"]["cell_mean"].get(k, np.nan) for r in ok.values()
                           if m in r["scores"] and "cell_mean" in r["scores"]], dtype=float)
+            d = d[~np.isnan(d)]
             if len(d):
                 row[k]["minus_cell_mean"] = {"mean": float(d.mean()), "sd": float(d.std(ddof=1)) if len(d) > 1 else 0.0}
         row["shrinkage"] = [r["shrinkage"].get(m) for r in ok.values() if m in r.get("shrinkage", {})]
