@@ -51,7 +51,7 @@ from pertpipe.models.dygenept_labels import AttentionLearner
 from pertpipe.models.facet_lookup import FacetLookup
 from pertpipe.models.inputs import ModelInputs
 from pertpipe.models.prior import PRIOR_CANDIDATES, BaselinePrior, FacetKNNPrior, fold_unit
-from pertpipe.models.shrinkage import check_setting as check_shrinkage
+from pertpipe.models.shrinkage import check_fraction, check_setting as check_shrinkage
 from pertpipe.models.shrinkage import fit_shrinkage, prior_shrinkage
 from pertpipe.models.summary import TrainingSummary
 
@@ -136,14 +136,7 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         """What the typed Params cannot say (types, choices and bounds are checked by build_model)."""
         p = self.params
         check_shrinkage(p.shrinkage, model="dygenept")
-        if p.residual_scale != "auto":
-            try:
-                ok = 0.0 <= float(p.residual_scale) <= 1.0
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise ConfigError(f"model_params.dygenept.residual_scale is {p.residual_scale!r}. Fix: use auto or a "
-                                  "number in [0, 1]")
+        check_fraction(p.residual_scale, field="model_params.dygenept.residual_scale", words=("auto",))
         odd = [x for x in p.prior_candidates if x not in PRIOR_CANDIDATES]
         if odd or not p.prior_candidates:
             raise ConfigError(f"model_params.dygenept.prior_candidates: {odd or 'empty'}. Fix: use a non-empty subset "

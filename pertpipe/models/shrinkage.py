@@ -38,16 +38,21 @@ MIN_GROUPS = 8  # held-out (target, cell type) groups below which λ is not vali
 EQUALS = {"global": "cell_mean", "cell_type": "celltype_mean"}  # the baseline a λ = 0 prediction equals, per anchor
 
 
-def check_setting(value: Any, *, model: str) -> None:
-    """``auto``, ``none`` or a number in [0, 1]; anything else is a config error naming the field."""
-    if value in ("auto", "none"):
+def check_fraction(value: Any, *, field: str, words: tuple[str, ...] = ("auto", "none")) -> None:
+    """One of ``words`` or a number in [0, 1]; anything else is a config error naming ``field``."""
+    if value in words:
         return
     try:
         ok = 0.0 <= float(value) <= 1.0
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ConfigError(f"model_params.{model}.shrinkage is {value!r}. Fix: use auto, none or a number in [0, 1]")
+        raise ConfigError(f"{field} is {value!r}. Fix: use {', '.join(words)} or a number in [0, 1]")
+
+
+def check_setting(value: Any, *, model: str) -> None:
+    """The shrinkage setting: ``auto``, ``none`` or a number in [0, 1]."""
+    check_fraction(value, field=f"model_params.{model}.shrinkage")
 
 
 @dataclass

@@ -104,3 +104,14 @@ def test_per_cell_type_anchor_is_chosen_when_cell_types_differ():
     assert res.anchor_kind == "cell_type" and res.lam == 0.0 and res.log()["equals"] == "celltype_mean"
     assert np.allclose(res.anchor["x"], [1, 0, 0, 0]) and np.allclose(res.anchor["y"], [0, 0, 0, 1])
     assert res.mae_by_lambda["cell_type:0"] == pytest.approx(0.0) and res.mae_by_lambda["global:0"] > 0.2
+
+
+def test_a_fraction_setting_names_its_field_and_the_words_it_takes():
+    from pertpipe.errors import ConfigError
+    from pertpipe.models import build_model
+
+    with pytest.raises(ConfigError, match=r"model_params.dygenept.residual_scale is 1.5. Fix: use auto or a number"):
+        build_model("dygenept", {"residual_scale": 1.5})
+    with pytest.raises(ConfigError, match=r"model_params.dygenept.shrinkage is 'x'. Fix: use auto, none or a number"):
+        build_model("dygenept", {"shrinkage": "x"})
+    build_model("dygenept", {"residual_scale": 0.25, "shrinkage": "none"})
