@@ -268,6 +268,9 @@ class CFMVCModel(GeneratesCells):
         centre: Literal["auto", "knowledge_ridge", "knn", "linear", "celltype_mean", "additive", "none"] = "auto"
         centre_candidates: list[str] = field(default_factory=lambda: list(PRIOR_CANDIDATES))
         centre_folds: int = positive(5)
+        # how the candidates are compared on the cross-fitted training groups: score (avg_score-like: MAE,
+        # discrimination, top-gene overlap, each scaled against the cell-mean baseline) or mse
+        centre_criterion: Literal["score", "mse"] = "score"
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:
         super().__init__(params, seed=seed)
@@ -411,7 +414,8 @@ class CFMVCModel(GeneratesCells):
         if p.centre == "none":
             return None
         summary = TrainingSummary.from_h5ad(train_path, chunk_size=chunk_size)
-        kw = {"folds": p.centre_folds, "unit": fold_unit("auto", train_path), "seed": self.seed}
+        kw = {"folds": p.centre_folds, "unit": fold_unit("auto", train_path), "seed": self.seed,
+              "criterion": p.centre_criterion}
         if p.centre == "auto":
             return BaselinePrior.choose(summary, self.lookup, candidates=tuple(p.centre_candidates), **kw)
         return BaselinePrior.fixed(p.centre, summary, self.lookup, **kw)

@@ -103,6 +103,9 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         prior_candidates: list[str] = field(default_factory=lambda: list(PRIOR_CANDIDATES))
         prior_folds: int = positive(5)
         prior_fold_unit: Literal["auto", "target", "group"] = "auto"
+        # how the candidates are compared on the cross-fitted training groups: score (avg_score-like: MAE,
+        # discrimination, top-gene overlap, each scaled against the cell-mean baseline) or mse
+        prior_criterion: Literal["score", "mse"] = "score"
         residual_scale: Any = "auto"  # auto (validated γ) or a number in [0, 1]: prediction = prior + γ × network
         # what the network adds to the prior: gain_facets = a gain of the prior's shift, per gene and along the
         # cells' principal axes, from the cell state and the state-attended facets; gain = from the state alone;
@@ -333,7 +336,8 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         p = self.params
         if p.prior == "none":
             return None
-        kw = {"folds": p.prior_folds, "unit": fold_unit(p.prior_fold_unit, train_path), "seed": self.seed, "k": p.prior_k, "tau": p.prior_tau}
+        kw = {"folds": p.prior_folds, "unit": fold_unit(p.prior_fold_unit, train_path), "seed": self.seed,
+              "k": p.prior_k, "tau": p.prior_tau, "criterion": p.prior_criterion}
         if p.prior == "auto":
             return BaselinePrior.choose(summary, self.lookup, candidates=tuple(p.prior_candidates), **kw)
         return BaselinePrior.fixed(p.prior, summary, self.lookup, **kw)

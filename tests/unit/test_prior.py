@@ -88,8 +88,12 @@ def test_baseline_prior_chooses_by_cross_fitted_error_and_keeps_unseen_like_trai
     assert np.corrcoef(prior.shift("NEW", "x"), shifts[-1])[0, 1] > 0.9
     log = prior.log()
     assert log["chosen"] == "knowledge_ridge" and set(log["crossfit_mse"]) == set(prior.errors)
+    assert log["criterion"] == "score" and set(log["crossfit_score"]) == set(prior.errors)
+    assert prior.scores["knowledge_ridge"]["score"] == max(sc["score"] for sc in prior.scores.values())
     back = BaselinePrior.from_state(prior.state(), lookup)
     assert back.name == prior.name and np.allclose(back.shift("NEW", "x"), prior.shift("NEW", "x"))
+    assert back.criterion == "score" and back.scores == prior.scores
+    assert BaselinePrior.choose(summary, lookup, folds=4, seed=0, criterion="mse").scores == {}
 
 
 def test_baseline_prior_falls_back_to_the_mean_when_text_says_nothing():
@@ -132,3 +136,21 @@ def test_centred_cells_hit_the_target_mean_without_clipping_bias():
     assert (naive.mean(0) - t).max() > 0.05  # what the plain shift gets wrong
     dense = rng.normal(3, 0.3, (100, 20))  # nothing reaches 0: the plain shift, exactly
     np.testing.assert_allclose(centre_cells(dense, np.full(20, 2.0)), dense - dense.mean(0) + 2.0, atol=1e-9)
+
+
+def test_validation_score_is_scaled_like_cell_eval():
+    """1 for the truth itself, 0 for the cell-mean baseline (every other group's mean), and it rewards telling
+    perturbations apart: a prediction with the right direction but twice the size discriminates perfectly although
+    its squared error is larger than that of the mean."""
+    from pertpipe.models.prior import validation_score
+
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(12, 200)) * (rng.random(200) < 0.2)
+    cts = np.array(["a"] * 6 + ["b"] * 6)
+    assert validation_score(truth, truth, cts) == {"mae": 1.0, "pds": 1.0, "des": 1.0, "score": 1.0}
+    base = (truth.sum(0, keepdims=True) - truth) / 11
+    assert validation_score(base, truth, cts)["score"] == 0.0
+    loud = 2.5 * truth
+    assert ((loud - truth) ** 2).mean() > ((base - truth) ** 2).mean()
+    sc = validation_score(loud, truth, cts)
+    assert sc["pds"] == 1.0 and sc["des"] == 1.0 and sc["mae"] == 0.0
