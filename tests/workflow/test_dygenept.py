@@ -191,8 +191,9 @@ def test_ctrl_c_during_training_is_one_line_and_keeps_the_checkpoint(demo, tmp_p
 def test_prior_is_the_validated_baseline_and_gamma_zero_is_exactly_it(demo, tmp_path):
     m, log = _fit(demo, tmp_path)
     prior = log["prior"]
-    assert prior["chosen"] in prior["crossfit_mse"]
-    assert prior["crossfit_mse"][prior["chosen"]] == min(prior["crossfit_mse"].values())
+    assert prior["chosen"] in prior["crossfit_mse"] and prior["criterion"] == "score"
+    scores = {c: sc["score"] for c, sc in prior["crossfit_score"].items()}
+    assert scores[prior["chosen"]] == max(scores.values())  # the avg_score-like validation score ranks them
     gain = log["residual_gain"]
     assert gain["scale"] in (0.0, 0.25, 0.5, 0.75, 1.0) and set(gain["mse_by_scale"]) == {"0", "0.25", "0.5", "0.75", "1"}
     assert m.residual_scale == gain["scale"]
