@@ -43,7 +43,8 @@ def test_every_model_on_sparse_counts(tmp_path, monkeypatch):
         assert log["shrinkage"]["lambda"] == 1.0
         assert log["shrinkage"]["how"].startswith("none: built on the validated baseline prior")
         prior = log.get("prior") or log.get("centre")
-        assert prior["crossfit_mse"][prior["chosen"]] == min(prior["crossfit_mse"].values())
+        scores = {c: sc["score"] for c, sc in prior["crossfit_score"].items()}  # chosen by the validation score
+        assert prior["criterion"] == "score" and scores[prior["chosen"]] == max(scores.values())
         pred = ad.read_h5ad(res / f"stage2/{m}/predictions.h5ad")
         pmean = float(pred.X[(pred.obs["target_gene"] != "non-targeting").to_numpy()].mean())
         assert 0.67 <= pmean / truth_mean <= 1.5, (m, pmean, truth_mean)  # CFM-VC once predicted 7.5x
