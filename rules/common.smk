@@ -25,6 +25,7 @@ SPATIAL_REGISTRY = PLAN.spatial_registry
 stage1_path, stage2_path, stage3_path = PLAN.layout.stage1, PLAN.layout.stage2, PLAN.layout.stage3
 knowledge_path, log_path, bench_path, spatial_path = (PLAN.layout.knowledge, PLAN.layout.log, PLAN.layout.bench,
                                                       PLAN.layout.spatial)
+spatial_log, spatial_bench = PLAN.layout.spatial_log, PLAN.layout.spatial_bench
 repo_path, resource_path = PLAN.repo_path, PLAN.resource_path
 
 
@@ -32,14 +33,6 @@ def stage1_intermediate(name):
     """standardized/aligned copies: temporary unless stage1.keep_intermediates (the default) keeps them."""
     path = stage1_path(name)
     return path if S1["keep_intermediates"] else temp(path)
-
-
-def spatial_log(rule_name):
-    return f"{RESULTS}/{{spatial_dataset}}/logs/spatial_{rule_name}.log"
-
-
-def spatial_bench(rule_name):
-    return f"{RESULTS}/{{spatial_dataset}}/benchmarks/spatial_{rule_name}.tsv"
 
 
 # stage 1 and knowledge inputs

@@ -38,3 +38,9 @@ class RunLayout:
 
     def spatial(self, name: str, sd: str = "{spatial_dataset}") -> str:
         return f"{self.results}/{sd}/spatial/{name}"
+
+    def spatial_log(self, rule_name: str, sd: str = "{spatial_dataset}") -> str:
+        return f"{self.results}/{sd}/logs/spatial_{rule_name}.log"
+
+    def spatial_bench(self, rule_name: str, sd: str = "{spatial_dataset}") -> str:
+        return f"{self.results}/{sd}/benchmarks/spatial_{rule_name}.tsv"
