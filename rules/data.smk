@@ -150,6 +150,24 @@ rule ground_truth:
         "../workflow_scripts/ground_truth.py"
 
 
+rule knowledge_genes:
+    input:
+        genes=stage1_path("genes.txt"),
+        train=stage1_path("train.h5ad"),
+        template=stage1_path("template.csv"),
+        split=stage1_path("split.json"),  # train.h5ad's recorded sha256
+    output:
+        genes=stage1_path("knowledge_genes.txt"),
+    log:
+        log_path("knowledge_genes"),
+    benchmark:
+        bench_path("knowledge_genes")
+    conda:
+        "../envs/pertpipe.yaml"
+    script:
+        "../workflow_scripts/knowledge_genes.py"
+
+
 rule zscores:
     input:
         train=stage1_path("train.h5ad"),

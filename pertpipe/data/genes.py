@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pertpipe import COMBO_SEP, CONTROL_LABEL
+from pertpipe import COMBO_SEP, CONTROL_LABEL, perturbation_genes
 from pertpipe.core.h5io import DEFAULT_CHUNK, H5adReader, H5adWriter
 from pertpipe.errors import ConfigError, ContractError
 
@@ -47,6 +47,37 @@ def load_universe(path: str | os.PathLike) -> list[str]:
     if dups:
         raise ContractError(path, "genes", f"{len(dups)} duplicate symbols (e.g. {dups[:5]})", "make the list unique")
     return genes
+
+
+def knowledge_genes(readout: list[str], labels: Any) -> tuple[list[str], list[str]]:
+    """The genes the knowledge stage describes on a cells or signatures run: the readout genes in their order,
+    then every perturbation target the run names (training and held-out labels, doubles split) that the readout
+    does not hold, sorted. A gene panel (a source universe of a few hundred genes) rarely holds its own
+    perturbation targets, and a model that reads a target's facets must find them. Returns (genes, the targets
+    added)."""
+    have = set(readout)
+    extra = sorted({g for label in labels for g in perturbation_genes(str(label)) if g and g not in have})
+    return [*readout, *extra], extra
+
+
+def write_knowledge_genes(genes_path: str | os.PathLike, train_path: str | os.PathLike,
+                          template_path: str | os.PathLike, dest: str | os.PathLike) -> dict[str, Any]:
+    """``knowledge_genes.txt``: :func:`knowledge_genes` of stage 1's ``genes.txt``, the training file's labels and
+    the prediction template's, written atomically; returns its figures."""
+    from pertpipe.core.h5io import read_obs
+    from pertpipe.io import atomic_path
+
+    readout = load_universe(genes_path)
+    template = pd.read_csv(template_path)
+    if "target_gene" not in template.columns:
+        raise ContractError(template_path, "target_gene", "column missing",
+                            "re-run the ground_truth rule (it writes template.csv)")
+    labels = [*read_obs(train_path)["target_gene"].astype(str).unique(), *template["target_gene"].astype(str)]
+    genes, extra = knowledge_genes(readout, labels)
+    with atomic_path(dest) as tmp:
+        Path(tmp).write_text("".join(f"{g}\n" for g in genes))
+    return {"genes": len(genes), "readout_genes": len(readout), "targets_outside_readout": len(extra),
+            "examples": extra[:10]}
 
 
 def load_alias_map(gene_info: str | os.PathLike, universe: list[str]) -> tuple[dict[str, str], dict[str, Any]]:

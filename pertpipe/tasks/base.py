@@ -28,7 +28,8 @@ class Task(ABC):
     stage1_reports: ClassVar[tuple[str, ...]] = ("stage1_report.json", "stage1_report.txt")
     train_files: ClassVar[dict[str, str]] = {"train": "train.h5ad", "split": "split.json"}
     predict_files: ClassVar[dict[str, str]] = {}  # what to predict, beside the model and the training split
-    knowledge_genes_file: ClassVar[str] = "genes.txt"  # the genes the knowledge stage describes
+    # the genes the knowledge stage describes: the readout genes and every perturbation target (rule knowledge_genes)
+    knowledge_genes_file: ClassVar[str] = "knowledge_genes.txt"
     scores_raw_rows: ClassVar[bool] = False  # a shrunk model is also scored raw (`<model>_raw`)
     scores_in_batches: ClassVar[bool] = False  # stage 3 scores rows in batches (cell-eval, the local scorer)
     scores_vcc2026: ClassVar[bool] = False  # cell-eval2's vcc2026 preset applies

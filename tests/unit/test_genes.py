@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pertpipe.data.adapters import get_adapter
-from pertpipe.data.genes import align_genes, load_alias_map, load_universe, plan_alignment
+from pertpipe.data.genes import (align_genes, knowledge_genes, load_alias_map, load_universe, plan_alignment,
+                                 write_knowledge_genes)
 from pertpipe.data.standardize import standardize
 from pertpipe.errors import ContractError
 
@@ -93,3 +94,23 @@ def test_too_few_genes_matched_is_an_error(tmp_path, adata_factory):
     with pytest.raises(ContractError, match="min_universe_matched"):
         align_genes(std2, tmp_path / "al2.h5ad", universe=[f"U{i}" for i in range(200)] + ["A", "B"],
                     min_universe_matched=0.5)
+
+
+def test_knowledge_genes_add_targets_outside_the_panel(tmp_path, adata_factory):
+    """A gene panel rarely holds its perturbation targets: the knowledge stage must describe them too (training
+    and held-out labels, doubles split, controls left out), after the readout genes in their order."""
+    genes, extra = knowledge_genes(["B", "A"], ["non-targeting", "C+A", "B", "D", "C"])
+    assert genes == ["B", "A", "C", "D"] and extra == ["C", "D"]
+    (tmp_path / "genes.txt").write_text("G0\nG1\nG2\n")
+    train = adata_factory(n_cells=12, n_genes=3, genes=["G0", "G1", "G2"], targets=("TF1", "G1+TF2"))
+    train.write_h5ad(tmp_path / "train.h5ad")
+    (tmp_path / "template.csv").write_text("target_gene,cell_type,batch,n_cells\nHELD+G0,k562,b,5\n")
+    fig = write_knowledge_genes(tmp_path / "genes.txt", tmp_path / "train.h5ad", tmp_path / "template.csv",
+                                tmp_path / "knowledge_genes.txt")
+    assert load_universe(tmp_path / "knowledge_genes.txt") == ["G0", "G1", "G2", "HELD", "TF1", "TF2"]
+    assert fig["targets_outside_readout"] == 3
+    (tmp_path / "bad.csv").write_text("gene,n\nX,1\n")
+    with pytest.raises(ContractError, match="target_gene"):
+        write_knowledge_genes(tmp_path / "genes.txt", tmp_path / "train.h5ad", tmp_path / "bad.csv",
+                              tmp_path / "out.txt")
+    assert not (tmp_path / "out.txt").exists()

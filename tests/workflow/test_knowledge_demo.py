@@ -9,6 +9,8 @@ import pytest
 import torch
 from conftest import TINY_DEMO, ChatServer, run_snakemake
 
+from pertpipe import perturbation_genes
+from pertpipe.core.h5io import read_obs
 from pertpipe.io import load_torch
 
 pytestmark = pytest.mark.workflow
@@ -22,7 +24,13 @@ def test_knowledge_offline_go_minilm(tmp_path, monkeypatch):
     run_snakemake(tmp_path, cfg, "knowledge")
     kn = tmp_path / "results/demo/knowledge"
     blob = load_torch(kn / "facet_embeddings.pt")
-    genes = (tmp_path / "results/demo/stage1/genes.txt").read_text().split()
+    s1 = tmp_path / "results/demo/stage1"
+    genes = (s1 / "knowledge_genes.txt").read_text().split()
+    readout = (s1 / "genes.txt").read_text().split()
+    # the readout genes first, then every perturbation target the run names (training and held out)
+    targets = {g for t in [*read_obs(s1 / "train.h5ad")["target_gene"], *pd.read_csv(s1 / "template.csv")["target_gene"]]
+               for g in perturbation_genes(str(t))}
+    assert genes[:len(readout)] == readout and targets <= set(genes) and len(set(genes)) == len(genes)
     assert blob["genes"] == genes and blob["tensor"].shape == (len(genes), 8, 384)
     assert blob["encoder"] == "minilm" and blob["mask"].sum() > 0
     masked = blob["mask"] == 0
@@ -53,7 +61,7 @@ def test_llm_extractor_through_the_workflow(tmp_path, monkeypatch):
         srv.close()
     kn = tmp_path / "results/demo/knowledge"
     facets = pd.read_parquet(kn / "facets.parquet")
-    n_genes = len((tmp_path / "results/demo/stage1/genes.txt").read_text().split())
+    n_genes = len((tmp_path / "results/demo/stage1/knowledge_genes.txt").read_text().split())
     assert len(srv.requests) == n_genes and set(facets["source"]) == {"llm"}
     cov = json.loads((kn / "coverage.json").read_text())
     assert cov["extractor"] == "llm" and cov["provenance"]["model"] == "scripted"
