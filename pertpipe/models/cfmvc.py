@@ -271,6 +271,8 @@ class CFMVCModel(GeneratesCells):
         # how the candidates are compared on the cross-fitted training groups: score (avg_score-like: MAE,
         # discrimination, top-gene overlap, each scaled against the cell-mean baseline) or mse
         centre_criterion: Literal["score", "mse"] = "score"
+        centre_blend: bool = True  # blends of the two best candidates compete (models.prior.BaselinePrior.choose)
+        centre_by_kind: bool = True  # singles and combinations chosen apart where training has enough of both
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:
         super().__init__(params, seed=seed)
@@ -415,7 +417,8 @@ class CFMVCModel(GeneratesCells):
             return None
         summary = TrainingSummary.from_h5ad(train_path, chunk_size=chunk_size)
         kw = {"folds": p.centre_folds, "unit": fold_unit("auto", train_path), "seed": self.seed,
-              "criterion": p.centre_criterion}
+              "criterion": p.centre_criterion, "blend": p.centre_blend,
+              "by_kind": p.centre_by_kind}
         if p.centre == "auto":
             return BaselinePrior.choose(summary, self.lookup, candidates=tuple(p.centre_candidates), **kw)
         return BaselinePrior.fixed(p.centre, summary, self.lookup, **kw)

@@ -106,6 +106,8 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         # how the candidates are compared on the cross-fitted training groups: score (avg_score-like: MAE,
         # discrimination, top-gene overlap, each scaled against the cell-mean baseline) or mse
         prior_criterion: Literal["score", "mse"] = "score"
+        prior_blend: bool = True  # blends of the two best candidates compete (models.prior.BaselinePrior.choose)
+        prior_by_kind: bool = True  # singles and combinations chosen apart where training has enough of both
         residual_scale: Any = "auto"  # auto (validated γ) or a number in [0, 1]: prediction = prior + γ × network
         # what the network adds to the prior: gain_facets = a gain of the prior's shift, per gene and along the
         # cells' principal axes, from the cell state and the state-attended facets; gain = from the state alone;
@@ -337,7 +339,8 @@ class DyGenePTModel(PredictsCellShifts, PredictsLabels):
         if p.prior == "none":
             return None
         kw = {"folds": p.prior_folds, "unit": fold_unit(p.prior_fold_unit, train_path), "seed": self.seed,
-              "k": p.prior_k, "tau": p.prior_tau, "criterion": p.prior_criterion}
+              "k": p.prior_k, "tau": p.prior_tau, "criterion": p.prior_criterion, "blend": p.prior_blend,
+              "by_kind": p.prior_by_kind}
         if p.prior == "auto":
             return BaselinePrior.choose(summary, self.lookup, candidates=tuple(p.prior_candidates), **kw)
         return BaselinePrior.fixed(p.prior, summary, self.lookup, **kw)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pertpipe import COMBO_SEP
 from pertpipe.core.knn import mix, ranked, target_vector
 
 
@@ -115,6 +116,38 @@ class _KNNCandidate:
         return self.knn.shift(target, cell_type)
 
 
+class _Blend:
+    """A convex blend of fitted candidates (the same interface): ``Σ w · predict_shift``."""
+
+    def __init__(self, parts: list[tuple[str, float, Any]]) -> None:
+        self.parts = parts
+
+    def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
+        return sum(w * np.asarray(m.predict_shift(target, cell_type), dtype=np.float64) for _n, w, m in self.parts)
+
+
+BLEND_WEIGHTS = (0.25, 0.5, 0.75)  # the share of the best candidate in a blend with the second best
+
+
+def _candidate_state(name: str, model: Any) -> dict[str, Any]:
+    return {"model": model.knn.state() if name == "knn" else model.state(),
+            "genes": list(getattr(model, "genes", [])), "k": getattr(model, "k", 5), "tau": getattr(model, "tau", 0.05)}
+
+
+def _candidate_from_state(name: str, s: dict[str, Any], lookup: Any, seed: int) -> Any:
+    model = _candidate(name, seed=seed, k=int(s["k"]), tau=float(s["tau"]))
+    if name == "knn":
+        model.knn = FacetKNNPrior.from_state(s["model"], lookup)
+    else:
+        model.genes = list(s["genes"])
+        model.set_state(s["model"])
+    return model
+
+
+def _label(name: str) -> str:
+    return "facet kNN prior" if name == "knn" else name
+
+
 def _candidate(name: str, *, seed: int, k: int, tau: float) -> Any:
     if name == "knn":
         return _KNNCandidate(k, tau)
@@ -184,6 +217,83 @@ def validation_score(pred: np.ndarray, truth: np.ndarray, cell_types: np.ndarray
     return out
 
 
+KINDS = ("single", "combo")  # perturbation kinds a prior may be chosen for separately
+MIN_KIND_GROUPS = 4  # training groups of each kind needed to choose per kind
+
+
+def _kind(target: str) -> str:
+    return "combo" if COMBO_SEP in target else "single"
+
+
+class _ByKind:
+    """One fitted prior per perturbation kind (the same interface): singles and combinations."""
+
+    def __init__(self, models: dict[str, Any]) -> None:
+        self.models = models
+
+    def predict_shift(self, target: str, cell_type: str) -> np.ndarray:
+        return self.models[_kind(target)].predict_shift(target, cell_type)
+
+
+@dataclass
+class _Choice:
+    """What won on a set of cross-fitted groups: one candidate, or a blend (``weights``: candidate -> share)."""
+
+    name: str
+    weights: dict[str, float]
+    scores: dict[str, dict[str, float]]
+    groups: int
+
+    @property
+    def display(self) -> str:
+        if self.weights:
+            return "blend of " + " + ".join(f"{w:g} × {_label(c)}" for c, w in self.weights.items())
+        return _label(self.name)
+
+    def parts(self) -> dict[str, float]:
+        return self.weights or {self.name: 1.0}
+
+
+def _pick(candidates: tuple[str, ...], cross: dict[str, dict], errors: dict[str, float], groups: list,
+          truth: Any, criterion: str, blend: bool) -> _Choice:
+    """The best candidate on ``groups`` by ``criterion`` (``score``: :func:`validation_score`; ``mse``); with
+    ``score`` and ``blend``, the blends of the two best at :data:`BLEND_WEIGHTS` compete and one is kept only when it
+    scores above every single candidate. Adds the blends' cross-fitted shifts to ``cross``."""
+    order = list(candidates)
+    err = {c: float(np.mean([np.mean((cross[c][g] - truth.loc[g].to_numpy()) ** 2) for g in groups])) for c in order}
+    if criterion != "score" or len(order) < 2:
+        return _Choice(min(order, key=lambda c: (err[c], order.index(c))), {}, {}, len(groups))
+    T = np.stack([truth.loc[g].to_numpy() for g in groups])
+    cts = np.array([g[1] for g in groups])
+    scores = {c: validation_score(np.stack([cross[c][g] for g in groups]), T, cts) for c in order}
+    ranked_ = sorted(order, key=lambda c: (-scores[c]["score"], err[c], order.index(c)))
+    best, weights = ranked_[0], {}
+    if blend:
+        a, b = ranked_[:2]
+        for w in BLEND_WEIGHTS:
+            name = f"{a}:{w:g}+{b}:{1 - w:g}"
+            cross[name] = {**cross.get(name, {}), **{g: w * cross[a][g] + (1 - w) * cross[b][g] for g in groups}}
+            errors[name] = float(np.mean([np.mean((cross[name][g] - truth.loc[g].to_numpy()) ** 2) for g in groups]))
+            scores[name] = validation_score(np.stack([cross[name][g] for g in groups]), T, cts)
+            if scores[name]["score"] > scores[best]["score"]:
+                best, weights = name, {a: w, b: 1 - w}
+    return _Choice(best, weights, scores, len(groups))
+
+
+def _choice_state(name: str, weights: dict[str, float], model: Any) -> dict[str, Any]:
+    if weights:
+        return {"name": name, "parts": [{"name": c, "weight": w, **_candidate_state(c, m)} for c, w, m in model.parts]}
+    return {"name": name, **_candidate_state(name, model)}
+
+
+def _choice_from_state(s: dict[str, Any], lookup: Any, seed: int) -> tuple[Any, dict[str, float]]:
+    if s.get("parts"):
+        parts = [(str(q["name"]), float(q["weight"]), _candidate_from_state(str(q["name"]), q, lookup, seed))
+                 for q in s["parts"]]
+        return _Blend(parts), {c: w for c, w, _m in parts}
+    return _candidate_from_state(str(s["name"]), s, lookup, seed), {}
+
+
 @dataclass
 class BaselinePrior:
     """The strongest baseline an unseen perturbation can get, chosen on training data by cross-fitting.
@@ -192,13 +302,15 @@ class BaselinePrior:
     groups, and predicts that fold: so each training group has the prediction it would get were it unseen. The
     candidate with the best cross-fitted ``criterion`` is the prior: ``score`` (default) is the avg_score-like
     :func:`validation_score` the leaderboard ranks by (MAE, discrimination, top-gene overlap, each scaled against the
-    cell-mean baseline), ``mse`` the mean squared error of the shifts (averaged over groups). It it is then fitted on every training group for prediction, while training keeps the
-    chosen candidate's cross-fitted shifts (:meth:`shift` with ``leave_out``), so a residual learned over the prior
-    is learned over what unseen perturbations get.
+    cell-mean baseline), ``mse`` the mean squared error of the shifts (averaged over groups). With ``score`` the
+    blends of the two best candidates compete too, and where training holds enough singles and combinations each
+    kind gets its own choice (:meth:`choose`). The prior is then fitted on every training group for prediction, while
+    training keeps the chosen candidate's cross-fitted shifts (:meth:`shift` with ``leave_out``), so a residual
+    learned over the prior is learned over what unseen perturbations get.
     """
 
     name: str
-    model: Any  # the chosen candidate fitted on every training group
+    model: Any  # the chosen candidate (a blend, one per kind) fitted on every training group
     crossfit: dict[tuple[str, str], np.ndarray]  # (target, cell type) -> the chosen candidate's cross-fitted shift
     errors: dict[str, float]  # candidate -> cross-fitted MSE
     unit: str = "target"
@@ -206,18 +318,31 @@ class BaselinePrior:
     lookup: Any = field(default=None, repr=False)
     criterion: str = "mse"
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # candidate -> validation_score terms
+    weights: dict[str, float] = field(default_factory=dict)  # a blend's candidates and shares ({} for one candidate)
+    kinds: dict[str, _Choice] = field(default_factory=dict)  # kind -> its choice, where chosen per kind
 
     @property
     def display_name(self) -> str:
-        """How a leaderboard names a model that equals this prior (the facet kNN is no registered baseline)."""
-        return "facet kNN prior" if self.name == "knn" else self.name
+        """How a leaderboard names a model that equals this prior (the facet kNN is no registered baseline; a blend
+        names its shares; a prior per kind names both)."""
+        if self.kinds:
+            return f"{self.kinds['single'].display} for singles, {self.kinds['combo'].display} for combinations"
+        return _Choice(self.name, self.weights, {}, 0).display
 
     @classmethod
     def choose(cls, summary: Any, lookup: Any, *, candidates: tuple[str, ...] | list[str] = PRIOR_CANDIDATES,
                folds: int = 5, unit: str = "target", seed: int = 0, k: int = 5, tau: float = 0.05,
-               criterion: str = "score") -> BaselinePrior:
+               criterion: str = "score", blend: bool = True, by_kind: bool = True) -> BaselinePrior:
         """``unit``: ``target`` or ``group`` (resolve ``auto`` with :func:`fold_unit` first); ``criterion``: one of
-        :data:`PRIOR_CRITERIA`."""
+        :data:`PRIOR_CRITERIA`. With ``score`` and two or more candidates:
+
+        * ``blend``: the blends of the two best candidates at :data:`BLEND_WEIGHTS` compete with them on the same
+          cross-fitted groups (a blend of two baselines is still a statistical predictor an unseen target gets; the
+          shares are chosen on training groups only); a blend is kept only when it scores above every single one;
+        * ``by_kind``: where training has at least :data:`MIN_KIND_GROUPS` groups of singles and of combinations,
+          each kind is chosen on its own groups (``additive`` is what a combination of seen singles gets, rarely what
+          an unseen single does)."""
+        candidates = tuple(candidates)
         groups = list(summary.target_ct_means.index)
         keys = sorted({g[0] for g in groups}) if unit == "target" else groups
         order = np.random.default_rng(seed).permutation(len(keys))
@@ -237,17 +362,28 @@ class BaselinePrior:
                     cross[c][(t, ct)] = np.asarray(m.predict_shift(t, ct), dtype=np.float64)
         errors = {c: float(np.mean([np.mean((cross[c][g] - truth.loc[g].to_numpy()) ** 2) for g in groups]))
                   for c in candidates}
-        scores: dict[str, dict[str, float]] = {}
-        if criterion == "score" and len(candidates) > 1:
-            T = np.stack([truth.loc[g].to_numpy() for g in groups])
-            cts = np.array([g[1] for g in groups])
-            scores = {c: validation_score(np.stack([cross[c][g] for g in groups]), T, cts) for c in candidates}
-            best = max(candidates, key=lambda c: (scores[c]["score"], -errors[c], -list(candidates).index(c)))
-        else:
-            best = min(candidates, key=lambda c: (errors[c], list(candidates).index(c)))
-        model = _candidate(best, seed=seed, k=k, tau=tau)
-        model.fit_summary(summary, lookup)
-        return cls(best, model, cross[best], errors, unit, n_folds, lookup, criterion, scores)
+        per_kind = {kd: [g for g in groups if _kind(g[0]) == kd] for kd in KINDS}
+        split = (by_kind and criterion == "score" and len(candidates) > 1
+                 and all(len(v) >= MIN_KIND_GROUPS for v in per_kind.values()))
+        fitted: dict[str, Any] = {}
+
+        def fit(choice: _Choice) -> Any:
+            for c in choice.parts():
+                if c not in fitted:
+                    fitted[c] = _candidate(c, seed=seed, k=k, tau=tau)
+                    fitted[c].fit_summary(summary, lookup)
+            return _Blend([(c, w, fitted[c]) for c, w in choice.weights.items()]) if choice.weights else \
+                fitted[choice.name]
+
+        if split:
+            kinds = {kd: _pick(candidates, cross, dict(errors), per_kind[kd], truth, criterion, blend) for kd in KINDS}
+            crossfit = {g: cross[kinds[_kind(g[0])].name][g] for g in groups}
+            model: Any = _ByKind({kd: fit(ch) for kd, ch in kinds.items()})
+            name = "; ".join(f"{kd}: {ch.name}" for kd, ch in kinds.items())
+            return cls(name, model, crossfit, errors, unit, n_folds, lookup, criterion, {}, {}, kinds)
+        choice = _pick(candidates, cross, errors, groups, truth, criterion, blend)
+        return cls(choice.name, fit(choice), cross[choice.name], errors, unit, n_folds, lookup, criterion,
+                   choice.scores, choice.weights)
 
     @classmethod
     def fixed(cls, name: str, summary: Any, lookup: Any, **kw: Any) -> BaselinePrior:
@@ -261,28 +397,41 @@ class BaselinePrior:
         return np.asarray(self.model.predict_shift(target, cell_type), dtype=np.float64)
 
     def log(self) -> dict[str, Any]:
-        """train_log.json's ``prior``: the chosen baseline and every candidate's cross-fitted error."""
-        return {"chosen": self.name, "criterion": self.criterion,
-                "crossfit_mse": {k: round(v, 8) for k, v in self.errors.items()},
-                "crossfit_score": {c: {t: round(v, 5) for t, v in sc.items()} for c, sc in self.scores.items()},
-                "fold_unit": self.unit, "folds": self.folds, "groups": len(self.crossfit)}
+        """train_log.json's ``prior``: the chosen baseline (its blend shares, or one choice per kind) and every
+        candidate's cross-fitted error and score."""
+        def scores(sc: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+            return {c: {t: round(v, 5) for t, v in terms.items()} for c, terms in sc.items()}
+
+        out = {"chosen": self.name, "criterion": self.criterion, "blend": dict(self.weights),
+               "crossfit_mse": {k: round(v, 8) for k, v in self.errors.items()},
+               "crossfit_score": scores(self.scores),
+               "fold_unit": self.unit, "folds": self.folds, "groups": len(self.crossfit)}
+        if self.kinds:
+            out["by_kind"] = {kd: {"chosen": ch.name, "blend": dict(ch.weights), "groups": ch.groups,
+                                   "crossfit_score": scores(ch.scores)} for kd, ch in self.kinds.items()}
+        return out
 
     def state(self) -> dict[str, Any]:
-        m = self.model.knn.state() if self.name == "knn" else self.model.state()
-        return {"name": self.name, "model": m, "genes": list(getattr(self.model, "genes", [])),
-                "errors": self.errors, "unit": self.unit, "folds": self.folds, "criterion": self.criterion,
-                "scores": self.scores,
-                "k": getattr(self.model, "k", 5), "tau": getattr(self.model, "tau", 0.05)}
+        common = {"name": self.name, "errors": self.errors, "unit": self.unit, "folds": self.folds,
+                  "criterion": self.criterion, "scores": self.scores}
+        if self.kinds:
+            return {**common, "kinds": {kd: {**_choice_state(ch.name, ch.weights, self.model.models[kd]),
+                                             "weights": ch.weights, "scores": ch.scores, "groups": ch.groups}
+                                        for kd, ch in self.kinds.items()}}
+        return {**common, **_choice_state(self.name, self.weights, self.model)}
 
     @classmethod
     def from_state(cls, s: dict[str, Any], lookup: Any, *, seed: int = 0) -> BaselinePrior:
         """Restore the fitted prior (the cross-fitted training shifts are not kept: prediction never uses them)."""
-        name = str(s["name"])
-        model = _candidate(name, seed=seed, k=int(s["k"]), tau=float(s["tau"]))
-        if name == "knn":
-            model.knn = FacetKNNPrior.from_state(s["model"], lookup)
+        kinds: dict[str, _Choice] = {}
+        if s.get("kinds"):
+            models = {}
+            for kd, ks in s["kinds"].items():
+                models[kd], weights = _choice_from_state(ks, lookup, seed)
+                kinds[kd] = _Choice(str(ks["name"]), weights, dict(ks.get("scores") or {}), int(ks.get("groups", 0)))
+            model: Any = _ByKind(models)
+            weights = {}
         else:
-            model.genes = list(s["genes"])
-            model.set_state(s["model"])
-        return cls(name, model, {}, dict(s["errors"]), str(s["unit"]), int(s["folds"]), lookup,
-                   str(s.get("criterion", "mse")), dict(s.get("scores") or {}))
+            model, weights = _choice_from_state(s, lookup, seed)
+        return cls(str(s["name"]), model, {}, dict(s["errors"]), str(s["unit"]), int(s["folds"]), lookup,
+                   str(s.get("criterion", "mse")), dict(s.get("scores") or {}), weights, kinds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from pertpipe.models.facet_lookup import FacetLookup
@@ -94,6 +95,92 @@ def test_baseline_prior_chooses_by_cross_fitted_error_and_keeps_unseen_like_trai
     assert back.name == prior.name and np.allclose(back.shift("NEW", "x"), prior.shift("NEW", "x"))
     assert back.criterion == "score" and back.scores == prior.scores
     assert BaselinePrior.choose(summary, lookup, folds=4, seed=0, criterion="mse").scores == {}
+
+
+def _two_kinds_of_signal(n: int = 30, G: int = 40):
+    """Each target's shift is a linear map of its facet vector (what the ridge reads) plus an XOR of two facet
+    coordinates' signs (local in facet space: what the kNN reads, not the ridge)."""
+    from pertpipe.models.facet_lookup import FacetLookup
+
+    rng = np.random.default_rng(0)
+    genes = [f"T{i}" for i in range(n)] + ["NEW"]
+    t = rng.normal(size=(len(genes), 1, 4)).astype(np.float32)
+    lookup = FacetLookup({g: i for i, g in enumerate(genes)}, ["f1"], t, np.ones((len(genes), 1), np.float32))
+    e = t[:, 0].astype(np.float64)
+    shifts = e @ rng.normal(size=(4, G)) + 2 * np.sign(e[:, 0] * e[:, 1])[:, None] * rng.normal(size=(1, G))
+    cols = [f"g{i}" for i in range(G)]
+    idx = pd.MultiIndex.from_tuples([(g, "x") for g in genes[:n]], names=["target_gene", "cell_type"])
+    ctrl = pd.DataFrame([[1.0] * G], index=["x"], columns=cols)
+    means = pd.DataFrame(1.0 + shifts[:n], index=idx, columns=cols)
+    return TrainingSummary(cols, means, pd.Series(10, index=idx), ctrl, pd.Series(dtype=int), ["x"]), lookup
+
+
+def test_baseline_prior_blends_the_two_best_candidates_when_the_blend_scores_higher():
+    from pertpipe.models.prior import BLEND_WEIGHTS, BaselinePrior, _candidate
+
+    summary, lookup = _two_kinds_of_signal()
+    cands = ("knowledge_ridge", "knn")
+    prior = BaselinePrior.choose(summary, lookup, candidates=cands, folds=4, seed=0)
+    assert set(prior.weights) == set(cands) and sum(prior.weights.values()) == pytest.approx(1.0)
+    assert min(prior.weights.values()) in BLEND_WEIGHTS  # a share of the grid
+    # chosen on the cross-fitted groups: above every single candidate, and the best of the blends
+    assert prior.scores[prior.name]["score"] > max(prior.scores[c]["score"] for c in cands)
+    assert prior.scores[prior.name]["score"] == max(sc["score"] for sc in prior.scores.values())
+    # a training group's cross-fitted shift is the blend of the candidates' cross-fitted shifts
+    single = {c: BaselinePrior.choose(summary, lookup, candidates=(c,), folds=4, seed=0) for c in cands}
+    g = ("T3", "x")
+    assert np.allclose(prior.shift(*g, leave_out=g), sum(w * single[c].shift(*g, leave_out=g)
+                                                         for c, w in prior.weights.items()))
+    # an unseen target: the blend of the candidates fitted on every training group
+    fitted = {}
+    for c in cands:
+        fitted[c] = _candidate(c, seed=0, k=5, tau=0.05)
+        fitted[c].fit_summary(summary, lookup)
+    want = sum(w * fitted[c].predict_shift("NEW", "x") for c, w in prior.weights.items())
+    assert np.allclose(prior.shift("NEW", "x"), want)
+    assert prior.display_name.startswith("blend of ") and "facet kNN prior" in prior.display_name
+    assert prior.log()["blend"] == prior.weights
+    back = BaselinePrior.from_state(prior.state(), lookup)
+    assert back.weights == prior.weights and np.allclose(back.shift("NEW", "x"), want)
+    # blend off, or the MSE criterion: one candidate, as before
+    assert BaselinePrior.choose(summary, lookup, candidates=cands, folds=4, seed=0, blend=False).weights == {}
+    assert BaselinePrior.choose(summary, lookup, candidates=cands, folds=4, seed=0, criterion="mse").weights == {}
+
+
+def test_baseline_prior_is_chosen_per_kind_when_training_has_singles_and_combinations():
+    """Combinations of seen singles are their sum (additive's case); unseen singles follow their text (the ridge's
+    and the kNN's): each kind gets its own choice on its own cross-fitted groups."""
+    from pertpipe.models.prior import BaselinePrior
+
+    single, lookup = _two_kinds_of_signal()
+    deltas = single.group_deltas()
+    combos = [(f"T{i}+T{i + 1}", "x") for i in range(0, 16, 2)]
+    rows = [deltas.loc[(a, "x")].to_numpy() + deltas.loc[(b, "x")].to_numpy()
+            for a, b in (c[0].split("+") for c in combos)]
+    idx = single.target_ct_means.index.append(pd.MultiIndex.from_tuples(combos, names=["target_gene", "cell_type"]))
+    means = pd.concat([single.target_ct_means, pd.DataFrame(1.0 + np.array(rows), index=idx[-len(combos):],
+                                                            columns=single.genes)])
+    summary = TrainingSummary(single.genes, means, pd.Series(10, index=idx), single.control_ct_means,
+                              pd.Series(dtype=int), ["x"])
+    cands = ("knowledge_ridge", "knn", "celltype_mean", "additive")
+    prior = BaselinePrior.choose(summary, lookup, candidates=cands, folds=4, seed=0)
+    assert set(prior.kinds) == {"single", "combo"}
+    assert prior.kinds["combo"].name == "additive"  # the combinations are exactly additive
+    assert "additive" not in prior.kinds["single"].parts() and prior.kinds["single"].groups == 30
+    for kd, ch in prior.kinds.items():  # each kind's choice is its best on its own groups
+        assert ch.scores[ch.name]["score"] == max(sc["score"] for sc in ch.scores.values())
+    additive = BaselinePrior.choose(summary, lookup, candidates=("additive",), folds=4, seed=0)
+    assert np.allclose(prior.shift("T20+T21", "x"), additive.shift("T20+T21", "x"))
+    assert np.allclose(prior.shift("T0+T1", "x", leave_out=("T0+T1", "x")),
+                       additive.shift("T0+T1", "x", leave_out=("T0+T1", "x")))
+    assert not np.allclose(prior.shift("NEW", "x"), additive.shift("NEW", "x"))
+    assert prior.display_name.endswith("additive for combinations")
+    assert set(prior.log()["by_kind"]) == {"single", "combo"}
+    back = BaselinePrior.from_state(prior.state(), lookup)
+    assert back.display_name == prior.display_name
+    for label in ("NEW", "T20+T21"):
+        assert np.allclose(back.shift(label, "x"), prior.shift(label, "x"))
+    assert BaselinePrior.choose(summary, lookup, candidates=cands, folds=4, seed=0, by_kind=False).kinds == {}
 
 
 def test_baseline_prior_falls_back_to_the_mean_when_text_says_nothing():
