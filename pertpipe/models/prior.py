@@ -218,7 +218,7 @@ def validation_score(pred: np.ndarray, truth: np.ndarray, cell_types: np.ndarray
 
 
 KINDS = ("single", "combo")  # perturbation kinds a prior may be chosen for separately
-MIN_KIND_GROUPS = 4  # training groups of each kind needed to choose per kind
+MIN_KIND_TARGETS = 8  # training targets of each kind needed to choose per kind (fewer: one choice for all)
 
 
 def _kind(target: str) -> str:
@@ -339,7 +339,7 @@ class BaselinePrior:
         * ``blend``: the blends of the two best candidates at :data:`BLEND_WEIGHTS` compete with them on the same
           cross-fitted groups (a blend of two baselines is still a statistical predictor an unseen target gets; the
           shares are chosen on training groups only); a blend is kept only when it scores above every single one;
-        * ``by_kind``: where training has at least :data:`MIN_KIND_GROUPS` groups of singles and of combinations,
+        * ``by_kind``: where training has at least :data:`MIN_KIND_TARGETS` targets of singles and of combinations,
           each kind is chosen on its own groups (``additive`` is what a combination of seen singles gets, rarely what
           an unseen single does)."""
         candidates = tuple(candidates)
@@ -364,7 +364,7 @@ class BaselinePrior:
                   for c in candidates}
         per_kind = {kd: [g for g in groups if _kind(g[0]) == kd] for kd in KINDS}
         split = (by_kind and criterion == "score" and len(candidates) > 1
-                 and all(len(v) >= MIN_KIND_GROUPS for v in per_kind.values()))
+                 and all(len({g[0] for g in v}) >= MIN_KIND_TARGETS for v in per_kind.values()))
         fitted: dict[str, Any] = {}
 
         def fit(choice: _Choice) -> Any:

@@ -6,6 +6,7 @@ import json
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import run_snakemake
 
@@ -30,8 +31,15 @@ def test_read_sceptre_rda_matches_the_published_conversion(shared_data):
 def test_papalexi_stage1_from_the_registry(shared_data, tmp_path):
     cfg = {"dataset": "papalexi2021", "mirror": str(shared_data), "lock_file": None, "models": ["cell_mean"],
            "stage1": {"universe": {"kind": "source"}, "split": {"strategy": "random_unseen", "fraction": 0.25}}}
-    run_snakemake(tmp_path, cfg, "stage1")
+    run_snakemake(tmp_path, cfg, "stage1", "results/papalexi2021/stage1/knowledge_genes.txt")
     s1 = tmp_path / "results/papalexi2021/stage1"
+    # a 299-gene panel that lacks most of its own targets: the knowledge stage describes them all the same
+    readout = (s1 / "genes.txt").read_text().split()
+    described = (s1 / "knowledge_genes.txt").read_text().split()
+    targets = {t for t in [*ad.read_h5ad(s1 / "train.h5ad", backed="r").obs["target_gene"].astype(str),
+                           *pd.read_csv(s1 / "template.csv")["target_gene"]] if t != "non-targeting"}
+    assert described[:len(readout)] == readout and targets <= set(described)
+    assert len(targets - set(readout)) >= 10  # most targets are outside the panel
     rep = json.loads((s1 / "stage1_report.json").read_text())
     st = rep["standardize"]
     # top guide >= 5 UMI and >= 80 % of the cell's guide UMI (the registry's thresholds)
