@@ -65,6 +65,60 @@ def _peers_section(train_logs: dict[str, dict]) -> list[str]:
             "predictions back); their licences apply to their code.</p>", _table(pd.DataFrame(rows))]
 
 
+def _prior_name(log: dict[str, Any]) -> str:
+    """A prior's choice as train_log.json records it (``models.prior.BaselinePrior.log``), in words."""
+    def one(chosen: str, blend: dict[str, float]) -> str:
+        label = {"knn": "facet kNN"}
+        if blend:
+            return " + ".join(f"{w:g} × {label.get(c, c)}" for c, w in blend.items())
+        return label.get(chosen, chosen)
+
+    if log.get("by_kind"):
+        return "; ".join(f"{kd}s: {one(ch['chosen'], ch.get('blend') or {})}" for kd, ch in log["by_kind"].items())
+    return one(log["chosen"], log.get("blend") or {})
+
+
+def _prior_score(log: dict[str, Any]) -> str:
+    """The chosen prior's cross-fitted validation score beside the best single candidate's."""
+    def one(chosen: str, scores: dict[str, dict[str, float]]) -> str:
+        if not scores:
+            return "—"
+        singles = {c: sc["score"] for c, sc in scores.items() if ":" not in c}
+        best = max(singles, key=singles.get)
+        return f"{scores[chosen]['score']:.3f} (best single: {best} {singles[best]:.3f})"
+
+    if log.get("by_kind"):
+        return "; ".join(f"{kd}s: {one(ch['chosen'], ch.get('crossfit_score') or {})}"
+                         for kd, ch in log["by_kind"].items())
+    return one(log["chosen"], log.get("crossfit_score") or {})
+
+
+def _prior_section(train_logs: dict[str, dict]) -> list[str]:
+    """What each model is built on (its validated baseline prior or centre) and what its network added on the
+    validation groups, from train_log.json."""
+    rows = []
+    for m, tl in sorted(train_logs.items()):
+        log = tl.get("prior") or tl.get("centre")
+        if not isinstance(log, dict) or "chosen" not in log:
+            continue
+        gain = tl.get("residual_gain") or {}
+        mse = gain.get("mse_by_scale") or {}
+        gamma = gain.get("scale")
+        added = (f"{mse['0']:.4g} → {mse[f'{gamma:g}']:.4g} on {gain.get('groups')} groups"
+                 if gamma is not None and "0" in mse and f"{gamma:g}" in mse else "—")
+        rows.append({"model": m, "built on": _prior_name(log), "chosen by": log.get("criterion", ""),
+                     "cross-fitted score": _prior_score(log), "γ (network share)": "—" if gamma is None else f"{gamma:g}",
+                     "validation MSE: prior → prior + γ × network": added})
+    if not rows:
+        return []
+    return ["<h2>Built on a baseline</h2>",
+            "<p>The prior (DyGenePT) or centre (CFM-VC) each model is built on: the baseline an unseen perturbation "
+            "would get, chosen on cross-fitted training groups by an avg_score-like score among the candidates, the "
+            "blends of the two best and, where training has enough of both, per kind (singles / combinations). "
+            "The network adds γ × its correction; at γ = 0 the model is its prior (docs/models.md).</p>",
+            _table(pd.DataFrame(rows))]
+
+
 def _plot_attention(attn: dict[str, pd.DataFrame]) -> str:
     import matplotlib
     matplotlib.use("Agg")
@@ -135,6 +189,7 @@ def html_report(*, dataset: str, board: pd.DataFrame, stage1: dict[str, Any], co
         "<p>Each point is a gene: x = true pseudobulk change from control, y = predicted change; r = Pearson "
         "correlation of the two.</p>",
         _plot_deltas(pred_bulks, truth_bulk),
+        *_prior_section(train_logs),
         "<h2>Training</h2>", plot_losses(train_logs),
         *_peers_section(train_logs),
         "<h2>Facet attention</h2>",

@@ -94,10 +94,10 @@ def test_dygenept_through_the_pipeline_with_attention_in_the_report(demo):
     assert board.loc["dygenept", "shrinkage"].startswith("none: built on the validated baseline prior")
     assert board.loc["dygenept", "lambda"] == 1.0
     log = __import__("json").loads((res / "stage2/dygenept/train_log.json").read_text())
-    chosen, gamma = log["prior"]["chosen"], log["residual_gain"]["scale"]
+    gamma = log["residual_gain"]["scale"]
     # a residual validated to γ = 0 makes the row its prior baseline, and the leaderboard says which
     if gamma == 0:
-        assert board.loc["dygenept_raw", "equals"] == (chosen if chosen != "knn" else "facet kNN prior")
+        assert board.loc["dygenept_raw", "equals"] == load_model(res / "stage2/dygenept/model.pt").prior.display_name
     else:
         assert pd.isna(board.loc["dygenept_raw", "equals"])
     assert board.loc["dygenept_zero", "lambda"] == 0.0 and board.loc["dygenept_zero", "equals"] == "cell_mean"
@@ -119,6 +119,9 @@ def test_dygenept_through_the_pipeline_with_attention_in_the_report(demo):
     assert html.index("This dataset can") < html.index("<table")  # the verdict leads, before any table
     assert "dygenept_zero = cell_mean (λ 0)" in html
     assert "Facet attention" in html and html.count("data:image/png;base64,") >= 4
+    # the page says what DyGenePT is built on and what its network added on the validation groups
+    built = html[html.index("<h2>Built on a baseline</h2>"):html.index("<h2>Training</h2>")]
+    assert "<td>dygenept</td>" in built and f"on {log['residual_gain']['groups']} groups" in built
 
 
 def test_scgpt_querier_on_a_tiny_checkpoint(demo, tmp_path):
