@@ -65,32 +65,19 @@ def _peers_section(train_logs: dict[str, dict]) -> list[str]:
             "predictions back); their licences apply to their code.</p>", _table(pd.DataFrame(rows))]
 
 
-def _prior_name(log: dict[str, Any]) -> str:
-    """A prior's choice as train_log.json records it (``models.prior.BaselinePrior.log``), in words."""
-    def one(chosen: str, blend: dict[str, float]) -> str:
-        label = {"knn": "facet kNN"}
-        if blend:
-            return " + ".join(f"{w:g} × {label.get(c, c)}" for c, w in blend.items())
-        return label.get(chosen, chosen)
+def _prior_choice(log: dict[str, Any]) -> tuple[str, str]:
+    """(the prior in words, its cross-fitted score beside the best single candidate's) from train_log.json's record
+    of it (:meth:`pertpipe.models.prior.BaselinePrior.log`), per kind where chosen per kind."""
+    def one(ch: dict[str, Any]) -> tuple[str, str]:
+        sc, best = ch.get("crossfit_score") or {}, ch.get("best_single")
+        score = (f"{sc[ch['chosen']]['score']:.3f} (best single: {best} {sc[best]['score']:.3f})"
+                 if best in sc and ch["chosen"] in sc else "—")
+        return ch.get("display", ch["chosen"]), score
 
     if log.get("by_kind"):
-        return "; ".join(f"{kd}s: {one(ch['chosen'], ch.get('blend') or {})}" for kd, ch in log["by_kind"].items())
-    return one(log["chosen"], log.get("blend") or {})
-
-
-def _prior_score(log: dict[str, Any]) -> str:
-    """The chosen prior's cross-fitted validation score beside the best single candidate's."""
-    def one(chosen: str, scores: dict[str, dict[str, float]]) -> str:
-        if not scores:
-            return "—"
-        singles = {c: sc["score"] for c, sc in scores.items() if ":" not in c}
-        best = max(singles, key=singles.get)
-        return f"{scores[chosen]['score']:.3f} (best single: {best} {singles[best]:.3f})"
-
-    if log.get("by_kind"):
-        return "; ".join(f"{kd}s: {one(ch['chosen'], ch.get('crossfit_score') or {})}"
-                         for kd, ch in log["by_kind"].items())
-    return one(log["chosen"], log.get("crossfit_score") or {})
+        parts = {kd: one(ch) for kd, ch in log["by_kind"].items()}
+        return tuple("; ".join(f"{kd}s: {v[i]}" for kd, v in parts.items()) for i in (0, 1))
+    return one(log)
 
 
 def _prior_section(train_logs: dict[str, dict]) -> list[str]:
@@ -106,8 +93,9 @@ def _prior_section(train_logs: dict[str, dict]) -> list[str]:
         gamma = gain.get("scale")
         added = (f"{mse['0']:.4g} → {mse[f'{gamma:g}']:.4g} on {gain.get('groups')} groups"
                  if gamma is not None and "0" in mse and f"{gamma:g}" in mse else "—")
-        rows.append({"model": m, "built on": _prior_name(log), "chosen by": log.get("criterion", ""),
-                     "cross-fitted score": _prior_score(log), "γ (network share)": "—" if gamma is None else f"{gamma:g}",
+        built_on, score = _prior_choice(log)
+        rows.append({"model": m, "built on": built_on, "chosen by": log.get("criterion", ""),
+                     "cross-fitted score": score, "γ (network share)": "—" if gamma is None else f"{gamma:g}",
                      "validation MSE: prior → prior + γ × network": added})
     if not rows:
         return []

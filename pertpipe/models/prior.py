@@ -243,6 +243,7 @@ class _Choice:
     weights: dict[str, float]
     scores: dict[str, dict[str, float]]
     groups: int
+    best_single: str = ""  # the best single candidate by the score (what a blend had to beat)
 
     @property
     def display(self) -> str:
@@ -262,7 +263,8 @@ def _pick(candidates: tuple[str, ...], cross: dict[str, dict], errors: dict[str,
     order = list(candidates)
     err = {c: float(np.mean([np.mean((cross[c][g] - truth.loc[g].to_numpy()) ** 2) for g in groups])) for c in order}
     if criterion != "score" or len(order) < 2:
-        return _Choice(min(order, key=lambda c: (err[c], order.index(c))), {}, {}, len(groups))
+        best = min(order, key=lambda c: (err[c], order.index(c)))
+        return _Choice(best, {}, {}, len(groups), best)
     T = np.stack([truth.loc[g].to_numpy() for g in groups])
     cts = np.array([g[1] for g in groups])
     scores = {c: validation_score(np.stack([cross[c][g] for g in groups]), T, cts) for c in order}
@@ -277,7 +279,7 @@ def _pick(candidates: tuple[str, ...], cross: dict[str, dict], errors: dict[str,
             scores[name] = validation_score(np.stack([cross[name][g] for g in groups]), T, cts)
             if scores[name]["score"] > scores[best]["score"]:
                 best, weights = name, {a: w, b: 1 - w}
-    return _Choice(best, weights, scores, len(groups))
+    return _Choice(best, weights, scores, len(groups), ranked_[0])
 
 
 def _choice_state(name: str, weights: dict[str, float], model: Any) -> dict[str, Any]:
@@ -320,6 +322,7 @@ class BaselinePrior:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # candidate -> validation_score terms
     weights: dict[str, float] = field(default_factory=dict)  # a blend's candidates and shares ({} for one candidate)
     kinds: dict[str, _Choice] = field(default_factory=dict)  # kind -> its choice, where chosen per kind
+    best_single: str = ""  # the best single candidate (a blend had to beat it)
 
     @property
     def display_name(self) -> str:
@@ -383,7 +386,7 @@ class BaselinePrior:
             return cls(name, model, crossfit, errors, unit, n_folds, lookup, criterion, {}, {}, kinds)
         choice = _pick(candidates, cross, errors, groups, truth, criterion, blend)
         return cls(choice.name, fit(choice), cross[choice.name], errors, unit, n_folds, lookup, criterion,
-                   choice.scores, choice.weights)
+                   choice.scores, choice.weights, best_single=choice.best_single)
 
     @classmethod
     def fixed(cls, name: str, summary: Any, lookup: Any, **kw: Any) -> BaselinePrior:
@@ -402,12 +405,14 @@ class BaselinePrior:
         def scores(sc: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
             return {c: {t: round(v, 5) for t, v in terms.items()} for c, terms in sc.items()}
 
-        out = {"chosen": self.name, "criterion": self.criterion, "blend": dict(self.weights),
+        out = {"chosen": self.name, "display": self.display_name, "best_single": self.best_single,
+               "criterion": self.criterion, "blend": dict(self.weights),
                "crossfit_mse": {k: round(v, 8) for k, v in self.errors.items()},
                "crossfit_score": scores(self.scores),
                "fold_unit": self.unit, "folds": self.folds, "groups": len(self.crossfit)}
         if self.kinds:
-            out["by_kind"] = {kd: {"chosen": ch.name, "blend": dict(ch.weights), "groups": ch.groups,
+            out["by_kind"] = {kd: {"chosen": ch.name, "display": ch.display, "best_single": ch.best_single,
+                                   "blend": dict(ch.weights), "groups": ch.groups,
                                    "crossfit_score": scores(ch.scores)} for kd, ch in self.kinds.items()}
         return out
 
@@ -416,9 +421,9 @@ class BaselinePrior:
                   "criterion": self.criterion, "scores": self.scores}
         if self.kinds:
             return {**common, "kinds": {kd: {**_choice_state(ch.name, ch.weights, self.model.models[kd]),
-                                             "weights": ch.weights, "scores": ch.scores, "groups": ch.groups}
+                                             "scores": ch.scores, "groups": ch.groups, "best_single": ch.best_single}
                                         for kd, ch in self.kinds.items()}}
-        return {**common, **_choice_state(self.name, self.weights, self.model)}
+        return {**common, "best_single": self.best_single, **_choice_state(self.name, self.weights, self.model)}
 
     @classmethod
     def from_state(cls, s: dict[str, Any], lookup: Any, *, seed: int = 0) -> BaselinePrior:
@@ -428,10 +433,12 @@ class BaselinePrior:
             models = {}
             for kd, ks in s["kinds"].items():
                 models[kd], weights = _choice_from_state(ks, lookup, seed)
-                kinds[kd] = _Choice(str(ks["name"]), weights, dict(ks.get("scores") or {}), int(ks.get("groups", 0)))
+                kinds[kd] = _Choice(str(ks["name"]), weights, dict(ks.get("scores") or {}), int(ks.get("groups", 0)),
+                                    str(ks.get("best_single", "")))
             model: Any = _ByKind(models)
             weights = {}
         else:
             model, weights = _choice_from_state(s, lookup, seed)
         return cls(str(s["name"]), model, {}, dict(s["errors"]), str(s["unit"]), int(s["folds"]), lookup,
-                   str(s.get("criterion", "mse")), dict(s.get("scores") or {}), weights, kinds)
+                   str(s.get("criterion", "mse")), dict(s.get("scores") or {}), weights, kinds,
+                   str(s.get("best_single", "")))

@@ -142,6 +142,7 @@ def test_baseline_prior_blends_the_two_best_candidates_when_the_blend_scores_hig
     assert prior.log()["blend"] == prior.weights
     back = BaselinePrior.from_state(prior.state(), lookup)
     assert back.weights == prior.weights and np.allclose(back.shift("NEW", "x"), want)
+    assert prior.best_single in cands and back.best_single == prior.best_single  # what the blend had to beat
     # blend off, or the MSE criterion: one candidate, as before
     assert BaselinePrior.choose(summary, lookup, candidates=cands, folds=4, seed=0, blend=False).weights == {}
     assert BaselinePrior.choose(summary, lookup, candidates=cands, folds=4, seed=0, criterion="mse").weights == {}
