@@ -20,7 +20,9 @@ from pertpipe.models.label_learner import (
     TrainCurve,
     label_targets,
     mean_auc,
+    perturbation_folds,
     prior_feature,
+    recentre_folds,
     validation_split,
 )
 
@@ -63,29 +65,40 @@ class AttentionLearner(Learner):
             out.append(learner)
         return out
 
-    def _prior_apply(self, learners: list[Learner], perts: np.ndarray, lines: np.ndarray) -> dict[str, np.ndarray]:
+    def _prior_raw(self, learners: list[Learner], perts: np.ndarray, lines: np.ndarray) -> dict[str, np.ndarray]:
+        """Each prior's scores [n, P, G] per kind, on its own scale (rates, fitted labels)."""
         G = len(self.genes)
         out = {k: np.zeros((len(perts), len(learners), G), dtype=np.float32) for k in ("de", "dir")}
         for j, learner in enumerate(learners):
-            de, dr = learner.predict(perts, lines)
-            out["de"][:, j], out["dir"][:, j] = prior_feature(self.prior_names[j], de), prior_feature(self.prior_names[j], dr)
+            out["de"][:, j], out["dir"][:, j] = learner.predict(perts, lines)
         return out
 
+    def _prior_features(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The scores on the scale the network reads (:func:`pertpipe.models.label_learner.prior_feature`)."""
+        out = {k: np.empty_like(v) for k, v in raw.items()}
+        for k, v in raw.items():
+            for j, name in enumerate(self.prior_names):
+                out[k][:, j] = prior_feature(name, v[:, j])
+        return out
+
+    def _prior_apply(self, learners: list[Learner], perts: np.ndarray, lines: np.ndarray) -> dict[str, np.ndarray]:
+        return self._prior_features(self._prior_raw(learners, perts, lines))
+
     def _crossfit(self, data: LabelData, folds: int = 5) -> dict[str, np.ndarray]:
-        """Out-of-fold prior scores of every training row (folds of perturbations)."""
+        """Out-of-fold prior scores of every training row (folds of perturbations), each fold recentred on the
+        line's per-gene label mean (:func:`pertpipe.models.label_learner.recentre_folds`)."""
         G = len(self.genes)
         out = {k: np.zeros((len(data.perts), len(self.prior_names), G), dtype=np.float32) for k in ("de", "dir")}
         if not self.prior_names:
             return out
-        perts = np.unique(data.perts)
-        fold_of = dict(zip(np.random.default_rng(self.seed + 31).permutation(perts), np.arange(len(perts)) % folds))
-        f = np.array([fold_of[p] for p in data.perts])
+        f = perturbation_folds(data, folds, self.seed)
         for i in range(folds):
             held = f == i
-            pr = self._prior_apply(self._prior_fit(data.rows(~held)), data.perts[held], data.lines[held])
+            pr = self._prior_raw(self._prior_fit(data.rows(~held)), data.perts[held], data.lines[held])
             for k in out:
                 out[k][held] = pr[k]
-        return out
+        # each fold's scores on the line's per-gene label mean over all rows, as the refitted priors are
+        return self._prior_features({k: recentre_folds(v, data, k, f) for k, v in out.items()})
 
     def _train(self, data: LabelData, priors: dict[str, np.ndarray], epochs: int, val: LabelData | None,
                val_priors: dict[str, np.ndarray] | None) -> tuple[Any, TrainCurve, int]:

@@ -279,3 +279,52 @@ def test_line_transfer_reads_co_regulated_genes_in_the_other_lines():
     assert mean_auc(truth, scores) > 0.9 > 0.65 > mean_auc(truth, same_gene)
     back = LineTransfer.from_state(lt.state(), mean_auc)
     np.testing.assert_allclose(back.predict(data, "de", data.perts[test], data.lines[test])[0], scores, atol=1e-5)
+
+
+def test_recentred_folds_remove_the_leave_out_anti_correlation():
+    """A baseline that knows nothing (each line's per-gene mean label) scored out of fold ranks a gene's positives
+    *below* its negatives (a fold holding a positive has a lower mean elsewhere): a gate or network trained on it
+    would learn to distrust the baseline. Recentred, the same scores are flat within a gene (AUC ½), as the baseline
+    refitted on every row is."""
+    from pertpipe.data.labels import LabelData
+    from pertpipe.models.label_learner import mean_auc, perturbation_folds, recentre_folds
+
+    rng = np.random.default_rng(0)
+    n, G = 300, 40
+    codes = (rng.random((2 * n, G)) < 0.02).astype(np.int8)  # sparse, as PerturbQA's DE labels
+    codes[rng.random(codes.shape) < 0.5] = -1  # half unlabelled
+    perts = np.array([f"P{i}" for i in range(n)] * 2)
+    data = LabelData(codes, codes, perts, np.array(["a"] * n + ["b"] * n), [f"G{j}" for j in range(G)])
+    fold = perturbation_folds(data, 5, seed=0)
+    assert all(len(set(fold[perts == p])) == 1 for p in perts[:20])  # a perturbation's rows share a fold
+    oof = np.zeros(codes.shape, np.float32)
+    for line in ("a", "b"):
+        for i in range(5):
+            tr, held = (data.lines == line) & (fold != i), (data.lines == line) & (fold == i)
+            oof[held] = np.where(codes[tr] == -1, 0, codes[tr]).mean(0)
+    lines_a = data.lines == "a"
+    assert mean_auc(codes[lines_a], oof[lines_a]) < 0.4
+    fixed = recentre_folds(oof, data, "de", fold)
+    assert mean_auc(codes[lines_a], fixed[lines_a]) == pytest.approx(0.5, abs=1e-6)
+    three = recentre_folds(oof[:, None, :], data, "de", fold)  # [rows, priors, G] as DyGenePT's priors
+    np.testing.assert_allclose(three[:, 0], fixed, atol=1e-6)
+
+
+def test_mean_auc_ranks_within_each_gene_with_ties_counted_half():
+    """The learners' validation AUC (one sort for every gene) equals the per-gene Mann-Whitney AUC, ties halved."""
+    from scipy.stats import rankdata
+
+    from pertpipe.models.label_learner import mean_auc
+
+    rng = np.random.default_rng(3)
+    codes = np.where(rng.random((120, 30)) < 0.3, (rng.random((120, 30)) < 0.25).astype(np.int8), -1).astype(np.int8)
+    scores = np.round(rng.normal(size=codes.shape), 1)  # many ties
+    aucs = []
+    for j in range(codes.shape[1]):
+        m = codes[:, j] != -1
+        y, r = codes[m, j], rankdata(scores[m, j])
+        npos = int(y.sum())
+        if 0 < npos < y.size:
+            aucs.append((r[y == 1].sum() - npos * (npos + 1) / 2) / (npos * (y.size - npos)))
+    assert mean_auc(codes, scores) == pytest.approx(float(np.mean(aucs)), abs=1e-12)
+    assert np.isnan(mean_auc(np.full((3, 3), -1, np.int8), np.zeros((3, 3))))
