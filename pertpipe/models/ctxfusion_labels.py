@@ -18,6 +18,7 @@ from pertpipe.models.label_learner import (
     labelled,
     logit,
     mean_auc,
+    perturbation_folds,
     positives,
     prior_feature,
 )
@@ -105,9 +106,7 @@ class FusionLearner(Learner):
         self.store = data
         ridge_p = types.SimpleNamespace(**PRIOR_PARAMS)
         # the context head's knowledge score, out of fold for every training row (folds of perturbations)
-        perts = np.unique(data.perts)
-        fold_of = dict(zip(np.random.default_rng(self.seed + 31).permutation(perts), np.arange(len(perts)) % 5))
-        f = np.array([fold_of[p] for p in data.perts])
+        f = perturbation_folds(data, 5, self.seed)
         ctx = {k: np.zeros(data.de.shape, dtype=np.float32) for k in ("de", "dir")}
         for i in range(5):
             held = f == i
