@@ -75,7 +75,7 @@ def mean_auc(codes: np.ndarray, scores: np.ndarray) -> float:
 
 def mean_auc_flat(gene: np.ndarray, y: np.ndarray, scores: np.ndarray) -> float:
     """:func:`mean_auc` over labelled pairs given flat: ``gene`` [m] each pair's gene, ``y`` [m] its 0/1 label,
-    ``scores`` [m]. Ranks within each gene (ties counted half) by one sort, so a grid of weightings is cheap."""
+    ``scores`` [m]. Ranks within each gene (ties counted half) by one sort instead of a loop over genes."""
     if len(gene) == 0:
         return float("nan")
     order = np.lexsort((scores, gene))
@@ -172,8 +172,8 @@ def recentre_folds(scores: np.ndarray, data: LabelData, kind: str, fold: np.ndar
     A baseline fitted without fold i scores fold i's rows around the per-gene label mean of the *other* folds. With
     labels as sparse as PerturbQA's (a gene DE in a handful of perturbations), a fold that holds one of gene j's
     positives has a lower mean elsewhere, so its rows score lower for j exactly where j is DE: out-of-fold scores are
-    anti-correlated with the labels within a gene (K562/HepG2/RPE1's knowledge ridge: per-gene AUC 0.34 out of fold,
-    0.61 once recentred). A network or gate trained on such features learns to distrust them, while at prediction
+    anti-correlated with the labels within a gene (HepG2's knowledge ridge: per-gene AUC 0.34 out of fold, 0.61
+    once recentred). A network trained on such features learns to distrust them, while at prediction
     the baselines are fitted on every row and carry no such bias. Each fold's scores are shifted by (the line's
     per-gene mean label over all rows) - (that over the fold's training rows): a ridge's intercept exactly."""
     codes = data.de if kind == "de" else data.dir
@@ -189,8 +189,7 @@ def recentre_folds(scores: np.ndarray, data: LabelData, kind: str, fold: np.ndar
             if not tr.any():
                 continue
             shift = m_all - Y[tr].mean(0)
-            held = rows[~tr]
-            out[held] += shift if out.ndim == 2 else shift[None, :]
+            out[rows[~tr]] += shift  # broadcasts over a priors axis too
     return out
 
 

@@ -20,9 +20,10 @@ import numpy as np
 
 from pertpipe.core.ridge import ridge_solve
 from pertpipe.data.labels import MISSING
+from pertpipe.models.label_learner import FILLS
 
 ALPHAS = (10.0, 100.0, 1000.0, 10000.0)
-FILL = {"de": 0.0, "dir": 0.5}  # an unlabelled entry: not DE; direction undecided
+FILL = FILLS  # an unlabelled entry: not DE; direction undecided
 
 
 def _codes(data: Any, kind: str) -> np.ndarray:
