@@ -63,7 +63,8 @@ def run_once(wd: Path, cfg: dict, *, rerun: bool = True) -> dict:
 
 def per_perturbation(res: Path, models: list[str]) -> dict:
     """cell-eval's per-perturbation DES/PDS/MAE of each row and of the cell-mean baseline (`_baseline`), beside the
-    truth's significant DE genes: enough to recompute avg_score on any resample of perturbations."""
+    truth's significant DE genes: enough to recompute avg_score on any resample of perturbations; and each row's
+    per-perturbation energy distance (the local scorer's, `local_results.csv`) for its paired comparison."""
     real_de = pd.read_csv(res / "stage3" / models[0] / "real_de.csv")
     sig = real_de[real_de["fdr"] < 0.05].groupby("target").size()
     out = {}
@@ -75,6 +76,13 @@ def per_perturbation(res: Path, models: list[str]) -> dict:
         out[m] = {p: {"DES": round(float(r.loc[p, "overlap_at_N"]), 6),
                       "PDS": round(float(r.loc[p, "discrimination_score_l1"]), 6),
                       "MAE": round(float(r.loc[p, "mae"]), 7)} for p in r.index}
+        local = folder / "local_results.csv"
+        if m != "_baseline" and local.exists():
+            e = pd.read_csv(local).set_index("perturbation")
+            if "energy_distance" in e.columns:
+                for p in out[m]:
+                    if p in e.index and np.isfinite(e.loc[p, "energy_distance"]):
+                        out[m][p]["energy_distance"] = round(float(e.loc[p, "energy_distance"]), 6)
     return {"sig_de_genes": {t: int(sig.get(t, 0)) for t in sorted(set(real_de["target"]))}, "models": out}
 
 
@@ -167,8 +175,36 @@ def summarise(runs: dict[int, dict]) -> dict:
             pp = [r["per_perturbation"]["models"] for r in ok.values() if m in r["scores"]]
             d = paired_bootstrap([(_table(p[m]), _table(p[best]), _table(p["_baseline"])) for p in pp])
             row["vs_strongest_baseline"] = {**d, "standing": standing(d), "baseline": best}
+        row["cell_level"] = {ref: cell_level(ok, m, ref) for ref in dict.fromkeys([best, "cell_mean"])
+                             if ref and ref != m and ref in models}
         table[m] = row
     return table
+
+
+def cell_level(runs: dict[int, dict], m: str, ref: str) -> dict:
+    """Row ``m`` against row ``ref`` on the cell-level metrics (lower energy distance, higher vcc2026 avg_score is
+    better): energy distance paired per (seed, perturbation) with its bootstrap 95 % interval
+    (:func:`pertpipe.evaluation.standing.paired_mean_bootstrap`); the VCC 2026 avg_score (one figure per run, its
+    per-perturbation parts are not all per perturbation) paired per seed, with the seeds it is higher in."""
+    from pertpipe.evaluation.standing import paired_mean_bootstrap
+
+    out: dict = {}
+    x, y = {}, {}
+    for s, r in runs.items():
+        pm = r["per_perturbation"]["models"]
+        for p, v in pm.get(m, {}).items():
+            if "energy_distance" in v and "energy_distance" in pm.get(ref, {}).get(p, {}):
+                x[f"{s}:{p}"], y[f"{s}:{p}"] = v["energy_distance"], pm[ref][p]["energy_distance"]
+    if x:
+        d = paired_mean_bootstrap(pd.Series(x), pd.Series(y))
+        out["energy_distance"] = {**d, "standing": "tie" if d["tie"] else ("better" if d["delta"] < 0 else "worse")}
+    d = [r["scores"][m]["vcc2026_avg_score"] - r["scores"][ref]["vcc2026_avg_score"] for r in runs.values()
+         if m in r["scores"] and ref in r["scores"]]
+    d = [v for v in d if np.isfinite(v)]
+    if d:
+        out["vcc2026_avg_score"] = {"delta": float(np.mean(d)), "per_seed": d, "higher_in": int(sum(v > 0 for v in d)),
+                                    "seeds": len(d)}
+    return out
 
 
 def _label(m: str, r: dict) -> str:
@@ -186,6 +222,20 @@ def _label(m: str, r: dict) -> str:
     return m
 
 
+def _cells(r: dict, best: str | None, metric: str) -> str:
+    """The Δ cell-level cell: against the strongest baseline, then against cell_mean (lower energy is better)."""
+    parts = []
+    for ref in dict.fromkeys([best, "cell_mean"]):
+        c = (r.get("cell_level") or {}).get(ref, {}).get(metric)
+        if not c:
+            continue
+        if metric == "energy_distance":
+            parts.append(f"{c['delta']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] {c['standing']}")
+        else:
+            parts.append(f"{c['delta']:+.3f} ({c['higher_in']}/{c['seeds']})")
+    return " / ".join(parts) or "—"
+
+
 def markdown(name: str, table: dict, runs: dict[int, dict]) -> str:
     ok = [r for r in runs.values() if "signal" in r]
     sig = "; ".join(f"seed {s}: {r['signal']['heldout_perturbations']} held out, median "
@@ -199,8 +249,9 @@ def markdown(name: str, table: dict, runs: dict[int, dict]) -> str:
     best = table.get("_strongest_baseline")
     lines = [f"**{name}** ({ok[0]['signal']['genes'] if ok else '?'} genes; truth: {sig})", "", verdict, "",
              f"| model | DES | PDS | MAE | avg_score | Δ avg vs {best} (strongest baseline) [95 % CI] | standing | "
-             "Δ avg vs cell_mean | energy_distance | vcc2026_avg_score | prior (γ) per seed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"Δ avg vs cell_mean | energy_distance | Δ energy vs {best} / vs cell_mean [95 % CI] | "
+             f"vcc2026_avg_score | Δ vcc2026 vs {best} / vs cell_mean (seeds higher) | prior (γ) per seed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = [m for m in table if not m.startswith("_")]
     for m in sorted(rows, key=lambda m: -table[m]["avg_score"]["mean"]):
         r = table[m]
@@ -214,7 +265,8 @@ def markdown(name: str, table: dict, runs: dict[int, dict]) -> str:
                         for p in r.get("prior", []) if p)
         name_ = _label(m, r) + (" *(baseline)*" if r.get("baseline") else "")
         lines.append(f"| {name_} | {f('DES')} | {f('PDS')} | {f('MAE')} | {f('avg_score')} | {ci} | {st} | {d} | "
-                     f"{f('energy_distance')} | {f('vcc2026_avg_score')} | {pri} |")
+                     f"{f('energy_distance')} | {_cells(r, best, 'energy_distance')} | {f('vcc2026_avg_score')} | "
+                     f"{_cells(r, best, 'vcc2026_avg_score')} | {pri} |")
     return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,11 @@ user-facing :class:`CFMVCModel` prepares data and runs the training stages):
   target sum and takes log1p (log1p fallbacks: draws from the hurdle/Gaussian); ``mean`` uses the decoder's mean;
   ``delta`` adds the decoded change mean(z_1) - mean(z_ctrl) to the drawn control cell. ``auto`` (default) is
   ``delta`` for NB models and ``sample`` for the log1p fallbacks: the choice the model benchmark supports.
+* **Centre**: the generated cells are moved to the mean shift of the validated baseline (``centre``), so the flow
+  spends itself on the cell-level spread. Two ablations show what the generation adds (``generate``): ``vae``, the
+  flow turned off (each drawn control cell's own latent, decoded and sampled by the VAE, then centred), and
+  ``none``, no network at all (the drawn control cells moved to the centre's mean). ``benchmarks/bench_real.py``
+  scores both beside the full model (rows ``cfmvc_no_flow``, ``cfmvc_no_generation``).
 
 Training (each stage on the shared loop of :mod:`pertpipe.core.training`, each with its own resumable
 checkpoint): 1) the VAE; 2) the context/perturbation encoders and the flow on the VAE's detached latents, with an
@@ -273,6 +278,10 @@ class CFMVCModel(GeneratesCells):
         centre_criterion: Literal["score", "mse"] = "score"
         centre_blend: bool = True  # blends of the two best candidates compete (models.prior.BaselinePrior.choose)
         centre_by_kind: bool = True  # singles and combinations chosen apart where training has enough of both
+        # what makes the cells' spread around the centre (ablations of the generation, each needs a centre):
+        # flow = the full model; vae = the flow turned off (each drawn control cell's own latent, decoded and sampled
+        # by the VAE); none = no network (the drawn control cells themselves, moved to the centre's mean)
+        generate: Literal["flow", "vae", "none"] = "flow"
 
     def __init__(self, params: Any, *, seed: int = 0) -> None:
         super().__init__(params, seed=seed)
@@ -283,12 +292,16 @@ class CFMVCModel(GeneratesCells):
     def _check(self) -> None:
         """What the typed Params cannot say (types, choices and bounds are checked by build_model)."""
         check_shrinkage(self.params.shrinkage, model="cfmvc")
+        from pertpipe.errors import ConfigError
+
         odd = [x for x in self.params.centre_candidates if x not in PRIOR_CANDIDATES]
         if odd or not self.params.centre_candidates:
-            from pertpipe.errors import ConfigError
-
             raise ConfigError(f"model_params.cfmvc.centre_candidates: {odd or 'empty'}. Fix: use a non-empty subset "
                               f"of {list(PRIOR_CANDIDATES)}")
+        if self.params.generate != "flow" and self.params.centre == "none":
+            raise ConfigError(f"model_params.cfmvc.generate is '{self.params.generate}' (an ablation of the flow) but "
+                              "centre is 'none': without the flow nothing would move the cells. Fix: set centre: auto "
+                              "(or a named baseline), or generate: flow")
 
     # -- data -----------------------------------------------------------------------------------------------
     def _read(self, train_path: str | os.PathLike, rng: np.random.Generator, chunk_size: int) -> _Data:
@@ -380,22 +393,27 @@ class CFMVCModel(GeneratesCells):
                                self.lookup.dim, len(self.seen), p, self.likelihood).to(dev)
         feed = _Feeder(self, d, ctrl_by_ct, {g[0]: self._target_arrays(g[0]) for g in groups}, dev)
         ckpt = inputs.checkpoint
-        vae_fit, vae_log = self._fit_vae(feed, rng, ckpt)
-        self.net.vae.eval()
-        Z = self._encode_rows(d, np.arange(len(d.obs)), dev)
-        self.z_mean, self.z_std = Z.mean(0), Z.std(0) + 1e-6
-        feed.set_latents((Z - self.z_mean) / self.z_std)
-        flow_log = self._fit_flow(feed, fit_groups, val_groups, ckpt)
-        joint_log = self._fit_joint(feed, vae_fit, fit_groups, val_groups, ckpt) if p.joint_epochs > 0 else None
+        stages: dict[str, dict[str, Any]] = {}
+        self.z_mean, self.z_std = np.zeros(p.d_int), np.ones(p.d_int)
+        if p.generate != "none":  # the ablation `none` trains no network: its cells are the drawn controls
+            vae_fit, stages["vae"] = self._fit_vae(feed, rng, ckpt)
+            self.net.vae.eval()
+            Z = self._encode_rows(d, np.arange(len(d.obs)), dev)
+            self.z_mean, self.z_std = Z.mean(0), Z.std(0) + 1e-6
+            feed.set_latents((Z - self.z_mean) / self.z_std)
+        if p.generate == "flow":
+            stages["flow"] = self._fit_flow(feed, fit_groups, val_groups, ckpt)
+            if p.joint_epochs > 0:
+                stages["joint"] = self._fit_joint(feed, vae_fit, fit_groups, val_groups, ckpt)
         self.net.eval()
         self.centre = self._fit_centre(train_path, inputs.chunk_size)
         self.shrinkage = fit_shrinkage(self, train_path, val_targets, setting=prior_shrinkage(p.shrinkage, self.centre), chunk_size=inputs.chunk_size, min_groups=p.shrinkage_min_groups)
         if self.centre is not None and p.shrinkage == "auto":
             self.shrinkage.how = "none: built on the validated baseline prior (the cell-type mean among its candidates)"
-        stages = {"vae": vae_log, "flow": flow_log, **({"joint": joint_log} if joint_log else {})}
         wall = sum(s["train_wall_s"] for s in stages.values())
         cells = sum(s["cells_seen"] for s in stages.values())
-        return {"loss_curve": flow_log["loss_curve"], "val_curve": flow_log["val_curve"],
+        last = stages[list(stages)[-1]] if stages else {"loss_curve": [], "val_curve": []}
+        return {"loss_curve": last["loss_curve"], "val_curve": last["val_curve"], "generate": p.generate,
                 "stage_curves": {k_: {"loss": s["loss_curve"], "val": s["val_curve"], "parts": s["loss_parts"]}
                                  for k_, s in stages.items()},
                 "stages": {k_: {f: s[f] for f in ("epochs_run", "best_val", "stopped_early", "train_wall_s",
@@ -424,8 +442,9 @@ class CFMVCModel(GeneratesCells):
         return BaselinePrior.fixed(p.centre, summary, self.lookup, **kw)
 
     def equals(self) -> str | None:
-        """With decode ``delta`` the centred cells are the drawn controls plus the centre's shift: that baseline."""
-        if self.centre is not None and self.decode_mode == "delta":
+        """With decode ``delta`` the centred cells are the drawn controls plus the centre's shift: that baseline; with
+        ``generate: none`` they are the drawn controls moved to its mean (its pseudobulk, the controls' spread)."""
+        if self.centre is not None and (self.decode_mode == "delta" or self.params.generate == "none"):
             return self.centre.display_name
         return None
 
@@ -620,6 +639,8 @@ class CFMVCModel(GeneratesCells):
     def decode_mode(self) -> str:
         """``decode`` with ``auto`` resolved: ``sample`` when the cells are centred at a baseline's shift (the flow
         gives their spread); otherwise delta for NB models, sample for the log1p fallbacks (benchmarked)."""
+        if self.params.generate != "flow":
+            return "sample"  # the ablations: the controls' own cells (none), or their latents decoded (vae)
         if self.params.decode != "auto":
             return self.params.decode
         if self.centre is not None:
@@ -640,10 +661,16 @@ class CFMVCModel(GeneratesCells):
                       rng: np.random.Generator) -> np.ndarray:
         if target == CONTROL_LABEL:
             return controls.x[pick].toarray()
+        if self.params.generate == "none":  # ablation: the drawn controls' own spread, at the centre's mean
+            x_ctrl = controls.x[pick].toarray()
+            return centre_cells(x_ctrl, np.clip(x_ctrl.mean(0) + self.centre.shift(target, cell_type), 0, None))
         x_in, lib = self._encoder_input(controls, pick)
         z_int, z_tech = self.encode(x_in, batch, cell_type)
         xy = controls.spatial[pick] if (self.spatial_dim and controls.spatial is not None) else None
-        z1 = self.generate_latent(target, cell_type, batch, z_int, seed=int(rng.integers(2**62)), xy=xy)
+        if self.params.generate == "vae":  # ablation, the flow turned off: each control cell's own latent
+            z1 = z_int
+        else:
+            z1 = self.generate_latent(target, cell_type, batch, z_int, seed=int(rng.integers(2**62)), xy=xy)
         if self.decode_mode == "delta":
             # The decoded change of the group, added to every drawn control cell. A per-cell change between a
             # generated cell and an unrelated control (the Gaussian source pairs them at random) is mostly noise;

@@ -75,6 +75,8 @@ def test_invalid_settings_are_refused_at_build_time():
         build_model("cfmvc", {"solver": "rk45"})
     with pytest.raises(ConfigError, match=r"unknown hyperparameter\(s\) \['n_step'\]"):
         build_model("cfmvc", {"n_step": 3})
+    with pytest.raises(ConfigError, match=r"generate is 'vae'.*centre is 'none'.*Fix: set centre: auto"):
+        build_model("cfmvc", {"generate": "vae", "centre": "none"})
 
 
 # -- on the tiny demo ------------------------------------------------------------------------------------
@@ -312,3 +314,32 @@ def test_generated_cells_are_centred_at_the_chosen_baseline(demo, fitted):
         np.testing.assert_allclose(x, np.clip(controls.x[pick].toarray() + m.centre.shift("CCY1", "typeA"), 0, None))
     finally:
         m.params.decode = "auto"
+
+
+@pytest.mark.workflow
+def test_ablations_without_the_flow_keep_the_centre_and_change_only_the_spread(demo, fitted, tmp_path):
+    """generate: vae (the flow off) and none (no network) train less, choose the same centre, put the cells at
+    its mean, and draw the spread from the VAE's resampling of the controls or from the controls themselves."""
+    from pertpipe.models.summary import ControlCells
+
+    full, full_log = fitted
+    controls = ControlCells.load(demo["train"], counts=True)
+    pick = np.flatnonzero((controls.obs.cell_type == "typeA").to_numpy())[:60]
+    x_ctrl = controls.x[pick].toarray()
+    want = np.clip(x_ctrl.mean(0) + full.centre.shift("CCY1", "typeA"), 0, None)
+    cells = {}
+    for how, stages in (("none", []), ("vae", ["vae"])):
+        m = build_model("cfmvc", dict(FAST, generate=how), seed=0)
+        log = m.fit(ModelInputs(demo["train"], knowledge=demo["knowledge"], checkpoint=str(tmp_path / f"{how}.pt")))
+        assert list(log["stages"]) == stages and log["generate"] == how
+        assert log["centre"]["chosen"] == full_log["centre"]["chosen"]  # the same validated centre as the full model
+        cells[how] = m.predict_cells("CCY1", "typeA", "batch1", controls, pick, np.random.default_rng(0))
+        np.testing.assert_allclose(cells[how].mean(0), want, atol=1e-5)  # the centre's pseudobulk, exactly
+        assert (m.equals() == m.centre.display_name) is (how == "none")
+    # none: the drawn controls themselves, each gene moved by one offset (clipped at 0)
+    moved = cells["none"] - x_ctrl
+    nz = (cells["none"] > 0).all(0)
+    np.testing.assert_allclose(moved[:, nz], np.broadcast_to(moved[0, nz], moved[:, nz].shape), atol=1e-6)
+    # vae: resampled cells, not the controls; the full model's cells differ from both
+    flow = full.predict_cells("CCY1", "typeA", "batch1", controls, pick, np.random.default_rng(0))
+    assert not np.allclose(cells["vae"], cells["none"], atol=1e-2) and not np.allclose(flow, cells["vae"], atol=1e-2)
