@@ -210,6 +210,8 @@ def cell_level(runs: dict[int, dict], m: str, ref: str) -> dict:
 def _label(m: str, r: dict) -> str:
     same = [e for e in r.get("equals", []) if e]
     if same and not any(s and s.get("lambda") == 0 for s in r.get("shrinkage", [])):
+        if len(set(same)) > 2:  # a different baseline or blend per seed: named in the prior column
+            return f"{m} = its validated baseline (per seed in the last column) in {len(same)} of {len(r['equals'])} seeds"
         return f"{m} = {', '.join(sorted(set(same)))} in {len(same)} of {len(r['equals'])} seeds"
     eq = {s["equals"] for s in r.get("shrinkage", []) if s and s.get("lambda") == 0}
     zeros = sum(1 for s in r.get("shrinkage", []) if s and s.get("lambda") == 0)
