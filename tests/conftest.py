@@ -453,6 +453,12 @@ class ToyShift(PredictsShift):
 FOLDER_MARKERS = {"workflow": ("workflow",), "real": ("real", "workflow"), "slurm": ("slurm", "workflow")}
 
 
+# The order files are handed to the test workers (`make test`: pytest-xdist, a file at a time): the folders whose
+# files run Snakemake (tens of seconds to minutes each) first, the many short unit files last, so the two workers
+# finish together instead of one waiting while the other runs a long pipeline file it drew at the end.
+FOLDER_ORDER = {"slurm": 0, "workflow": 1, "real": 2}
+
+
 def pytest_collection_modifyitems(config, items):
     import pytest
 
@@ -460,3 +466,4 @@ def pytest_collection_modifyitems(config, items):
         folder = Path(str(item.fspath)).parent.name
         for mark in FOLDER_MARKERS.get(folder, ()):
             item.add_marker(getattr(pytest.mark, mark))
+    items.sort(key=lambda item: FOLDER_ORDER.get(Path(str(item.fspath)).parent.name, len(FOLDER_ORDER)))
