@@ -31,9 +31,11 @@ run: setup
 lint: setup-test
 	$(PYTHON) -m ruff check pertpipe workflow_scripts benchmarks tests
 
-# Test files run on $(CORES) workers (pytest-xdist, a file's tests on one worker so they share its fixtures).
+# Test files run on $(CORES) workers (pytest-xdist, a file's tests on one worker so they share its fixtures), handed
+# out in the order tests/conftest.py gives them (pipeline folders first, short unit files last), not xdist's default
+# order by number of tests, which put the one-test pipeline files last.
 test: setup-test lint
-	$(PYTHON) -m pytest -q -ra --durations=25 -n $(CORES) --dist loadfile
+	$(PYTHON) -m pytest -q -ra --durations=25 -n $(CORES) --dist loadfile --no-loadscope-reorder
 
 test-fast: setup-test
 	$(PYTHON) -m pytest -q -ra -m "not workflow and not slow" -n $(CORES)

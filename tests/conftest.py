@@ -453,9 +453,10 @@ class ToyShift(PredictsShift):
 FOLDER_MARKERS = {"workflow": ("workflow",), "real": ("real", "workflow"), "slurm": ("slurm", "workflow")}
 
 
-# The order files are handed to the test workers (`make test`: pytest-xdist, a file at a time): the folders whose
-# files run Snakemake (tens of seconds to minutes each) first, the many short unit files last, so the two workers
-# finish together instead of one waiting while the other runs a long pipeline file it drew at the end.
+# The order files are handed to the test workers (`make test`: pytest-xdist, a file at a time; the Makefile passes
+# --no-loadscope-reorder so that xdist keeps this order instead of sorting files by their number of tests): the
+# folders whose files run Snakemake (tens of seconds to minutes each) first, the many short unit files last, so the
+# two workers finish together instead of one waiting while the other runs a long pipeline file it drew at the end.
 FOLDER_ORDER = {"slurm": 0, "workflow": 1, "real": 2}
 
 
