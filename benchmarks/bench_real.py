@@ -186,7 +186,7 @@ def cell_level(runs: dict[int, dict], m: str, ref: str) -> dict:
     better): energy distance paired per (seed, perturbation) with its bootstrap 95 % interval
     (:func:`pertpipe.evaluation.standing.paired_mean_bootstrap`); the VCC 2026 avg_score (one figure per run, its
     per-perturbation parts are not all per perturbation) paired per seed, with the seeds it is higher in."""
-    from pertpipe.evaluation.standing import paired_mean_bootstrap
+    from pertpipe.evaluation.standing import paired_mean_bootstrap, standing
 
     out: dict = {}
     x, y = {}, {}
@@ -197,7 +197,7 @@ def cell_level(runs: dict[int, dict], m: str, ref: str) -> dict:
                 x[f"{s}:{p}"], y[f"{s}:{p}"] = v["energy_distance"], pm[ref][p]["energy_distance"]
     if x:
         d = paired_mean_bootstrap(pd.Series(x), pd.Series(y))
-        out["energy_distance"] = {**d, "standing": "tie" if d["tie"] else ("better" if d["delta"] < 0 else "worse")}
+        out["energy_distance"] = {**d, "standing": standing({**d, "delta": -d["delta"]})}  # lower is better
     d = [r["scores"][m]["vcc2026_avg_score"] - r["scores"][ref]["vcc2026_avg_score"] for r in runs.values()
          if m in r["scores"] and ref in r["scores"]]
     d = [v for v in d if np.isfinite(v)]
