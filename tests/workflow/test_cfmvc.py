@@ -105,8 +105,9 @@ def _latents(m, path, label, cell_type):
 def test_vae_reconstruction_improves(fitted):
     _m, log = fitted
     vae = log["stage_curves"]["vae"]
-    # decode: auto -> sample when the cells are centred at a baseline's shift (the default), delta for NB otherwise
-    assert log["likelihood"] == "nb" and log["decode"] == "sample" and log["centre"]["chosen"]
+    # decode: auto -> sample or paired (validated) when the cells are centred at a baseline's shift (the default),
+    # delta for NB otherwise
+    assert log["likelihood"] == "nb" and log["decode"] == log["decode_choice"]["chosen"] and log["centre"]["chosen"]
     # held-out cells' NB reconstruction NLL per gene: at least 10% lower after training than after one epoch
     assert min(vae["val"]) <= 0.9 * vae["val"][0] and vae["loss"][-1] < vae["loss"][0]
 
@@ -228,7 +229,8 @@ def test_log1p_only_data_use_a_log1p_likelihood(demo, tmp_path, fallback):
                                                                                    log1p_fallback="gaussian")
     m = build_model("cfmvc", hp, seed=0)
     log = m.fit(ModelInputs(train, knowledge=demo["knowledge"]))
-    assert log["likelihood"] == fallback and log["decode"] == "sample"  # decode: auto -> sample for log1p data
+    # decode: auto with a centre -> the validated one of sample / paired, for log1p data too
+    assert log["likelihood"] == fallback and log["decode"] == log["decode_choice"]["chosen"]
     vae = log["stage_curves"]["vae"]["val"]
     assert min(vae) < 0.9 * vae[0]
     tpl = pd.read_csv(demo["template"])
@@ -288,7 +290,7 @@ def test_cfmvc_through_the_pipeline(demo):
 
 
 @pytest.mark.workflow
-def test_generated_cells_are_centred_at_the_chosen_baseline(demo, fitted):
+def test_generated_cells_are_centred_at_the_chosen_baseline(demo, fitted, tmp_path):
     """The flow's cells keep their spread but their pseudobulk is the centre's: drawn controls + its shift."""
     from pertpipe.models.summary import ControlCells
 
@@ -306,6 +308,15 @@ def test_generated_cells_are_centred_at_the_chosen_baseline(demo, fitted):
     got = cells.mean(0)
     assert np.corrcoef(got - controls.x[pick].toarray().mean(0), want - controls.x[pick].toarray().mean(0))[0, 1] > 0.9
     assert cells.std(0).mean() > 0.05  # generated cells, not one profile
+    # decode auto with a centre: sample or paired, whichever the validation groups' fold changes favour; kept in
+    # the model file
+    ch = log["decode_choice"]
+    assert ch["groups"] >= 1 and set(ch["lfc_mae"]) == set(ch["energy_distance"]) == {"sample", "paired"}
+    assert ch["chosen"] == ("paired" if ch["lfc_mae"]["paired"] < ch["lfc_mae"]["sample"] else "sample")
+    assert m.decode_mode == ch["chosen"] == log["decode"]
+    m.save(tmp_path / "model.pt")
+    again = load_model(tmp_path / "model.pt", expected="cfmvc")
+    assert again.decode_choice == ch and again.decode_mode == ch["chosen"]
     # decode delta: the centred cells are the drawn controls plus the centre's shift, i.e. that baseline
     m.params.decode = "delta"
     try:
@@ -343,3 +354,22 @@ def test_ablations_without_the_flow_keep_the_centre_and_change_only_the_spread(d
     # vae: resampled cells, not the controls; the full model's cells differ from both
     flow = full.predict_cells("CCY1", "typeA", "batch1", controls, pick, np.random.default_rng(0))
     assert not np.allclose(cells["vae"], cells["none"], atol=1e-2) and not np.allclose(flow, cells["vae"], atol=1e-2)
+    # decode paired: each drawn control cell plus the flow's change for it, at the centre's mean; the change is each
+    # cell's own (not one offset per gene, as in none), and it is the decoded difference of OT-assigned latents
+    full.params.decode = "paired"
+    try:
+        paired = full.predict_cells("CCY1", "typeA", "batch1", controls, pick, np.random.default_rng(0))
+        assert full.equals() is None
+        np.testing.assert_allclose(paired.mean(0), want, atol=1e-5)
+        step = paired - cells["none"]
+        both = (paired > 0).all(0) & nz
+        assert np.abs(step[:, both] - step[:, both].mean(0)).max() > 0.05  # varies by cell
+        z_int, z_tech = full.encode(np.log1p(controls.counts[pick].toarray()), "batch1", "typeA")
+        change = full._paired_change(z_int, z_int.copy(), z_tech, "batch1")
+        np.testing.assert_allclose(change, 0, atol=1e-9)  # a latent assigned to itself changes nothing
+        from scipy.optimize import linear_sum_assignment
+        z1 = z_int[::-1].copy()  # the assignment undoes a reordering of the generated latents
+        assert (linear_sum_assignment(((z_int[:, None] - z1[None]) ** 2).sum(-1))[1] == np.arange(len(z1))[::-1]).all()
+        np.testing.assert_allclose(full._paired_change(z_int, z1, z_tech, "batch1"), 0, atol=1e-9)
+    finally:
+        full.params.decode = "auto"
