@@ -28,8 +28,8 @@ user-facing :class:`CFMVCModel` prepares data and runs the training stages):
   optimal transport (squared distance; with ``source: control`` each control's own flow), and cell i gains
   m(z_1,σ(i)) - m(z_ctrl,i), m the decoded mean on the log1p scale, so the real cells' noise is kept and the
   response varies by cell state. ``auto`` (default): with a centre, ``sample`` or ``paired``, whichever gives
-  the fold changes of the mean expression closer to the real cells' on the validation targets; without one, ``delta`` for NB models and
-  ``sample`` for the log1p fallbacks: the choice the model benchmark supports.
+  the fold changes of the mean expression closer to the real cells' on the validation targets; without one,
+  ``delta`` for NB models and ``sample`` for the log1p fallbacks: the choice the model benchmark supports.
 * **Centre**: the generated cells are moved to the mean shift of the validated baseline (``centre``), so the flow
   spends itself on the cell-level spread. Two ablations show what the generation adds (``generate``): ``vae``, the
   flow turned off (each drawn control cell's own latent, decoded and sampled by the VAE, then centred), and
@@ -441,8 +441,8 @@ class CFMVCModel(GeneratesCells):
                        *, max_groups: int = 64, max_cells: int = 100, n_pcs: int = 50) -> dict[str, Any]:
         """``decode: auto`` with a centre: ``sample`` (decoded NB draws, centred) or ``paired`` (each drawn control
         plus the flow's change for it, centred), judged on the real cells of the validation targets (held out of the
-        flow's training). Both put the cells at the centre's mean, so they differ only in what a DE test and a
-        distance see. The choice is the lower mean absolute error of the log2 fold changes of the arithmetic mean
+        flow's training; the centre was fitted on them too, but both modes share its mean, so they differ only in
+        the spread they give it, which is what a DE test and a distance see). The choice is the lower mean absolute error of the log2 fold changes of the arithmetic mean
         expression (expm1 of log1p) against other control cells, as the VCC 2026 DE metrics compute fold changes on
         counts: centred at the same log1p mean, the generated spread moves that mean. Logged beside it: the Jaccard
         of the signed significant DE genes (Mann-Whitney U, BH 5 %) and the energy distance in the PCA space of
