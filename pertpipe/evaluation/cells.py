@@ -94,16 +94,23 @@ def _prior_section(train_logs: dict[str, dict]) -> list[str]:
         added = (f"{mse['0']:.4g} → {mse[f'{gamma:g}']:.4g} on {gain.get('groups')} groups"
                  if gamma is not None and "0" in mse and f"{gamma:g}" in mse else "—")
         built_on, score = _prior_choice(log)
+        dc = tl.get("decode_choice") or {}
+        err = dc.get("lfc_mae") or {}
+        cells = (f"{dc['chosen']} (fold-change error on {dc.get('groups')} validation groups: "
+                 + ", ".join(f"{k} {v:.3g}" for k, v in sorted(err.items()) if v is not None) + ")"
+                 if "chosen" in dc else tl.get("decode", "—"))
         rows.append({"model": m, "built on": built_on, "chosen by": log.get("criterion", ""),
                      "cross-fitted score": score, "γ (network share)": "—" if gamma is None else f"{gamma:g}",
-                     "validation MSE: prior → prior + γ × network": added})
+                     "validation MSE: prior → prior + γ × network": added, "cells (CFM-VC decode)": cells})
     if not rows:
         return []
     return ["<h2>Built on a baseline</h2>",
             "<p>The prior (DyGenePT) or centre (CFM-VC) each model is built on: the baseline an unseen perturbation "
             "would get, chosen on cross-fitted training groups by an avg_score-like score among the candidates, the "
             "blends of the two best and, where training has enough of both, per kind (singles / combinations). "
-            "The network adds γ × its correction; at γ = 0 the model is its prior (docs/models.md).</p>",
+            "The network adds γ × its correction; at γ = 0 the model is its prior (docs/models.md). CFM-VC's cells "
+            "around its centre are its decoded draws (sample) or the drawn controls each plus the flow's change for "
+            "it (paired), whichever was closer to the validation targets' fold changes.</p>",
             _table(pd.DataFrame(rows))]
 
 

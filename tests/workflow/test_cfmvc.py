@@ -287,6 +287,10 @@ def test_cfmvc_through_the_pipeline(demo):
     assert board.set_index("model").loc["cfmvc_raw", "lambda"] == 1.0
     html = (res / "report.html").read_text()
     assert "cfmvc" in html and html.count("data:image/png;base64,") >= 3
+    # the page says which cells the model makes around its centre, and why (the validated decode choice)
+    built = html[html.index("<h2>Built on a baseline</h2>"):html.index("<h2>Training</h2>")]
+    dc = log["decode_choice"]
+    assert f"{dc['chosen']} (fold-change error on {dc['groups']} validation groups: paired" in built
 
 
 @pytest.mark.workflow
