@@ -442,9 +442,10 @@ class CFMVCModel(GeneratesCells):
         """``decode: auto`` with a centre: ``sample`` (decoded NB draws, centred) or ``paired`` (each drawn control
         plus the flow's change for it, centred), judged on the real cells of the validation targets (held out of the
         flow's training; the centre was fitted on them too, but both modes share its mean, so they differ only in
-        the spread they give it, which is what a DE test and a distance see). The choice is the lower mean absolute error of the log2 fold changes of the arithmetic mean
-        expression (expm1 of log1p) against other control cells, as the VCC 2026 DE metrics compute fold changes on
-        counts: centred at the same log1p mean, the generated spread moves that mean. Logged beside it: the Jaccard
+        the spread they give it, which is what a DE test and a distance see). The choice is the lower mean absolute
+        error of the log2 fold changes of the arithmetic mean expression (expm1 of log1p) against other control
+        cells, as the VCC 2026 DE metrics compute fold changes on counts: centred at the same log1p mean, the
+        generated spread moves that mean. Logged beside it: the Jaccard
         of the signed significant DE genes (Mann-Whitney U, BH 5 %) and the energy distance in the PCA space of
         training controls."""
         from scipy.stats import false_discovery_control, mannwhitneyu
@@ -489,9 +490,8 @@ class CFMVCModel(GeneratesCells):
             real = real_x[idx].toarray()
             real_de, real_lfc = signed_de(real, ref), lfc(real, ref)
             for mode in modes:
-                self.decode_choice = {"chosen": mode}
-                cells = self.predict_cells(target, cell_type, batch, controls, pick,
-                                           np.random.default_rng(np.random.SeedSequence([self.seed, gi])))
+                cells = self._cells(target, cell_type, batch, controls, pick,
+                                    np.random.default_rng(np.random.SeedSequence([self.seed, gi])), mode)
                 energy[mode].append(float(energy_distance((cells - mu) @ axes, (real - mu) @ axes)))
                 lfc_mae[mode].append(float(np.abs(lfc(cells, ref) - real_lfc).mean()))
                 pred_de = signed_de(cells, ref)
@@ -742,6 +742,11 @@ class CFMVCModel(GeneratesCells):
 
     def predict_cells(self, target: str, cell_type: str, batch: str, controls: ControlCells, pick: np.ndarray,
                       rng: np.random.Generator) -> np.ndarray:
+        return self._cells(target, cell_type, batch, controls, pick, rng, self.decode_mode)
+
+    def _cells(self, target: str, cell_type: str, batch: str, controls: ControlCells, pick: np.ndarray,
+               rng: np.random.Generator, mode: str) -> np.ndarray:
+        """:meth:`predict_cells` with decode ``mode`` (the validated choice tries both candidates)."""
         if target == CONTROL_LABEL:
             return controls.x[pick].toarray()
         if self.params.generate == "none":  # ablation: the drawn controls' own spread, at the centre's mean
@@ -754,13 +759,13 @@ class CFMVCModel(GeneratesCells):
             z1 = z_int
         else:
             z1 = self.generate_latent(target, cell_type, batch, z_int, seed=int(rng.integers(2**62)), xy=xy)
-        if self.decode_mode == "paired":
+        if mode == "paired":
             x = controls.x[pick].toarray() + self._paired_change(z_int, z1, z_tech, batch)
             if self.centre is None:
                 return np.clip(x, 0, None)
             return centre_cells(x, np.clip(controls.x[pick].toarray().mean(0) + self.centre.shift(target, cell_type),
                                            0, None))
-        if self.decode_mode == "delta":
+        if mode == "delta":
             # The decoded change of the group, added to every drawn control cell. A per-cell change between a
             # generated cell and an unrelated control (the Gaussian source pairs them at random) is mostly noise;
             # on sparse counts its positive half lands on zeros while the negative half is clipped away, so the
@@ -772,7 +777,7 @@ class CFMVCModel(GeneratesCells):
             change = (self.decode_cells(z1, z_tech, batch, lib, rng, "sample").mean(0)
                       - self.decode_cells(z_int, z_tech, batch, lib, rng, "sample").mean(0))
             return np.clip(x_ctrl + change, 0, None)
-        cells = self.decode_cells(z1, z_tech, batch, lib, rng)
+        cells = self.decode_cells(z1, z_tech, batch, lib, rng, mode)
         if self.centre is None:
             return cells
         # the generated spread around the centre's pseudobulk: drawn controls' mean + the centre's shift
