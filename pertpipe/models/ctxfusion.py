@@ -175,9 +175,16 @@ class CtxFusionModel(_ContextModel, PredictsLabels):
         knowledge_fallback: bool = False  # unseen everywhere: its facet-nearest training perturbations' signal
         fallback_k: int = positive(5)
         fallback_tau: float = field(default=0.05, metadata={"gt": 0})
-        # labels task: gated (a gate on what the signal has) or sum (signal + context, no gate; chosen on a
-        # validation share of K562's training perturbations, leave-one-line-out)
-        label_fusion: Literal["gated", "sum"] = "sum"
+        # labels task: the fusion head of the DE scores: gated (a gate on what the signal has), sum (signal +
+        # context, one weight per term and line) or mlp (an ensemble of small MLPs on the same terms); mlp for DE and
+        # sum for direction were chosen on validation shares of each line's training perturbations, leave one line
+        # out (benchmarks/bench_label_heads.py; sum had been chosen on K562's before the mlp head existed)
+        label_fusion: Literal["gated", "sum", "mlp"] = "mlp"
+        # labels task: the direction head, where it differs from label_fusion's ("same": label_fusion's)
+        label_fusion_dir: Literal["same", "gated", "sum", "mlp"] = "sum"
+        label_mlp_hidden: int = positive(128)  # label_fusion mlp: hidden width, epochs, ensemble members
+        label_mlp_epochs: int = positive(6)
+        label_mlp_members: int = positive(3)
         # labels task: also the cross-line transfer ridge (pertpipe.models.label_transfer: the perturbation's labels
         # in the other lines over every gene -> its labels in this line) as a signal term
         label_transfer: bool = True
@@ -195,6 +202,10 @@ class CtxFusionModel(_ContextModel, PredictsLabels):
             raise ConfigError("model_params.ctxfusion: context_encoder scgpt / signal_encoder scgpt_binned_z need "
                               "scgpt_checkpoint. Fix: give the folder with scGPT's args.json, vocab.json and "
                               "best_model.pt, or use pca_mlp / mlp")
+        if {p.label_fusion, p.label_fusion_dir} == {"gated", "sum"}:  # one linear network serves both kinds
+            raise ConfigError(f"model_params.ctxfusion: label_fusion is {p.label_fusion} and label_fusion_dir is "
+                              f"{p.label_fusion_dir}; the two linear heads share one network. Fix: give both the "
+                              "same linear head, or mlp for one of them")
 
     # -- features -----------------------------------------------------------------------------------------
     def _context_features(self, train: str | os.PathLike, stats: ContextStats, rng: np.random.Generator,

@@ -1,7 +1,10 @@
 """ctxfusion's learner on the labels task (PerturbQA): a signal head (the perturbation's labels and DE rate in the
 other lines, and the cross-line transfer ridge's score, :mod:`pertpipe.models.label_transfer`), a context head (the
-knowledge ridge's cross-fitted score, by line) and a gate on what the signal has; the network is
-:class:`pertpipe.models.modules.ctxfusion.LabelGate`, fitted by L-BFGS on the masked BCE."""
+knowledge ridge's cross-fitted score, by line) fused by a head (``label_fusion``): ``sum`` or ``gated``, one weight
+per term and line (:class:`pertpipe.models.modules.ctxfusion.LabelGate`, fitted by L-BFGS on the masked BCE), or
+``mlp``, an ensemble of small MLPs on the same terms and the line (:class:`~pertpipe.models.modules.ctxfusion.LabelMLP`,
+minibatch Adam), so one term's weight can depend on the others. ``benchmarks/bench_label_heads.py`` compares the heads
+on validation shares of the training perturbations."""
 
 from __future__ import annotations
 
@@ -51,9 +54,10 @@ def signal(codes: np.ndarray, others: list[np.ndarray]) -> tuple[np.ndarray, np.
 
 
 class FusionLearner(Learner):
-    """logit = gate·signal + (1 - gate)·context + b_g, per line c:
+    """Linear heads: logit = gate·signal + (1 - gate)·context + b_g (``sum``: gate 1 on both), per line c:
     signal = w₁[c]·(label_o - ½) + w₂[c]·logit(rate_o) + w₀ (terms present only where the other lines have them),
-    context = v₁[c]·logit(knowledge ridge score, cross-fitted) + v₀[c], gate = σ(a₀ + a₁·has_label + a₂·has_rate)."""
+    context = v₁[c]·logit(knowledge ridge score, cross-fitted) + v₀[c], gate = σ(a₀ + a₁·has_label + a₂·has_rate).
+    ``mlp``: logit = mean over members of MLP([standardised FEATS terms; one-hot line])."""
 
     name = "ctxfusion"
     # has_label, label_o - 1/2, has_rate, logit(rate_o), context score, has_transfer, transfer score - 1/2
@@ -89,10 +93,49 @@ class FusionLearner(Learner):
         self.transfer = lt
         return out
 
-    def _net(self, n_lines: int, G: int) -> Any:
-        from pertpipe.models.modules.ctxfusion import LabelGate
+    def heads(self) -> tuple[str, str]:
+        """The fusion head of each kind (DE, direction): ``label_fusion``, and ``label_fusion_dir`` unless "same"."""
+        d = self.p.label_fusion_dir
+        return self.p.label_fusion, self.p.label_fusion if d == "same" else d
 
-        return LabelGate(n_lines, G, self.p.label_fusion == "gated")
+    def _net(self, n_lines: int, G: int) -> Any:
+        from pertpipe.models.modules.ctxfusion import KindHeads, LabelGate, LabelMLP
+
+        heads = self.heads()
+        linear = [h for h in heads if h != "mlp"]
+        gate = LabelGate(n_lines, G, linear[0] == "gated") if linear else None
+        mlp = (LabelMLP(n_lines, self.FEATS, self.p.label_mlp_hidden, self.p.label_mlp_members)
+               if "mlp" in heads else None)
+        return KindHeads([mlp if h == "mlp" else gate for h in heads])
+
+    def _fit_head(self, batches: list[tuple[Any, Any, Any, Any]]) -> float:
+        """Fit the fusion heads on the labelled pairs of each kind (DE, direction): the linear heads (``sum``,
+        ``gated``) by L-BFGS on the summed BCE of their kinds, the MLP by minibatch Adam (:class:`LabelMLP.fit_pairs`)."""
+        import torch
+
+        torch.manual_seed(self.seed)
+        heads = self.heads()
+        self.net = self._net(len(self.line_index), len(self.genes))
+        loss = 0.0
+        for k, (X, ln, _, y) in enumerate(batches):
+            if heads[k] == "mlp":
+                loss += self.net.head(k).fit_pairs(k, X, ln, y, epochs=self.p.label_mlp_epochs, batch_size=2048,
+                                                    lr=3e-3, seed=self.seed)
+        linear = [k for k in range(len(batches)) if heads[k] != "mlp"]
+        if not linear:
+            return loss
+        gate = self.net.head(linear[0])
+        opt = torch.optim.LBFGS(gate.parameters(), lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+
+        def closure() -> Any:
+            opt.zero_grad()
+            loss = sum(bce(gate(k, X, ln, g), y) for k, (X, ln, g, y) in enumerate(batches) if k in linear)
+            loss = loss + 1e-4 * (gate.b[linear] ** 2).sum()
+            loss.backward()
+            return loss
+
+        return loss + float(opt.step(closure).detach())
 
     def fit(self, data: LabelData, kn: Knowledge | None, threads: int = 1) -> dict[str, Any]:
         import types
@@ -118,30 +161,26 @@ class FusionLearner(Learner):
         self.transfer, self.transfer_log = None, None
         trans = self._transfer(data, 5, f) if self.p.label_transfer and len(self.line_index) > 1 else {}
         line = torch.as_tensor([self.line_index[str(c)] for c in data.lines])
-        self.net = self._net(len(self.line_index), len(self.genes))
-        opt = torch.optim.LBFGS(self.net.parameters(), lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
         batches = []
         for kind, codes in (("de", data.de), ("dir", data.dir)):
             X = self._features(codes, others, ctx[kind], trans.get(kind))
             r, g = np.nonzero(codes != MISSING)
             batches.append((torch.as_tensor(X[r, g]), line[r], torch.as_tensor(g),
                             torch.as_tensor(codes[r, g], dtype=torch.float32)))
-        bce = torch.nn.functional.binary_cross_entropy_with_logits
-
-        def closure() -> Any:
-            opt.zero_grad()
-            loss = sum(bce(self.net(k, X, ln, g), y) for k, (X, ln, g, y) in enumerate(batches))
-            loss = loss + 1e-4 * (self.net.b ** 2).sum()
-            loss.backward()
-            return loss
-
-        loss = float(opt.step(closure).detach())
+        self.batches = batches  # the labelled pairs' features (a few MB): benchmarks compare heads on them
+        loss = self._fit_head(batches)
         self.ridge = RidgeLearner(ridge_p, self.seed)
         self.ridge.fit(data, kn)
         covered = sum(len(o) > 0 for o in others)
-        return {"loss": round(loss, 5), "train_rows_with_other_lines": int(covered),
-                "gate": self.net.a.detach().numpy().round(3).tolist(), "transfer": self.transfer_log,
-                "signal_weights": self.net.w.detach().numpy().round(3).tolist()}
+        heads = self.heads()
+        out = {"loss": round(loss, 5), "train_rows_with_other_lines": int(covered),
+               "fusion": {"de": heads[0], "dir": heads[1]}, "transfer": self.transfer_log}
+        linear = [k for k, h in enumerate(heads) if h != "mlp"]
+        if linear:
+            gate = self.net.head(linear[0])
+            out.update(gate=gate.a.detach().numpy().round(3).tolist(),
+                       signal_weights=gate.w.detach().numpy().round(3).tolist())
+        return out
 
     def predict(self, perts: np.ndarray, lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -159,7 +198,10 @@ class FusionLearner(Learner):
                 X = self._features(codes, others, prior_feature("ridge", c), tr)
                 n = len(perts)
                 flat = torch.as_tensor(X.reshape(n * G, self.FEATS))
-                s = self.net(k, flat, torch.as_tensor(np.repeat(line_i, G)), torch.as_tensor(np.tile(np.arange(G), n)))
+                ln, g = torch.as_tensor(np.repeat(line_i, G)), torch.as_tensor(np.tile(np.arange(G), n))
+                step = 1 << 18  # pairs per pass: bounds the MLP head's activations (2¹⁸ x hidden floats)
+                s = torch.cat([self.net(k, flat[i:i + step], ln[i:i + step], g[i:i + step])
+                               for i in range(0, max(n * G, 1), step)])
                 out.append(s.numpy().reshape(n, G))
         return out[0], out[1]
 

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pertpipe.data.labels import MISSING, LabelData, LineFiles, build_labels, read_label_csv, split_labels
-from pertpipe.errors import ContractError, LeakageError
+from pertpipe.errors import ConfigError, ContractError, LeakageError
 
 
 def _csv(path, rows):
@@ -225,7 +225,8 @@ def test_label_models_learn_the_knowledge_and_round_trip(tmp_path, model, hp):
     np.testing.assert_allclose(dr2, dr, rtol=1e-4, atol=1e-4)
 
 
-def test_ctxfusion_on_labels_uses_the_other_lines(tmp_path):
+@pytest.mark.parametrize("fusion, fusion_dir", [("sum", "same"), ("mlp", "sum")])
+def test_ctxfusion_on_labels_uses_the_other_lines(tmp_path, fusion, fusion_dir):
 
     from pertpipe.models import build_model
     from pertpipe.models.inputs import ModelInputs
@@ -235,10 +236,12 @@ def test_ctxfusion_on_labels_uses_the_other_lines(tmp_path):
     test = (data.lines == "rpe1") & (np.char.lstrip(data.perts.astype(str), "P").astype(int) >= 120)
     train = data.rows(~test)
     path = _write_train(train, tmp_path / "train.h5ad")
-    m = build_model("ctxfusion", {}, seed=0)
+    m = build_model("ctxfusion", {"label_fusion": fusion, "label_fusion_dir": fusion_dir}, seed=0)
     assert m.reads("labels") == ("knowledge",)
     log = m.fit(ModelInputs(train=path, knowledge=kn))
     assert set(log["transfer"]) == {"k562", "rpe1"}  # a transfer ridge per line and kind, α validated
+    assert log["fusion"] == {"de": fusion, "dir": fusion if fusion_dir == "same" else fusion_dir}
+    assert "gate" in log  # a linear head fitted (both kinds, or direction beside the MLP's DE)
     de, _ = m.predict_labels(data.perts[test], data.lines[test])
     m.save(tmp_path / "model.pt")
     from pertpipe.models import load_model
@@ -249,6 +252,44 @@ def test_ctxfusion_on_labels_uses_the_other_lines(tmp_path):
     x.fit(ModelInputs(train=path))
     de_x, _ = x.predict_labels(data.perts[test], data.lines[test])
     assert mean_auc(data.de[test], de) > 0.7 and mean_auc(data.de[test], de_x) > 0.6
+
+
+def test_ctxfusion_mlp_head_learns_what_the_linear_heads_cannot():
+    """DE exactly where the other lines' label and the knowledge score disagree (an XOR of two features): no
+    weighting of the terms ranks that (the linear heads stay near chance), the MLP head does; one seed, one fit."""
+    import torch
+
+    from pertpipe.models import build_model
+    from pertpipe.models.ctxfusion_labels import FusionLearner
+    from pertpipe.models.label_learner import mean_auc_flat
+
+    rng = np.random.default_rng(0)
+    n, G = 6000, 20
+    X = np.zeros((n, FusionLearner.FEATS), np.float32)
+    X[:, 0] = 1  # has_label
+    X[:, 1] = rng.choice([-0.5, 0.5], n)  # the other lines' label - 1/2
+    X[:, 4] = rng.normal(size=n)  # the knowledge score
+    y = ((X[:, 1] > 0) ^ (X[:, 4] > 0)).astype(np.float32)
+    flip = rng.random(n) < 0.05
+    y[flip] = 1 - y[flip]
+    gene = rng.integers(0, G, n)
+    tr = np.arange(n) < 4000
+    aucs = {}
+    for fusion in ("sum", "gated", "mlp"):
+        m = build_model("ctxfusion", {"label_fusion": fusion, "label_fusion_dir": "same", "label_mlp_epochs": 20},
+                        seed=0)
+        lr = FusionLearner(m.params, 0)
+        lr.line_index, lr.genes = {"k562": 0}, [f"G{j}" for j in range(G)]
+        batch = (torch.as_tensor(X[tr]), torch.zeros(int(tr.sum()), dtype=torch.long), torch.as_tensor(gene[tr]),
+                 torch.as_tensor(y[tr]))
+        lr._fit_head([batch, batch])
+        with torch.no_grad():
+            s = lr.net(0, torch.as_tensor(X[~tr]), torch.zeros(int((~tr).sum()), dtype=torch.long),
+                       torch.as_tensor(gene[~tr])).numpy()
+        aucs[fusion] = mean_auc_flat(gene[~tr], y[~tr].astype(float), s)
+    assert aucs["mlp"] > 0.85 and aucs["sum"] < 0.6 and aucs["gated"] < 0.6, aucs
+    with pytest.raises(ConfigError, match="label_fusion_dir"):  # two linear heads cannot share the one network
+        build_model("ctxfusion", {"label_fusion": "gated", "label_fusion_dir": "sum"}, seed=0)
 
 
 def test_line_transfer_reads_co_regulated_genes_in_the_other_lines():

@@ -128,3 +128,75 @@ class LabelGate(nn.Module):
             g = torch.sigmoid(a[0] + a[1] * X[:, 0] + a[2] * X[:, 2] + a[3] * X[:, 5])
             return g * sig + (1 - g) * ctx + self.b[kind][gene]
         return sig + ctx + self.b[kind][gene]
+
+
+class LabelMLP(nn.Module):
+    """The labels task's nonlinear fusion (``label_fusion: mlp``): per kind, an ensemble of ``members`` MLPs (two ReLU
+    hidden layers) on the same per-(row, gene) features as :class:`LabelGate` (standardised with the training
+    pairs' mean and sd, kept as buffers) and the line as a one-hot; the score is the members' mean logit.
+
+    Where the linear heads add the other lines' label, their DE rate, the transfer score and the knowledge score
+    with one weight each per line, this head lets each term's weight depend on the others (the knowledge score
+    where the other lines say nothing, the label where the perturbation is strong there). It owns its loss (BCE)
+    and its minibatch fit (:meth:`fit_pairs`)."""
+
+    def __init__(self, n_lines: int, n_feats: int, hidden: int, members: int) -> None:
+        super().__init__()
+        self.n_lines = n_lines
+        self.nets = nn.ModuleList(
+            nn.ModuleList(mlp(n_feats + n_lines, hidden, 1, activation="relu", hidden_layers=2) for _ in range(members))
+            for _ in range(2))
+        self.register_buffer("mu", torch.zeros(2, n_feats))
+        self.register_buffer("sd", torch.ones(2, n_feats))
+
+    def _inputs(self, kind: int, X: torch.Tensor, line: torch.Tensor) -> torch.Tensor:
+        onehot = nn.functional.one_hot(line.long(), self.n_lines).to(X.dtype)
+        return torch.cat([(X - self.mu[kind]) / self.sd[kind], onehot], 1)
+
+    def forward(self, kind: int, X: torch.Tensor, line: torch.Tensor, gene: torch.Tensor) -> torch.Tensor:
+        h = self._inputs(kind, X, line)
+        return torch.stack([m(h)[:, 0] for m in self.nets[kind]]).mean(0)
+
+    def loss(self, kind: int, member: int, X: torch.Tensor, line: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(self.nets[kind][member](self._inputs(kind, X, line))[:, 0], y)
+
+    def fit_pairs(self, kind: int, X: torch.Tensor, line: torch.Tensor, y: torch.Tensor, *, epochs: int,
+                  batch_size: int, lr: float, seed: int) -> float:
+        """Fit kind ``kind``'s members on the labelled pairs (each member its own initialisation and order, from
+        ``seed``); returns the last epoch's mean loss over members."""
+        self.mu[kind], self.sd[kind] = X.mean(0), X.std(0).clamp_min(1e-6)
+        last = 0.0
+        for j, net in enumerate(self.nets[kind]):
+            g = torch.Generator().manual_seed(seed * 1009 + kind * 101 + j)
+            for p in net.parameters():  # a member's own initialisation, from its own generator
+                if p.dim() > 1:
+                    nn.init.kaiming_uniform_(p, a=5 ** 0.5, generator=g)
+                else:
+                    nn.init.uniform_(p, -0.1, 0.1, generator=g)
+            opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-5)
+            for _ in range(epochs):
+                perm, tot = torch.randperm(len(X), generator=g), 0.0
+                for i in range(0, len(X), batch_size):
+                    b = perm[i:i + batch_size]
+                    opt.zero_grad()
+                    loss = self.loss(kind, j, X[b], line[b], y[b])
+                    loss.backward()
+                    opt.step()
+                    tot += float(loss.detach()) * len(b)
+            last += tot / len(X) / len(self.nets[kind])
+        return last
+
+
+class KindHeads(nn.Module):
+    """The labels task's fusion per kind: ``heads[k]`` scores kind k (0 DE, 1 direction); one module may serve both."""
+
+    def __init__(self, heads: list[nn.Module]) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(dict.fromkeys(heads))  # each distinct module once (its state saved once)
+        self.index = [list(self.heads).index(h) for h in heads]
+
+    def head(self, kind: int) -> nn.Module:
+        return self.heads[self.index[kind]]
+
+    def forward(self, kind: int, X: torch.Tensor, line: torch.Tensor, gene: torch.Tensor) -> torch.Tensor:
+        return self.head(kind)(kind, X, line, gene)
