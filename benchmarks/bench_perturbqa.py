@@ -178,7 +178,7 @@ def plan_jobs(full, wd: Path, lines: list[str], settings: list[str], models: lis
     lolo_rec = {}
     if "lolo" in settings and len(lines) > 1:
         for seed in args.seeds:
-            for line in lines:
+            for line in (args.lolo_lines.split(",") if args.lolo_lines else lines):
                 split, rec = split_labels(full.obs, strategy="cell_line_holdout", seed=0, holdout=line)
                 lolo_rec[line] = rec
                 tp = wd / f"lolo_{line}_train.h5ad"
@@ -241,6 +241,8 @@ def main() -> None:
     ap.add_argument("--collect", action="store_true", help="render the finished runs in --workdir, train nothing")
     ap.add_argument("--name", default="bench_perturbqa", help="the results file's name")
     ap.add_argument("--lolo-models", default="xctx_rate,knowledge_ridge,ctxfusion")
+    ap.add_argument("--lolo-lines", default=None, help="train the lolo setting for these lines only (every line's rows "
+                    "still train): runs in parallel processes share --workdir's runs folder")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--save", action="store_true", help="write benchmarks/results/bench_perturbqa.json")
     ap.add_argument("--note", default=None)
