@@ -39,12 +39,10 @@ def validate(labels_path: Path, kn_path: Path, line: str, seed: int) -> dict:
 
     full = ad.read_h5ad(labels_path)
     split, _ = split_labels(full.obs, strategy="cell_line_holdout", seed=0, holdout=line)
-    tr = full[split == "train"]
-    data = LabelData(np.asarray(tr.X, np.int8), np.asarray(tr.layers["dir"], np.int8),
-                     tr.obs["target_gene"].astype(str).to_numpy(), tr.obs["cell_type"].astype(str).to_numpy(),
-                     [str(g) for g in tr.var_names])
-    _, is_val = validation_split(data.rows(data.lines == line), 0.15, seed)
-    val_perts = np.unique(data.rows(data.lines == line).perts[is_val])
+    data = LabelData.from_adata(full[split == "train"])
+    own = data.rows(data.lines == line)
+    _, is_val = validation_split(own, 0.15, seed)
+    val_perts = np.unique(own.perts[is_val])
     va = (data.lines == line) & np.isin(data.perts, val_perts)
     train, val = data.rows(~va), data.rows(va)
     kn = Knowledge.read(kn_path)

@@ -245,7 +245,11 @@ class LabelData:
     def read(cls, path: str | os.PathLike) -> LabelData:
         import anndata as ad
 
-        a = ad.read_h5ad(path)
+        return cls.from_adata(ad.read_h5ad(path))
+
+    @classmethod
+    def from_adata(cls, a: Any) -> LabelData:
+        """A labels AnnData (the contract stage 1 writes) already in memory."""
         return cls(np.asarray(a.X, dtype=np.int8), np.asarray(a.layers["dir"], dtype=np.int8),
                    a.obs["target_gene"].astype(str).to_numpy(), a.obs["cell_type"].astype(str).to_numpy(),
                    [str(g) for g in a.var_names])
